@@ -1,0 +1,15 @@
+//! Panicle's wire protocol: event schema v1, the DSN, decoding with named
+//! errors, and the normalization that turns an event into a fingerprint.
+//!
+//! Architecture invariant: this crate does no I/O and spawns nothing, so every
+//! function here is deterministic and tested alone.
+
+pub mod decode;
+pub mod dsn;
+pub mod event;
+pub mod normalize;
+
+pub use decode::{DecodeError, decode_events};
+pub use dsn::{Dsn, DsnError};
+pub use event::{Event, Frame, Kind, Location, Platform, Request, Sdk, Thread, Trace};
+pub use normalize::{fingerprint, frame_token, message_template, signature_frames};
