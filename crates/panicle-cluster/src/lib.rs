@@ -1,1 +1,167 @@
-//! placeholder
+//! Panicle clustering: groups that share a root cause, found by DBSCAN over
+//! weighted-Jaccard signatures. Pure compute; the only I/O is
+//! [`cluster_jsonl`], which reads and writes what it is handed.
+//!
+//! ```text
+//! GroupSignature (frames, message) ──▶ SignatureSet (interned, weighted,
+//!   tokens ranked rarest first) ──▶ NeighbourGraph (prefix-filter index,
+//!   exact verification, distance <= eps) ──▶ core test with event weights
+//!   ──▶ linfa Dbscan expansion ──▶ labels ──▶ stabilize (stable ids)
+//! ```
+//!
+//! Architecture invariant: results equal a brute-force DBSCAN exactly
+//! ([`dbscan_brute_force`]), labels included; the property tests hold it.
+
+mod dbscan;
+mod explain;
+mod index;
+mod jsonl;
+mod signature;
+mod stable;
+
+pub use dbscan::{
+    Clustering, NOISE, PrecomputedNeighbours, core_points, dbscan_brute_force, dbscan_graph,
+};
+pub use explain::{Explanation, explain};
+pub use index::NeighbourGraph;
+pub use jsonl::{InputLine, OutputLine, Summary, cluster_jsonl};
+pub use signature::{
+    GroupSignature, SignatureSet, Token, Weighting, distance, reference_distance, weighted_tokens,
+};
+pub use stable::{GroupLabel, Merge, Split, StableAssignment, attach, stabilize};
+
+use std::sync::Arc;
+
+/// Default radius: chosen by the grid search over the labeled corpus in
+/// `testdata/cluster-corpus/` (see `tests/corpus.rs`).
+pub const DEFAULT_EPS: f64 = 0.5;
+/// Default events a neighbourhood needs to be dense.
+pub const DEFAULT_MIN_SAMPLES: u64 = 2;
+/// Default weight ratio between a frame and the one inside it.
+pub const DEFAULT_DECAY: f64 = 0.8;
+/// Default weight of the message token.
+pub const DEFAULT_MESSAGE_WEIGHT: f64 = 1.0;
+
+/// Clustering parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Params {
+    /// Two groups are neighbours when their distance is `<= eps`; in [0, 1].
+    pub eps: f64,
+    /// Events (not groups) a core point's neighbourhood must hold, itself
+    /// included; at least 1.
+    pub min_samples: u64,
+    /// Frame at depth i weighs `decay^i`; in (0, 1]. 1 is plain Jaccard.
+    pub decay: f64,
+    /// Weight of the message token; 0 ignores messages.
+    pub message_weight: f64,
+    /// Threads for the neighbour search; 0 uses the available parallelism.
+    pub threads: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            eps: DEFAULT_EPS,
+            min_samples: DEFAULT_MIN_SAMPLES,
+            decay: DEFAULT_DECAY,
+            message_weight: DEFAULT_MESSAGE_WEIGHT,
+            threads: 0,
+        }
+    }
+}
+
+impl Params {
+    /// The weights part of the parameters.
+    pub fn weighting(&self) -> Weighting {
+        Weighting {
+            decay: self.decay,
+            message_weight: self.message_weight,
+        }
+    }
+
+    /// Rejects values outside the documented ranges.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let bad = |name: &'static str, reason: &str| {
+            Err(ClusterError::InvalidParams {
+                name,
+                reason: reason.to_string(),
+            })
+        };
+        if !(self.eps.is_finite() && (0.0..=1.0).contains(&self.eps)) {
+            return bad("eps", "must be within [0, 1]");
+        }
+        if self.min_samples == 0 {
+            return bad("min_samples", "must be at least 1");
+        }
+        if !(self.decay.is_finite() && self.decay > 0.0 && self.decay <= 1.0) {
+            return bad("decay", "must be within (0, 1]");
+        }
+        if !(self.message_weight.is_finite() && self.message_weight >= 0.0) {
+            return bad("message_weight", "must be finite and not negative");
+        }
+        Ok(())
+    }
+
+    fn thread_count(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// Why clustering refused its input.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A parameter is out of range.
+    #[error("invalid parameter {name}: {reason}")]
+    InvalidParams {
+        /// The parameter's name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Signatures and event counts differ in length.
+    #[error("{signatures} signatures but {counts} event counts")]
+    LengthMismatch {
+        /// Number of signatures.
+        signatures: usize,
+        /// Number of counts.
+        counts: usize,
+    },
+    /// A JSONL input line is not a valid group.
+    #[error("line {line}: {source}")]
+    Json {
+        /// 1-based line number.
+        line: usize,
+        /// The decoding error.
+        source: serde_json::Error,
+    },
+    /// Reading the input or writing the output failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Clusters groups: `counts[i]` is the number of events of group `i`.
+pub fn cluster(
+    signatures: &[GroupSignature],
+    counts: &[u64],
+    params: &Params,
+) -> Result<Clustering, ClusterError> {
+    params.validate()?;
+    if signatures.len() != counts.len() {
+        return Err(ClusterError::LengthMismatch {
+            signatures: signatures.len(),
+            counts: counts.len(),
+        });
+    }
+    let set = SignatureSet::build(signatures, params.weighting());
+    Ok(cluster_set(&set, counts, params))
+}
+
+/// Clusters an already built signature table (parameters assumed valid).
+pub fn cluster_set(set: &SignatureSet, counts: &[u64], params: &Params) -> Clustering {
+    let graph = NeighbourGraph::build(set, params.eps, params.thread_count());
+    dbscan_graph(Arc::new(graph), counts, params.min_samples)
+}
