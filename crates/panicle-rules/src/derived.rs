@@ -49,12 +49,12 @@ pub struct Share {
     pub distinct: Option<u64>,
 }
 
-enum Spread {
+enum Concentration {
     TooFew,
     OnlyOne,
     Concentrated(f64),
     Leaning(f64),
-    Spread(f64),
+    SpreadOut(f64),
 }
 
 impl Share {
@@ -65,18 +65,18 @@ impl Share {
         self.count.min(self.total) as f64 / self.total as f64
     }
 
-    fn spread(&self) -> Spread {
+    fn spread(&self) -> Concentration {
         let f = self.fraction();
         if self.total < MIN_EVENTS {
-            Spread::TooFew
+            Concentration::TooFew
         } else if self.distinct == Some(1) {
-            Spread::OnlyOne
+            Concentration::OnlyOne
         } else if f >= CONCENTRATED {
-            Spread::Concentrated(f)
+            Concentration::Concentrated(f)
         } else if f <= SPREAD {
-            Spread::Spread(f)
+            Concentration::SpreadOut(f)
         } else {
-            Spread::Leaning(f)
+            Concentration::Leaning(f)
         }
     }
 
@@ -165,7 +165,7 @@ pub fn derived_suggestion(evidence: &Evidence) -> Suggestion {
         why.push(format!("It is reached by {shown}."));
         because.push(format!("path: {shown}"));
         steps.push(format!(
-            "Walk that path outward to the first function that takes outside input (a request, a message, a file) and reject the bad value there, so it never reaches {culprit_name}."
+            "Walk the call path outward to the first function that takes outside input (a request, a message, a file) and reject the bad value there, so it never reaches {culprit_name}."
         ));
     }
 
@@ -181,7 +181,10 @@ pub fn derived_suggestion(evidence: &Evidence) -> Suggestion {
     if let Some(pod) = &evidence.top_pod {
         signals.push(Signal::PodConcentration);
         let (sentence, step) = describe_pods(pod);
-        because.push(format!("top pod {}: {} of {} events", pod.name, pod.count, pod.total));
+        because.push(format!(
+            "top pod {}: {} of {} events",
+            pod.name, pod.count, pod.total
+        ));
         why.push(sentence);
         steps.extend(step);
     }
@@ -227,15 +230,17 @@ fn describe_pods(pod: &Share) -> (String, Option<String>) {
     let name = &pod.name;
     let (count, total) = (pod.count, pod.total);
     match pod.spread() {
-        Spread::TooFew => (
+        Concentration::TooFew => (
             format!("Only {total} events so far: too few to say whether pod `{name}` stands out."),
             None,
         ),
-        Spread::OnlyOne => (
-            format!("All {total} events come from pod `{name}`, the only pod seen, so pods tell nothing here."),
+        Concentration::OnlyOne => (
+            format!(
+                "All {total} events come from pod `{name}`, the only pod seen, so pods tell nothing here."
+            ),
             None,
         ),
-        Spread::Concentrated(f) => (
+        Concentration::Concentrated(f) => (
             format!(
                 "{} of the events ({count} of {total}) come from pod `{name}`{}.",
                 pct(f),
@@ -245,7 +250,7 @@ fn describe_pods(pod: &Share) -> (String, Option<String>) {
                 "Compare pod `{name}` with the others: its node, config and secrets, the data or tenants it serves, its memory and file limits. A panic on one pod points to its environment or its share of traffic."
             )),
         ),
-        Spread::Leaning(f) => (
+        Concentration::Leaning(f) => (
             format!(
                 "Pod `{name}` has more than its share: {} of the events ({count} of {total}){}.",
                 pct(f),
@@ -253,7 +258,7 @@ fn describe_pods(pod: &Share) -> (String, Option<String>) {
             ),
             None,
         ),
-        Spread::Spread(f) => (
+        Concentration::SpreadOut(f) => (
             format!(
                 "The events are spread over pods (the busiest, `{name}`, has {}, {count} of {total}): not one bad pod; the cause travels with the code or the input.",
                 pct(f)
@@ -267,11 +272,13 @@ fn describe_routes(route: &Share) -> (String, Option<String>) {
     let name = &route.name;
     let (count, total) = (route.count, route.total);
     match route.spread() {
-        Spread::TooFew => (
-            format!("Only {total} events so far: too few to say whether route `{name}` stands out."),
+        Concentration::TooFew => (
+            format!(
+                "Only {total} events so far: too few to say whether route `{name}` stands out."
+            ),
             None,
         ),
-        Spread::OnlyOne | Spread::Concentrated(_) => (
+        Concentration::OnlyOne | Concentration::Concentrated(_) => (
             format!(
                 "{} of the events ({count} of {total}) come from requests to `{name}`{}.",
                 pct(route.fraction()),
@@ -281,14 +288,14 @@ fn describe_routes(route: &Share) -> (String, Option<String>) {
                 "Reproduce with a request to `{name}`: replay a failing request (its request id is on the events) against a local build or staging."
             )),
         ),
-        Spread::Leaning(f) => (
+        Concentration::Leaning(f) => (
             format!(
                 "Requests to `{name}` have more than their share: {} of the events ({count} of {total}).",
                 pct(f)
             ),
             None,
         ),
-        Spread::Spread(f) => (
+        Concentration::SpreadOut(f) => (
             format!(
                 "Requests to several routes hit it (the top one, `{name}`, has {}): the bug is in code they share; start from the culprit, not from one handler.",
                 pct(f)

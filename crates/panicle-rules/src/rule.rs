@@ -108,7 +108,8 @@ impl Matcher {
         let has_frames = !self.frames.is_empty();
         let ok = match self.combine {
             Combine::All => {
-                (!has_message || message_reason.is_some()) && (!has_frames || frame_reason.is_some())
+                (!has_message || message_reason.is_some())
+                    && (!has_frames || frame_reason.is_some())
             }
             Combine::Any => message_reason.is_some() || frame_reason.is_some(),
         };
@@ -208,7 +209,9 @@ fn parse_rule(file: &str, n: usize, table: toml::Table) -> Result<Rule, RuleErro
     };
     let rule_id = raw.id.ok_or_else(|| missing("id"))?;
     if rule_id.trim().is_empty() || rule_id.chars().any(char::is_whitespace) {
-        return Err(invalid("`id` must be non-empty and contain no spaces".into()));
+        return Err(invalid(
+            "`id` must be non-empty and contain no spaces".into(),
+        ));
     }
     let platform = raw.platform.ok_or_else(|| missing("platform"))?;
     let title = non_empty(raw.title).ok_or_else(|| missing("title"))?;

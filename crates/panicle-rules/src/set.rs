@@ -13,9 +13,18 @@ use crate::suggestion::{Suggestion, SuggestionSource};
 /// The built-in rule files, compiled into the binary so it needs no files at
 /// runtime. Order matters only for ties of equal priority.
 const BUILTIN: &[(&str, &str)] = &[
-    ("builtin:rust.toml", include_str!("../../../rules/rust.toml")),
-    ("builtin:rust-io.toml", include_str!("../../../rules/rust-io.toml")),
-    ("builtin:tokio.toml", include_str!("../../../rules/tokio.toml")),
+    (
+        "builtin:rust.toml",
+        include_str!("../../../rules/rust.toml"),
+    ),
+    (
+        "builtin:rust-io.toml",
+        include_str!("../../../rules/rust-io.toml"),
+    ),
+    (
+        "builtin:tokio.toml",
+        include_str!("../../../rules/tokio.toml"),
+    ),
     ("builtin:go.toml", include_str!("../../../rules/go.toml")),
 ];
 
@@ -238,4 +247,147 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     s.get(..end).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_strips_rust_and_go_wrappers() {
+        let cases = [
+            (
+                "thread 'main' (11649) panicked at src/bin/two.rs:5:60:\ncalled `Option::unwrap()` on a `None` value\nnote: run with `RUST_BACKTRACE=1`",
+                "called `Option::unwrap()` on a `None` value\nnote: run with `RUST_BACKTRACE=1`",
+            ),
+            (
+                "thread 'main' panicked at src/main.rs:2:5:\nnot implemented",
+                "not implemented",
+            ),
+            ("panicked at C:\\src\\main.rs:2:5:\nboom", "boom"),
+            (
+                "thread 'tokio-runtime-worker' panicked at 'it's here: 'x'', src/a.rs:1:2\nnote: run with",
+                "it's here: 'x'",
+            ),
+            ("panicked at 'boom', src/a.rs:1:2", "boom"),
+            (
+                "panic: send on closed channel\n\ngoroutine 1",
+                "send on closed channel\n\ngoroutine 1",
+            ),
+            (
+                "fatal error: concurrent map writes",
+                "concurrent map writes",
+            ),
+            ("  plain message", "plain message"),
+            ("the thread panicked at noon", "the thread panicked at noon"),
+        ];
+        for (message, want) in cases {
+            assert_eq!(panic_payload(message), want, "{message}");
+        }
+    }
+
+    #[test]
+    fn payload_is_bounded_on_a_char_boundary() {
+        let long = "é".repeat(MAX_PAYLOAD_BYTES);
+        let p = panic_payload(&long);
+        assert!(p.len() <= MAX_PAYLOAD_BYTES);
+        assert!(p.len() >= MAX_PAYLOAD_BYTES - 1);
+        assert!(p.chars().all(|c| c == 'é'));
+    }
+
+    const TWO: &str = r#"
+[[rule]]
+id = "t.generic"
+platform = "any"
+title = "generic"
+why = "w"
+how = "h"
+[rule.match]
+message = ['boom']
+
+[[rule]]
+id = "t.rust-specific"
+platform = "rust"
+priority = 5
+title = "specific"
+why = "w"
+how = "h"
+[rule.match]
+message = ['^boom: \d+']
+message_not = ['ignored']
+
+[[rule]]
+id = "t.same-priority-later"
+platform = "any"
+title = "later"
+why = "w"
+how = "h"
+[rule.match]
+message = ['boom']
+"#;
+
+    fn best(set: &RuleSet, platform: Option<&str>, message: &str) -> Option<String> {
+        let input = MatchInput {
+            platform,
+            message,
+            frames: &[],
+        };
+        set.suggest(&input).map(|s| match s.source {
+            SuggestionSource::Rule { id } => id,
+            SuggestionSource::Evidence { .. } => unreachable!(),
+        })
+    }
+
+    #[test]
+    fn priority_then_order_decides() {
+        let set = RuleSet::from_sources([("two.toml", TWO)]).unwrap();
+        assert_eq!(
+            best(&set, Some("rust"), "boom: 3").as_deref(),
+            Some("t.rust-specific")
+        );
+        // Equal priority: the earlier rule wins.
+        assert_eq!(
+            best(&set, Some("rust"), "boom").as_deref(),
+            Some("t.generic")
+        );
+        let all: Vec<&str> = set
+            .matches(&MatchInput {
+                platform: None,
+                message: "boom: 3",
+                frames: &[],
+            })
+            .into_iter()
+            .map(|(r, _)| r.id.as_str())
+            .collect();
+        assert_eq!(
+            all,
+            ["t.rust-specific", "t.generic", "t.same-priority-later"]
+        );
+    }
+
+    #[test]
+    fn platform_filters_and_message_not_vetoes() {
+        let set = RuleSet::from_sources([("two.toml", TWO)]).unwrap();
+        assert_eq!(
+            best(&set, Some("go"), "boom: 3").as_deref(),
+            Some("t.generic")
+        );
+        assert_eq!(
+            best(&set, Some("GO"), "boom: 3").as_deref(),
+            Some("t.generic")
+        );
+        assert_eq!(
+            best(&set, None, "boom: 3").as_deref(),
+            Some("t.rust-specific")
+        );
+        assert_eq!(
+            best(&set, Some("other"), "boom: 3").as_deref(),
+            Some("t.rust-specific")
+        );
+        assert_eq!(
+            best(&set, Some("rust"), "boom: 3 ignored").as_deref(),
+            Some("t.generic")
+        );
+        assert_eq!(best(&set, Some("rust"), "bang"), None);
+    }
 }

@@ -65,10 +65,7 @@ fn every_match_selects_its_rule() {
             assert!(!s.source.trim().is_empty());
             let got = suggested_id(&rules, s);
             if got.as_deref() != Some(case.rule.as_str()) {
-                failures.push(format!(
-                    "{}: {:?} gave {:?}",
-                    case.rule, s.message, got
-                ));
+                failures.push(format!("{}: {:?} gave {:?}", case.rule, s.message, got));
             }
         }
     }
@@ -128,14 +125,32 @@ fn issue_examples_are_covered() {
     // The wordings the issue lists by name, each tied to its rule.
     let rules = RuleSet::builtin().unwrap();
     let expect = [
-        ("called `Option::unwrap()` on a `None` value", "rust.option-unwrap-none"),
+        (
+            "called `Option::unwrap()` on a `None` value",
+            "rust.option-unwrap-none",
+        ),
         ("attempt to add with overflow", "rust.arithmetic-overflow"),
-        ("attempt to multiply with overflow", "rust.arithmetic-overflow"),
-        ("already borrowed: BorrowMutError", "rust.refcell-already-borrowed"),
-        ("already mutably borrowed: BorrowError", "rust.refcell-already-borrowed"),
+        (
+            "attempt to multiply with overflow",
+            "rust.arithmetic-overflow",
+        ),
+        (
+            "already borrowed: BorrowMutError",
+            "rust.refcell-already-borrowed",
+        ),
+        (
+            "already mutably borrowed: BorrowError",
+            "rust.refcell-already-borrowed",
+        ),
         ("RefCell already borrowed", "rust.refcell-already-borrowed"),
-        ("index out of bounds: the len is 3 but the index is 5", "rust.index-out-of-bounds"),
-        ("range end index 10 out of range for slice of length 4", "rust.slice-range"),
+        (
+            "index out of bounds: the len is 3 but the index is 5",
+            "rust.index-out-of-bounds",
+        ),
+        (
+            "range end index 10 out of range for slice of length 4",
+            "rust.slice-range",
+        ),
         (
             "byte index 1 is not a char boundary; it is inside 'é' (bytes 0..2) of `é`",
             "rust.str-char-boundary",
@@ -145,28 +160,52 @@ fn issue_examples_are_covered() {
             "called `Result::unwrap()` on an `Err` value: PoisonError { .. }",
             "rust.poisoned-lock",
         ),
-        ("Cannot start a runtime from within a runtime.", "tokio.runtime-in-runtime"),
+        (
+            "Cannot start a runtime from within a runtime.",
+            "tokio.runtime-in-runtime",
+        ),
         (
             "there is no reactor running, must be called from the context of a Tokio 1.x runtime",
             "tokio.no-reactor",
         ),
-        ("Cannot block the current thread from within a runtime.", "tokio.blocking-in-async"),
+        (
+            "Cannot block the current thread from within a runtime.",
+            "tokio.blocking-in-async",
+        ),
         ("capacity overflow", "rust.capacity-overflow"),
-        ("memory allocation of 1024 bytes failed", "rust.allocation-failed"),
-        ("fatal error: concurrent map writes", "go.concurrent-map-writes"),
+        (
+            "memory allocation of 1024 bytes failed",
+            "rust.allocation-failed",
+        ),
+        (
+            "fatal error: concurrent map writes",
+            "go.concurrent-map-writes",
+        ),
         (
             "panic: runtime error: invalid memory address or nil pointer dereference",
             "go.nil-pointer-dereference",
         ),
-        ("panic: assignment to entry in nil map", "go.nil-map-assignment"),
-        ("panic: runtime error: index out of range [5] with length 3", "go.index-out-of-range"),
+        (
+            "panic: assignment to entry in nil map",
+            "go.nil-map-assignment",
+        ),
+        (
+            "panic: runtime error: index out of range [5] with length 3",
+            "go.index-out-of-range",
+        ),
         (
             "panic: runtime error: slice bounds out of range [:7] with capacity 5",
             "go.slice-bounds-out-of-range",
         ),
-        ("panic: close of closed channel", "go.close-of-closed-channel"),
+        (
+            "panic: close of closed channel",
+            "go.close-of-closed-channel",
+        ),
         ("panic: send on closed channel", "go.send-on-closed-channel"),
-        ("fatal error: all goroutines are asleep - deadlock!", "go.all-goroutines-asleep"),
+        (
+            "fatal error: all goroutines are asleep - deadlock!",
+            "go.all-goroutines-asleep",
+        ),
     ];
     for (message, id) in expect {
         let input = MatchInput {
