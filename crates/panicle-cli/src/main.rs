@@ -1,1 +1,239 @@
-fn main() {}
+//! `panicle`: the server and its operator commands.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use panicle_server::{AppState, ServerConfig};
+use panicle_store::Store;
+use tracing_subscriber::EnvFilter;
+
+const DEFAULT_DATABASE_URL: &str = "sqlite://./panicle-data/panicle.db";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8471";
+
+#[derive(Parser)]
+#[command(name = "panicle", version, about = "Self-hosted panic attribution: ingest, group, cluster, explain.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// Where events are stored: sqlite://FILE (created) or postgres://USER@HOST:PORT/DB.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: ingest, read API, dashboard.
+    Serve {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, env = "PANICLE_LISTEN", default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// URL clients reach this server at, used in printed DSNs (default: the listen address).
+        #[arg(long, env = "PANICLE_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Largest accepted request body in bytes, before and after gzip.
+        #[arg(long, env = "PANICLE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+        max_body_bytes: usize,
+    },
+    /// Manage projects.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Manage API tokens for the read API.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Create a project and print its DSN.
+    Create {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+        /// URL clients reach the server at (default: http:// + PANICLE_LISTEN).
+        #[arg(long, env = "PANICLE_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+    /// List projects with their DSNs.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, env = "PANICLE_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token and print it.
+    Create {
+        #[command(flatten)]
+        db: DbArgs,
+        /// A note to tell tokens apart.
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("PANICLE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve {
+            db,
+            listen,
+            public_url,
+            max_body_bytes,
+        } => serve(db, listen, public_url, max_body_bytes).await,
+        Command::Project {
+            command: ProjectCommand::Create {
+                name,
+                db,
+                public_url,
+            },
+        } => {
+            let store = open(&db).await?;
+            let project = store.create_project(&name).await?;
+            println!("{}", dsn(&public_url_or_listen(public_url), &project));
+            Ok(())
+        }
+        Command::Project {
+            command: ProjectCommand::List { db, public_url },
+        } => {
+            let store = open(&db).await?;
+            let base = public_url_or_listen(public_url);
+            for p in store.projects().await? {
+                println!("{}\t{}\t{}", p.id, p.name, dsn(&base, &p));
+            }
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Create { db, label },
+        } => {
+            let store = open(&db).await?;
+            println!("{}", store.create_token(&label).await?);
+            Ok(())
+        }
+    }
+}
+
+async fn open(db: &DbArgs) -> Result<Store> {
+    Store::connect(&db.database_url)
+        .await
+        .with_context(|| format!("cannot open the database at {}", redact(&db.database_url)))
+}
+
+/// Hides a password in a database URL before it is printed.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
+            let user_end = s + 3 + url[s + 3..at].find(':').unwrap_or(0);
+            format!("{}:***{}", &url[..user_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn public_url_or_listen(public_url: Option<String>) -> String {
+    public_url.unwrap_or_else(|| {
+        let listen = std::env::var("PANICLE_LISTEN").unwrap_or_else(|_| DEFAULT_LISTEN.into());
+        format!("http://{listen}")
+    })
+}
+
+fn dsn(base_url: &str, project: &panicle_store::Project) -> String {
+    let base = base_url.trim_end_matches('/');
+    let (scheme, host) = base.split_once("://").unwrap_or(("http", base));
+    format!("{scheme}://{}@{host}/{}", project.ingest_key, project.id)
+}
+
+async fn serve(
+    db: DbArgs,
+    listen: SocketAddr,
+    public_url: Option<String>,
+    max_body_bytes: usize,
+) -> Result<()> {
+    let store = open(&db).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}: is another server running? pick another with --listen"))?;
+    let addr = listener.local_addr()?;
+    let base = public_url.unwrap_or_else(|| format!("http://{addr}"));
+    if store.projects().await?.is_empty() {
+        let project = store.create_project("default").await?;
+        let token = store.create_token("first start").await?;
+        println!("Panicle is ready. Keep these; they are printed once.");
+        println!("  DSN:       {}", dsn(&base, &project));
+        println!("  API token: {token}");
+        println!("  Dashboard: {base}/");
+    }
+    println!("panicle listening on http://{addr}");
+    tracing::info!(%addr, database = %redact(&db.database_url), "panicle serving");
+    let state = AppState::new(
+        store.clone(),
+        ServerConfig {
+            max_body_bytes,
+        },
+    );
+    panicle_server::serve(listener, state, shutdown_signal()).await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
+    }
+}

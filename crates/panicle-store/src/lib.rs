@@ -1,1 +1,209 @@
-//! placeholder
+//! Panicle's persistence: one API over PostgreSQL and SQLite.
+//!
+//! Both backends run the same query text through sqlx's Any driver (`$1`
+//! placeholders, times as epoch milliseconds, ids as TEXT); only the DDL
+//! differs, in `migrations/postgres` and `migrations/sqlite`.
+//!
+//! Architecture invariant: this crate knows SQL and nothing of HTTP.
+
+mod events;
+mod groups;
+mod page;
+mod projects;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor, SqlSafeStr};
+
+pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
+pub use groups::{GroupQuery, GroupRow};
+pub use page::{Cursor, Page};
+pub use projects::{Project, hash_token};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported database URL `{0}`: use sqlite://path/to/file.db or postgres://user@host:port/db"
+    )]
+    UnsupportedUrl(String),
+    #[error("cannot create the database directory `{path}`: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("a project named `{0}` already exists")]
+    ProjectExists(String),
+    #[error("invalid cursor: pass back the `next_cursor` of a previous page")]
+    InvalidCursor,
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The database behind every Panicle server and CLI command.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects, creating the SQLite file (and its directory) if needed, and
+    /// applies the migrations of the backend.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = normalize_url(url)?;
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await?
+            }
+        };
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for callers (tests, jobs) that need raw access.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let files: &[(i64, &str, &'static str)] = match self.backend {
+            Backend::Sqlite => &[(1, "init", include_str!("../../../migrations/sqlite/0001_init.sql"))],
+            Backend::Postgres => &[(
+                1,
+                "init",
+                include_str!("../../../migrations/postgres/0001_init.sql"),
+            )],
+        };
+        let migrations = files
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations).run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Readiness: the database answers a query.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Turns user-facing URLs into what sqlx wants: SQLite files are created
+/// (with their directory) on first use.
+fn normalize_url(url: &str) -> Result<(Backend, String)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, url.to_string()));
+    }
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    };
+    let rest = rest.trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::UnsupportedUrl(format!(
+            "{url} (in-memory SQLite loses data on restart; give a file path)"
+        )));
+    }
+    if let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let mut query = query.to_string();
+    if !query.contains("mode=") {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str("mode=rwc");
+    }
+    Ok((Backend::Sqlite, format!("sqlite://{path}?{query}")))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalized() {
+        assert_eq!(
+            normalize_url("postgres://u@h/db").unwrap(),
+            (Backend::Postgres, "postgres://u@h/db".into())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub/p.db");
+        let (backend, url) = normalize_url(&format!("sqlite://{}", file.display())).unwrap();
+        assert_eq!(backend, Backend::Sqlite);
+        assert!(url.ends_with("p.db?mode=rwc"), "{url}");
+        assert!(file.parent().unwrap().is_dir());
+        assert!(normalize_url("mysql://x").is_err());
+        assert!(normalize_url("sqlite::memory:").is_err());
+    }
+}

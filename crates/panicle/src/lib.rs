@@ -1,1 +1,97 @@
-//! placeholder
+//! Panicle SDK: one call installs a panic hook that captures the panic
+//! (message, location, thread, symbolized frames), adds the service's
+//! resource (service, release, Kubernetes pod) and ships it to a Panicle
+//! server.
+//!
+//! ```no_run
+//! let _guard = panicle::init(panicle::Options::from_env());
+//! ```
+//!
+//! With `PANICLE_DSN` unset, `init` still installs the hook, which only chains
+//! the previous one: the SDK can stay in every build.
+
+mod capture;
+mod context;
+mod options;
+mod symbolize;
+mod transport;
+
+use std::panic::PanicHookInfo;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+pub use options::Options;
+pub use panicle_protocol as protocol;
+
+/// What the installed hook shares with `flush` and the guard.
+struct Client {
+    options: Options,
+    resource: context::Resource,
+    transport: Option<transport::Transport>,
+}
+
+static CLIENT: OnceLock<Arc<Client>> = OnceLock::new();
+
+/// Flushes queued events when dropped (at the end of `main`).
+#[must_use = "dropping the guard at once flushes and ends delivery guarantees; bind it: `let _guard = …`"]
+pub struct Guard {
+    _private: (),
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        flush(DEFAULT_FLUSH_TIMEOUT);
+    }
+}
+
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Installs the panic hook. Calling it again keeps the first configuration.
+pub fn init(options: Options) -> Guard {
+    let transport = options.dsn.as_ref().map(|dsn| transport::Transport::new(dsn, options.send_timeout));
+    let client = Arc::new(Client {
+        resource: context::Resource::detect(&options),
+        options,
+        transport,
+    });
+    if CLIENT.set(client.clone()).is_ok() {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            hook(&client, info);
+            previous(info);
+        }));
+    }
+    Guard { _private: () }
+}
+
+/// Waits up to `timeout` for queued events to be sent; true when none is left.
+pub fn flush(timeout: Duration) -> bool {
+    match CLIENT.get().and_then(|c| c.transport.as_ref()) {
+        Some(t) => t.flush(timeout),
+        None => true,
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs the hook: a panic inside the hook must not recurse.
+    static IN_HOOK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn hook(client: &Client, info: &PanicHookInfo<'_>) {
+    if IN_HOOK.with(|f| f.replace(true)) {
+        return;
+    }
+    if let Some(transport) = &client.transport {
+        let event = capture::capture(info, &client.options, &client.resource);
+        transport.send_now(&event);
+    }
+    IN_HOOK.with(|f| f.set(false));
+}
+
+/// `name@version` of the calling crate, for `Options::release`.
+#[macro_export]
+macro_rules! release_name {
+    () => {
+        concat!(env!("CARGO_PKG_NAME"), "@", env!("CARGO_PKG_VERSION"))
+    };
+}

@@ -1,0 +1,86 @@
+//! Every error a client sees: a status and `{"error":{"code","message"}}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use panicle_protocol::DecodeError;
+use panicle_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or unknown ingest key: send the key of your DSN in the X-Panicle-Key header")]
+    BadIngestKey,
+    #[error("missing or invalid API token: send `Authorization: Bearer <token>` (create one with `panicle token create`)")]
+    BadToken,
+    #[error("request body is larger than the limit of {limit} bytes: send smaller batches")]
+    TooLarge { limit: usize },
+    #[error("body is not valid gzip: {0}")]
+    BadGzip(String),
+    #[error("unsupported Content-Encoding `{0}`: send identity or gzip")]
+    BadEncoding(String),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("invalid query parameter `{name}`: {message}")]
+    BadParam { name: &'static str, message: String },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("internal error: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadIngestKey | ApiError::BadToken => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BadGzip(_) | ApiError::Decode(_) | ApiError::BadParam { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Store(StoreError::InvalidCursor) => StatusCode::BAD_REQUEST,
+            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Stable snake_case code; also the `reason` label of rejection metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadIngestKey => "invalid_ingest_key",
+            ApiError::BadToken => "invalid_token",
+            ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::BadGzip(_) => "invalid_gzip",
+            ApiError::BadEncoding(_) => "unsupported_encoding",
+            ApiError::Decode(e) => e.code(),
+            ApiError::BadParam { .. } => "invalid_parameter",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Store(StoreError::InvalidCursor) => "invalid_cursor",
+            ApiError::Store(_) => "storage_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let message = match &self {
+            // Do not leak database internals; the log has them.
+            ApiError::Store(e) if !matches!(e, StoreError::InvalidCursor) => {
+                "the database is unavailable; retry later".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = Json(json!({"error": {"code": self.code(), "message": message}}));
+        let mut response = (status, body).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

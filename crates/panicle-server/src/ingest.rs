@@ -1,0 +1,120 @@
+//! Ingest: decode → validate → normalize → fingerprint → store (one
+//! transaction per request). Refusals (401/400/413) come before any 202; an
+//! event answered 202 is committed.
+
+use std::io::Read;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use flate2::read::GzDecoder;
+use panicle_protocol::decode::Decoded;
+use panicle_protocol::{decode_events, message_template, signature_frames};
+use panicle_store::NewEvent;
+use serde_json::json;
+
+use crate::auth::IngestProject;
+use crate::{ApiError, AppState};
+
+pub async fn post_events(
+    State(state): State<AppState>,
+    project: Result<IngestProject, ApiError>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let result = accept(&state, project, &headers, body).await;
+    if let Err(e) = &result {
+        state.metrics.rejected(e.code());
+    }
+    result
+}
+
+async fn accept(
+    state: &AppState,
+    project: Result<IngestProject, ApiError>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let IngestProject(project) = project?;
+    let limit = state.config.max_body_bytes;
+    let raw = read_body(headers, body, limit).await?;
+    let decoded = decode_events(&raw)?;
+    let events: Vec<NewEvent> = decoded.into_iter().map(to_new_event).collect();
+    let outcome = state.store.insert_events(project.id, &events).await?;
+    let m = &state.metrics;
+    m.events_accepted.inc_by(outcome.accepted.len() as u64);
+    m.events_stored.inc_by(outcome.inserted as u64);
+    m.events_duplicate
+        .inc_by((outcome.accepted.len() - outcome.inserted) as u64);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": outcome.accepted, "stored": outcome.inserted})),
+    ))
+}
+
+/// Reads the body within `limit` bytes, before and after gzip decoding (so a
+/// small gzip bomb is refused as well).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = ApiError::TooLarge { limit };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large);
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge { limit })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "identity" | "" => Ok(bytes.to_vec()),
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::new();
+            GzDecoder::new(&bytes[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| ApiError::BadGzip(e.to_string()))?;
+            if out.len() > limit {
+                return Err(too_large);
+            }
+            Ok(out)
+        }
+        other => Err(ApiError::BadEncoding(other.to_string())),
+    }
+}
+
+/// Derives the stored columns from a validated wire event.
+pub fn to_new_event(decoded: Decoded) -> NewEvent {
+    let Decoded {
+        event,
+        timestamp_ms,
+    } = decoded;
+    let signature = signature_frames(&event);
+    let resource = |key: &str| event.resource_str(key).map(str::to_string);
+    NewEvent {
+        event_id: event.event_id.clone(),
+        timestamp_ms,
+        platform: event.platform.map(|p| p.as_str()).unwrap_or("other").to_string(),
+        kind: event.kind.map(|k| k.as_str()).unwrap_or("panic").to_string(),
+        message: event.message.clone(),
+        service: resource("service.name"),
+        environment: resource("deployment.environment")
+            .or_else(|| resource("deployment.environment.name")),
+        release: event.release.clone(),
+        trace_id: event.trace.as_ref().map(|t| t.trace_id.to_ascii_lowercase()),
+        pod: resource("k8s.pod.name"),
+        node: resource("k8s.node.name"),
+        route: event.request.as_ref().and_then(|r| r.route.clone()),
+        depth: event.frames.len() as i64,
+        fingerprint: panicle_protocol::fingerprint(&event),
+        template: message_template(&event.message),
+        culprit: signature.first().cloned(),
+        payload: serde_json::to_string(&event).unwrap_or_else(|_| "{}".into()),
+        signature,
+    }
+}

@@ -1,0 +1,97 @@
+//! The server's own telemetry, named in one place and served as Prometheus text.
+
+use std::sync::Mutex;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Counters of what ingest did; every rejection has a named reason.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub events_accepted: Counter,
+    pub events_stored: Counter,
+    pub events_duplicate: Counter,
+    pub requests_rejected: Family<ReasonLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("panicle");
+        let events_accepted = Counter::default();
+        let events_stored = Counter::default();
+        let events_duplicate = Counter::default();
+        let requests_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "events_accepted",
+            "Events answered 202 (new or resent)",
+            events_accepted.clone(),
+        );
+        registry.register(
+            "events_stored",
+            "Events stored for the first time",
+            events_stored.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Resent events stored nothing twice",
+            events_duplicate.clone(),
+        );
+        registry.register(
+            "ingest_rejected",
+            "Ingest requests refused, by reason (the error code)",
+            requests_rejected.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            events_accepted,
+            events_stored,
+            events_duplicate,
+            requests_rejected,
+        }
+    }
+
+    pub fn rejected(&self, reason: &str) {
+        self.requests_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = encode(&mut out, &registry);
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

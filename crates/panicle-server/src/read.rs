@@ -1,0 +1,210 @@
+//! The read API: events and groups, paged with an opaque cursor.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use panicle_store::{Cursor, EventQuery, EventSummary, GroupQuery, GroupRow, Page};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::auth::Reader;
+use crate::{ApiError, AppState};
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+/// Filters shared by the list endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    pub project: Option<i64>,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl ListParams {
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::BadParam {
+                name: "limit",
+                message: format!("{n} is outside 1..={MAX_LIMIT}"),
+            }),
+        }
+    }
+
+    pub fn cursor(&self) -> Result<Option<Cursor>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(Cursor::decode)
+            .transpose()
+            .map_err(ApiError::from)
+    }
+
+    pub fn since_ms(&self) -> Result<Option<i64>, ApiError> {
+        parse_time("since", self.since.as_deref())
+    }
+
+    pub fn until_ms(&self) -> Result<Option<i64>, ApiError> {
+        parse_time("until", self.until.as_deref())
+    }
+}
+
+/// Accepts RFC 3339 or epoch milliseconds.
+pub fn parse_time(name: &'static str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    let t = OffsetDateTime::parse(v, &Rfc3339).map_err(|e| ApiError::BadParam {
+        name,
+        message: format!("expected RFC 3339 or epoch milliseconds: {e}"),
+    })?;
+    Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+}
+
+/// Epoch milliseconds as RFC 3339, for people and scripts alike.
+pub fn format_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn event_json(e: &EventSummary) -> Value {
+    json!({
+        "event_id": e.event_id,
+        "project_id": e.project_id,
+        "group_id": e.group_id,
+        "timestamp": format_ms(e.timestamp_ms),
+        "received_at": format_ms(e.received_at_ms),
+        "platform": e.platform,
+        "kind": e.kind,
+        "message": e.message,
+        "service": e.service,
+        "environment": e.environment,
+        "release": e.release,
+        "trace_id": e.trace_id,
+        "pod": e.pod,
+        "node": e.node,
+        "route": e.route,
+        "depth": e.depth,
+    })
+}
+
+pub fn group_json(g: &GroupRow) -> Value {
+    json!({
+        "id": g.id,
+        "project_id": g.project_id,
+        "fingerprint": g.fingerprint,
+        "platform": g.platform,
+        "kind": g.kind,
+        "title": g.template,
+        "culprit": g.culprit,
+        "frames": g.frames,
+        "count": g.count,
+        "first_seen": format_ms(g.first_seen_ms),
+        "last_seen": format_ms(g.last_seen_ms),
+        "first_release": g.first_release,
+        "cluster_id": g.cluster_id,
+    })
+}
+
+pub fn page_json<T>(page: &Page<T>, f: impl Fn(&T) -> Value) -> Value {
+    json!({
+        "items": page.items.iter().map(f).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })
+}
+
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "database not reachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": {"code": "storage_unavailable", "message": "the database does not answer"}})),
+            )
+        }
+    }
+}
+
+pub async fn list_events(
+    State(state): State<AppState>,
+    _: Reader,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let q = EventQuery {
+        project_id: p.project,
+        group_ids: None,
+        service: p.service.clone(),
+        environment: p.environment.clone(),
+        release: p.release.clone(),
+        since_ms: p.since_ms()?,
+        until_ms: p.until_ms()?,
+        limit: p.limit()?,
+        cursor: p.cursor()?,
+    };
+    let page = state.store.list_events(&q).await?;
+    Ok(Json(page_json(&page, event_json)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProjectParam {
+    pub project: Option<i64>,
+}
+
+pub async fn get_event(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+    Query(p): Query<ProjectParam>,
+) -> Result<Json<Value>, ApiError> {
+    let row = state
+        .store
+        .get_event(&id, p.project)
+        .await?
+        .ok_or(ApiError::NotFound("event"))?;
+    let mut out = event_json(&row.summary);
+    out["event"] = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
+    Ok(Json(out))
+}
+
+pub async fn list_groups(
+    State(state): State<AppState>,
+    _: Reader,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let q = GroupQuery {
+        project_id: p.project,
+        cluster_id: None,
+        since_ms: p.since_ms()?,
+        limit: p.limit()?,
+        cursor: p.cursor()?,
+    };
+    let page = state.store.list_groups(&q).await?;
+    Ok(Json(page_json(&page, group_json)))
+}
+
+pub async fn get_group(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let g = state
+        .store
+        .get_group(&id)
+        .await?
+        .ok_or(ApiError::NotFound("group"))?;
+    Ok(Json(group_json(&g)))
+}

@@ -1,0 +1,311 @@
+//! Events: batched, idempotent inserts and keyset-paged reads.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::page::{Bind, Filter, bind_all};
+use crate::{Cursor, Page, Result, Store};
+
+/// An event ready to store: the wire event plus what ingest derived from it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub timestamp_ms: i64,
+    pub platform: String,
+    pub kind: String,
+    pub message: String,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    pub trace_id: Option<String>,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+    pub route: Option<String>,
+    /// Stack depth at the panic (number of frames), for the heatmap.
+    pub depth: i64,
+    /// The whole event as received, unknown fields included.
+    pub payload: String,
+    /// Exact grouping key from `panicle_protocol::fingerprint`.
+    pub fingerprint: String,
+    pub template: String,
+    pub culprit: Option<String>,
+    /// Normalized signature frames, innermost first.
+    pub signature: Vec<String>,
+}
+
+/// What a batch insert did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InsertOutcome {
+    /// Every id of the batch: new or already stored, all are safe with us.
+    pub accepted: Vec<String>,
+    /// How many were new (the rest were resends).
+    pub inserted: usize,
+}
+
+/// The columns a list shows; `payload` has the rest.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    pub event_id: String,
+    pub project_id: i64,
+    pub group_id: String,
+    pub timestamp_ms: i64,
+    pub received_at_ms: i64,
+    pub platform: String,
+    pub kind: String,
+    pub message: String,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    pub trace_id: Option<String>,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+    pub route: Option<String>,
+    pub depth: i64,
+}
+
+/// A stored event with its raw payload.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    #[serde(flatten)]
+    pub summary: EventSummary,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub project_id: Option<i64>,
+    pub group_ids: Option<Vec<String>>,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+const SUMMARY_COLUMNS: &str = "event_id, project_id, group_id, ts, received_at, platform, kind, \
+     message, service, environment, release, trace_id, pod, node, route, depth";
+
+fn summary_from_row(row: &sqlx::any::AnyRow) -> Result<EventSummary> {
+    Ok(EventSummary {
+        event_id: row.try_get("event_id")?,
+        project_id: row.try_get("project_id")?,
+        group_id: row.try_get("group_id")?,
+        timestamp_ms: row.try_get("ts")?,
+        received_at_ms: row.try_get("received_at")?,
+        platform: row.try_get("platform")?,
+        kind: row.try_get("kind")?,
+        message: row.try_get("message")?,
+        service: row.try_get("service")?,
+        environment: row.try_get("environment")?,
+        release: row.try_get("release")?,
+        trace_id: row.try_get("trace_id")?,
+        pod: row.try_get("pod")?,
+        node: row.try_get("node")?,
+        route: row.try_get("route")?,
+        depth: row.try_get("depth")?,
+    })
+}
+
+/// The group id is derived, not allocated, so concurrent writers agree on it
+/// without a round trip.
+pub fn group_id(project_id: i64, fingerprint: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{project_id}:{fingerprint}").as_bytes());
+    format!("g{}", hex::encode(&digest[..10]))
+}
+
+struct GroupDelta<'a> {
+    first: &'a NewEvent,
+    count: i64,
+    first_seen: i64,
+    last_seen: i64,
+    first_release: Option<&'a str>,
+}
+
+impl Store {
+    /// Stores a batch in one transaction (group commit). Resent ids are
+    /// accepted and stored nothing twice.
+    pub async fn insert_events(&self, project_id: i64, events: &[NewEvent]) -> Result<InsertOutcome> {
+        let received_at = crate::now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut deltas: HashMap<String, GroupDelta<'_>> = HashMap::new();
+        let mut outcome = InsertOutcome::default();
+        for e in events {
+            let gid = group_id(project_id, &e.fingerprint);
+            let done = sqlx::query(
+                "INSERT INTO events (project_id, event_id, group_id, ts, received_at, platform, \
+                 kind, message, service, environment, release, trace_id, pod, node, route, depth, payload) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 ON CONFLICT (project_id, event_id) DO NOTHING",
+            )
+            .bind(project_id)
+            .bind(&e.event_id)
+            .bind(&gid)
+            .bind(e.timestamp_ms)
+            .bind(received_at)
+            .bind(&e.platform)
+            .bind(&e.kind)
+            .bind(&e.message)
+            .bind(e.service.as_deref())
+            .bind(e.environment.as_deref())
+            .bind(e.release.as_deref())
+            .bind(e.trace_id.as_deref())
+            .bind(e.pod.as_deref())
+            .bind(e.node.as_deref())
+            .bind(e.route.as_deref())
+            .bind(e.depth)
+            .bind(&e.payload)
+            .execute(&mut *tx)
+            .await?;
+            outcome.accepted.push(e.event_id.clone());
+            if done.rows_affected() == 0 {
+                continue;
+            }
+            outcome.inserted += 1;
+            let d = deltas.entry(gid).or_insert(GroupDelta {
+                first: e,
+                count: 0,
+                first_seen: e.timestamp_ms,
+                last_seen: e.timestamp_ms,
+                first_release: e.release.as_deref(),
+            });
+            d.count += 1;
+            if e.timestamp_ms < d.first_seen {
+                d.first_seen = e.timestamp_ms;
+                d.first_release = e.release.as_deref();
+            }
+            d.last_seen = d.last_seen.max(e.timestamp_ms);
+        }
+        for (gid, d) in &deltas {
+            let frames = serde_json::to_string(&d.first.signature).unwrap_or_else(|_| "[]".into());
+            sqlx::query(
+                "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \
+                 culprit, frames, event_count, first_seen, last_seen, first_release) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 event_count = event_groups.event_count + excluded.event_count, \
+                 first_release = CASE WHEN excluded.first_seen < event_groups.first_seen \
+                     THEN excluded.first_release ELSE event_groups.first_release END, \
+                 first_seen = CASE WHEN excluded.first_seen < event_groups.first_seen \
+                     THEN excluded.first_seen ELSE event_groups.first_seen END, \
+                 last_seen = CASE WHEN excluded.last_seen > event_groups.last_seen \
+                     THEN excluded.last_seen ELSE event_groups.last_seen END",
+            )
+            .bind(gid)
+            .bind(project_id)
+            .bind(&d.first.fingerprint)
+            .bind(&d.first.platform)
+            .bind(&d.first.kind)
+            .bind(&d.first.template)
+            .bind(d.first.culprit.as_deref())
+            .bind(frames)
+            .bind(d.count)
+            .bind(d.first_seen)
+            .bind(d.last_seen)
+            .bind(d.first_release)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub async fn list_events(&self, q: &EventQuery) -> Result<Page<EventSummary>> {
+        let mut f = Filter::default();
+        if let Some(p) = q.project_id {
+            f.push("project_id = ?", Bind::Int(p));
+        }
+        if let Some(ids) = &q.group_ids {
+            if ids.is_empty() {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                });
+            }
+            let marks = vec!["?"; ids.len()].join(", ");
+            f.push_many(
+                &format!("group_id IN ({marks})"),
+                ids.iter().map(|i| Bind::Text(i.clone())).collect(),
+            );
+        }
+        if let Some(s) = &q.service {
+            f.push("service = ?", Bind::Text(s.clone()));
+        }
+        if let Some(s) = &q.environment {
+            f.push("environment = ?", Bind::Text(s.clone()));
+        }
+        if let Some(s) = &q.release {
+            f.push("release = ?", Bind::Text(s.clone()));
+        }
+        if let Some(t) = q.since_ms {
+            f.push("ts >= ?", Bind::Int(t));
+        }
+        if let Some(t) = q.until_ms {
+            f.push("ts < ?", Bind::Int(t));
+        }
+        if let Some(c) = &q.cursor {
+            f.push_many(
+                "(ts < ? OR (ts = ? AND event_id < ?))",
+                vec![Bind::Int(c.ts), Bind::Int(c.ts), Bind::Text(c.id.clone())],
+            );
+        }
+        let limit = q.limit.clamp(1, 1000);
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM events{} ORDER BY ts DESC, event_id DESC LIMIT {}",
+            f.where_sql(),
+            limit + 1
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|e| {
+                Cursor {
+                    ts: e.timestamp_ms,
+                    id: e.event_id.clone(),
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// One event by id; `project_id` narrows it when ids collide across projects.
+    pub async fn get_event(&self, event_id: &str, project_id: Option<i64>) -> Result<Option<EventRow>> {
+        let row = match project_id {
+            Some(p) => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {SUMMARY_COLUMNS}, payload FROM events WHERE event_id = $1 AND project_id = $2"
+                )))
+                .bind(event_id)
+                .bind(p)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {SUMMARY_COLUMNS}, payload FROM events WHERE event_id = $1 \
+                     ORDER BY project_id LIMIT 1"
+                )))
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        row.map(|row| {
+            Ok(EventRow {
+                summary: summary_from_row(&row)?,
+                payload: row.try_get("payload")?,
+            })
+        })
+        .transpose()
+    }
+}

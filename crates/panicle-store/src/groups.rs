@@ -1,0 +1,124 @@
+//! Groups: events with the same exact fingerprint.
+
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::page::{Bind, Filter, bind_all};
+use crate::{Cursor, Page, Result, Store};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRow {
+    pub id: String,
+    pub project_id: i64,
+    pub fingerprint: String,
+    pub platform: String,
+    pub kind: String,
+    /// The message with its values replaced by placeholders.
+    pub template: String,
+    /// The innermost in-app frame.
+    pub culprit: Option<String>,
+    /// Normalized signature frames, innermost first.
+    pub frames: Vec<String>,
+    pub count: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub first_release: Option<String>,
+    pub cluster_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupQuery {
+    pub project_id: Option<i64>,
+    pub cluster_id: Option<String>,
+    pub since_ms: Option<i64>,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+const GROUP_COLUMNS: &str = "id, project_id, fingerprint, platform, kind, template, culprit, frames, \
+     event_count, first_seen, last_seen, first_release, cluster_id";
+
+fn group_from_row(row: &sqlx::any::AnyRow) -> Result<GroupRow> {
+    let frames: String = row.try_get("frames")?;
+    Ok(GroupRow {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        fingerprint: row.try_get("fingerprint")?,
+        platform: row.try_get("platform")?,
+        kind: row.try_get("kind")?,
+        template: row.try_get("template")?,
+        culprit: row.try_get("culprit")?,
+        frames: serde_json::from_str(&frames).unwrap_or_default(),
+        count: row.try_get("event_count")?,
+        first_seen_ms: row.try_get("first_seen")?,
+        last_seen_ms: row.try_get("last_seen")?,
+        first_release: row.try_get("first_release")?,
+        cluster_id: row.try_get("cluster_id")?,
+    })
+}
+
+impl Store {
+    /// Groups, most recently seen first.
+    pub async fn list_groups(&self, q: &GroupQuery) -> Result<Page<GroupRow>> {
+        let mut f = Filter::default();
+        if let Some(p) = q.project_id {
+            f.push("project_id = ?", Bind::Int(p));
+        }
+        if let Some(c) = &q.cluster_id {
+            f.push("cluster_id = ?", Bind::Text(c.clone()));
+        }
+        if let Some(t) = q.since_ms {
+            f.push("last_seen >= ?", Bind::Int(t));
+        }
+        if let Some(c) = &q.cursor {
+            f.push_many(
+                "(last_seen < ? OR (last_seen = ? AND id < ?))",
+                vec![Bind::Int(c.ts), Bind::Int(c.ts), Bind::Text(c.id.clone())],
+            );
+        }
+        let limit = q.limit.clamp(1, 1000);
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM event_groups{} ORDER BY last_seen DESC, id DESC LIMIT {}",
+            f.where_sql(),
+            limit + 1
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items = rows.iter().map(group_from_row).collect::<Result<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|g| {
+                Cursor {
+                    ts: g.last_seen_ms,
+                    id: g.id.clone(),
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    pub async fn get_group(&self, id: &str) -> Result<Option<GroupRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM event_groups WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(group_from_row).transpose()
+    }
+
+    /// Every group of a project (the clustering job's input).
+    pub async fn all_groups(&self, project_id: i64) -> Result<Vec<GroupRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM event_groups WHERE project_id = $1 ORDER BY id"
+        )))
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(group_from_row).collect()
+    }
+}

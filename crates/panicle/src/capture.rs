@@ -1,0 +1,61 @@
+//! Building the event of a panic. Runs inside the panic hook: no locks that
+//! user code could hold, no network, no panics.
+
+use std::panic::PanicHookInfo;
+
+use panicle_protocol::{Event, Kind, Location, Platform, Sdk, Thread};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::Options;
+use crate::context::Resource;
+use crate::symbolize;
+
+/// The panic's message, whatever the payload type.
+pub fn payload_message(info: &PanicHookInfo<'_>) -> String {
+    if let Some(s) = info.payload().downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = info.payload().downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+}
+
+pub fn capture(info: &PanicHookInfo<'_>, options: &Options, resource: &Resource) -> Event {
+    let mut event = Event::new(
+        uuid::Uuid::new_v4().to_string(),
+        now_rfc3339(),
+        payload_message(info),
+    );
+    event.platform = Some(Platform::Rust);
+    event.kind = Some(Kind::Panic);
+    event.location = info.location().map(|l| Location {
+        file: symbolize::clean_path(l.file()).0,
+        line: Some(l.line()),
+        column: Some(l.column()),
+    });
+    let thread = std::thread::current();
+    event.thread = Some(Thread {
+        name: Some(thread.name().unwrap_or("<unnamed>").to_string()),
+        id: Some(format!("{:?}", thread.id())),
+    });
+    event.frames = symbolize::to_frames(symbolize::capture_raw(), options);
+    event.resource = resource.attributes.clone();
+    event.release = options.release.clone().or_else(|| {
+        let service = resource.get("service.name")?;
+        let version = resource.get("service.version")?;
+        Some(format!("{service}@{version}"))
+    });
+    event.sdk = Some(Sdk {
+        name: "panicle".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    });
+    event
+}
