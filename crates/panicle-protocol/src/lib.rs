@@ -4,6 +4,7 @@
 //! Architecture invariant: this crate does no I/O and spawns nothing, so every
 //! function here is deterministic and tested alone.
 
+pub mod crashtext;
 pub mod decode;
 pub mod dsn;
 pub mod event;
