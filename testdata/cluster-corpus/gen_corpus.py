@@ -67,12 +67,13 @@ CAUSES = [
          callers=[["checkout::api::orders::create_order::{{closure}}", "checkout::api::orders::create_order"],
                   ["checkout::api::cart::preview::{{closure}}", "checkout::api::cart::preview"],
                   ["checkout::jobs::reprice::run::{{closure}}", "checkout::jobs::reprice::run"]],
-         v2="move"),
+         v2="move-fault"),
     dict(label="checkout-unwrap-customer", svc="checkout", lang="rust", head="unwrap_none",
          msg=lambda: "called `Option::unwrap()` on a `None` value",
          fault=["checkout::orders::load_customer", "checkout::orders::Order::create"],
          callers=[["checkout::api::orders::create_order::{{closure}}", "checkout::api::orders::create_order"],
-                  ["checkout::api::orders::reorder::{{closure}}", "checkout::api::orders::reorder"]],
+                  ["checkout::api::orders::reorder::{{closure}}", "checkout::api::orders::reorder"],
+                  ["checkout::api::subscriptions::renew::{{closure}}", "checkout::api::subscriptions::renew"]],
          v2="middleware"),
     dict(label="checkout-unwrap-address", svc="checkout", lang="rust", head="unwrap_none",
          msg=lambda: "called `Option::unwrap()` on a `None` value",
@@ -84,7 +85,8 @@ CAUSES = [
          msg=lambda: "called `Result::unwrap()` on an `Err` value: ParseIntError { kind: InvalidDigit }",
          fault=["checkout::coupons::parse_code", "checkout::coupons::Coupon::from_request"],
          callers=[["checkout::api::cart::apply_coupon::{{closure}}", "checkout::api::cart::apply_coupon"],
-                  ["checkout::api::orders::create_order::{{closure}}", "checkout::api::orders::create_order"]],
+                  ["checkout::api::orders::create_order::{{closure}}", "checkout::api::orders::create_order"],
+                  ["checkout::api::cart::preview::{{closure}}", "checkout::api::cart::preview"]],
          v2="rename"),
     dict(label="inventory-grid-cell-oob", svc="inventory", lang="rust", head="oob",
          msg=lambda: f"index out of bounds: the len is {rng.randint(2, 9)} but the index is {rng.randint(9, 40)}",
@@ -103,13 +105,15 @@ CAUSES = [
          msg=lambda: "reservation exists",
          fault=["inventory::reservations::Book::release", "inventory::reservations::release_expired"],
          callers=[["inventory::api::cancel_reservation::{{closure}}", "inventory::api::cancel_reservation"],
-                  ["inventory::jobs::expiry::sweep::{{closure}}", "inventory::jobs::expiry::sweep"]],
+                  ["inventory::jobs::expiry::sweep::{{closure}}", "inventory::jobs::expiry::sweep"],
+                  ["inventory::api::checkout_hook::{{closure}}", "inventory::api::checkout_hook"]],
          v2="rename"),
     dict(label="inventory-sku-char-boundary", svc="inventory", lang="rust", head="str",
          msg=lambda: f"byte index {rng.randint(3, 9)} is not a char boundary; it is inside 'é' (bytes 2..4) of `Crème brûlée {rng.randint(1, 99)}`",
          fault=["inventory::sku::short_name", "inventory::catalog::ItemView::from_item"],
          callers=[["inventory::api::list_items::{{closure}}", "inventory::api::list_items"],
-                  ["inventory::api::search::{{closure}}", "inventory::api::search"]],
+                  ["inventory::api::search::{{closure}}", "inventory::api::search"],
+                  ["inventory::jobs::export::feed::{{closure}}", "inventory::jobs::export::feed"]],
          v2="inline"),
     dict(label="auth-jwt-decode", svc="auth-gateway", lang="rust", head="unwrap_err",
          msg=lambda: "called `Result::unwrap()` on an `Err` value: Error(InvalidSignature)",
@@ -120,7 +124,8 @@ CAUSES = [
     dict(label="auth-ratelimit-div0", svc="auth-gateway", lang="rust", head="div0",
          msg=lambda: "attempt to divide by zero",
          fault=["auth::ratelimit::Window::rate", "auth::ratelimit::Limiter::check", "auth::middleware::rate_limit::{{closure}}", "auth::middleware::rate_limit"],
-         callers=[["auth::api::login::{{closure}}"], ["auth::api::token::refresh::{{closure}}"]],
+         callers=[["auth::api::login::{{closure}}"], ["auth::api::token::refresh::{{closure}}"],
+                  ["auth::api::password::reset::{{closure}}"]],
          v2="move"),
     dict(label="auth-session-borrow", svc="auth-gateway", lang="rust", head="borrow",
          msg=lambda: "already mutably borrowed: BorrowError",
@@ -148,14 +153,15 @@ CAUSES = [
          msg=lambda: f"runtime error: index out of range [{(n := rng.randint(3, 8))}] with length {n}",
          fault=["github.com/acme/billing/internal/tax.rateFor", "github.com/acme/billing/internal/tax.(*Calc).Total"],
          callers=[["github.com/acme/billing/internal/invoice.Build", "github.com/acme/billing/api.(*Server).handleInvoice"],
-                  ["github.com/acme/billing/api.(*Server).handleQuote"]],
+                  ["github.com/acme/billing/api.(*Server).handleQuote"],
+                  ["github.com/acme/billing/worker.(*Settler).settleBatch", "github.com/acme/billing/worker.(*Settler).Run.func1"]],
          v2="inline"),
     dict(label="billing-tax-bracket-oob", svc="billing", lang="go", head="oob",
          msg=lambda: f"runtime error: index out of range [{(n := rng.randint(3, 8))}] with length {n}",
          fault=["github.com/acme/billing/internal/tax.bracketFor", "github.com/acme/billing/internal/tax.(*Calc).Total"],
          callers=[["github.com/acme/billing/internal/invoice.Build", "github.com/acme/billing/api.(*Server).handleInvoice"],
                   ["github.com/acme/billing/api.(*Server).handleQuote"]],
-         v2="move"),
+         v2="move-fault"),
     dict(label="shipping-carrier-nil", svc="shipping", lang="go", head="nil",
          msg=lambda: "runtime error: invalid memory address or nil pointer dereference",
          fault=["github.com/acme/shipping/carrier.(*Client).Quote", "github.com/acme/shipping/rates.(*Service).Best"],
@@ -165,7 +171,8 @@ CAUSES = [
     dict(label="shipping-rate-cache-race", svc="shipping", lang="go", head="cmap",
          msg=lambda: "concurrent map writes",
          fault=["github.com/acme/shipping/cache.(*RateCache).Put", "github.com/acme/shipping/rates.(*Service).Best"],
-         callers=[["github.com/acme/shipping/api.handleQuote"], ["github.com/acme/shipping/batch.(*Quoter).quoteAll.func1"]],
+         callers=[["github.com/acme/shipping/api.handleQuote"], ["github.com/acme/shipping/batch.(*Quoter).quoteAll.func1"],
+                  ["github.com/acme/shipping/api.handleCheckoutRates"]],
          v2="inline"),
     dict(label="shipping-tracking-slice", svc="shipping", lang="go", head="slice",
          msg=lambda: f"runtime error: slice bounds out of range [:{rng.randint(10, 14)}] with capacity {rng.randint(6, 9)}",
@@ -213,6 +220,15 @@ def move(f):
     return f
 
 
+def move_fault(f):
+    """Moved code: the faulting function's own module changed path."""
+    for a, b in [("checkout::pricing::", "checkout::billing::pricing::"),
+                 ("billing/internal/tax.", "billing/internal/pricing/tax.")]:
+        if a in f:
+            return f.replace(a, b)
+    return f
+
+
 def rust_hash():
     return "::h%016x" % rng.getrandbits(64)
 
@@ -247,6 +263,8 @@ def apply_v2(cause, app, svc):
     kind = cause["v2"]
     if kind == "move":
         return [move(f) for f in app]
+    if kind == "move-fault":
+        return [move_fault(f) for f in app[:2]] + app[2:]
     if kind == "rename":
         # The wrapper (not the faulting function) is renamed.
         return app[:1] + [rename(f) for f in app[1:]]

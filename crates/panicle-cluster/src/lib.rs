@@ -32,15 +32,26 @@ pub use stable::{GroupLabel, Merge, Split, StableAssignment, attach, stabilize};
 
 use std::sync::Arc;
 
-/// Default radius: chosen by the grid search over the labeled corpus in
-/// `testdata/cluster-corpus/` (see `tests/corpus.rs`).
-pub const DEFAULT_EPS: f64 = 0.5;
+// Defaults come from the grid search in `tests/corpus.rs` over the labeled
+// corpus in `testdata/cluster-corpus/` (177 captures, 103 groups, 20 root
+// causes): eps 0.20..0.90, decay 0.2..1, message weight 0..3, min_samples
+// 1..3. The best pairwise F1 is 0.975 (precision 1.000, recall 0.952; the
+// misses are bugs whose faulting function itself moved module, which look
+// exactly like different bugs with the same message). Of the 108 settings at
+// that F1 these are the most robust: F1 stays 0.975 at eps ± 0.05. A small
+// decay wins because the two or three innermost frames name the bug, while
+// renamed wrappers, extra middleware and inlined helpers change frames
+// further out. min_samples 1..3 give the same result there; 2 keeps a lone
+// single-event group from being dense on its own.
+
+/// Default radius (inclusive).
+pub const DEFAULT_EPS: f64 = 0.55;
 /// Default events a neighbourhood needs to be dense.
 pub const DEFAULT_MIN_SAMPLES: u64 = 2;
 /// Default weight ratio between a frame and the one inside it.
-pub const DEFAULT_DECAY: f64 = 0.8;
+pub const DEFAULT_DECAY: f64 = 0.2;
 /// Default weight of the message token.
-pub const DEFAULT_MESSAGE_WEIGHT: f64 = 1.0;
+pub const DEFAULT_MESSAGE_WEIGHT: f64 = 2.0;
 
 /// Clustering parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
