@@ -86,7 +86,10 @@ fn go_nil_pointer_is_a_panic_with_a_signal_tag() {
 #[test]
 fn go_log_lines_before_the_panic_are_ignored() {
     let c = parse("go/go1.19-panic-error-after-log.txt");
-    assert_eq!(c.message, "open /etc/app/config.yaml: no such file or directory");
+    assert_eq!(
+        c.message,
+        "open /etc/app/config.yaml: no such file or directory"
+    );
     assert_eq!(top(&c, 2), ["main.mustLoad", "main.main"]);
     assert!(c.tags.is_empty());
 }
@@ -139,8 +142,14 @@ fn go_concurrent_map_faults_are_fatal() {
 fn go_1_24_map_fatal_keeps_the_runtime_frame_out_of_the_app() {
     let c = parse("go/go1.24-maps-fatal-iteration.txt");
     assert_eq!(c.frames[0].in_app, Some(false));
-    assert_eq!(c.frames[0].package.as_deref(), Some("internal/runtime/maps"));
-    assert_eq!(location(&c), "/home/user/opencost/test_race_condition.go:33");
+    assert_eq!(
+        c.frames[0].package.as_deref(),
+        Some("internal/runtime/maps")
+    );
+    assert_eq!(
+        location(&c),
+        "/home/user/opencost/test_race_condition.go:33"
+    );
 }
 
 #[test]
@@ -150,16 +159,16 @@ fn go_1_21_created_by_names_the_parent_goroutine() {
     // `created by main.main in goroutine 1` becomes the outermost frame.
     assert_eq!(top(&c, 2), ["main.main.func1", "main.main"]);
     assert_eq!(c.frames[1].line, Some(14));
-    assert_eq!(
-        others(&c),
-        [("goroutine 1", Some("sync.WaitGroup.Wait"))]
-    );
+    assert_eq!(others(&c), [("goroutine 1", Some("sync.WaitGroup.Wait"))]);
 }
 
 #[test]
 fn go_1_17_style_created_by_without_parent() {
     let c = parse("go/go1.19-goroutine-index.txt");
-    assert_eq!(c.message, "runtime error: index out of range [3] with length 2");
+    assert_eq!(
+        c.message,
+        "runtime error: index out of range [3] with length 2"
+    );
     assert_eq!(thread_name(&c), "goroutine 18");
     assert_eq!(top(&c, 3), ["main.process", "main.consume", "main.main"]);
     assert_eq!(c.frames[2].line, Some(20));
@@ -173,7 +182,11 @@ fn go_deadlock_takes_the_first_goroutine() {
     assert_eq!(c.thread_state.as_deref(), Some("semacquire"));
     assert_eq!(
         top(&c, 3),
-        ["sync.runtime_Semacquire", "sync.(*WaitGroup).Wait", "main.main"]
+        [
+            "sync.runtime_Semacquire",
+            "sync.(*WaitGroup).Wait",
+            "main.main"
+        ]
     );
     assert_eq!(c.frames[0].in_app, Some(false));
     assert_eq!(location(&c), "/tmp/crashgen/go/deadlock.go:20");
@@ -192,7 +205,10 @@ fn go_gotraceback_all_keeps_other_goroutines() {
     assert_eq!(thread_name(&c), "goroutine 6");
     assert_eq!(
         others(&c),
-        [("goroutine 1", Some("sleep")), ("goroutine 7", Some("sleep"))]
+        [
+            ("goroutine 1", Some("sleep")),
+            ("goroutine 7", Some("sleep"))
+        ]
     );
     let event = c.into_event("id-1".into(), "2026-11-26T12:00:00Z".into());
     let threads = event.extra["threads"].as_array().expect("threads array");
@@ -266,10 +282,7 @@ fn go_fault_address_with_gp_header_and_memory_dump() {
         location(&c),
         "/mnt/d/hk/.GSHS CTF/GoOutside/make_prob/prob.go:89"
     );
-    assert_eq!(
-        c.extra["runtime_notes"][0],
-        "unexpected fault address 0x0"
-    );
+    assert_eq!(c.extra["runtime_notes"][0], "unexpected fault address 0x0");
     assert_eq!(
         others(&c),
         [
@@ -331,7 +344,10 @@ fn go_sigquit_dump_is_a_signal() {
 #[test]
 fn go_gotraceback_none_and_crash() {
     let c = parse("go/go1.19-gotraceback-none.txt");
-    assert_eq!(c.message, "open /etc/app/config.yaml: no such file or directory");
+    assert_eq!(
+        c.message,
+        "open /etc/app/config.yaml: no such file or directory"
+    );
     assert!(c.frames.is_empty());
 
     // GOTRACEBACK=crash: the SIGABRT dump that follows adds no goroutine twice.
@@ -385,7 +401,10 @@ fn rust_full_backtrace_strips_hashes_and_keeps_addresses() {
         top(&c, 2),
         ["core::option::Option<T>::unwrap", "main::Cart::quantity"]
     );
-    assert_eq!(c.frames[1].instruction_addr.as_deref(), Some("0x55da1093d345"));
+    assert_eq!(
+        c.frames[1].instruction_addr.as_deref(),
+        Some("0x55da1093d345")
+    );
     assert_eq!(
         c.frames[1].file.as_deref(),
         Some("/tmp/crashgen/rust/src/main.rs")
@@ -429,7 +448,10 @@ fn rust_multiline_message() {
 #[test]
 fn rust_old_forms() {
     let c = parse("rust/rust1.4x-old-format-expect.txt");
-    assert_eq!(c.message, "Please type a number: ParseIntError { kind: InvalidDigit }");
+    assert_eq!(
+        c.message,
+        "Please type a number: ParseIntError { kind: InvalidDigit }"
+    );
     assert_eq!(location(&c), "src/main.rs:19");
 
     let c = parse("rust/rust1.2x-old-format-wrapped-message.txt");
@@ -440,13 +462,19 @@ fn rust_old_forms() {
     assert_eq!(c.location.as_ref().and_then(|l| l.column), Some(19));
 
     let c = parse("rust/rust1.1x-old-format-no-column.txt");
-    assert!(c.message.starts_with("There was a problem opening the file: Error {"));
+    assert!(
+        c.message
+            .starts_with("There was a problem opening the file: Error {")
+    );
     assert_eq!(location(&c), "src/main.rs:8");
     assert_eq!(c.location.as_ref().and_then(|l| l.column), None);
 
     let c = parse("rust/rust1.6x-old-format-backtrace-reconstructed.txt");
     assert_eq!(c.message, "called `Option::unwrap()` on a `None` value");
-    assert_eq!(top(&c, 2), ["core::option::Option<T>::unwrap", "shop::Cart::quantity"]);
+    assert_eq!(
+        top(&c, 2),
+        ["core::option::Option<T>::unwrap", "shop::Cart::quantity"]
+    );
     assert_eq!(c.frames[1].package.as_deref(), Some("shop"));
 }
 
@@ -467,7 +495,11 @@ fn rust_very_old_full_backtrace_in_a_named_thread() {
         .collect();
     assert_eq!(
         tail,
-        [(None, Some(false)), (Some("clone"), Some(false)), (Some("start_thread"), Some(false))]
+        [
+            (None, Some(false)),
+            (Some("clone"), Some(false)),
+            (Some("start_thread"), Some(false))
+        ]
     );
 }
 
@@ -482,12 +514,24 @@ fn rust_thread_panics_are_separate_crashes_for_the_detector() {
     assert_eq!(
         summary,
         [
-            ("config-loader", "index out of bounds: the len is 3 but the index is 7"),
-            ("<unnamed>", "invalid port in config: ParseIntError { kind: InvalidDigit }"),
-            ("main", "invalid port in config: ParseIntError { kind: InvalidDigit }"),
+            (
+                "config-loader",
+                "index out of bounds: the len is 3 but the index is 7"
+            ),
+            (
+                "<unnamed>",
+                "invalid port in config: ParseIntError { kind: InvalidDigit }"
+            ),
+            (
+                "main",
+                "invalid port in config: ParseIntError { kind: InvalidDigit }"
+            ),
         ]
     );
-    assert_eq!(top(&crashes[0], 4).last(), Some(&"threads::main::{{closure}}"));
+    assert_eq!(
+        top(&crashes[0], 4).last(),
+        Some(&"threads::main::{{closure}}")
+    );
     // Same bug, different callers: the fingerprints differ only by frames.
     let a = crashes[1].clone().into_event("a".into(), "t".into());
     let b = crashes[2].clone().into_event("b".into(), "t".into());
@@ -506,7 +550,10 @@ fn rust_panic_in_drop_gives_three_panics_and_marks_the_abort() {
             "panic in a destructor during cleanup"
         ]
     );
-    assert_eq!(top(&crashes[1], 1), ["<abort::Guard as core::ops::drop::Drop>::drop"]);
+    assert_eq!(
+        top(&crashes[1], 1),
+        ["<abort::Guard as core::ops::drop::Drop>::drop"]
+    );
     assert_eq!(crashes[2].extra["aborted"], true);
 }
 
@@ -521,7 +568,10 @@ fn parse_rust_and_parse_go_only_see_their_own_language() {
 #[test]
 fn detector_agrees_with_parse_crash_on_every_fixture() {
     for dir in ["go", "rust"] {
-        let root = format!("{}/../../testdata/crashtext/{dir}", env!("CARGO_MANIFEST_DIR"));
+        let root = format!(
+            "{}/../../testdata/crashtext/{dir}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let mut paths: Vec<_> = std::fs::read_dir(&root)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -551,8 +601,14 @@ fn into_event_carries_everything() {
     assert_eq!(event.timestamp, "2026-11-26T12:00:00Z");
     assert_eq!(event.platform, Some(Platform::Go));
     assert_eq!(event.kind, Some(Kind::Panic));
-    assert_eq!(event.tags.get("signal").map(String::as_str), Some("SIGSEGV"));
-    assert_eq!(event.thread.as_ref().and_then(|t| t.id.as_deref()), Some("1"));
+    assert_eq!(
+        event.tags.get("signal").map(String::as_str),
+        Some("SIGSEGV")
+    );
+    assert_eq!(
+        event.thread.as_ref().and_then(|t| t.id.as_deref()),
+        Some("1")
+    );
     let json = serde_json::to_value(&event).unwrap();
     assert_eq!(json["platform"], "go");
     assert_eq!(json["kind"], "panic");

@@ -2,15 +2,15 @@
 //!
 //! ```text
 //! panic: boom [recovered]                        a chain, oldest first
-//! 	panic: wrapped: boom
+//!     panic: wrapped: boom
 //! [signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x481419]
 //!
 //! goroutine 7 gp=0xc000007dc0 m=5 mp=0xc000100008 [chan receive, 2 minutes]:
 //! main.worker(0xc000012345, ...)                 function, innermost first
-//! 	/app/worker.go:12 +0x65 fp=0x… sp=0x… pc=0x…
+//!     /app/worker.go:12 +0x65 fp=0x… sp=0x… pc=0x…
 //! ...additional frames elided...
 //! created by main.main in goroutine 1           (1.21+; before: no "in goroutine")
-//! 	/app/main.go:20 +0x6a
+//!     /app/main.go:20 +0x6a
 //! ```
 
 use std::collections::HashSet;
@@ -136,7 +136,10 @@ pub(crate) fn is_dump_line(line: &str) -> bool {
 
 pub(crate) fn starts_crash(lines: &[&str], i: usize) -> bool {
     let line = lines[i];
-    is_start_line(line) || lines.get(i + 1).is_some_and(|next| is_signal_dump(line, next))
+    is_start_line(line)
+        || lines
+            .get(i + 1)
+            .is_some_and(|next| is_signal_dump(line, next))
 }
 
 /// The first Go crash in `text`; lines before it are ignored.
@@ -226,7 +229,11 @@ pub(crate) fn parse_from(lines: &[&str], start: usize) -> Option<ParsedCrash> {
             kind
         };
         let mut crash = ParsedCrash::new(Platform::Go, kind, message);
-        if chain.len() > 1 || chain.iter().any(|e| RE_RECOVERED.is_match(&join_message(e))) {
+        if chain.len() > 1
+            || chain
+                .iter()
+                .any(|e| RE_RECOVERED.is_match(&join_message(e)))
+        {
             crash.extra.insert(
                 "panic_chain".into(),
                 Value::Array(messages.into_iter().map(Value::String).collect()),
@@ -239,7 +246,9 @@ pub(crate) fn parse_from(lines: &[&str], start: usize) -> Option<ParsedCrash> {
             .iter()
             .map(|l| Value::String(l.trim().to_string()))
             .collect();
-        crash.extra.insert("runtime_notes".into(), Value::Array(notes));
+        crash
+            .extra
+            .insert("runtime_notes".into(), Value::Array(notes));
     }
 
     let mut sections: Vec<Section> = Vec::new();
@@ -336,7 +345,9 @@ pub(crate) fn parse_from(lines: &[&str], start: usize) -> Option<ParsedCrash> {
             });
             crash.thread_state = section.state;
             if section.elided {
-                crash.extra.insert("frames_elided".into(), Value::Bool(true));
+                crash
+                    .extra
+                    .insert("frames_elided".into(), Value::Bool(true));
             }
             crash.frames = frames;
         } else if !section.duplicate {
@@ -476,7 +487,10 @@ mod tests {
         assert_eq!(package_of("github.com/a/b.(*T).M"), "github.com/a/b");
         assert_eq!(package_of("main.(*Store).Get"), "main");
         assert_eq!(package_of("net/http.(*conn).serve"), "net/http");
-        assert_eq!(package_of("internal/runtime/maps.fatal"), "internal/runtime/maps");
+        assert_eq!(
+            package_of("internal/runtime/maps.fatal"),
+            "internal/runtime/maps"
+        );
         let app = |f: &str| is_in_app(&frame_of(f));
         assert!(app("main.main"));
         assert!(app("github.com/a/b.F"));

@@ -89,7 +89,9 @@ impl ParsedCrash {
         event.tags = self.tags;
         event.extra = self.extra;
         if let Some(state) = self.thread_state {
-            event.extra.insert("thread_state".into(), Value::String(state));
+            event
+                .extra
+                .insert("thread_state".into(), Value::String(state));
         }
         if !self.other_threads.is_empty() {
             let threads = serde_json::to_value(&self.other_threads).unwrap_or(Value::Null);

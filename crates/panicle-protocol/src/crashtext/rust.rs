@@ -20,18 +20,16 @@ use serde_json::Value;
 use super::{ParsedCrash, join_message, truncate_str};
 use crate::event::{Frame, Kind, Location, Platform, Thread};
 
-static RE_HEADER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\s*thread '(.*?)'(?: \((\d+)\))? panicked at (.*)$").unwrap()
-});
+static RE_HEADER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*thread '(.*?)'(?: \((\d+)\))? panicked at (.*)$").unwrap());
 /// `src/main.rs:5:9:` — the 1.73+ location line ends with a colon.
 static RE_NEW_LOC: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(.+):(\d+):(\d+):\s*$").unwrap());
 /// `…msg', src/main.rs:5:9` — the end of an old-style quoted message.
 static RE_OLD_CLOSE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(.*)', (\S.*?):(\d+)(?::(\d+))?\s*$").unwrap());
-static RE_FRAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\s{0,8}(\d+):\s+(?:(0x[0-9a-fA-F]+) - )?(\S.*?)\s*$").unwrap()
-});
+static RE_FRAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s{0,8}(\d+):\s+(?:(0x[0-9a-fA-F]+) - )?(\S.*?)\s*$").unwrap());
 /// A full-mode frame line; unlike a short one it cannot be message text.
 static RE_FRAME_ADDR: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\s{0,8}\d+:\s+0x[0-9a-fA-F]+ - \S").unwrap());
@@ -44,8 +42,7 @@ static RE_LOG_LINE: LazyLock<Regex> = LazyLock::new(|| {
     )
     .unwrap()
 });
-static RE_LEGACY_HASH: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"::h[0-9a-f]{16}$").unwrap());
+static RE_LEGACY_HASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"::h[0-9a-f]{16}$").unwrap());
 static RE_CRATE_DISAMBIGUATOR: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\[[0-9a-f]{16}\]").unwrap());
 
@@ -284,8 +281,7 @@ pub(crate) fn parse_block(lines: &[&str]) -> Option<ParsedCrash> {
         let start = idx;
         while idx < lines.len() {
             let l = lines[idx];
-            if is_note(l) || is_backtrace_start(l) || RE_FRAME_ADDR.is_match(l) || is_terminal(l)
-            {
+            if is_note(l) || is_backtrace_start(l) || RE_FRAME_ADDR.is_match(l) || is_terminal(l) {
                 break;
             }
             idx += 1;
@@ -490,18 +486,25 @@ mod tests {
     #[test]
     fn crate_of_looks_through_qualified_paths() {
         assert_eq!(crate_of("shop::orders::reserve"), "shop");
-        assert_eq!(crate_of("<shop::Cart as core::ops::drop::Drop>::drop"), "shop");
+        assert_eq!(
+            crate_of("<shop::Cart as core::ops::drop::Drop>::drop"),
+            "shop"
+        );
         assert_eq!(crate_of("<F as alloc::boxed::FnBox<A>>::call_box"), "alloc");
         assert_eq!(
             crate_of("<usize as core::slice::index::SliceIndex<[T]>>::index"),
             "core"
         );
         assert_eq!(
-            crate_of("<&dyn core::ops::function::Fn<()> as core::ops::function::FnOnce<()>>::call_once"),
+            crate_of(
+                "<&dyn core::ops::function::Fn<()> as core::ops::function::FnOnce<()>>::call_once"
+            ),
             "core"
         );
         assert_eq!(
-            crate_of("<<std::sys::backtrace::BacktraceLock>::print::DisplayBacktrace as core::fmt::Display>::fmt"),
+            crate_of(
+                "<<std::sys::backtrace::BacktraceLock>::print::DisplayBacktrace as core::fmt::Display>::fmt"
+            ),
             "std"
         );
     }
@@ -522,7 +525,9 @@ mod tests {
     fn machinery_excludes_catch_unwind() {
         assert!(is_panic_machinery("core::option::unwrap_failed"));
         assert!(is_panic_machinery("__rustc::rust_begin_unwind"));
-        assert!(is_panic_machinery("std::sys::backtrace::__rust_end_short_backtrace"));
+        assert!(is_panic_machinery(
+            "std::sys::backtrace::__rust_end_short_backtrace"
+        ));
         assert!(!is_panic_machinery("std::panicking::catch_unwind::do_call"));
         assert!(!is_panic_machinery("std::panicking::try::do_call"));
         assert!(!is_panic_machinery("shop::panic_handler"));
