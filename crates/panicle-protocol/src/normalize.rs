@@ -123,7 +123,12 @@ fn rust_root(function: &str) -> &str {
 /// True when the function is runtime or language plumbing.
 pub fn is_plumbing(function: &str) -> bool {
     let f = function.trim();
-    if f.is_empty() || PLUMBING_SYMBOLS.contains(&f) || f.starts_with("__rust") {
+    if f.is_empty()
+        || PLUMBING_SYMBOLS.contains(&f)
+        || f.starts_with("__rust")
+        || f.starts_with("__libc_")
+        || f.starts_with("_start")
+    {
         return true;
     }
     if GO_RUNTIME_PREFIXES.iter().any(|p| f.starts_with(p)) {
@@ -309,6 +314,7 @@ mod tests {
             "<core::pin::Pin<P> as core::future::future::Future>::poll",
             "tokio::runtime::task::harness::poll_future",
             "rust_begin_unwind",
+            "__libc_start_main_impl",
             "runtime.throw",
             "internal/runtime/maps.fatal",
         ] {

@@ -1,0 +1,113 @@
+//! Runs the real `panicle` binary and example programs as child processes.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const PANICLE: &str = env!("CARGO_BIN_EXE_panicle");
+
+/// A `panicle serve` child, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub dsn: String,
+    pub token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `panicle serve` on a free port over `database_url`; reads the
+    /// first-start lines (DSN, token) it prints.
+    pub fn start(database_url: &str) -> Server {
+        Self::start_with(database_url, &[])
+    }
+
+    pub fn start_with(database_url: &str, extra: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(PANICLE);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", database_url])
+            .env_remove("DATABASE_URL")
+            .env("PANICLE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn panicle serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut dsn, mut token, mut base) = (String::new(), String::new(), String::new());
+        for line in lines.by_ref() {
+            let line = line.expect("read serve output");
+            if let Some(v) = line.trim().strip_prefix("DSN:") {
+                dsn = v.trim().to_string();
+            } else if let Some(v) = line.trim().strip_prefix("API token:") {
+                token = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("panicle listening on ") {
+                base = v.trim().to_string();
+                break;
+            }
+        }
+        assert!(!base.is_empty(), "serve did not report its address");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base,
+            dsn,
+            token,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder().http_status_as_error(false).build(),
+        );
+        let mut resp = agent
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .expect("GET");
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// Polls `path` until `ready` holds on the JSON body, up to 20 s.
+    pub fn wait_for(&self, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.get(path);
+            if status == 200 && ready(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting on {path}: {status} {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Path of an example binary of the `panicle` crate, built if missing.
+pub fn example(name: &str) -> PathBuf {
+    let bin_dir = PathBuf::from(PANICLE).parent().expect("bin dir").to_path_buf();
+    let path = bin_dir.join("examples").join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "panicle", "--example", name])
+            .status()
+            .expect("run cargo build for the example");
+        assert!(status.success(), "building example {name} failed");
+    }
+    path
+}
