@@ -36,17 +36,80 @@ impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
+        let bearer = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .map(str::trim);
+        let token = bearer
+            .map(str::to_string)
+            .or_else(|| session_cookie(&parts.headers))
             .ok_or(ApiError::BadToken)?;
-        if state.store.token_valid(token).await? {
+        if state.store.token_valid(&token).await? {
             Ok(Reader)
         } else {
             Err(ApiError::BadToken)
         }
     }
+}
+
+/// The dashboard's session cookie: the API token, HttpOnly so page scripts
+/// never see it, SameSite=Strict so other sites cannot ride on it.
+pub const SESSION_COOKIE: &str = "panicle_session";
+
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+#[derive(serde::Deserialize)]
+pub struct SignIn {
+    pub token: String,
+}
+
+/// `POST /api/v1/session {"token": "…"}`: checks the token, sets the cookie.
+pub async fn sign_in(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::Json(body): axum::Json<SignIn>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let token = body.token.trim();
+    let well_formed = !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !well_formed || !state.store.token_valid(token).await? {
+        return Err(ApiError::BadToken);
+    }
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=604800"
+    );
+    Ok((
+        [(axum::http::header::SET_COOKIE, cookie)],
+        axum::Json(serde_json::json!({"signed_in": true})),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/v1/session`: clears the cookie.
+pub async fn sign_out() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::SET_COOKIE,
+            format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )],
+        axum::Json(serde_json::json!({"signed_in": false})),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/session`: 200 when the caller is signed in, 401 otherwise.
+pub async fn whoami(_: Reader) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"signed_in": true}))
 }

@@ -56,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/api/v1/events", post(ingest::post_events).get(read::list_events))
         .route("/api/v1/events/{id}", get(read::get_event))
+        .route(
+            "/api/v1/session",
+            post(auth::sign_in).get(auth::whoami).delete(auth::sign_out),
+        )
         .route("/api/v1/groups", get(read::list_groups))
         .route("/api/v1/groups/{id}", get(read::get_group))
         .fallback(web::fallback)

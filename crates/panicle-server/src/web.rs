@@ -1,29 +1,54 @@
-//! The dashboard's static files, compiled into the binary.
+//! The dashboard's static files, compiled into the binary (read from disk in
+//! debug builds, so editing web/ needs no rebuild).
 
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use rust_embed::RustEmbed;
 use serde_json::json;
 
-const INDEX_HTML: &str = include_str!("../../../web/index.html");
+#[derive(RustEmbed)]
+#[folder = "../../web/"]
+#[exclude = "e2e/*"]
+#[exclude = "*/node_modules/*"]
+struct Assets;
+
+/// No inline script, no plugins, no framing: event text is attacker-controlled.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub async fn fallback(uri: Uri) -> Response {
     let path = uri.path();
     if path.starts_with("/api/") {
         return (
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": {"code": "not_found", "message": format!("no route {path}")}})),
+            axum::Json(
+                json!({"error": {"code": "not_found", "message": format!("no route {path}")}}),
+            ),
         )
             .into_response();
     }
-    if path == "/" || path == "/index.html" {
-        return (
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
-            ],
-            INDEX_HTML,
-        )
-            .into_response();
+    let file = path.trim_start_matches('/');
+    // Client-side routes (no file extension) get the app shell.
+    let file = if file.is_empty() || !file.contains('.') {
+        "index.html"
+    } else {
+        file
+    };
+    match Assets::get(file) {
+        Some(asset) => {
+            let mime = asset.metadata.mimetype().to_string();
+            (
+                [
+                    (header::CONTENT_TYPE, mime),
+                    (header::CONTENT_SECURITY_POLICY, CSP.to_string()),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+                    (header::REFERRER_POLICY, "no-referrer".to_string()),
+                    (header::CACHE_CONTROL, "no-cache".to_string()),
+                ],
+                asset.data.into_owned(),
+            )
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
-    (StatusCode::NOT_FOUND, "not found").into_response()
 }
