@@ -12,6 +12,7 @@
 
 mod capture;
 mod context;
+mod modules;
 mod options;
 mod symbolize;
 mod transport;
@@ -55,6 +56,8 @@ pub fn init(options: Options) -> Guard {
         transport,
     });
     if CLIENT.set(client.clone()).is_ok() {
+        // Debug info loads off the main thread: the first panic must not pay it.
+        symbolize::warm_up();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             hook(&client, info);
@@ -62,6 +65,12 @@ pub fn init(options: Options) -> Guard {
         }));
     }
     Guard { _private: () }
+}
+
+/// The resource attributes this process reports (service, Kubernetes pod,
+/// host), for tools such as `panicle run` that build events themselves.
+pub fn detect_resource(options: &Options) -> std::collections::BTreeMap<String, serde_json::Value> {
+    context::Resource::detect(options).attributes
 }
 
 /// Waits up to `timeout` for queued events to be sent; true when none is left.
