@@ -10,7 +10,15 @@
 //! `x`'s prefix and some in `y`'s, and the shared token first in the global
 //! order lies in both. Only prefix tokens are indexed, and a pair is a
 //! candidate when it meets in one inverted list. The size filter adds
-//! `|y| ≥ t·|x|` (similarity is at most `|y|/|x|`). Every candidate is then
+//! `|y| ≥ t·|x|` (similarity is at most `|y|/|x|`). The positional filter
+//! looks at where a pair first meets, token `o` at position `i` of `x` and
+//! `j` of `y`: for a pair within eps that is their first shared token, so
+//! nothing before it is shared and `Σmin ≤ min(Rx, Ry)`,
+//! `Σmax ≥ Bx + By + max(Rx, Ry)` (B: weight before the position, R: from
+//! it on); a pair whose bound is below `t` is dropped unverified. Then the
+//! weight shared in both prefixes is summed while probing; with the tokens
+//! after the last shared prefix token, it bounds `Σmin`, and since
+//! `Σmax = |x| + |y| − Σmin` the similarity too. Every candidate left is then
 //! verified with [`SignatureSet::distance`], the very function the
 //! brute-force reference uses, so the graph is exact.
 
@@ -50,31 +58,63 @@ impl NeighbourGraph {
             .iter()
             .map(|&i| prefix_len(set, i as usize, t))
             .collect();
-        let lists = InvertedLists::new(set, &by_norm, &prefix_len);
+        // Weight before each token, per row: the positional filter's B.
+        let before = weight_before(set);
+        let lists = InvertedLists::new(set, &by_norm, &prefix_len, &before);
 
         let threads = threads.clamp(1, 64);
         let probe = |part: usize| -> Vec<(u32, u32)> {
             let mut edges = Vec::new();
             let mut stamp = vec![u32::MAX; n];
+            let mut acc = vec![0.0f64; n];
+            // Per candidate: the last shared token's weight-after in y.
+            let mut rest_y = vec![0.0f64; n];
+            let mut rest_x = vec![0.0f64; n];
+            let mut touched: Vec<u32> = Vec::new();
             for p in (part..n).step_by(threads) {
                 let i = by_norm[p] as usize;
                 let min_norm = t * norms[p];
-                let (tokens, _) = set.row(i);
-                for &tok in &tokens[..prefix_len[p]] {
+                let (tokens, weights) = set.row(i);
+                let before_x = before.row(i);
+                touched.clear();
+                for (pos_x, &tok) in tokens[..prefix_len[p]].iter().enumerate() {
                     let list = lists.list(tok);
-                    let start = list.partition_point(|&q| norms[q as usize] < min_norm);
-                    for &q in &list[start..] {
-                        if q as usize >= p {
+                    let start = list.partition_point(|e| norms[e.q as usize] < min_norm);
+                    let bx = before_x[pos_x];
+                    let wx = weights[pos_x];
+                    let rx = norms[p] - bx;
+                    for e in &list[start..] {
+                        let q = e.q as usize;
+                        if q >= p {
                             break;
                         }
-                        if stamp[q as usize] == p as u32 {
-                            continue;
+                        let ry = norms[q] - e.before;
+                        if stamp[q] != p as u32 {
+                            stamp[q] = p as u32;
+                            // First meeting: the positional filter.
+                            if rx.min(ry) < t * (bx + e.before + rx.max(ry)) {
+                                acc[q] = f64::NEG_INFINITY;
+                                continue;
+                            }
+                            acc[q] = 0.0;
+                            touched.push(e.q);
                         }
-                        stamp[q as usize] = p as u32;
-                        let j = by_norm[q as usize];
-                        if set.distance(i, j as usize) <= eps {
-                            edges.push((i as u32, j));
-                        }
+                        acc[q] += wx.min(e.weight);
+                        rest_x[q] = rx - wx;
+                        rest_y[q] = ry - e.weight;
+                    }
+                }
+                // Shared weight so far plus the most the rest can share
+                // bounds Σmin; similarity is Σmin / (|x| + |y| − Σmin).
+                for &q in &touched {
+                    let q = q as usize;
+                    let bound = acc[q] + rest_x[q].min(rest_y[q]);
+                    if bound < t * (norms[p] + norms[q] - bound) {
+                        continue;
+                    }
+                    let j = by_norm[q] as usize;
+                    if set.distance(i, j) <= eps {
+                        edges.push((i as u32, j as u32));
                     }
                 }
             }
@@ -177,14 +217,58 @@ fn prefix_len(set: &SignatureSet, i: usize, t: f64) -> usize {
     p
 }
 
-/// Inverted lists over prefix tokens, flat: positions (in norm order) per token.
+/// Per row, the weight of the tokens before each token.
+struct WeightBefore {
+    offsets: Vec<usize>,
+    before: Vec<f64>,
+}
+
+impl WeightBefore {
+    fn row(&self, i: usize) -> &[f64] {
+        &self.before[self.offsets[i]..self.offsets[i + 1]]
+    }
+}
+
+fn weight_before(set: &SignatureSet) -> WeightBefore {
+    let mut offsets = Vec::with_capacity(set.len() + 1);
+    let mut before = Vec::new();
+    offsets.push(0);
+    for i in 0..set.len() {
+        let mut acc = 0.0;
+        for &w in set.row(i).1 {
+            before.push(acc);
+            acc += w;
+        }
+        offsets.push(before.len());
+    }
+    WeightBefore { offsets, before }
+}
+
+/// One row holding a token in its prefix.
+#[derive(Clone, Copy, Default)]
+struct Entry {
+    /// The row's position in norm order.
+    q: u32,
+    /// The token's weight in that row.
+    weight: f64,
+    /// The weight of the row's tokens before this one.
+    before: f64,
+}
+
+/// Inverted lists over prefix tokens, flat, each in norm order; the entries
+/// carry what the filters need so probing reads memory in sequence.
 struct InvertedLists {
     offsets: Vec<usize>,
-    positions: Vec<u32>,
+    positions: Vec<Entry>,
 }
 
 impl InvertedLists {
-    fn new(set: &SignatureSet, by_norm: &[u32], prefix_len: &[usize]) -> Self {
+    fn new(
+        set: &SignatureSet,
+        by_norm: &[u32],
+        prefix_len: &[usize],
+        before: &WeightBefore,
+    ) -> Self {
         let vocab = set.vocabulary();
         let mut offsets = vec![0usize; vocab + 1];
         for (p, &i) in by_norm.iter().enumerate() {
@@ -196,17 +280,24 @@ impl InvertedLists {
             offsets[k + 1] += offsets[k];
         }
         let mut fill = offsets.clone();
-        let mut positions = vec![0u32; offsets[vocab]];
+        let mut positions = vec![Entry::default(); offsets[vocab]];
         for (p, &i) in by_norm.iter().enumerate() {
-            for &t in &set.row(i as usize).0[..prefix_len[p]] {
-                positions[fill[t as usize]] = p as u32;
-                fill[t as usize] += 1;
+            let (tokens, weights) = set.row(i as usize);
+            let row_before = before.row(i as usize);
+            for k in 0..prefix_len[p] {
+                let t = tokens[k] as usize;
+                positions[fill[t]] = Entry {
+                    q: p as u32,
+                    weight: weights[k],
+                    before: row_before[k],
+                };
+                fill[t] += 1;
             }
         }
         Self { offsets, positions }
     }
 
-    fn list(&self, token: u32) -> &[u32] {
+    fn list(&self, token: u32) -> &[Entry] {
         &self.positions[self.offsets[token as usize]..self.offsets[token as usize + 1]]
     }
 }

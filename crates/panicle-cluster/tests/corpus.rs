@@ -202,11 +202,14 @@ fn defaults_beat_exact_and_message_grouping() {
     assert!(by_message.0 < 0.8);
 }
 
+/// eps, decay, message weight, min_samples, (precision, recall).
+type Row = (f64, f64, f64, u64, (f64, f64));
+
 #[test]
 fn grid_search_supports_the_defaults() {
     let caps = load();
     let truth: Vec<&str> = caps.iter().map(|c| c.label.as_str()).collect();
-    let mut rows: Vec<(f64, f64, f64, u64, (f64, f64))> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for eps20 in 4..=18 {
         let eps = eps20 as f64 * 0.05;
         for decay in [
@@ -263,7 +266,7 @@ fn grid_search_supports_the_defaults() {
     let best = f1(rows[0].4);
     // Robustness: the worst F1 within one eps step either side; the default
     // should sit in the middle of the plateau, not on its edge.
-    let robust = |r: &(f64, f64, f64, u64, (f64, f64))| {
+    let robust = |r: &Row| {
         rows.iter()
             .filter(|o| (o.0 - r.0).abs() < 0.051 && o.1 == r.1 && o.2 == r.2 && o.3 == r.3)
             .map(|o| f1(o.4))
