@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::Options;
 use crate::context::Resource;
-use crate::symbolize;
+use crate::{scope, symbolize};
 
 /// The panic's message, whatever the payload type.
 pub fn payload_message(info: &PanicHookInfo<'_>) -> String {
@@ -29,33 +29,49 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn capture(info: &PanicHookInfo<'_>, options: &Options, resource: &Resource) -> Event {
-    let mut event = Event::new(
-        uuid::Uuid::new_v4().to_string(),
-        now_rfc3339(),
-        payload_message(info),
-    );
-    event.platform = Some(Platform::Rust);
-    event.kind = Some(Kind::Panic);
-    event.location = info.location().map(|l| Location {
+    let location = info.location().map(|l| Location {
         file: symbolize::clean_path(l.file()).0,
         line: Some(l.line()),
         column: Some(l.column()),
     });
+    build_event(payload_message(info), location, symbolize::capture_raw(), options, resource)
+}
+
+/// The event of a panic with this message and stack, with the thread, the
+/// trace (recording the exception on its span), the request and the tags of
+/// the current scope. Leaves the event id for the tower layer's 500 answer.
+pub fn build_event(
+    message: String,
+    location: Option<Location>,
+    raw: Vec<symbolize::RawFrame>,
+    options: &Options,
+    resource: &Resource,
+) -> Event {
+    let mut event = Event::new(uuid::Uuid::new_v4().to_string(), now_rfc3339(), message);
+    event.platform = Some(Platform::Rust);
+    event.kind = Some(Kind::Panic);
+    event.location = location;
     let thread = std::thread::current();
     event.thread = Some(Thread {
         name: Some(thread.name().unwrap_or("<unnamed>").to_string()),
         id: Some(format!("{:?}", thread.id())),
     });
-    event.frames = symbolize::to_frames(symbolize::capture_raw(), options);
+    event.frames = symbolize::to_frames(raw, options);
     event.resource = resource.attributes.clone();
     event.release = options.release.clone().or_else(|| {
         let service = resource.get("service.name")?;
         let version = resource.get("service.version")?;
         Some(format!("{service}@{version}"))
     });
+    let (tags, request) = scope::snapshot();
+    event.tags = tags;
+    event.request = request;
+    #[cfg(feature = "otel")]
+    crate::otel::attach(&mut event);
     event.sdk = Some(Sdk {
         name: "panicle".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     });
+    scope::set_last_event_id(&event.event_id);
     event
 }

@@ -12,8 +12,15 @@
 
 mod capture;
 mod context;
+#[doc(hidden)]
+pub mod hook_bench;
+#[cfg(feature = "tower")]
+mod layer;
 mod modules;
 mod options;
+#[cfg(feature = "otel")]
+pub mod otel;
+mod scope;
 mod symbolize;
 mod transport;
 
@@ -23,6 +30,9 @@ use std::time::Duration;
 
 pub use options::Options;
 pub use panicle_protocol as protocol;
+#[cfg(feature = "tower")]
+pub use layer::{PanicleLayer, PanicleService, REQUEST_ID_HEADER, ResponseFuture, Route};
+pub use scope::{Scoped, remove_tag, scoped, set_tag, take_last_event_id};
 
 /// What the installed hook shares with `flush` and the guard.
 struct Client {

@@ -1,9 +1,23 @@
-//! From a captured backtrace to schema frames: the panic machinery cut,
-//! names demangled without hashes, paths made readable, in-app marked.
+//! From a captured stack to schema frames: the panic machinery cut, names
+//! demangled without hashes and qualified, paths made readable, in-app marked,
+//! every frame with its address, module build-id and module offset.
+//!
+//! Symbolization runs once per address: addr2line over the executable's DWARF
+//! (loaded at init on a background thread) plus the ELF symbol table, behind a
+//! process-wide cache. The hook never waits on a lock: it reads the cache with
+//! `try_read` and takes the loader with `try_lock`, giving up after a bounded
+//! time and keeping the bare addresses (a server can symbolize them later).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use panicle_protocol::Frame;
 
 use crate::Options;
+use crate::modules::{self, Module};
 
 /// Roots whose frames are the panic machinery on top of every panic stack.
 const MACHINERY_ROOTS: &[&str] = &["std", "core", "alloc", "backtrace", "panicle", "panic_unwind", "__rustc"];
@@ -11,15 +25,23 @@ const MACHINERY_ROOTS: &[&str] = &["std", "core", "alloc", "backtrace", "panicle
 /// Crates that are never the service's own code.
 const DEPENDENCY_ROOTS: &[&str] = &[
     "std", "core", "alloc", "backtrace", "panicle", "panic_unwind", "tokio", "futures", "futures_util",
-    "futures_core", "futures_executor", "hyper", "hyper_util", "h2", "http", "http_body", "tower",
-    "tower_http", "tower_service", "tower_layer", "axum", "axum_core", "tracing", "tracing_core",
+    "futures_core", "futures_executor", "hyper", "hyper_util", "h2", "http", "http_body", "http_body_util",
+    "tower", "tower_http", "tower_service", "tower_layer", "axum", "axum_core", "tracing", "tracing_core",
     "tracing_subscriber", "tracing_opentelemetry", "opentelemetry", "opentelemetry_sdk", "serde",
     "serde_json", "sqlx", "sqlx_core", "reqwest", "ureq", "rayon", "rayon_core", "async_trait", "__rustc",
-    "test", "libc",
+    "test", "libc", "criterion", "addr2line", "gimli",
 ];
 
 /// Most frames a stored event keeps; deeper stacks are cut at the outer end.
 pub const MAX_FRAMES: usize = 128;
+/// Most return addresses walked: the machinery and a deep stack fit.
+const MAX_ADDRESSES: usize = 256;
+/// Addresses the cache keeps before it starts over (bounds memory in a storm
+/// of ever-new stacks, e.g. from a JIT or recursion at varying depth).
+const CACHE_LIMIT: usize = 65_536;
+/// How long a panic waits for the symbolizer (warm-up or another panicking
+/// thread) before it ships bare addresses.
+const WAIT_LIMIT: Duration = Duration::from_millis(1500);
 
 /// The root path segment of a symbol: `shop` of `<shop::Cart as Drop>::drop`.
 pub fn symbol_root(function: &str) -> &str {
@@ -67,38 +89,458 @@ pub struct RawFrame {
     pub instruction_addr: usize,
 }
 
-/// Captures the current stack, inlined frames expanded, innermost first.
+/// The return addresses of the current stack, innermost first. Unresolved:
+/// a few microseconds.
+#[inline(never)]
+pub fn capture_addresses() -> Vec<usize> {
+    let mut ips = Vec::with_capacity(64);
+    let mut push = |f: &backtrace::Frame| {
+        ips.push(f.ip() as usize);
+        ips.len() < MAX_ADDRESSES
+    };
+    // SAFETY: on Linux and macOS the unwinder is thread-safe; the synchronized
+    // variant takes the backtrace crate's global lock, which user code on
+    // another thread may hold, and a hook must not wait on user locks.
+    #[cfg(unix)]
+    unsafe {
+        backtrace::trace_unsynchronized(&mut push)
+    };
+    #[cfg(not(unix))]
+    backtrace::trace(&mut push);
+    ips
+}
+
+/// Captures the current stack, symbolized, inlined frames expanded, innermost first.
 pub fn capture_raw() -> Vec<RawFrame> {
-    let bt = backtrace::Backtrace::new();
-    let mut out = Vec::with_capacity(64);
-    for frame in bt.frames() {
-        let ip = frame.ip() as usize;
-        let symbols = frame.symbols();
-        if symbols.is_empty() {
-            out.push(RawFrame {
-                instruction_addr: ip,
-                ..RawFrame::default()
-            });
+    resolve(&capture_addresses())
+}
+
+/// The executable's debug info, its symbol names by last path segment, and
+/// where it is mapped.
+struct Symbolizer {
+    loader: Mutex<addr2line::Loader>,
+    names: NameIndex,
+    module: &'static Module,
+}
+
+static SYMBOLIZER: OnceLock<Option<Symbolizer>> = OnceLock::new();
+static WARM_STARTED: AtomicBool = AtomicBool::new(false);
+static CACHE: LazyLock<RwLock<HashMap<usize, Arc<[RawFrame]>>>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+
+thread_local! {
+    /// Set on the thread that loads the debug info: a panic there must not
+    /// wait for itself.
+    static LOADING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Loads with this thread marked, so a panic inside the loading (caught by
+/// the hook on this thread) does not wait for the load it interrupted.
+fn load() -> Option<Symbolizer> {
+    LOADING.with(|l| l.set(true));
+    let loaded = load_unmarked();
+    LOADING.with(|l| l.set(false));
+    loaded
+}
+
+fn load_unmarked() -> Option<Symbolizer> {
+    let module = modules::main_module()?;
+    let loader = addr2line::Loader::new(&module.path).ok()?;
+    let names = NameIndex::read(&module.path);
+    Some(Symbolizer {
+        loader: Mutex::new(loader),
+        names,
+        module,
+    })
+}
+
+/// Loads the debug info on a background thread and resolves a first stack,
+/// so the first panic costs what a later one does. Called by `init`.
+pub fn warm_up() {
+    if WARM_STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let _ = modules::modules();
+    let _ = LazyLock::force(&CACHE);
+    let spawned = std::thread::Builder::new().name("panicle-warm-up".into()).spawn(|| {
+        if SYMBOLIZER.get_or_init(load).is_some() {
+            warm_units();
         }
-        for sym in symbols {
-            out.push(RawFrame {
-                function: sym.name().map(|n| format!("{n:#}")),
-                file: sym.filename().map(|p| p.to_string_lossy().into_owned()),
-                line: sym.lineno(),
-                column: sym.colno(),
-                instruction_addr: ip,
-            });
+    });
+    if spawned.is_err() {
+        WARM_STARTED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Resolves one address of the panic machinery (std's panicking module) and
+/// this thread's stack, which parses the line tables a panic always touches.
+fn warm_units() {
+    let addresses = capture_addresses();
+    let _ = resolve_uncached_batch(&addresses);
+    if let Some(Some(s)) = SYMBOLIZER.get() {
+        let probes: Vec<u64> = s.names.panic_machinery.clone();
+        if let Ok(loader) = s.loader.lock() {
+            for probe in probes {
+                if let Ok(mut frames) = loader.find_frames(probe) {
+                    while let Ok(Some(_)) = frames.next() {}
+                }
+            }
+        }
+    }
+}
+
+/// True once the debug info is loaded (or known to be missing).
+pub fn is_warm() -> bool {
+    SYMBOLIZER.get().is_some()
+}
+
+/// Forgets every cached address (benchmarks: a stack never seen before).
+pub fn clear_cache() {
+    if let Ok(mut cache) = CACHE.write() {
+        cache.clear();
+    }
+}
+
+/// Symbolizes with debug info loaded just now and no cache: what the first
+/// panic of a process would cost without the warm-up.
+pub fn resolve_cold(addresses: &[usize]) -> Vec<RawFrame> {
+    let Some(s) = load() else {
+        return addresses.iter().map(|a| bare(*a)).collect();
+    };
+    let Ok(loader) = s.loader.lock() else {
+        return Vec::new();
+    };
+    addresses.iter().flat_map(|a| resolve_one(&s, &loader, *a)).collect()
+}
+
+/// The symbolizer, waiting a bounded time while the warm-up thread loads it;
+/// loads it here when nobody started a warm-up (e.g. in a benchmark).
+fn symbolizer(deadline: Instant) -> Option<&'static Symbolizer> {
+    if let Some(s) = SYMBOLIZER.get() {
+        return s.as_ref();
+    }
+    if LOADING.with(|l| l.get()) {
+        return None;
+    }
+    if !WARM_STARTED.swap(true, Ordering::SeqCst) {
+        return SYMBOLIZER.get_or_init(load).as_ref();
+    }
+    while Instant::now() < deadline {
+        if let Some(s) = SYMBOLIZER.get() {
+            return s.as_ref();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+/// Symbolizes addresses through the cache; misses are resolved and cached.
+pub fn resolve(addresses: &[usize]) -> Vec<RawFrame> {
+    let mut out = Vec::with_capacity(addresses.len() + 16);
+    let mut missing: Vec<usize> = Vec::new();
+    let cached: Vec<Option<Arc<[RawFrame]>>> = match CACHE.try_read() {
+        Ok(cache) => addresses.iter().map(|a| cache.get(a).cloned()).collect(),
+        Err(_) => vec![None; addresses.len()],
+    };
+    for (a, c) in addresses.iter().zip(&cached) {
+        if c.is_none() {
+            missing.push(*a);
+        }
+    }
+    let resolved: HashMap<usize, Arc<[RawFrame]>> = if missing.is_empty() {
+        HashMap::new()
+    } else {
+        resolve_uncached_batch(&missing)
+    };
+    for (a, c) in addresses.iter().zip(cached) {
+        match c.or_else(|| resolved.get(a).cloned()) {
+            Some(frames) => out.extend(frames.iter().cloned()),
+            None => out.push(RawFrame {
+                instruction_addr: *a,
+                ..RawFrame::default()
+            }),
         }
     }
     out
 }
 
+/// Resolves addresses with the loader and stores them in the cache; an
+/// address it could not reach in time is left out (shipped bare, not cached).
+fn resolve_uncached_batch(addresses: &[usize]) -> HashMap<usize, Arc<[RawFrame]>> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    let mut out: HashMap<usize, Arc<[RawFrame]>> = HashMap::with_capacity(addresses.len());
+    let symbolizer = symbolizer(deadline);
+    let mut complete = true;
+    if let Some(s) = symbolizer {
+        let loader = loop {
+            match s.loader.try_lock() {
+                Ok(l) => break Some(l),
+                Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::yield_now(),
+                Err(std::sync::TryLockError::WouldBlock) => break None,
+            }
+        };
+        match loader {
+            Some(loader) => {
+                for &a in addresses {
+                    out.entry(a).or_insert_with(|| resolve_one(s, &loader, a).into());
+                }
+            }
+            None => complete = false,
+        }
+    } else {
+        complete = SYMBOLIZER.get().is_some();
+        for &a in addresses {
+            out.entry(a).or_insert_with(|| vec![bare(a)].into());
+        }
+    }
+    if complete && let Ok(mut cache) = CACHE.try_write() {
+        if cache.len() + out.len() > CACHE_LIMIT {
+            cache.clear();
+        }
+        for (a, f) in &out {
+            cache.insert(*a, f.clone());
+        }
+    }
+    out
+}
+
+fn bare(addr: usize) -> RawFrame {
+    RawFrame {
+        instruction_addr: addr,
+        ..RawFrame::default()
+    }
+}
+
+/// The inline chain at one return address, innermost first.
+fn resolve_one(s: &Symbolizer, loader: &addr2line::Loader, addr: usize) -> Vec<RawFrame> {
+    if addr == 0 || addr < s.module.start || addr >= s.module.end {
+        return vec![bare(addr)];
+    }
+    // A return address points after the call: look up the call itself.
+    let probe = s.module.relative(addr).saturating_sub(1) as u64;
+    let symbol = loader.find_symbol(probe).map(clean_symbol);
+    let mut frames: Vec<RawFrame> = Vec::new();
+    if let Ok(mut iter) = loader.find_frames(probe) {
+        while let Ok(Some(f)) = iter.next() {
+            let function = f
+                .function
+                .as_ref()
+                .and_then(|n| n.raw_name().ok())
+                .map(|n| clean_symbol(&n));
+            let (file, line, column) = match f.location {
+                Some(l) => (l.file.map(str::to_string), l.line, l.column.filter(|c| *c > 0)),
+                None => (None, None, None),
+            };
+            frames.push(RawFrame {
+                function,
+                file,
+                line,
+                column,
+                instruction_addr: addr,
+            });
+        }
+    }
+    match frames.last_mut() {
+        // The outermost frame is the real function: the symbol table has its
+        // full path where line-tables-only DWARF has a bare name.
+        Some(outer) => {
+            if symbol.is_some() {
+                outer.function = symbol;
+            }
+        }
+        None => frames.push(RawFrame {
+            function: symbol,
+            ..bare(addr)
+        }),
+    }
+    for i in (0..frames.len().saturating_sub(1)).rev() {
+        let enclosing = frames[i + 1].function.clone();
+        let frame = &mut frames[i];
+        if let Some(name) = frame.function.as_deref()
+            && !has_path(name)
+        {
+            frame.function = Some(s.names.qualify(name, frame.file.as_deref(), enclosing.as_deref()));
+        }
+    }
+    frames
+}
+
+/// Demangles without the `::h…` hash and names closures and async bodies readably.
+pub fn clean_symbol(raw: &str) -> String {
+    let name = match rustc_demangle::try_demangle(raw) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => raw.to_string(),
+    };
+    readable_name(&name)
+}
+
+/// `{{closure}}`/`{closure#0}` → `{closure}`, `{async_fn#0}` → `{async fn}`,
+/// `{async_block#0}` → `{async block}`.
+pub fn readable_name(name: &str) -> String {
+    if !name.contains('{') {
+        return name.to_string();
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let (token, len) = if tail.starts_with("{{closure}}") {
+            ("{closure}", "{{closure}}".len())
+        } else if let Some(end) = tail.find('}') {
+            let inner = &tail[1..end];
+            let kind = inner.split('#').next().unwrap_or(inner);
+            let token = match kind {
+                "closure" | "closure_env" => "{closure}",
+                "async_fn" | "async_fn_env" => "{async fn}",
+                "async_block" | "async_block_env" | "async_gen_block" => "{async block}",
+                _ => "",
+            };
+            if token.is_empty() { (&tail[..=end], end + 1) } else { (token, end + 1) }
+        } else {
+            (tail, tail.len())
+        };
+        out.push_str(token);
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// True when a name already carries a module path (outside generic arguments).
+fn has_path(name: &str) -> bool {
+    split_path(name).len() > 1
+}
+
+/// Splits `a::B<c::D>::e` into `["a", "B<c::D>", "e"]`: `::` inside `<>` stays.
+fn split_path(name: &str) -> Vec<&str> {
+    let bytes = name.as_bytes();
+    let (mut depth, mut start, mut i) = (0i32, 0usize, 0usize);
+    let mut parts = Vec::new();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'<' => depth += 1,
+            b'>' if i == 0 || bytes[i - 1] != b'-' => depth -= 1,
+            b':' if depth == 0 && bytes.get(i + 1) == Some(&b':') => {
+                parts.push(&name[start..i]);
+                i += 2;
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&name[start..]);
+    parts
+}
+
+/// `unwrap<u32>` → `unwrap`.
+fn strip_generics(segment: &str) -> &str {
+    segment.split('<').next().unwrap_or(segment)
+}
+
+/// Crate and module path a source file implies: `library/core/src/option.rs`
+/// → (`core`, [`option`]); `tokio-1.50.0/src/runtime/task/raw.rs` → (`tokio`,
+/// [`runtime`, `task`, `raw`]); a workspace file gets its crate from the
+/// enclosing function.
+fn module_of_file(file: &str, enclosing: Option<&str>) -> (Option<String>, Vec<String>) {
+    let (clean, package) = clean_path(file);
+    let parts: Vec<&str> = clean.split('/').collect();
+    let krate = if let Some(lib) = clean.strip_prefix("library/") {
+        lib.split('/').next().map(str::to_string)
+    } else if let Some(p) = package {
+        Some(p.replace('-', "_"))
+    } else {
+        enclosing.map(symbol_root).filter(|r| !r.is_empty()).map(str::to_string)
+    };
+    let mut modules = Vec::new();
+    if let Some(src) = parts.iter().position(|p| *p == "src") {
+        for (i, p) in parts[src + 1..].iter().enumerate() {
+            let last = i + src + 2 == parts.len();
+            let m = if last { p.strip_suffix(".rs").unwrap_or(p) } else { p };
+            if !(last && matches!(m, "lib" | "main" | "mod")) {
+                modules.push(m.to_string());
+            }
+        }
+    }
+    (krate, modules)
+}
+
+/// Full symbol paths by their last segment, from the ELF symbol table, to
+/// recover the module path of functions line-tables-only DWARF names bare.
+#[derive(Default)]
+struct NameIndex {
+    by_last: HashMap<String, Vec<String>>,
+    /// Module-relative addresses of std's panicking functions (for warm-up).
+    panic_machinery: Vec<u64>,
+}
+
+impl NameIndex {
+    fn read(path: &Path) -> NameIndex {
+        use object::{Object, ObjectSymbol, SymbolKind};
+        let mut index = NameIndex::default();
+        let Ok(file) = std::fs::File::open(path) else {
+            return index;
+        };
+        let cache = object::ReadCache::new(file);
+        let Ok(obj) = object::File::parse(&cache) else {
+            return index;
+        };
+        for sym in obj.symbols() {
+            if sym.kind() != SymbolKind::Text {
+                continue;
+            }
+            let Ok(raw) = sym.name() else { continue };
+            if !(raw.starts_with("_ZN") || raw.starts_with("_R")) {
+                continue;
+            }
+            let name = clean_symbol(raw);
+            if name.starts_with("std::panicking::") || name.starts_with("core::panicking::") {
+                index.panic_machinery.push(sym.address());
+            }
+            let parts = split_path(&name);
+            let Some(last) = parts.last() else { continue };
+            let key = strip_generics(last).to_string();
+            let list = index.by_last.entry(key).or_default();
+            if list.len() < 64 && !list.contains(&name) {
+                list.push(name);
+            }
+        }
+        index
+    }
+
+    /// The qualified name of an inlined function named bare by DWARF.
+    fn qualify(&self, name: &str, file: Option<&str>, enclosing: Option<&str>) -> String {
+        let (krate, modules) = match file {
+            Some(f) => module_of_file(f, enclosing),
+            None => (enclosing.map(symbol_root).map(str::to_string), Vec::new()),
+        };
+        let key = strip_generics(name);
+        if let Some(krate) = &krate
+            && let Some(candidates) = self.by_last.get(key)
+        {
+            let module_path: String = modules.iter().map(|m| format!("::{m}")).collect();
+            let in_crate = candidates.iter().filter(|c| symbol_root(c) == krate.as_str());
+            let best = in_crate
+                .clone()
+                .filter(|c| module_path.is_empty() || c.contains(&format!("{module_path}::")))
+                .min_by_key(|c| c.len())
+                .or_else(|| if modules.is_empty() { in_crate.min_by_key(|c| c.len()) } else { None });
+            if let Some(best) = best {
+                return best.clone();
+            }
+        }
+        let mut parts: Vec<String> = krate.into_iter().collect();
+        parts.extend(modules);
+        parts.push(name.to_string());
+        parts.join("::")
+    }
+}
+
 /// Drops the machinery above the panicking frame and classifies the rest.
 pub fn to_frames(raw: Vec<RawFrame>, options: &Options) -> Vec<Frame> {
-    let start = raw
-        .iter()
-        .position(|f| !is_machinery(f))
-        .unwrap_or(raw.len());
+    let start = raw.iter().position(|f| !is_machinery(f)).unwrap_or(raw.len());
     raw.into_iter()
         .skip(start)
         .take(MAX_FRAMES)
@@ -114,18 +556,23 @@ fn classify(raw: RawFrame, options: &Options) -> Frame {
         }
         None => (None, None),
     };
-    let from_dependency_path = package_from_path.is_some() || file.as_deref().is_some_and(|f| f.starts_with("library/"));
+    let from_dependency_path =
+        package_from_path.is_some() || file.as_deref().is_some_and(|f| f.starts_with("library/"));
     let function = raw.function;
     let root = function.as_deref().map(symbol_root).unwrap_or("");
-    let included = function
-        .as_deref()
-        .is_some_and(|f| options.in_app_include.iter().any(|p| f.trim_start_matches('<').starts_with(p.as_str())));
-    let excluded = function
-        .as_deref()
-        .is_some_and(|f| options.in_app_exclude.iter().any(|p| f.trim_start_matches('<').starts_with(p.as_str())));
-    let in_app = included
-        || (!excluded && function.is_some() && !from_dependency_path && !DEPENDENCY_ROOTS.contains(&root));
+    let matches = |prefixes: &[String]| {
+        function
+            .as_deref()
+            .is_some_and(|f| prefixes.iter().any(|p| f.trim_start_matches('<').starts_with(p.as_str())))
+    };
+    let included = matches(&options.in_app_include);
+    let excluded = matches(&options.in_app_exclude);
+    // A name without a module path is a C symbol (`main`, `_start`, `__rust_try`).
+    let rust_path = function.as_deref().is_some_and(has_path);
+    let in_app =
+        included || (!excluded && rust_path && !from_dependency_path && !DEPENDENCY_ROOTS.contains(&root));
     let package = package_from_path.or_else(|| (!root.is_empty()).then(|| root.to_string()));
+    let module = modules::find(raw.instruction_addr);
     Frame {
         function,
         file,
@@ -134,20 +581,28 @@ fn classify(raw: RawFrame, options: &Options) -> Frame {
         in_app: Some(in_app),
         package,
         instruction_addr: Some(format!("{:#x}", raw.instruction_addr)),
-        build_id: None,
-        module_offset: None,
+        build_id: module.and_then(|m| m.build_id.clone()),
+        module_offset: module.map(|m| format!("{:#x}", m.relative(raw.instruction_addr))),
     }
 }
 
 /// Makes a build path readable and says which package it belongs to:
-/// registry sources become `crate-x.y.z/src/…`, the standard library
-/// `library/…`, anything else relative to the crate.
+/// registry sources become `crate-x.y.z/src/…` (package `crate@x.y.z`'s name),
+/// the standard library `library/…`, workspace files relative to their crate
+/// root (`src/orders.rs`). An absolute build path is never returned as is.
 pub fn clean_path(path: &str) -> (String, Option<String>) {
     let path = path.replace('\\', "/");
     if let Some(rest) = path.strip_prefix("/rustc/")
         && let Some((_, lib)) = rest.split_once('/')
     {
         return (lib.to_string(), None);
+    }
+    if let Some(i) = path.find("/library/")
+        && ["/library/std/", "/library/core/", "/library/alloc/", "/library/panic_unwind/"]
+            .iter()
+            .any(|l| path[i..].starts_with(l))
+    {
+        return (path[i + 1..].to_string(), None);
     }
     if let Some(i) = path.find("/.cargo/registry/src/") {
         let rest = &path[i + "/.cargo/registry/src/".len()..];
@@ -165,22 +620,19 @@ pub fn clean_path(path: &str) -> (String, Option<String>) {
             return (format!("{name}/{inner}"), Some(name.to_string()));
         }
     }
+    // Relative to the crate root: from its last `src`, `examples`, `tests`,
+    // `benches` or `build.rs` on.
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if let Some(at) = parts
+        .iter()
+        .rposition(|p| matches!(*p, "src" | "examples" | "tests" | "benches"))
+    {
+        return (parts[at..].join("/"), None);
+    }
     if !path.starts_with('/') {
-        return (path, None);
+        return (parts.join("/"), None);
     }
-    if let Ok(cwd) = std::env::current_dir()
-        && let Some(rel) = path.strip_prefix(&format!("{}/", cwd.display()))
-    {
-        return (rel.to_string(), None);
-    }
-    // `/home/ci/build/shop/src/orders.rs` → `shop/src/orders.rs`.
-    let parts: Vec<&str> = path.split('/').collect();
-    if let Some(src) = parts.iter().rposition(|p| *p == "src" || *p == "examples" || *p == "tests")
-        && src > 0
-    {
-        return (parts[src - 1..].join("/"), None);
-    }
-    (parts[parts.len().saturating_sub(2)..].join("/"), None)
+    (parts.last().copied().unwrap_or("").to_string(), None)
 }
 
 /// `tokio-1.50.0` → `tokio`.
@@ -216,9 +668,15 @@ mod tests {
             ("tokio-1.50.0/src/runtime/task/mod.rs".into(), Some("tokio".into()))
         );
         assert_eq!(clean_path("src/orders.rs"), ("src/orders.rs".into(), None));
+        assert_eq!(clean_path("/builds/ci/x9/shop/src/orders.rs"), ("src/orders.rs".into(), None));
         assert_eq!(
-            clean_path("/builds/ci/x9/shop/src/orders.rs"),
-            ("shop/src/orders.rs".into(), None)
+            clean_path("/work/main/crates/panicle/examples/demo.rs"),
+            ("examples/demo.rs".into(), None)
+        );
+        assert_eq!(clean_path("/home/me/generated.rs"), ("generated.rs".into(), None));
+        assert_eq!(
+            clean_path("/opt/rust/lib/rustlib/src/rust/library/std/src/panicking.rs"),
+            ("library/std/src/panicking.rs".into(), None)
         );
     }
 
@@ -260,5 +718,62 @@ mod tests {
         );
         assert_eq!(out[0].in_app, Some(false));
         assert_eq!(out[1].in_app, Some(true));
+    }
+
+    #[test]
+    fn names_lose_hashes_and_closures_read_well() {
+        assert_eq!(
+            clean_symbol("_ZN4shop6orders7reserve28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE"),
+            "shop::orders::reserve::{closure}"
+        );
+        assert_eq!(readable_name("shop::handler::{async_fn#0}"), "shop::handler::{async fn}");
+        assert_eq!(readable_name("a::{async_block#3}::{closure#1}"), "a::{async block}::{closure}");
+        assert_eq!(readable_name("a::{shim:vtable#0}"), "a::{shim:vtable#0}");
+        assert_eq!(split_path("<a::B<c::D> as e::F>::g"), vec!["<a::B<c::D> as e::F>", "g"]);
+    }
+
+    #[test]
+    fn bare_inlined_names_get_their_module_path() {
+        let mut index = NameIndex::default();
+        for n in ["core::option::Option<T>::unwrap", "core::result::Result<T,E>::unwrap", "demo::orders::reserve"] {
+            let last = strip_generics(split_path(n).last().unwrap()).to_string();
+            index.by_last.entry(last).or_default().push(n.to_string());
+        }
+        let std_file = "/rustc/abc/library/core/src/option.rs";
+        assert_eq!(index.qualify("unwrap<u32>", Some(std_file), Some("demo::main")), "core::option::Option<T>::unwrap");
+        assert_eq!(
+            index.qualify("reserve", Some("/w/crates/panicle/examples/demo.rs"), Some("demo::main")),
+            "demo::orders::reserve"
+        );
+        // Not in the symbol table: the path comes from the file.
+        assert_eq!(
+            index.qualify("total", Some("/w/shop/src/billing/mod.rs"), Some("shop::main")),
+            "shop::billing::total"
+        );
+        assert_eq!(
+            index.qualify(
+                "poll<F>",
+                Some("/root/.cargo/registry/src/i/tokio-1.50.0/src/runtime/task/raw.rs"),
+                Some("shop::main")
+            ),
+            "tokio::runtime::task::raw::poll<F>"
+        );
+    }
+
+    #[test]
+    fn this_binary_symbolizes_with_qualified_names() {
+        #[inline(never)]
+        fn probe_frame() -> Vec<RawFrame> {
+            capture_raw()
+        }
+        let frames = probe_frame();
+        let names: Vec<String> = frames.iter().filter_map(|f| f.function.clone()).collect();
+        assert!(
+            names.iter().any(|n| n.ends_with("this_binary_symbolizes_with_qualified_names::probe_frame")),
+            "{names:#?}"
+        );
+        assert!(names.iter().all(|n| !n.contains("::h") || !n.ends_with(|c: char| c.is_ascii_hexdigit())));
+        let again = probe_frame();
+        assert_eq!(frames.len(), again.len(), "the cache returns the same frames");
     }
 }
