@@ -1,5 +1,8 @@
 //! `panicle`: the server and its operator commands.
 
+mod run;
+mod send;
+
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
@@ -12,7 +15,11 @@ const DEFAULT_DATABASE_URL: &str = "sqlite://./panicle-data/panicle.db";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8471";
 
 #[derive(Parser)]
-#[command(name = "panicle", version, about = "Self-hosted panic attribution: ingest, group, cluster, explain.")]
+#[command(
+    name = "panicle",
+    version,
+    about = "Self-hosted panic attribution: ingest, group, cluster, explain."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,6 +58,23 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run a program and report the crashes its stderr shows (Rust panics,
+    /// Go panics and fatal errors). Exits with the program's exit code.
+    Run {
+        /// Where events go (default: PANICLE_DSN).
+        #[arg(long, env = "PANICLE_DSN")]
+        dsn: Option<String>,
+        /// service.name of the events (default: OTEL_SERVICE_NAME, else the program's name).
+        #[arg(long, env = "OTEL_SERVICE_NAME")]
+        service: Option<String>,
+        #[arg(long, env = "PANICLE_RELEASE")]
+        release: Option<String>,
+        #[arg(long, env = "PANICLE_ENVIRONMENT")]
+        environment: Option<String>,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +111,28 @@ enum TokenCommand {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // The wrapper owns no runtime and no logger: it must stay out of the way.
+    if let Command::Run {
+        dsn,
+        service,
+        release,
+        environment,
+        command,
+    } = cli.command
+    {
+        let dsn = dsn
+            .map(|d| d.parse::<panicle_protocol::Dsn>())
+            .transpose()
+            .context("invalid --dsn / PANICLE_DSN")?;
+        let code = run::run(run::RunArgs {
+            dsn,
+            service,
+            release,
+            environment,
+            command,
+        })?;
+        std::process::exit(code);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("PANICLE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -109,11 +155,12 @@ async fn run(cli: Cli) -> Result<()> {
             max_body_bytes,
         } => serve(db, listen, public_url, max_body_bytes).await,
         Command::Project {
-            command: ProjectCommand::Create {
-                name,
-                db,
-                public_url,
-            },
+            command:
+                ProjectCommand::Create {
+                    name,
+                    db,
+                    public_url,
+                },
         } => {
             let store = open(&db).await?;
             let project = store.create_project(&name).await?;
@@ -137,6 +184,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", store.create_token(&label).await?);
             Ok(())
         }
+        Command::Run { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 
@@ -179,7 +227,11 @@ async fn serve(
     let store = open(&db).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}: is another server running? pick another with --listen"))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen}: is another server running? pick another with --listen"
+            )
+        })?;
     let addr = listener.local_addr()?;
     let base = public_url.unwrap_or_else(|| format!("http://{addr}"));
     if store.projects().await?.is_empty() {
@@ -192,12 +244,7 @@ async fn serve(
     }
     println!("panicle listening on http://{addr}");
     tracing::info!(%addr, database = %redact(&db.database_url), "panicle serving");
-    let state = AppState::new(
-        store.clone(),
-        ServerConfig {
-            max_body_bytes,
-        },
-    );
+    let state = AppState::new(store.clone(), ServerConfig { max_body_bytes });
     panicle_server::serve(listener, state, shutdown_signal()).await?;
     store.close().await;
     Ok(())
@@ -207,13 +254,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -224,6 +272,14 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
     tracing::info!("shutting down");
+}
+
+/// Now as RFC 3339, for events made here.
+pub(crate) fn now_rfc3339() -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 #[cfg(test)]

@@ -23,16 +23,27 @@ fn demo_panic_lands(backend: Backend) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(TestDb::new(backend));
     let server = Server::start(&db.url);
-    assert!(server.dsn.starts_with("http://"), "first start prints a DSN");
+    assert!(
+        server.dsn.starts_with("http://"),
+        "first start prints a DSN"
+    );
 
     let out = run_demo(&server, "unwrap-none");
     assert_eq!(out.status.code(), Some(101), "a panic in main exits 101");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("panicked at"), "the previous hook still prints: {stderr}");
+    assert!(
+        stderr.contains("panicked at"),
+        "the previous hook still prints: {stderr}"
+    );
 
-    let list = server.wait_for("/api/v1/events", |b| b["items"].as_array().is_some_and(|a| !a.is_empty()));
+    let list = server.wait_for("/api/v1/events", |b| {
+        b["items"].as_array().is_some_and(|a| !a.is_empty())
+    });
     let item = &list["items"][0];
-    assert_eq!(item["message"], "called `Option::unwrap()` on a `None` value");
+    assert_eq!(
+        item["message"],
+        "called `Option::unwrap()` on a `None` value"
+    );
     assert_eq!(item["service"], "demo-shop");
     assert_eq!(item["platform"], "rust");
     let id = item["event_id"].as_str().unwrap();
@@ -42,31 +53,61 @@ fn demo_panic_lands(backend: Backend) {
     assert_eq!(event["location"]["file"], "crates/panicle/examples/demo.rs");
     assert!(event["location"]["line"].as_u64().unwrap() > 0);
     assert_eq!(event["thread"]["name"], "main");
-    assert_eq!(event["release"], "panicle@0.1.0", "release_name!() of the demo's crate");
+    assert_eq!(
+        event["release"], "panicle@0.1.0",
+        "release_name!() of the demo's crate"
+    );
     let top = &event["frames"][0];
-    assert!(top["function"].as_str().unwrap().ends_with("reserve"), "frames[0] is the panicking user frame: {top}");
+    assert!(
+        top["function"].as_str().unwrap().ends_with("reserve"),
+        "frames[0] is the panicking user frame: {top}"
+    );
     assert_eq!(top["in_app"], true);
     let file = top["file"].as_str().unwrap();
-    assert!(file.ends_with("examples/demo.rs") && !file.starts_with('/'), "a readable relative path: {file}");
+    assert!(
+        file.ends_with("examples/demo.rs") && !file.starts_with('/'),
+        "a readable relative path: {file}"
+    );
 
     // A panic on a named spawned thread.
     let out = run_demo(&server, "thread");
     assert!(String::from_utf8_lossy(&out.stderr).contains("worker-1"));
-    let list = server.wait_for("/api/v1/events", |b| b["items"].as_array().is_some_and(|a| a.len() == 2));
-    let id = list["items"].as_array().unwrap().iter().map(|i| i["event_id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let list = server.wait_for("/api/v1/events", |b| {
+        b["items"].as_array().is_some_and(|a| a.len() == 2)
+    });
+    let id = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["event_id"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
     let threads: Vec<String> = id
         .iter()
-        .map(|i| server.get(&format!("/api/v1/events/{i}")).1["event"]["thread"]["name"].as_str().unwrap_or("").to_string())
+        .map(|i| {
+            server.get(&format!("/api/v1/events/{i}")).1["event"]["thread"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     assert!(threads.contains(&"worker-1".to_string()), "{threads:?}");
 
     // The same bug reached through two call paths: two exact groups (merging
     // them is the cluster job's work), each with the panicking frame as culprit.
-    let groups = server.wait_for("/api/v1/groups", |b| b["items"].as_array().is_some_and(|a| a.len() == 2));
+    let groups = server.wait_for("/api/v1/groups", |b| {
+        b["items"].as_array().is_some_and(|a| a.len() == 2)
+    });
     for g in groups["items"].as_array().unwrap() {
         assert_eq!(g["count"], 1);
         assert!(g["culprit"].as_str().unwrap().ends_with("reserve"), "{g}");
-        assert!(g["frames"].as_array().unwrap().iter().all(|f| !f.as_str().unwrap().starts_with("__libc")), "{g}");
+        assert!(
+            g["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|f| !f.as_str().unwrap().starts_with("__libc")),
+            "{g}"
+        );
     }
 }
 
@@ -91,7 +132,11 @@ fn project_and_token_commands_print_one_line() {
             .env("PANICLE_LISTEN", "127.0.0.1:9999")
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, stdout, _) = run(&["project", "create", "shop"]);
     assert_eq!(code, Some(0));

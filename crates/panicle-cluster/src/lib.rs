@@ -12,6 +12,7 @@
 //! Architecture invariant: results equal a brute-force DBSCAN exactly
 //! ([`dbscan_brute_force`]), labels included; the property tests hold it.
 
+pub mod attribution;
 mod dbscan;
 mod explain;
 mod index;

@@ -82,13 +82,15 @@ pub async fn sign_in(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let token = body.token.trim();
-    let well_formed = !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let well_formed = !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !well_formed || !state.store.token_valid(token).await? {
         return Err(ApiError::BadToken);
     }
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=604800"
-    );
+    let cookie =
+        format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=604800");
     Ok((
         [(axum::http::header::SET_COOKIE, cookie)],
         axum::Json(serde_json::json!({"signed_in": true})),

@@ -11,7 +11,9 @@ use serde_json::json;
 pub enum ApiError {
     #[error("missing or unknown ingest key: send the key of your DSN in the X-Panicle-Key header")]
     BadIngestKey,
-    #[error("missing or invalid API token: send `Authorization: Bearer <token>` (create one with `panicle token create`)")]
+    #[error(
+        "missing or invalid API token: send `Authorization: Bearer <token>` (create one with `panicle token create`)"
+    )]
     BadToken,
     #[error("request body is larger than the limit of {limit} bytes: send smaller batches")]
     TooLarge { limit: usize },
@@ -23,6 +25,8 @@ pub enum ApiError {
     Decode(#[from] DecodeError),
     #[error("invalid query parameter `{name}`: {message}")]
     BadParam { name: &'static str, message: String },
+    #[error("no Rust or Go crash found in the text: send the whole stderr from the panic line on")]
+    NoCrash,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("internal error: {0}")]
@@ -35,9 +39,10 @@ impl ApiError {
             ApiError::BadIngestKey | ApiError::BadToken => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::BadGzip(_) | ApiError::Decode(_) | ApiError::BadParam { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadGzip(_)
+            | ApiError::Decode(_)
+            | ApiError::BadParam { .. }
+            | ApiError::NoCrash => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::InvalidCursor) => StatusCode::BAD_REQUEST,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -54,6 +59,7 @@ impl ApiError {
             ApiError::BadEncoding(_) => "unsupported_encoding",
             ApiError::Decode(e) => e.code(),
             ApiError::BadParam { .. } => "invalid_parameter",
+            ApiError::NoCrash => "no_crash_found",
             ApiError::NotFound(_) => "not_found",
             ApiError::Store(StoreError::InvalidCursor) => "invalid_cursor",
             ApiError::Store(_) => "storage_unavailable",

@@ -64,7 +64,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large);
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge { limit })?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge { limit })?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -99,14 +101,25 @@ pub fn to_new_event(decoded: Decoded) -> NewEvent {
     NewEvent {
         event_id: event.event_id.clone(),
         timestamp_ms,
-        platform: event.platform.map(|p| p.as_str()).unwrap_or("other").to_string(),
-        kind: event.kind.map(|k| k.as_str()).unwrap_or("panic").to_string(),
+        platform: event
+            .platform
+            .map(|p| p.as_str())
+            .unwrap_or("other")
+            .to_string(),
+        kind: event
+            .kind
+            .map(|k| k.as_str())
+            .unwrap_or("panic")
+            .to_string(),
         message: event.message.clone(),
         service: resource("service.name"),
         environment: resource("deployment.environment")
             .or_else(|| resource("deployment.environment.name")),
         release: event.release.clone(),
-        trace_id: event.trace.as_ref().map(|t| t.trace_id.to_ascii_lowercase()),
+        trace_id: event
+            .trace
+            .as_ref()
+            .map(|t| t.trace_id.to_ascii_lowercase()),
         pod: resource("k8s.pod.name"),
         node: resource("k8s.node.name"),
         route: event.request.as_ref().and_then(|r| r.route.clone()),
@@ -117,4 +130,93 @@ pub fn to_new_event(decoded: Decoded) -> NewEvent {
         payload: serde_json::to_string(&event).unwrap_or_else(|_| "{}".into()),
         signature,
     }
+}
+
+/// Metadata a log shipper adds to raw crash text.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TextParams {
+    pub service: Option<String>,
+    pub release: Option<String>,
+    pub environment: Option<String>,
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+    pub node: Option<String>,
+    pub container: Option<String>,
+    /// Client-chosen event id, for idempotent resends (default: new).
+    pub event_id: Option<String>,
+    /// When the crash happened, RFC 3339 (default: now).
+    pub timestamp: Option<String>,
+}
+
+/// `POST /api/v1/events/text`: raw crash text (a Rust panic or a Go
+/// panic/fatal error dump) in the body, metadata in the query.
+pub async fn post_text(
+    State(state): State<AppState>,
+    project: Result<IngestProject, ApiError>,
+    axum::extract::Query(params): axum::extract::Query<TextParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let result = accept_text(&state, project, params, &headers, body).await;
+    if let Err(e) = &result {
+        state.metrics.rejected(e.code());
+    }
+    result
+}
+
+async fn accept_text(
+    state: &AppState,
+    project: Result<IngestProject, ApiError>,
+    params: TextParams,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    use panicle_protocol::crashtext::parse_crash;
+    use serde_json::Value;
+
+    let IngestProject(project) = project?;
+    let raw = read_body(headers, body, state.config.max_body_bytes).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let crash = parse_crash(&text).ok_or(ApiError::NoCrash)?;
+    let event_id = params
+        .event_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let timestamp = params.timestamp.clone().unwrap_or_else(|| {
+        time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    });
+    let mut event = crash.into_event(event_id, timestamp);
+    let mut put = |key: &str, value: &Option<String>| {
+        if let Some(v) = value.as_ref().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            event
+                .resource
+                .insert(key.to_string(), Value::String(v.to_string()));
+        }
+    };
+    put("service.name", &params.service);
+    put("deployment.environment", &params.environment);
+    put("k8s.pod.name", &params.pod);
+    put("k8s.namespace.name", &params.namespace);
+    put("k8s.node.name", &params.node);
+    put("k8s.container.name", &params.container);
+    event.release = params.release.clone();
+    event.tags.insert("capture".into(), "text".into());
+    let decoded = panicle_protocol::decode::validate(event).map_err(|(field, message)| {
+        ApiError::Decode(panicle_protocol::DecodeError::InvalidField {
+            field: field.to_string(),
+            message,
+        })
+    })?;
+    let outcome = state
+        .store
+        .insert_events(project.id, &[to_new_event(decoded)])
+        .await?;
+    state.metrics.events_accepted.inc();
+    state.metrics.events_stored.inc_by(outcome.inserted as u64);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": outcome.accepted, "stored": outcome.inserted})),
+    ))
 }

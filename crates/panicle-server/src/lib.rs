@@ -54,7 +54,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(read::readyz))
         .route("/metrics", get(metrics::render))
-        .route("/api/v1/events", post(ingest::post_events).get(read::list_events))
+        .route(
+            "/api/v1/events",
+            post(ingest::post_events).get(read::list_events),
+        )
+        .route("/api/v1/events/text", post(ingest::post_text))
         .route("/api/v1/events/{id}", get(read::get_event))
         .route(
             "/api/v1/session",
@@ -73,7 +77,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 impl AppState {

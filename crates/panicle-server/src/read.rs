@@ -133,7 +133,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             tracing::warn!(error = %e, "database not reachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": {"code": "storage_unavailable", "message": "the database does not answer"}})),
+                Json(
+                    json!({"error": {"code": "storage_unavailable", "message": "the database does not answer"}}),
+                ),
             )
         }
     }

@@ -36,7 +36,11 @@ async fn start(db: &TestDb, config: ServerConfig) -> Running {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build())
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    )
 }
 
 fn event(message: &str) -> Value {

@@ -129,7 +129,11 @@ struct GroupDelta<'a> {
 impl Store {
     /// Stores a batch in one transaction (group commit). Resent ids are
     /// accepted and stored nothing twice.
-    pub async fn insert_events(&self, project_id: i64, events: &[NewEvent]) -> Result<InsertOutcome> {
+    pub async fn insert_events(
+        &self,
+        project_id: i64,
+        events: &[NewEvent],
+    ) -> Result<InsertOutcome> {
         let received_at = crate::now_ms();
         let mut tx = self.pool.begin().await?;
         let mut deltas: HashMap<String, GroupDelta<'_>> = HashMap::new();
@@ -262,7 +266,10 @@ impl Store {
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
             .fetch_all(&self.pool)
             .await?;
-        let mut items = rows.iter().map(summary_from_row).collect::<Result<Vec<_>>>()?;
+        let mut items = rows
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(|e| {
@@ -279,7 +286,11 @@ impl Store {
     }
 
     /// One event by id; `project_id` narrows it when ids collide across projects.
-    pub async fn get_event(&self, event_id: &str, project_id: Option<i64>) -> Result<Option<EventRow>> {
+    pub async fn get_event(
+        &self,
+        event_id: &str,
+        project_id: Option<i64>,
+    ) -> Result<Option<EventRow>> {
         let row = match project_id {
             Some(p) => {
                 sqlx::query(AssertSqlSafe(format!(

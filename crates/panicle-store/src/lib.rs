@@ -6,6 +6,7 @@
 //!
 //! Architecture invariant: this crate knows SQL and nothing of HTTP.
 
+mod clusters;
 mod events;
 mod groups;
 mod page;
@@ -21,6 +22,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
+pub use clusters::{
+    ClusterAggregate, ClusterChange, ClusterEvent, EventFilter, GroupAssignment, JobLock,
+};
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
 pub use groups::{GroupQuery, GroupRow};
 pub use page::{Cursor, Page};
@@ -112,12 +116,30 @@ impl Store {
 
     async fn migrate(&self) -> Result<()> {
         let files: &[(i64, &str, &'static str)] = match self.backend {
-            Backend::Sqlite => &[(1, "init", include_str!("../../../migrations/sqlite/0001_init.sql"))],
-            Backend::Postgres => &[(
-                1,
-                "init",
-                include_str!("../../../migrations/postgres/0001_init.sql"),
-            )],
+            Backend::Sqlite => &[
+                (
+                    1,
+                    "init",
+                    include_str!("../../../migrations/sqlite/0001_init.sql"),
+                ),
+                (
+                    2,
+                    "clusters",
+                    include_str!("../../../migrations/sqlite/0002_clusters.sql"),
+                ),
+            ],
+            Backend::Postgres => &[
+                (
+                    1,
+                    "init",
+                    include_str!("../../../migrations/postgres/0001_init.sql"),
+                ),
+                (
+                    2,
+                    "clusters",
+                    include_str!("../../../migrations/postgres/0002_clusters.sql"),
+                ),
+            ],
         };
         let migrations = files
             .iter()
@@ -131,7 +153,9 @@ impl Store {
                 )
             })
             .collect();
-        Migrator::with_migrations(migrations).run(&self.pool).await?;
+        Migrator::with_migrations(migrations)
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -80,10 +80,9 @@ impl Store {
     }
 
     pub async fn projects(&self) -> Result<Vec<Project>> {
-        let rows =
-            sqlx::query("SELECT id, name, ingest_key, created_at FROM projects ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT id, name, ingest_key, created_at FROM projects ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(project_from_row).collect()
     }
 

@@ -35,11 +35,17 @@ impl Server {
 
     pub fn start_with(database_url: &str, extra: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(PANICLE);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", database_url])
-            .env_remove("DATABASE_URL")
-            .env("PANICLE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database_url,
+        ])
+        .env_remove("DATABASE_URL")
+        .env("PANICLE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -71,7 +77,9 @@ impl Server {
 
     pub fn get(&self, path: &str) -> (u16, Value) {
         let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder().http_status_as_error(false).build(),
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
         );
         let mut resp = agent
             .get(&format!("{}{path}", self.base))
@@ -91,7 +99,10 @@ impl Server {
             if status == 200 && ready(&body) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "timed out waiting on {path}: {status} {body}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {path}: {status} {body}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -99,7 +110,10 @@ impl Server {
 
 /// Path of an example binary of the `panicle` crate, built if missing.
 pub fn example(name: &str) -> PathBuf {
-    let bin_dir = PathBuf::from(PANICLE).parent().expect("bin dir").to_path_buf();
+    let bin_dir = PathBuf::from(PANICLE)
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
     let path = bin_dir.join("examples").join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

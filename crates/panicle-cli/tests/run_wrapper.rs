@@ -1,0 +1,217 @@
+//! `panicle run` end to end: a Go program dies of concurrent map writes, a
+//! Rust program without the SDK panics; the server stores both crashes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{PANICLE, Server};
+use panicle_store::Backend;
+use panicle_store::testing::TestDb;
+
+fn programs() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs"))
+}
+
+fn server() -> (TestDb, Server) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new(Backend::Sqlite));
+    let server = Server::start(&db.url);
+    (db, server)
+}
+
+fn only_event(server: &Server) -> serde_json::Value {
+    let list = server.wait_for("/api/v1/events", |b| {
+        b["items"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    let id = items[0]["event_id"].as_str().unwrap();
+    server.get(&format!("/api/v1/events/{id}")).1
+}
+
+#[test]
+fn go_concurrent_map_writes_is_captured() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("inventory");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(programs().join("concurrent_map.go"))
+        .env("GOCACHE", dir.path().join("gocache"))
+        .env("GO111MODULE", "off")
+        .output()
+        .expect("the Go toolchain (apt-get install golang-go) is needed by this test");
+    assert!(
+        built.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    let (_db, server) = server();
+    let out = Command::new(PANICLE)
+        .args(["run", "--dsn", &server.dsn, "--service", "inventory", "--"])
+        .arg(&bin)
+        .env("POD_NAME", "inventory-5c7d")
+        .env("NODE_NAME", "node-7")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "Go exits 2 on a fatal error");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("inventory service starting"),
+        "stdout passes through: {stdout}"
+    );
+    assert!(
+        stderr.contains("fatal error: concurrent map writes"),
+        "stderr passes through: {stderr}"
+    );
+    assert!(stderr.contains("listening on :8080"));
+
+    let full = only_event(&server);
+    let event = &full["event"];
+    assert_eq!(event["platform"], "go");
+    assert_eq!(event["kind"], "fatal");
+    assert_eq!(event["message"], "concurrent map writes");
+    let functions: Vec<&str> = event["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(
+        functions.iter().any(|f| f.starts_with("main.reserve")),
+        "{functions:?}"
+    );
+    let top_app = event["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["in_app"] == true)
+        .unwrap();
+    assert_eq!(
+        top_app["function"]
+            .as_str()
+            .map(|f| f.starts_with("main.reserve")),
+        Some(true),
+        "{top_app}"
+    );
+    assert_eq!(event["resource"]["service.name"], "inventory");
+    assert_eq!(event["resource"]["k8s.pod.name"], "inventory-5c7d");
+    assert_eq!(event["resource"]["k8s.node.name"], "node-7");
+    assert_eq!(event["tags"]["process.exit_code"], "2");
+    assert!(
+        event["tags"]["process.command"]
+            .as_str()
+            .unwrap()
+            .ends_with("inventory")
+    );
+}
+
+#[test]
+fn rust_binary_without_sdk_is_captured() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("billing");
+    let built = Command::new("rustc")
+        .args(["-g", "--edition", "2021", "-o"])
+        .arg(&bin)
+        .arg(programs().join("no_sdk.rs"))
+        .output()
+        .expect("rustc");
+    assert!(
+        built.status.success(),
+        "rustc: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    let (_db, server) = server();
+    let out = Command::new(PANICLE)
+        .args(["run", "--dsn", &server.dsn, "--"])
+        .arg(&bin)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(101));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("billing starting"));
+
+    let full = only_event(&server);
+    let event = &full["event"];
+    assert_eq!(event["platform"], "rust");
+    assert_eq!(event["kind"], "panic");
+    assert_eq!(
+        event["message"],
+        "called `Option::unwrap()` on a `None` value"
+    );
+    assert_eq!(event["resource"]["service.name"], "billing");
+    assert!(
+        event["location"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("no_sdk.rs")
+    );
+    let top_app = event["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["in_app"] == true)
+        .unwrap();
+    assert!(
+        top_app["function"].as_str().unwrap().contains("lookup"),
+        "{top_app}"
+    );
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through() {
+    let status = |args: &[&str]| {
+        Command::new(PANICLE)
+            .arg("run")
+            .arg("--")
+            .args(args)
+            .env_remove("PANICLE_DSN")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(status(&["sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(
+        status(&["sh", "-c", "kill -TERM $$"]).status.code(),
+        Some(128 + 15)
+    );
+    let out = status(&["sh", "-c", "cat"]);
+    assert_eq!(out.status.code(), Some(0));
+    let missing = status(&["/nonexistent/program"]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot start"));
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_child() {
+    let child = Command::new(PANICLE)
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; while :; do sleep 0.05; done",
+        ])
+        .env_remove("PANICLE_DSN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    nix_kill(child.id(), 15);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(42));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("got-term"));
+}
+
+fn nix_kill(pid: u32, sig: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -1,0 +1,392 @@
+//! Attribution: from a cluster's events to what broke (culprit), through
+//! which paths, when and at which depth (heatmap), where (distributions,
+//! confinement) and since which release (regression). Pure: the server feeds
+//! it rows and formats what comes back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+/// Share of a cluster's events a frame must appear in to be the culprit.
+pub const CULPRIT_SHARE: f64 = 0.8;
+
+/// One in-app frame of an event, innermost first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameFacts {
+    /// Normalized function name.
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// What attribution needs of one event.
+#[derive(Debug, Clone, Default)]
+pub struct EventFacts {
+    pub timestamp_ms: i64,
+    /// In-app frames, innermost first.
+    pub frames: Vec<FrameFacts>,
+    pub release: Option<String>,
+}
+
+/// The frame to blame: the innermost in-app frame that at least 80% of the
+/// events pass through.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Culprit {
+    pub function: String,
+    pub file: Option<String>,
+    pub line_min: Option<u32>,
+    pub line_max: Option<u32>,
+    /// Share of the events whose stack holds it.
+    pub share: f64,
+}
+
+/// The culprit and the call path above it shared by 80% of the events
+/// (outward from the culprit, culprit excluded).
+pub fn culprit(events: &[EventFacts]) -> Option<(Culprit, Vec<String>)> {
+    let total = events.len();
+    if total == 0 {
+        return None;
+    }
+    // Per function: in how many events, and its innermost position in each.
+    let mut seen: HashMap<&str, (usize, usize)> = HashMap::new();
+    for e in events {
+        let mut first_pos: HashMap<&str, usize> = HashMap::new();
+        for (i, f) in e.frames.iter().enumerate() {
+            first_pos.entry(f.function.as_str()).or_insert(i);
+        }
+        for (f, pos) in first_pos {
+            let entry = seen.entry(f).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 += pos;
+        }
+    }
+    let threshold = (CULPRIT_SHARE * total as f64).ceil() as usize;
+    let mut shared: Vec<(&str, usize, f64)> = seen
+        .iter()
+        .filter(|(_, (n, _))| *n >= threshold)
+        .map(|(f, (n, pos_sum))| (*f, *n, *pos_sum as f64 / *n as f64))
+        .collect();
+    // Innermost first (mean position), then by name for a stable answer.
+    shared.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(b.0)));
+    let (function, n, _) = *shared.first()?;
+    let mut file_counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let (mut line_min, mut line_max): (Option<u32>, Option<u32>) = (None, None);
+    for f in events.iter().flat_map(|e| &e.frames).filter(|f| f.function == function) {
+        if let Some(file) = &f.file {
+            *file_counts.entry(file.as_str()).or_default() += 1;
+        }
+        if let Some(l) = f.line {
+            line_min = Some(line_min.map_or(l, |m| m.min(l)));
+            line_max = Some(line_max.map_or(l, |m| m.max(l)));
+        }
+    }
+    let file = file_counts
+        .iter()
+        .max_by_key(|(name, c)| (**c, std::cmp::Reverse(*name)))
+        .map(|(f, _)| (*f).to_string());
+    let path = shared.iter().skip(1).map(|(f, _, _)| (*f).to_string()).collect();
+    Some((
+        Culprit {
+            function: function.to_string(),
+            file,
+            line_min,
+            line_max,
+            share: n as f64 / total as f64,
+        },
+        path,
+    ))
+}
+
+/// A node of the hot-path tree: outermost caller at the root's children,
+/// the panic site at the leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathNode {
+    pub function: String,
+    pub count: u64,
+    pub children: Vec<PathNode>,
+}
+
+/// Aggregates the events' in-app call paths into a tree with counts; the
+/// busiest branch comes first at every level.
+pub fn hot_paths(events: &[EventFacts]) -> PathNode {
+    #[derive(Default)]
+    struct Trie {
+        count: u64,
+        children: BTreeMap<String, Trie>,
+    }
+    let mut root = Trie::default();
+    for e in events {
+        root.count += 1;
+        let mut node = &mut root;
+        for f in e.frames.iter().rev() {
+            node = node.children.entry(f.function.clone()).or_default();
+            node.count += 1;
+        }
+    }
+    fn build(function: String, t: Trie) -> PathNode {
+        let mut children: Vec<PathNode> =
+            t.children.into_iter().map(|(f, c)| build(f, c)).collect();
+        children.sort_by(|a, b| b.count.cmp(&a.count).then(a.function.cmp(&b.function)));
+        PathNode {
+            function,
+            count: t.count,
+            children,
+        }
+    }
+    build("(all)".into(), root)
+}
+
+/// How heatmap columns are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// Fixed-width windows of this many milliseconds.
+    Every(i64),
+    /// The hour of the day, 0–23 (UTC): daily patterns.
+    HourOfDay,
+}
+
+/// Call depth × time counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Heatmap {
+    /// Column keys: bucket starts in epoch ms, or hours 0–23.
+    pub times: Vec<i64>,
+    /// Row keys: call depths present, ascending.
+    pub depths: Vec<i64>,
+    /// `cells[row][column]`.
+    pub cells: Vec<Vec<u64>>,
+    pub max: u64,
+}
+
+/// Counts `(depth, timestamp)` points per cell. Fixed buckets span
+/// `since..until` (at most 500 columns; wider ranges are widened).
+pub fn heatmap(points: &[(i64, i64)], bucket: Bucket, since_ms: i64, until_ms: i64) -> Heatmap {
+    let mut depths: Vec<i64> = points.iter().map(|p| p.0).collect();
+    depths.sort_unstable();
+    depths.dedup();
+    let times: Vec<i64> = match bucket {
+        Bucket::HourOfDay => (0..24).collect(),
+        Bucket::Every(width) => {
+            let width = width.max(1).max((until_ms - since_ms) / 500 + 1);
+            let start = since_ms.div_euclid(width) * width;
+            (0..)
+                .map(|i| start + i * width)
+                .take_while(|t| *t < until_ms.max(start + 1))
+                .collect()
+        }
+    };
+    let width = times.get(1).map(|t| t - times[0]).unwrap_or(1).max(1);
+    let mut cells = vec![vec![0u64; times.len()]; depths.len()];
+    for &(depth, ts) in points {
+        let column = match bucket {
+            Bucket::HourOfDay => Some(ts.div_euclid(3_600_000).rem_euclid(24) as usize),
+            Bucket::Every(_) => {
+                let first = times.first().copied().unwrap_or(0);
+                (ts >= first)
+                    .then(|| ((ts - first) / width) as usize)
+                    .filter(|c| *c < times.len())
+            }
+        };
+        if let (Some(c), Ok(r)) = (column, depths.binary_search(&depth)) {
+            cells[r][c] += 1;
+        }
+    }
+    let max = cells.iter().flatten().copied().max().unwrap_or(0);
+    Heatmap {
+        times,
+        depths,
+        cells,
+        max,
+    }
+}
+
+/// Value → count, busiest first (ties by name), absent values left out.
+pub fn distribution<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Vec<(String, u64)> {
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for v in values.into_iter().flatten() {
+        *counts.entry(v).or_default() += 1;
+    }
+    let mut out: Vec<(String, u64)> = counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// A cluster seen on one pod (or node) only, while its service runs on
+/// several: suspect the environment before the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Confinement {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// `cluster` holds the cluster's distribution, `population` how many distinct
+/// values the same services have overall; needs at least 3 events.
+pub fn confinement(
+    kind: &'static str,
+    cluster: &[(String, u64)],
+    population: usize,
+) -> Option<Confinement> {
+    let total: u64 = cluster.iter().map(|(_, c)| c).sum();
+    match cluster {
+        [(name, _)] if total >= 3 && population >= 2 => Some(Confinement {
+            kind,
+            name: name.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// A cluster back in a newer release after a quiet period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Regression {
+    /// The release it came back in.
+    pub release: String,
+    /// The last release it was seen in before the quiet period.
+    pub previous_release: Option<String>,
+    /// How long it was quiet.
+    pub quiet_ms: i64,
+    /// When it came back.
+    pub at_ms: i64,
+}
+
+/// Finds the latest return after at least `quiet_ms` of silence in a
+/// release not seen before the silence.
+pub fn regression(events: &[EventFacts], quiet_ms: i64) -> Option<Regression> {
+    let mut sorted: Vec<&EventFacts> = events.iter().collect();
+    sorted.sort_by_key(|e| e.timestamp_ms);
+    let mut found = None;
+    for i in 1..sorted.len() {
+        let (before, after) = (sorted[i - 1], sorted[i]);
+        let gap = after.timestamp_ms - before.timestamp_ms;
+        let Some(release) = &after.release else {
+            continue;
+        };
+        let seen_before = sorted[..i].iter().any(|e| e.release.as_ref() == Some(release));
+        if gap >= quiet_ms && !seen_before {
+            found = Some(Regression {
+                release: release.clone(),
+                previous_release: before.release.clone(),
+                quiet_ms: gap,
+                at_ms: after.timestamp_ms,
+            });
+        }
+    }
+    found
+}
+
+/// Growth of a trend: events in the newer half minus the older half,
+/// relative to the older half (a cluster new in the window grows by its count).
+pub fn growth(trend: &[u64]) -> f64 {
+    let half = trend.len() / 2;
+    let older: u64 = trend[..half].iter().sum();
+    let newer: u64 = trend[half..].iter().sum();
+    (newer as f64 - older as f64) / (older.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ts: i64, frames: &[(&str, u32)], release: Option<&str>) -> EventFacts {
+        EventFacts {
+            timestamp_ms: ts,
+            frames: frames
+                .iter()
+                .map(|(f, l)| FrameFacts {
+                    function: (*f).into(),
+                    file: Some(format!("src/{}.rs", f.rsplit("::").next().unwrap_or(f))),
+                    line: Some(*l),
+                })
+                .collect(),
+            release: release.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn culprit_is_the_innermost_frame_most_events_share() {
+        // 4 of 5 events pass through reserve; the innermost frames differ.
+        let events = vec![
+            ev(1, &[("shop::parse", 10), ("shop::reserve", 40), ("shop::handler", 5)], None),
+            ev(2, &[("shop::validate", 11), ("shop::reserve", 42), ("shop::handler", 5)], None),
+            ev(3, &[("shop::reserve", 44), ("shop::handler", 6)], None),
+            ev(4, &[("shop::reserve", 41), ("shop::batch", 9)], None),
+            ev(5, &[("shop::other", 1), ("shop::handler", 6)], None),
+        ];
+        let (c, path) = culprit(&events).unwrap();
+        assert_eq!(c.function, "shop::reserve");
+        assert_eq!((c.line_min, c.line_max), (Some(40), Some(44)));
+        assert_eq!(c.file.as_deref(), Some("src/reserve.rs"));
+        assert!((c.share - 0.8).abs() < 1e-9);
+        assert_eq!(path, vec!["shop::handler"]);
+        assert!(culprit(&[]).is_none());
+    }
+
+    #[test]
+    fn hot_paths_aggregate_from_the_outermost_caller() {
+        let events = vec![
+            ev(1, &[("reserve", 1), ("checkout", 1), ("main", 1)], None),
+            ev(2, &[("reserve", 1), ("checkout", 1), ("main", 1)], None),
+            ev(3, &[("reserve", 1), ("batch", 1), ("main", 1)], None),
+        ];
+        let tree = hot_paths(&events);
+        assert_eq!(tree.count, 3);
+        assert_eq!(tree.children.len(), 1);
+        let main = &tree.children[0];
+        assert_eq!((main.function.as_str(), main.count), ("main", 3));
+        assert_eq!(main.children[0].function, "checkout");
+        assert_eq!(main.children[0].count, 2);
+        assert_eq!(main.children[1].children[0].function, "reserve");
+    }
+
+    #[test]
+    fn heatmap_counts_depth_by_bucket() {
+        let hour = 3_600_000;
+        let points = [(5, 0), (5, 10), (7, hour + 1), (5, 2 * hour), (9, 2 * hour + 5)];
+        let h = heatmap(&points, Bucket::Every(hour), 0, 3 * hour);
+        assert_eq!(h.times, vec![0, hour, 2 * hour]);
+        assert_eq!(h.depths, vec![5, 7, 9]);
+        assert_eq!(h.cells, vec![vec![2, 0, 1], vec![0, 1, 0], vec![0, 0, 1]]);
+        assert_eq!(h.max, 2);
+        let by_hour = heatmap(&points, Bucket::HourOfDay, 0, 0);
+        assert_eq!(by_hour.times.len(), 24);
+        assert_eq!(by_hour.cells[0][0], 2);
+        assert_eq!(by_hour.cells[0][2], 1);
+        // Events outside the window are not counted.
+        let h = heatmap(&[(1, -5), (1, 10 * hour)], Bucket::Every(hour), 0, 2 * hour);
+        assert_eq!(h.max, 0);
+    }
+
+    #[test]
+    fn distribution_and_confinement() {
+        let d = distribution([Some("a"), Some("b"), Some("a"), None]);
+        assert_eq!(d, vec![("a".to_string(), 2), ("b".to_string(), 1)]);
+        let one = distribution([Some("pod-1"), Some("pod-1"), Some("pod-1")]);
+        assert_eq!(confinement("pod", &one, 4).unwrap().name, "pod-1");
+        assert!(confinement("pod", &one, 1).is_none(), "a single-pod service is not suspect");
+        assert!(confinement("pod", &d, 4).is_none());
+    }
+
+    #[test]
+    fn regression_after_quiet_period_in_a_new_release() {
+        let day = 86_400_000;
+        let events = vec![
+            ev(0, &[], Some("a@1")),
+            ev(day / 2, &[], Some("a@1")),
+            ev(10 * day, &[], Some("a@2")),
+            ev(10 * day + 5, &[], Some("a@2")),
+        ];
+        let r = regression(&events, 7 * day).unwrap();
+        assert_eq!(r.release, "a@2");
+        assert_eq!(r.previous_release.as_deref(), Some("a@1"));
+        assert!(regression(&events, 20 * day).is_none());
+        // Back after a quiet period but in a release seen before: not a regression.
+        let same = vec![ev(0, &[], Some("a@1")), ev(10 * day, &[], Some("a@1"))];
+        assert!(regression(&same, 7 * day).is_none());
+    }
+
+    #[test]
+    fn growth_compares_halves() {
+        assert_eq!(growth(&[1, 1, 2, 2]), 1.0);
+        assert_eq!(growth(&[0, 0, 3, 0]), 3.0);
+        assert!(growth(&[4, 0, 0, 0]) < 0.0);
+    }
+}

@@ -1,0 +1,411 @@
+//! Cluster membership of groups, the id counter, the change log, and the
+//! aggregates the cluster views read.
+
+use serde::Serialize;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AssertSqlSafe, Row};
+
+use crate::page::{Bind, Filter, bind_all};
+use crate::{Backend, Result, Store, now_ms};
+
+/// One group's place after a clustering run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupAssignment {
+    pub group_id: String,
+    pub cluster_id: String,
+    /// A DBSCAN core point: new groups attach to clusters through these.
+    pub core: bool,
+}
+
+/// A merge or split, kept so a cluster's history can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterChange {
+    pub kind: String,
+    pub cluster_id: String,
+    pub others: Vec<String>,
+}
+
+/// Counts of one cluster over the events that pass a filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterAggregate {
+    pub cluster_id: String,
+    pub count: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// An event of a cluster with what attribution reads.
+#[derive(Debug, Clone)]
+pub struct ClusterEvent {
+    pub event_id: String,
+    pub group_id: String,
+    pub cluster_id: String,
+    pub timestamp_ms: i64,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    pub trace_id: Option<String>,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+    pub route: Option<String>,
+    pub depth: i64,
+    pub payload: String,
+}
+
+/// Event filters the cluster views share.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub project_id: Option<i64>,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Case-insensitive text in the message or in the group's frames.
+    pub text: Option<String>,
+}
+
+impl EventFilter {
+    fn to_filter(&self) -> Filter {
+        let mut f = Filter::default();
+        if let Some(p) = self.project_id {
+            f.push("e.project_id = ?", Bind::Int(p));
+        }
+        if let Some(s) = &self.service {
+            f.push("e.service = ?", Bind::Text(s.clone()));
+        }
+        if let Some(s) = &self.environment {
+            f.push("e.environment = ?", Bind::Text(s.clone()));
+        }
+        if let Some(s) = &self.release {
+            f.push("e.release = ?", Bind::Text(s.clone()));
+        }
+        if let Some(t) = self.since_ms {
+            f.push("e.ts >= ?", Bind::Int(t));
+        }
+        if let Some(t) = self.until_ms {
+            f.push("e.ts < ?", Bind::Int(t));
+        }
+        if let Some(q) = self.text.as_deref().filter(|q| !q.trim().is_empty()) {
+            let pattern = format!("%{}%", q.trim().to_lowercase().replace(['%', '_'], ""));
+            f.push_many(
+                "(LOWER(e.message) LIKE ? OR LOWER(g.frames) LIKE ?)",
+                vec![Bind::Text(pattern.clone()), Bind::Text(pattern)],
+            );
+        }
+        f
+    }
+
+    /// True when only the project narrows: group counters answer then.
+    pub fn is_unfiltered(&self) -> bool {
+        self.service.is_none()
+            && self.environment.is_none()
+            && self.release.is_none()
+            && self.since_ms.is_none()
+            && self.until_ms.is_none()
+            && self.text.as_deref().is_none_or(|t| t.trim().is_empty())
+    }
+}
+
+/// Holds the job lock until dropped or released.
+pub struct JobLock {
+    conn: Option<PoolConnection<Any>>,
+}
+
+const JOB_LOCK_KEY: i64 = 0x7061_6e69_636c; // "panicl"
+
+impl JobLock {
+    pub async fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = sqlx::query("SELECT CASE WHEN pg_advisory_unlock($1) THEN 1 ELSE 0 END")
+                .bind(JOB_LOCK_KEY)
+                .fetch_one(&mut *conn)
+                .await;
+        }
+    }
+}
+
+impl Store {
+    /// Takes the cluster job's lock: a PostgreSQL advisory lock, so one
+    /// replica of many runs the job; `None` when another holds it. SQLite is
+    /// one process: the server's own mutex covers it.
+    pub async fn try_job_lock(&self) -> Result<Option<JobLock>> {
+        match self.backend {
+            Backend::Sqlite => Ok(Some(JobLock { conn: None })),
+            Backend::Postgres => {
+                let mut conn = self.pool.acquire().await?;
+                let got: i32 =
+                    sqlx::query("SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1 ELSE 0 END")
+                        .bind(JOB_LOCK_KEY)
+                        .fetch_one(&mut *conn)
+                        .await?
+                        .try_get(0)?;
+                Ok((got == 1).then_some(JobLock { conn: Some(conn) }))
+            }
+        }
+    }
+
+    /// The first cluster id not used yet.
+    pub async fn next_cluster_id(&self) -> Result<u64> {
+        let next: i64 = sqlx::query("SELECT next_cluster FROM cluster_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(next.max(1) as u64)
+    }
+
+    /// Reserves `n` fresh cluster ids; returns the first.
+    pub async fn reserve_cluster_ids(&self, n: u64) -> Result<u64> {
+        let end: i64 = sqlx::query(
+            "UPDATE cluster_state SET next_cluster = next_cluster + $1 WHERE id = 1 RETURNING next_cluster",
+        )
+        .bind(n as i64)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        Ok((end as u64).saturating_sub(n))
+    }
+
+    /// Writes a run's outcome in one transaction: memberships, the id
+    /// counter and the merges and splits.
+    pub async fn save_clustering(
+        &self,
+        project_id: i64,
+        assignments: &[GroupAssignment],
+        next_cluster: u64,
+        changes: &[ClusterChange],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for a in assignments {
+            sqlx::query("UPDATE event_groups SET cluster_id = $1, core = $2 WHERE id = $3 AND project_id = $4")
+                .bind(&a.cluster_id)
+                .bind(i64::from(a.core))
+                .bind(&a.group_id)
+                .bind(project_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE cluster_state SET next_cluster = CASE WHEN next_cluster > $1 THEN next_cluster ELSE $1 END, \
+             last_run_at = $2 WHERE id = 1",
+        )
+        .bind(next_cluster as i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let at = now_ms();
+        for c in changes {
+            sqlx::query(
+                "INSERT INTO cluster_changes (at, project_id, kind, cluster_id, others) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(at)
+            .bind(project_id)
+            .bind(&c.kind)
+            .bind(&c.cluster_id)
+            .bind(serde_json::to_string(&c.others).unwrap_or_else(|_| "[]".into()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts one group in a cluster (attach between runs).
+    pub async fn set_group_cluster(&self, group_id: &str, cluster_id: &str) -> Result<()> {
+        sqlx::query("UPDATE event_groups SET cluster_id = $1 WHERE id = $2")
+            .bind(cluster_id)
+            .bind(group_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Groups of a project with their core flag (the clustering input).
+    pub async fn group_cores(&self, project_id: i64) -> Result<Vec<(String, bool)>> {
+        let rows = sqlx::query("SELECT id, core FROM event_groups WHERE project_id = $1")
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? != 0)))
+            .collect()
+    }
+
+    pub async fn cluster_changes(&self, cluster_id: &str) -> Result<Vec<(i64, ClusterChange)>> {
+        let rows = sqlx::query(
+            "SELECT at, kind, cluster_id, others FROM cluster_changes WHERE cluster_id = $1 ORDER BY at DESC LIMIT 50",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let others: String = r.try_get("others")?;
+                Ok((
+                    r.try_get("at")?,
+                    ClusterChange {
+                        kind: r.try_get("kind")?,
+                        cluster_id: r.try_get("cluster_id")?,
+                        others: serde_json::from_str(&others).unwrap_or_default(),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Per-cluster counts over the events that pass the filter.
+    pub async fn cluster_aggregates(&self, filter: &EventFilter) -> Result<Vec<ClusterAggregate>> {
+        let rows = if filter.is_unfiltered() {
+            let mut f = Filter::default();
+            f.clauses.push("cluster_id IS NOT NULL".into());
+            if let Some(p) = filter.project_id {
+                f.push("project_id = ?", Bind::Int(p));
+            }
+            let sql = format!(
+                "SELECT cluster_id, CAST(SUM(event_count) AS BIGINT) AS n, MIN(first_seen) AS fs, MAX(last_seen) AS ls \
+                 FROM event_groups{} GROUP BY cluster_id",
+                f.where_sql()
+            );
+            bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            let mut f = filter.to_filter();
+            f.clauses.push("g.cluster_id IS NOT NULL".into());
+            let sql = format!(
+                "SELECT g.cluster_id AS cluster_id, COUNT(*) AS n, MIN(e.ts) AS fs, MAX(e.ts) AS ls \
+                 FROM events e JOIN event_groups g ON g.id = e.group_id{} GROUP BY g.cluster_id",
+                f.where_sql()
+            );
+            bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+                .fetch_all(&self.pool)
+                .await?
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(ClusterAggregate {
+                    cluster_id: r.try_get("cluster_id")?,
+                    count: r.try_get("n")?,
+                    first_seen_ms: r.try_get("fs")?,
+                    last_seen_ms: r.try_get("ls")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Event counts per (cluster, time bucket) since a time, for sparklines.
+    pub async fn cluster_trends(
+        &self,
+        filter: &EventFilter,
+        bucket_ms: i64,
+    ) -> Result<Vec<(String, i64, i64)>> {
+        let mut f = filter.to_filter();
+        f.clauses.push("g.cluster_id IS NOT NULL".into());
+        let sql = format!(
+            "SELECT g.cluster_id AS cluster_id, e.ts / {bucket_ms} AS b, COUNT(*) AS n \
+             FROM events e JOIN event_groups g ON g.id = e.group_id{} GROUP BY g.cluster_id, e.ts / {bucket_ms}",
+            f.where_sql()
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("cluster_id")?, r.try_get("b")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// The newest events of a cluster (or of every cluster of a project when
+    /// `cluster_id` is None), with payloads, for attribution.
+    pub async fn cluster_events(
+        &self,
+        cluster_id: Option<&str>,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<ClusterEvent>> {
+        let mut f = filter.to_filter();
+        match cluster_id {
+            Some(c) => f.push("g.cluster_id = ?", Bind::Text(c.to_string())),
+            None => f.clauses.push("g.cluster_id IS NOT NULL".into()),
+        }
+        let sql = format!(
+            "SELECT e.event_id, e.group_id, g.cluster_id, e.ts, e.service, e.environment, e.release, \
+             e.trace_id, e.pod, e.node, e.route, e.depth, e.payload \
+             FROM events e JOIN event_groups g ON g.id = e.group_id{} ORDER BY e.ts DESC, e.event_id DESC LIMIT {}",
+            f.where_sql(),
+            limit.max(1)
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClusterEvent {
+                    event_id: r.try_get("event_id")?,
+                    group_id: r.try_get("group_id")?,
+                    cluster_id: r.try_get("cluster_id")?,
+                    timestamp_ms: r.try_get("ts")?,
+                    service: r.try_get("service")?,
+                    environment: r.try_get("environment")?,
+                    release: r.try_get("release")?,
+                    trace_id: r.try_get("trace_id")?,
+                    pod: r.try_get("pod")?,
+                    node: r.try_get("node")?,
+                    route: r.try_get("route")?,
+                    depth: r.try_get("depth")?,
+                    payload: r.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Depth × time counts over a project's events (the heatmap's baseline).
+    pub async fn depth_time_counts(
+        &self,
+        filter: &EventFilter,
+        cluster_id: Option<&str>,
+    ) -> Result<Vec<(i64, i64)>> {
+        let mut f = filter.to_filter();
+        if let Some(c) = cluster_id {
+            f.push("g.cluster_id = ?", Bind::Text(c.to_string()));
+        }
+        let sql = format!(
+            "SELECT e.depth, e.ts FROM events e JOIN event_groups g ON g.id = e.group_id{} LIMIT 200000",
+            f.where_sql()
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Clusters whose events share a trace id with the given ones.
+    pub async fn clusters_sharing_traces(
+        &self,
+        trace_ids: &[String],
+        except_cluster: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        if trace_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut f = Filter::default();
+        let marks = vec!["?"; trace_ids.len()].join(", ");
+        f.push_many(
+            &format!("e.trace_id IN ({marks})"),
+            trace_ids.iter().map(|t| Bind::Text(t.clone())).collect(),
+        );
+        f.push("g.cluster_id <> ?", Bind::Text(except_cluster.to_string()));
+        let sql = format!(
+            "SELECT g.cluster_id AS cluster_id, COUNT(DISTINCT e.trace_id) AS n FROM events e \
+             JOIN event_groups g ON g.id = e.group_id{} GROUP BY g.cluster_id ORDER BY n DESC LIMIT 20",
+            f.where_sql()
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("cluster_id")?, r.try_get("n")?)))
+            .collect()
+    }
+}
