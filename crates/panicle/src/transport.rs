@@ -1,54 +1,141 @@
-//! Sending events to the server over HTTP.
+//! HTTP to the server: one gzip-compressed JSON array per batch, and the
+//! answer classified into what the sender must do next. No retry policy here
+//! (that is the sender's), no spool (that is the spool's).
 
+use std::io::Write;
 use std::time::Duration;
 
-use panicle_protocol::{Dsn, Event};
+use panicle_protocol::Dsn;
 
-pub struct Transport {
+/// What the server's answer means for the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostOutcome {
+    /// 2xx: these ids are stored (or were already); delete them from the spool.
+    /// `None` when the body did not list them: then the whole batch counts.
+    Accepted(Option<Vec<String>>),
+    /// Connection error, 5xx, 429, 401/403: try again later, honouring
+    /// `Retry-After` when the server sent one.
+    Retry { retry_after: Option<Duration>, reason: String },
+    /// 400 / 413 / 422: the batch (or one of its events) will never be taken
+    /// as is; the sender splits it to find the culprit.
+    Refused { status: u16 },
+}
+
+pub struct HttpTransport {
     agent: ureq::Agent,
     url: String,
     key: String,
 }
 
-impl Transport {
-    pub fn new(dsn: &Dsn, timeout: Duration) -> Transport {
+impl HttpTransport {
+    pub fn new(dsn: &Dsn, timeout: Duration) -> HttpTransport {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .build();
-        Transport {
+        HttpTransport {
             agent: ureq::Agent::new_with_config(config),
             url: dsn.ingest_url(),
             key: dsn.key.clone(),
         }
     }
 
-    /// Sends on the calling thread, bounded by the timeout; true on 2xx.
-    pub fn send_now(&self, event: &Event) -> bool {
-        let Ok(body) = serde_json::to_vec(event) else {
-            return false;
+    /// Posts events that are each already serialized JSON objects, as one
+    /// gzip-compressed array.
+    pub fn post(&self, events: &[&[u8]]) -> PostOutcome {
+        let body = match gzip_array(events) {
+            Ok(b) => b,
+            Err(e) => {
+                return PostOutcome::Retry {
+                    retry_after: None,
+                    reason: format!("gzip: {e}"),
+                };
+            }
         };
-        match self
+        let sent = self
             .agent
             .post(&self.url)
             .header("X-Panicle-Key", &self.key)
             .header("Content-Type", "application/json")
-            .send(&body[..])
-        {
-            Ok(resp) if resp.status().is_success() => true,
-            Ok(resp) => {
-                eprintln!("panicle: server refused the event: HTTP {}", resp.status());
-                false
-            }
+            .header("Content-Encoding", "gzip")
+            .send(&body[..]);
+        let mut resp = match sent {
+            Ok(r) => r,
             Err(e) => {
-                eprintln!("panicle: could not send the event: {e}");
-                false
+                return PostOutcome::Retry {
+                    retry_after: None,
+                    reason: e.to_string(),
+                };
             }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match status {
+            200..=299 => {
+                let text = resp.body_mut().read_to_string().unwrap_or_default();
+                PostOutcome::Accepted(accepted_ids(&text))
+            }
+            400 | 413 | 422 => PostOutcome::Refused { status },
+            _ => PostOutcome::Retry {
+                retry_after,
+                reason: format!("HTTP {status}"),
+            },
         }
     }
 
-    /// Nothing is queued while sends are synchronous.
-    pub fn flush(&self, _timeout: Duration) -> bool {
-        true
+    /// One event, synchronously: the hook's fallback when the spool is unusable.
+    pub fn send_now(&self, json: &[u8]) -> bool {
+        matches!(self.post(&[json]), PostOutcome::Accepted(_))
+    }
+}
+
+/// `[a,b,c]` from serialized objects, gzip-compressed (fast level: the sender
+/// runs beside the service and batches are small).
+pub fn gzip_array(events: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let size: usize = events.iter().map(|e| e.len() + 1).sum::<usize>() + 2;
+    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(size / 4 + 64), flate2::Compression::fast());
+    gz.write_all(b"[")?;
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            gz.write_all(b",")?;
+        }
+        gz.write_all(e)?;
+    }
+    gz.write_all(b"]")?;
+    gz.finish()
+}
+
+/// The `accepted` ids of a 202 body `{"accepted":[ids],"stored":n}`.
+fn accepted_ids(body: &str) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let ids = v.get("accepted")?.as_array()?;
+    Some(ids.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn batch_is_a_gzipped_json_array() {
+        let gz = gzip_array(&[br#"{"a":1}"#, br#"{"b":2}"#]).unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+        assert_eq!(text, r#"[{"a":1},{"b":2}]"#);
+    }
+
+    #[test]
+    fn reads_accepted_ids() {
+        assert_eq!(
+            accepted_ids(r#"{"accepted":["x","y"],"stored":1}"#),
+            Some(vec!["x".to_string(), "y".to_string()])
+        );
+        assert_eq!(accepted_ids("not json"), None);
     }
 }

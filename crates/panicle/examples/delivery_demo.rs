@@ -1,0 +1,60 @@
+//! The ways a process dies after a panic, for the delivery tests (and to try
+//! by hand). Every mode reads `PANICLE_DSN` and `PANICLE_SPOOL_DIR`.
+//!
+//! - `ok`: no panic; ships what earlier runs left in the spool, then exits.
+//! - `main`: a panic in `main` (exit code 101; with a `panic = "abort"` build: abort).
+//! - `exit`: a caught panic, then `std::process::exit(3)` at once (no guard drop).
+//! - `hang`: a caught panic, prints `PANICKED`, then sleeps until killed (kill -9).
+//! - `storm N`: the same panic N times in a tight loop (caught), then a normal exit.
+//!
+//! ```sh
+//! PANICLE_DSN=http://KEY@127.0.0.1:8471/1 cargo run -p panicle --example delivery_demo -- storm 1000
+//! ```
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::io::Write;
+
+fn main() {
+    let _guard = panicle::init(panicle::Options::from_env().with_release(panicle::release_name!()));
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "ok".to_string());
+    match mode.as_str() {
+        "ok" => {}
+        "main" => orders::reserve(black_box(42)),
+        "exit" => {
+            let _ = std::panic::catch_unwind(|| orders::reserve(black_box(7)));
+            std::process::exit(3);
+        }
+        "hang" => {
+            let _ = std::panic::catch_unwind(|| orders::reserve(black_box(7)));
+            println!("PANICKED");
+            let _ = std::io::stdout().flush();
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
+        "storm" => {
+            let n: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
+            for i in 0..n {
+                let _ = std::panic::catch_unwind(|| orders::reserve(black_box(i)));
+            }
+            println!("stats {:?}", panicle::delivery_stats());
+        }
+        other => {
+            eprintln!("unknown mode {other}: use ok, main, exit, hang or storm N");
+            std::process::exit(2);
+        }
+    }
+}
+
+mod orders {
+    use super::*;
+
+    #[inline(never)]
+    pub fn reserve(id: u32) {
+        let stock: HashMap<u32, u32> = HashMap::new();
+        let left = stock.get(&id).copied().unwrap();
+        println!("{left}");
+    }
+}

@@ -1,0 +1,361 @@
+//! The on-disk spool: one file per event, so an event outlives the process
+//! that captured it (abort, `process::exit`, SIGKILL) and the next start of any
+//! process with the same directory (or `panicle spool send DIR`) ships it.
+//!
+//! Invariants:
+//! - A reader never sees half an event: files are written under a hidden
+//!   temporary name (`.<id>.tmp`) and renamed to `<nanos>-<id>.json`.
+//! - Names sort by capture time, so "oldest first" is a name sort.
+//! - No fsync unless asked: the page cache survives the death of the process;
+//!   fsync only buys durability across a node crash.
+//! - Writing takes no lock and allocates little: it runs inside the panic hook.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use panicle_protocol::Dsn;
+
+/// Why the spool could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot create the spool directory `{path}`: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the spool file `{path}`: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the spool directory `{path}`: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spool is full ({bytes} bytes in {files} files)")]
+    Full { bytes: u64, files: u64 },
+}
+
+/// One spooled event file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolEntry {
+    pub path: PathBuf,
+    /// The event id, taken from the file name.
+    pub event_id: String,
+    pub size: u64,
+}
+
+/// A spool directory with approximate accounting of what this process put in
+/// (and found at start). Other processes may share the directory; the sender's
+/// rescans correct the numbers.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    fsync: bool,
+    max_bytes: u64,
+    max_files: u64,
+    bytes: AtomicU64,
+    files: AtomicU64,
+}
+
+/// Subdirectory for events the server refused for good (kept for inspection).
+pub const REJECTED_DIR: &str = "rejected";
+
+/// `$XDG_CACHE_HOME/panicle/spool/<service>`, else `~/.cache/panicle/spool/<service>`,
+/// else the temp dir. `PANICLE_SPOOL_DIR` wins over all of them.
+pub fn default_spool_dir(service: Option<&str>) -> PathBuf {
+    if let Some(dir) = std::env::var_os("PANICLE_SPOOL_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    let service = sanitize(service.unwrap_or("default"));
+    cache.join("panicle").join("spool").join(service)
+}
+
+/// Keeps a service name usable as one path component.
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// The event id inside a spool file name `<nanos>-<id>.json`.
+fn event_id_of(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".json")?;
+    let (nanos, id) = stem.split_once('-')?;
+    (!nanos.is_empty() && nanos.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty()).then_some(id)
+}
+
+impl Spool {
+    /// Opens (creating) the directory and counts what is already there.
+    pub fn open(dir: impl Into<PathBuf>, fsync: bool, max_bytes: u64, max_files: u64) -> Result<Spool, SpoolError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| SpoolError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let spool = Spool {
+            dir,
+            fsync,
+            max_bytes: max_bytes.max(1),
+            max_files: max_files.max(1),
+            bytes: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+        };
+        spool.list()?;
+        Ok(spool)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes one event. Called from the panic hook: no lock, no network.
+    /// Refuses only when the spool is at twice its cap (the sender trims the
+    /// oldest down to the cap; this is the backstop when it cannot keep up).
+    pub fn write(&self, event_id: &str, json: &[u8]) -> Result<SpoolEntry, SpoolError> {
+        let (bytes, files) = (self.bytes.load(Ordering::Relaxed), self.files.load(Ordering::Relaxed));
+        if bytes >= self.max_bytes.saturating_mul(2) || files >= self.max_files.saturating_mul(2) {
+            return Err(SpoolError::Full { bytes, files });
+        }
+        let id = sanitize(event_id);
+        let tmp = self.dir.join(format!(".{id}.tmp"));
+        let path = self.dir.join(format!("{:020}-{id}.json", unix_nanos()));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(json)?;
+            if self.fsync {
+                f.sync_all()?;
+            }
+            drop(f);
+            fs::rename(&tmp, &path)?;
+            if self.fsync {
+                fs::File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        if let Err(source) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(SpoolError::Write { path, source });
+        }
+        self.bytes.fetch_add(json.len() as u64, Ordering::Relaxed);
+        self.files.fetch_add(1, Ordering::Relaxed);
+        Ok(SpoolEntry {
+            path,
+            event_id: id,
+            size: json.len() as u64,
+        })
+    }
+
+    /// Every complete event file, oldest first; resets the accounting to what
+    /// is on disk. Leftover temporary files older than ten minutes are removed
+    /// (a writer died between create and rename).
+    pub fn list(&self) -> Result<Vec<SpoolEntry>, SpoolError> {
+        let read = fs::read_dir(&self.dir).map_err(|source| SpoolError::ReadDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut entries = Vec::new();
+        for item in read.flatten() {
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(meta) = item.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let stale = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(600));
+                if stale {
+                    let _ = fs::remove_file(item.path());
+                }
+                continue;
+            }
+            if let Some(id) = event_id_of(name) {
+                entries.push(SpoolEntry {
+                    path: item.path(),
+                    event_id: id.to_string(),
+                    size: meta.len(),
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        self.bytes.store(entries.iter().map(|e| e.size).sum(), Ordering::Relaxed);
+        self.files.store(entries.len() as u64, Ordering::Relaxed);
+        Ok(entries)
+    }
+
+    /// Removes an acknowledged (or dropped) event; a file already gone is fine
+    /// (another process sharing the spool sent it).
+    pub fn remove(&self, entry: &SpoolEntry) {
+        if fs::remove_file(&entry.path).is_ok() {
+            let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(entry.size)));
+            let _ = self.files.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some(f.saturating_sub(1)));
+        }
+    }
+
+    /// Moves an event the server refused for good out of the way.
+    pub fn reject(&self, entry: &SpoolEntry) {
+        let dir = self.dir.join(REJECTED_DIR);
+        let moved = fs::create_dir_all(&dir).is_ok()
+            && entry.path.file_name().is_some_and(|n| fs::rename(&entry.path, dir.join(n)).is_ok());
+        if moved {
+            let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(entry.size)));
+            let _ = self.files.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some(f.saturating_sub(1)));
+        } else {
+            self.remove(entry);
+        }
+    }
+
+    /// True when the accounting says the cap is exceeded.
+    pub fn over_cap(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) > self.max_bytes || self.files.load(Ordering::Relaxed) > self.max_files
+    }
+
+    /// Drops the oldest events until the spool fits its cap; returns the
+    /// dropped entries so the caller can count and forget them.
+    pub fn trim(&self) -> Result<Vec<SpoolEntry>, SpoolError> {
+        let entries = self.list()?;
+        let mut bytes: u64 = entries.iter().map(|e| e.size).sum();
+        let mut files = entries.len() as u64;
+        let mut dropped = Vec::new();
+        for e in entries {
+            if bytes <= self.max_bytes && files <= self.max_files {
+                break;
+            }
+            bytes = bytes.saturating_sub(e.size);
+            files = files.saturating_sub(1);
+            self.remove(&e);
+            dropped.push(e);
+        }
+        Ok(dropped)
+    }
+}
+
+/// What [`send_dir`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Events the server acknowledged (and that were deleted).
+    pub sent: usize,
+    /// Events the server refused for good, moved to `rejected/`.
+    pub rejected: usize,
+    /// Events still in the spool (server unreachable until the deadline).
+    pub remaining: usize,
+}
+
+/// Drains a spool directory to the server of `dsn`, retrying with backoff
+/// until everything is acknowledged or `timeout` has passed. This is what
+/// `panicle spool send DIR` runs, e.g. in a sidecar shipping what a dead pod
+/// left; resending is safe because the server dedups by event id.
+pub fn send_dir(dir: &Path, dsn: &Dsn, timeout: Duration) -> Result<SendReport, SpoolError> {
+    let spool = Spool::open(dir, false, u64::MAX / 4, u64::MAX / 4)?;
+    let transport = crate::transport::HttpTransport::new(dsn, Duration::from_secs(10).min(timeout.max(Duration::from_secs(1))));
+    let deadline = std::time::Instant::now() + timeout;
+    let mut report = SendReport::default();
+    let mut backoff = crate::sender::Backoff::default();
+    loop {
+        let entries = spool.list()?;
+        if entries.is_empty() {
+            return Ok(report);
+        }
+        let mut progress = false;
+        let mut retry_after = None;
+        for chunk in entries.chunks(crate::sender::DEFAULT_BATCH_EVENTS) {
+            let batch: Vec<(SpoolEntry, Vec<u8>)> = chunk
+                .iter()
+                .filter_map(|e| fs::read(&e.path).ok().map(|b| (e.clone(), b)))
+                .collect();
+            let result = crate::sender::send_batch(&transport, &spool, batch);
+            report.sent += result.acked.len();
+            report.rejected += result.rejected.len();
+            progress |= !result.acked.is_empty() || !result.rejected.is_empty();
+            if !result.unsent.is_empty() {
+                retry_after = Some(result.retry_after);
+                break;
+            }
+        }
+        if progress {
+            backoff.reset();
+            continue;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            report.remaining = spool.list()?.len();
+            return Ok(report);
+        }
+        let wait = backoff.next(retry_after.flatten()).min(deadline - now);
+        std::thread::sleep(wait);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_by_time_and_carry_the_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), false, 1 << 20, 100).unwrap();
+        let a = spool.write("aaaa-1", b"{}").unwrap();
+        let b = spool.write("0000-2", b"{}").unwrap();
+        let listed = spool.list().unwrap();
+        assert_eq!(listed, vec![a, b]);
+        assert_eq!(listed[0].event_id, "aaaa-1");
+        assert!(!spool.over_cap());
+    }
+
+    #[test]
+    fn trim_drops_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), true, 1 << 20, 3).unwrap();
+        for i in 0..5 {
+            spool.write(&format!("e{i}"), b"{}").unwrap();
+        }
+        assert!(spool.over_cap());
+        let dropped = spool.trim().unwrap();
+        let ids: Vec<_> = dropped.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["e0", "e1"]);
+        let left: Vec<_> = spool.list().unwrap().into_iter().map(|e| e.event_id).collect();
+        assert_eq!(left, ["e2", "e3", "e4"]);
+    }
+
+    #[test]
+    fn refuses_at_twice_the_cap_and_ignores_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".half.tmp"), b"{\"event_").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        let spool = Spool::open(dir.path(), false, 1 << 20, 1).unwrap();
+        assert!(spool.list().unwrap().is_empty());
+        spool.write("a", b"{}").unwrap();
+        spool.write("b", b"{}").unwrap();
+        assert!(matches!(spool.write("c", b"{}"), Err(SpoolError::Full { .. })));
+    }
+
+    #[test]
+    fn service_names_stay_one_component() {
+        assert_eq!(sanitize("../etc"), "_.._etc");
+        assert_eq!(sanitize("check out/1"), "check_out_1");
+        assert_eq!(sanitize(""), "_");
+    }
+}

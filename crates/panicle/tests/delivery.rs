@@ -1,0 +1,266 @@
+//! End-to-end delivery: the `delivery_demo` example dies in each of the ways
+//! the issue lists while the server is down (or up), and a real Panicle
+//! server (in-process, SQLite) must end up with each event exactly once.
+//!
+//! The hook is process-global, so the crashing program is a child process.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use panicle_server::{AppState, ServerConfig};
+use panicle_store::testing::TestDb;
+use panicle_store::{Backend, EventQuery, Store};
+use serde_json::Value;
+
+const MESSAGE: &str = "called `Option::unwrap()` on a `None` value";
+
+/// `target/` of this test binary (`target/debug/deps/delivery-…`).
+fn target_root() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
+fn cargo_build(extra: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "panicle", "--example", "delivery_demo"])
+        .args(extra)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the delivery_demo example failed");
+}
+
+/// The demo as `cargo test` built it (examples are built with the tests).
+fn demo() -> PathBuf {
+    let path = target_root().join("debug/examples/delivery_demo");
+    if !path.exists() {
+        cargo_build(&[]);
+    }
+    path
+}
+
+/// The demo built with `panic = "abort"`, in a target dir of its own so the
+/// two strategies never overwrite each other.
+fn demo_abort() -> PathBuf {
+    let dir = target_root().join("panicle-abort");
+    let dir_arg = dir.display().to_string();
+    cargo_build(&["--config", "profile.dev.panic=\"abort\"", "--target-dir", &dir_arg]);
+    dir.join("debug/examples/delivery_demo")
+}
+
+/// A loopback port nobody listens on (yet): "the server is down".
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    rt: tokio::runtime::Runtime,
+    store: Store,
+    project_id: i64,
+    dsn: String,
+    port: u16,
+    _db: TestDb,
+    _shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Server {
+    /// The database and project exist from the start; `listen` brings the
+    /// HTTP side up later, on the port the DSN already names.
+    fn prepare() -> Server {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (db, store, project) = rt.block_on(async {
+            let db = TestDb::new(Backend::Sqlite).await;
+            let store = db.store().await;
+            let project = store.create_project("shop").await.unwrap();
+            (db, store, project)
+        });
+        let port = free_port();
+        Server {
+            dsn: format!("http://{}@127.0.0.1:{port}/{}", project.ingest_key, project.id),
+            project_id: project.id,
+            rt,
+            store,
+            port,
+            _db: db,
+            _shutdown: None,
+        }
+    }
+
+    fn listen(&mut self) {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState::new(self.store.clone(), ServerConfig::default());
+        self.rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            tokio::spawn(panicle_server::serve(listener, state, async move {
+                let _ = rx.await;
+            }));
+        });
+        self._shutdown = Some(tx);
+    }
+
+    /// Stored events of the project: (message, count) with count from the
+    /// payload's `count` (absent: 1).
+    fn events(&self) -> Vec<(String, u64)> {
+        self.rt.block_on(async {
+            let page = self
+                .store
+                .list_events(&EventQuery {
+                    project_id: Some(self.project_id),
+                    limit: 1000,
+                    ..EventQuery::default()
+                })
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for e in page.items {
+                let row = self.store.get_event(&e.event_id, Some(self.project_id)).await.unwrap().unwrap();
+                let payload: Value = serde_json::from_str(&row.payload).unwrap();
+                out.push((e.message, payload.get("count").and_then(Value::as_u64).unwrap_or(1)));
+            }
+            out
+        })
+    }
+}
+
+fn run(bin: &Path, args: &[&str], dsn: &str, spool: &Path) -> ExitStatus {
+    Command::new(bin)
+        .args(args)
+        .env("PANICLE_DSN", dsn)
+        .env("PANICLE_SPOOL_DIR", spool)
+        .env_remove("OTEL_SERVICE_NAME")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+}
+
+fn spooled(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Dies while the server is down, is sent by the next start of the program.
+fn dies_then_next_start_sends(mode: &str, expected_code: i32) {
+    let spool = tempfile::tempdir().unwrap();
+    let mut server = Server::prepare();
+    let status = run(&demo(), &[mode], &server.dsn, spool.path());
+    assert_eq!(status.code(), Some(expected_code), "mode {mode}");
+    assert_eq!(spooled(spool.path()), 1, "mode {mode}: the event waits in the spool");
+
+    server.listen();
+    assert!(run(&demo(), &["ok"], &server.dsn, spool.path()).success());
+    assert_eq!(spooled(spool.path()), 0, "acknowledged events leave the spool");
+    assert_eq!(server.events(), vec![(MESSAGE.to_string(), 1)]);
+
+    // A third start finds nothing to send: still exactly once.
+    assert!(run(&demo(), &["ok"], &server.dsn, spool.path()).success());
+    assert_eq!(server.events().len(), 1);
+}
+
+#[test]
+fn panic_in_main_while_server_down_is_sent_by_the_next_start() {
+    dies_then_next_start_sends("main", 101);
+}
+
+#[test]
+fn process_exit_after_a_caught_panic_is_sent_by_the_next_start() {
+    dies_then_next_start_sends("exit", 3);
+}
+
+#[test]
+fn kill_9_after_the_hook_is_sent_from_the_spool() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut server = Server::prepare();
+    let mut child = Command::new(demo())
+        .arg("hang")
+        .env("PANICLE_DSN", &server.dsn)
+        .env("PANICLE_SPOOL_DIR", spool.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "PANICKED");
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(spooled(spool.path()), 1);
+
+    server.listen();
+    assert!(run(&demo(), &["ok"], &server.dsn, spool.path()).success());
+    assert_eq!(server.events(), vec![(MESSAGE.to_string(), 1)]);
+    assert_eq!(spooled(spool.path()), 0);
+}
+
+#[test]
+fn spool_send_dir_drains_what_a_dead_process_left() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut server = Server::prepare();
+    assert_eq!(run(&demo(), &["exit"], &server.dsn, spool.path()).code(), Some(3));
+    assert_eq!(run(&demo(), &["exit"], &server.dsn, spool.path()).code(), Some(3));
+    assert_eq!(spooled(spool.path()), 2);
+
+    // Nobody listening: the drain gives up at its deadline, keeping both.
+    let dsn: panicle::protocol::Dsn = server.dsn.parse().unwrap();
+    let report = panicle::spool::send_dir(spool.path(), &dsn, Duration::from_millis(300)).unwrap();
+    assert_eq!((report.sent, report.remaining), (0, 2));
+
+    server.listen();
+    let report = panicle::spool::send_dir(spool.path(), &dsn, Duration::from_secs(20)).unwrap();
+    assert_eq!((report.sent, report.rejected, report.remaining), (2, 0, 0));
+    assert_eq!(spooled(spool.path()), 0);
+    let events = server.events();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|(m, c)| m == MESSAGE && *c == 1));
+}
+
+#[test]
+fn panic_abort_build_delivers() {
+    let bin = demo_abort();
+    let spool = tempfile::tempdir().unwrap();
+    let mut server = Server::prepare();
+    server.listen();
+    let status = run(&bin, &["main"], &server.dsn, spool.path());
+    assert_eq!(status.code(), None, "an abort ends by SIGABRT, not an exit code");
+    let direct = server.events().len();
+    if direct == 0 {
+        // The hook's bounded wait ran out (a loaded machine): the spool has it.
+        assert_eq!(spooled(spool.path()), 1);
+        assert!(run(&demo(), &["ok"], &server.dsn, spool.path()).success());
+    }
+    eprintln!("abort build: delivered {} (direct: {direct})", server.events().len());
+    assert_eq!(server.events(), vec![(MESSAGE.to_string(), 1)]);
+    assert_eq!(spooled(spool.path()), 0);
+}
+
+#[test]
+fn a_thousand_panics_become_a_few_events_with_exact_counts() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut server = Server::prepare();
+    server.listen();
+    assert!(run(&demo(), &["storm", "1000"], &server.dsn, spool.path()).success());
+    let events = server.events();
+    let total: u64 = events.iter().map(|(_, c)| c).sum();
+    assert_eq!(total, 1000, "{events:?}");
+    assert!(
+        (2..=20).contains(&events.len()),
+        "storm control: {} events for 1000 panics",
+        events.len()
+    );
+    assert!(events.iter().all(|(m, _)| m == MESSAGE));
+    assert_eq!(spooled(spool.path()), 0);
+}
