@@ -10,6 +10,8 @@
 //! With `PANICLE_DSN` unset, `init` still installs the hook, which only chains
 //! the previous one: the SDK can stay in every build.
 
+#[cfg(feature = "tower")]
+pub mod breaker;
 mod capture;
 mod context;
 #[doc(hidden)]
@@ -21,6 +23,8 @@ mod options;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod scope;
+mod sender;
+pub mod spool;
 mod symbolize;
 mod transport;
 
@@ -29,6 +33,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use options::Options;
+#[doc(hidden)]
+pub use sender::test_support as __delivery_test_support;
+pub use sender::{DeliveryOptions, DeliveryStats, delivery_stats};
 pub use panicle_protocol as protocol;
 #[cfg(feature = "tower")]
 pub use layer::{PanicleLayer, PanicleService, REQUEST_ID_HEADER, ResponseFuture, Route};
@@ -38,7 +45,7 @@ pub use scope::{Scoped, remove_tag, scoped, set_tag, take_last_event_id};
 struct Client {
     options: Options,
     resource: context::Resource,
-    transport: Option<transport::Transport>,
+    delivery: Option<sender::Delivery>,
 }
 
 static CLIENT: OnceLock<Arc<Client>> = OnceLock::new();
@@ -59,11 +66,18 @@ pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Installs the panic hook. Calling it again keeps the first configuration.
 pub fn init(options: Options) -> Guard {
-    let transport = options.dsn.as_ref().map(|dsn| transport::Transport::new(dsn, options.send_timeout));
+    if CLIENT.get().is_some() {
+        return Guard { _private: () };
+    }
+    let resource = context::Resource::detect(&options);
+    let delivery = options.dsn.as_ref().map(|dsn| {
+        let service = resource.get("service.name");
+        sender::Delivery::start(dsn, &options, service)
+    });
     let client = Arc::new(Client {
-        resource: context::Resource::detect(&options),
+        resource,
         options,
-        transport,
+        delivery,
     });
     if CLIENT.set(client.clone()).is_ok() {
         // Debug info loads off the main thread: the first panic must not pay it.
@@ -85,8 +99,8 @@ pub fn detect_resource(options: &Options) -> std::collections::BTreeMap<String, 
 
 /// Waits up to `timeout` for queued events to be sent; true when none is left.
 pub fn flush(timeout: Duration) -> bool {
-    match CLIENT.get().and_then(|c| c.transport.as_ref()) {
-        Some(t) => t.flush(timeout),
+    match CLIENT.get().and_then(|c| c.delivery.as_ref()) {
+        Some(d) => d.flush(timeout),
         None => true,
     }
 }
@@ -100,9 +114,9 @@ fn hook(client: &Client, info: &PanicHookInfo<'_>) {
     if IN_HOOK.with(|f| f.replace(true)) {
         return;
     }
-    if let Some(transport) = &client.transport {
+    if let Some(delivery) = &client.delivery {
         let event = capture::capture(info, &client.options, &client.resource);
-        transport.send_now(&event);
+        delivery.submit(event);
     }
     IN_HOOK.with(|f| f.set(false));
 }

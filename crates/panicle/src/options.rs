@@ -21,8 +21,10 @@ pub struct Options {
     pub in_app_include: Vec<String>,
     /// Function-path prefixes that are never in-app.
     pub in_app_exclude: Vec<String>,
-    /// Upper bound of one send from the panicking thread.
+    /// Upper bound of one HTTP request of the background sender.
     pub send_timeout: Duration,
+    /// Spool, sender and storm control (issue 4).
+    pub delivery: crate::DeliveryOptions,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             in_app_include: Vec::new(),
             in_app_exclude: Vec::new(),
             send_timeout: Duration::from_secs(2),
+            delivery: crate::DeliveryOptions::default(),
         }
     }
 }
