@@ -1,0 +1,332 @@
+// One cluster: what to fix and why, where it breaks, when, and on what.
+
+import { h, replace } from '../dom.js';
+import { api, qs, ApiError, isMissingRoute } from '../api.js';
+import { num, ago, plural, growth, exact } from '../format.js';
+import { heatmap, distribution, pathTree, sparkline } from '../charts.js';
+import { stack } from '../stack.js';
+import { section, codeBlock } from '../ui.js';
+import { clusterTitle, culpritText } from './clusters.js';
+import { eventsTable, traceCell } from './events.js';
+
+export async function clusterPage(ctx) {
+  const id = ctx.params[0];
+  const enc = encodeURIComponent(id);
+  let c;
+  try {
+    c = await api(`/clusters/${enc}`, { signal: ctx.signal });
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404 && !isMissingRoute(e)) {
+      document.title = 'Cluster not found · Panicle';
+      return h('section', { class: 'panel' }, h('h1', {}, 'Cluster not found'), h('p', {}, 'Cluster ids are stable across runs of the cluster job, but a cluster can be merged away. ', h('a', { href: '/clusters' }, 'All clusters')));
+    }
+    throw e;
+  }
+  const title = clusterTitle(c);
+  document.title = `${title.slice(0, 60)} · Panicle`;
+  const signal = ctx.signal;
+
+  const page = h('div', { class: 'page cluster-page' }, header(c, title));
+  const notices = [];
+  if (c.regression) {
+    notices.push(
+      h('p', { class: 'notice regression', role: 'note' }, h('strong', {}, 'Regression: '), `came back in `, h('code', {}, c.regression.release || '?'), ` after ${plural(c.regression.after_quiet_days ?? 0, 'quiet day')}.`),
+    );
+  }
+  if (c.confined) {
+    notices.push(
+      h('p', { class: 'notice confined', role: 'note' }, h('strong', {}, `Only one ${c.confined.kind}: `), 'every event came from ', h('code', {}, c.confined.name), `. Suspect the ${c.confined.kind} before the code.`),
+    );
+  }
+  if (notices.length) page.append(h('div', { class: 'notices' }, notices));
+
+  page.append(
+    h(
+      'div',
+      { class: 'cluster-grid' },
+      suggestionPanel(c),
+      h(
+        'section',
+        { class: 'panel stack-panel', 'aria-label': 'Culprit and stack' },
+        h('div', { class: 'section-head' }, h('h2', {}, 'Culprit'), c.representative && c.representative.event_id ? h('a', { href: `/events/${encodeURIComponent(c.representative.event_id)}`, class: 'small' }, 'representative event →') : null),
+        culpritText(c) ? h('p', { class: 'culprit-line' }, h('code', {}, culpritText(c))) : h('p', { class: 'muted' }, 'No in-app frame to blame.'),
+        h('h3', {}, 'Representative stack'),
+        stack(c.representative && c.representative.frames),
+      ),
+    ),
+  );
+  page.append(heatmapPanel(c, signal));
+  page.append(
+    h(
+      'div',
+      { class: 'two-col' },
+      section('Hot paths', async () => {
+        const res = await api(`/clusters/${enc}/paths`, { signal });
+        return h('div', {}, h('p', { class: 'muted small' }, 'Outermost caller at the top, panic site at the leaves; bars are shares of the cluster\u2019s events.'), pathTree(res.root));
+      }),
+      wherePanel(c),
+    ),
+  );
+  page.append(groupsPanel(c));
+  page.append(eventsPanel(enc, signal));
+  page.append(h('div', { class: 'two-col' }, tracesPanel(c), relatedPanel(c)));
+  return page;
+}
+
+function header(c, title) {
+  const services = Array.isArray(c.services) ? c.services : [];
+  return h(
+    'div',
+    { class: 'page-head cluster-head' },
+    h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/clusters' }, 'Clusters'), ' › ', h('span', {}, `Cluster ${c.id}`)),
+    h('h1', { class: 'cluster-title' }, title),
+    c.title && c.title !== title ? h('p', { class: 'message' }, c.title) : null,
+    h(
+      'div',
+      { class: 'stats' },
+      stat('events', h('strong', {}, num(c.count))),
+      stat('groups', num(c.group_count ?? (c.groups || []).length)),
+      stat('trend', h('span', {}, sparkline(c.trend, { width: 140, height: 30 }), ' ', growth(c.growth))),
+      stat('first seen', ago(c.first_seen)),
+      stat('last seen', ago(c.last_seen)),
+      stat('started in', c.first_release ? h('code', {}, c.first_release) : '–'),
+      stat('services', services.length ? services.map((s) => h('span', { class: 'chip' }, s)) : '–'),
+      stat('kind', `${c.kind || 'panic'} · ${c.platform || 'other'}`),
+    ),
+  );
+}
+
+function stat(label, value) {
+  return h('div', { class: 'stat' }, h('div', { class: 'stat-label' }, label), h('div', { class: 'stat-value' }, value));
+}
+
+function linkItem(l) {
+  if (typeof l === 'string') return h('li', {}, h('a', { href: l, target: '_blank', rel: 'noopener noreferrer' }, l));
+  const url = l && (l.url || l.href);
+  const text = (l && (l.title || l.text)) || url || '';
+  return h('li', {}, url ? h('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, text) : text);
+}
+
+function sourceText(src) {
+  if (!src) return null;
+  if (src.kind === 'rule') return h('span', { class: 'source' }, 'from rule ', h('code', {}, src.id || '?'));
+  if (src.kind === 'evidence') {
+    const signals = Array.isArray(src.signals) ? src.signals : [];
+    return h('span', { class: 'source' }, 'derived from evidence', signals.length ? ': ' : '', signals.map((sig, i) => [i ? ', ' : '', h('code', {}, typeof sig === 'string' ? sig : JSON.stringify(sig))]));
+  }
+  return h('span', { class: 'source' }, `from ${src.kind || 'unknown source'}`);
+}
+
+function suggestionPanel(c) {
+  const s = c.suggestion;
+  const box = h('section', { class: 'panel suggestion', 'aria-label': 'Fix suggestion' });
+  if (!s) {
+    box.append(h('div', { class: 'section-head' }, h('h2', {}, 'Fix suggestion')), h('p', { class: 'muted' }, 'No rule matched this panic and the evidence does not point to a fix yet. The culprit and stack below are the best lead.'));
+    return box;
+  }
+  box.append(
+    h('div', { class: 'section-head' }, h('h2', {}, 'Fix suggestion'), sourceText(s.source)),
+    h('h3', { class: 'suggestion-title' }, s.title || ''),
+  );
+  if (s.why) box.append(h('h4', {}, 'Why it panics'), h('p', { class: 'prose' }, s.why));
+  if (s.how) box.append(h('h4', {}, 'How to fix'), h('p', { class: 'prose' }, s.how));
+  if (s.code) box.append(codeBlock(s.code, 'the suggested code'));
+  const caught = Array.isArray(s.caught_by) ? s.caught_by : [];
+  if (caught.length) box.append(h('h4', {}, 'What would have caught it'), h('ul', { class: 'caught' }, caught.map((x) => h('li', {}, typeof x === 'string' ? x : JSON.stringify(x)))));
+  const because = Array.isArray(s.because) ? s.because : [];
+  if (because.length) box.append(h('h4', {}, 'Evidence'), h('ul', { class: 'because' }, because.map((x) => h('li', {}, typeof x === 'string' ? x : JSON.stringify(x)))));
+  const links = Array.isArray(s.links) ? s.links : [];
+  if (links.length) box.append(h('h4', {}, 'Read more'), h('ul', { class: 'links' }, links.map(linkItem)));
+  return box;
+}
+
+/** The window a heatmap bucket looks at, ending at the cluster's last event. */
+function heatSince(c, bucket) {
+  const last = Date.parse(c.last_seen) || Date.now();
+  const first = Date.parse(c.first_seen) || last;
+  const span = bucket === '1h' ? 72 * 3600e3 : 30 * 86400e3;
+  const unit = bucket === '1h' ? 3600e3 : 86400e3;
+  const since = Math.max(first, last - span);
+  return new Date(Math.floor(since / unit) * unit).toISOString();
+}
+
+function heatmapPanel(c, signal) {
+  const enc = encodeURIComponent(c.id);
+  const last = Date.parse(c.last_seen);
+  const first = Date.parse(c.first_seen);
+  let bucket = last - first > 3 * 86400e3 ? '1d' : '1h';
+  let compare = false;
+  const body = h('div', { class: 'section-body' });
+  const buttons = [
+    ['1h', 'By hour'],
+    ['1d', 'By day'],
+    ['hour_of_day', 'Hour of day'],
+  ].map(([b, text]) => {
+    const btn = h('button', { type: 'button', class: 'seg', 'aria-pressed': String(b === bucket), dataset: { bucket: b } }, text);
+    btn.addEventListener('click', () => {
+      bucket = b;
+      for (const x of buttons) x.setAttribute('aria-pressed', String(x.dataset.bucket === bucket));
+      load();
+    });
+    return btn;
+  });
+  const cmp = h('input', { type: 'checkbox', id: 'heat-compare' });
+  cmp.addEventListener('change', () => {
+    compare = cmp.checked;
+    load();
+  });
+  const tools = h('div', { class: 'tools' }, h('div', { class: 'segmented', role: 'group', 'aria-label': 'Time axis' }, buttons), h('label', { class: 'check', for: 'heat-compare' }, cmp, ' compare with the whole project'));
+  let seq = 0;
+  async function load() {
+    const mine = ++seq;
+    replace(body, h('p', { class: 'loading' }, 'Loading…'));
+    try {
+      const since = bucket === 'hour_of_day' ? heatSince(c, '1d') : heatSince(c, bucket);
+      const res = await api(`/clusters/${enc}/heatmap${qs({ bucket, since })}`, { signal });
+      if (mine !== seq) return;
+      const parts = [heatmap({ ...res, bucket: res.bucket || bucket }, { caption: 'This cluster' })];
+      if (compare && res.project) {
+        parts.unshift(h('h3', {}, 'This cluster'));
+        parts.push(h('h3', {}, 'Whole project, same window'), heatmap({ ...res.project, bucket: res.bucket || bucket }, { caption: 'Whole project' }));
+      }
+      replace(body, parts);
+    } catch (e) {
+      if (e.name === 'AbortError' || mine !== seq) return;
+      replace(body, h('div', { class: 'error-box', role: 'alert' }, `Heatmap: ${e.message}`));
+    }
+  }
+  load();
+  return h(
+    'section',
+    { class: 'panel heat-panel', 'aria-label': 'Heatmap' },
+    h('div', { class: 'section-head' }, h('h2', {}, 'When and how deep'), tools),
+    h('p', { class: 'muted small' }, 'Each cell counts the cluster\u2019s events at one stack depth in one time bucket. A band at one depth is one call path; a spread means many.'),
+    body,
+  );
+}
+
+function wherePanel(c) {
+  const w = c.where || {};
+  const total = Number(c.count) || undefined;
+  return h(
+    'section',
+    { class: 'panel where', 'aria-label': 'Where' },
+    h('div', { class: 'section-head' }, h('h2', {}, 'Where it happens')),
+    h(
+      'div',
+      { class: 'dist-grid' },
+      distribution('Services', w.services, { total }),
+      distribution('Releases', w.releases, { total }),
+      distribution('Environments', w.environments, { total }),
+      distribution('Routes', w.routes, { total }),
+      distribution('Pods', w.pods, { total }),
+      distribution('Nodes', w.nodes, { total }),
+    ),
+  );
+}
+
+function groupsPanel(c) {
+  const groups = Array.isArray(c.groups) ? c.groups : [];
+  const because = Array.isArray(c.merged_because) ? c.merged_because : [];
+  const box = h('section', { class: 'panel groups', 'aria-label': 'Member groups' }, h('div', { class: 'section-head' }, h('h2', {}, `Member groups (${num(groups.length)})`)));
+  if (groups.length > 1) {
+    box.append(
+      h(
+        'p',
+        { class: 'merged-because' },
+        'Merged because their stacks share ',
+        because.length ? because.map((f, i) => [i ? ' → ' : '', h('code', {}, f)]) : 'most of their frames near the panic site',
+        '.',
+      ),
+    );
+  } else {
+    box.append(h('p', { class: 'muted' }, 'One exact group: every event had the same fingerprint.'));
+  }
+  if (Array.isArray(c.common_path) && c.common_path.length) {
+    box.append(h('p', { class: 'small' }, 'Common path: ', c.common_path.map((f, i) => [i ? ' → ' : '', h('code', {}, f)])));
+  }
+  if (!groups.length) return box;
+  box.append(
+    h(
+      'table',
+      { class: 'groups-table' },
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Group'), h('th', { scope: 'col' }, 'Culprit'), h('th', { scope: 'col', class: 'num' }, 'Events'), h('th', { scope: 'col' }, 'Shares with the cluster'))),
+      h(
+        'tbody',
+        {},
+        groups.map((g) =>
+          h(
+            'tr',
+            { class: 'group-row' },
+            h('td', { class: 'msg' }, g.title || h('span', { class: 'muted' }, g.id)),
+            h('td', {}, g.culprit ? h('code', {}, typeof g.culprit === 'string' ? g.culprit : g.culprit.function || '') : '–'),
+            h('td', { class: 'num' }, num(g.count)),
+            h('td', {}, Array.isArray(g.shared_frames) && g.shared_frames.length ? g.shared_frames.slice(0, 4).map((f) => h('code', { class: 'chip mono' }, f)) : h('span', { class: 'muted' }, '–'), Array.isArray(g.shared_frames) && g.shared_frames.length > 4 ? h('span', { class: 'muted small' }, ` +${g.shared_frames.length - 4}`) : null),
+          ),
+        ),
+      ),
+    ),
+  );
+  return box;
+}
+
+function eventsPanel(enc, signal) {
+  let cursor = null;
+  const holder = h('div', {});
+  const more = h('button', { type: 'button', class: 'more', hidden: true }, 'Older events');
+  async function load() {
+    more.disabled = true;
+    const res = await api(`/clusters/${enc}/events${qs({ limit: 20, cursor })}`, { signal });
+    const items = res.items || [];
+    if (!holder.firstChild) holder.append(items.length ? eventsTable(items) : h('p', { class: 'muted' }, 'No events.'));
+    else holder.querySelector('tbody').append(...eventsTable(items).querySelectorAll('tbody tr'));
+    cursor = res.next_cursor || null;
+    more.hidden = !cursor;
+    more.disabled = false;
+  }
+  more.addEventListener('click', () => load().catch((e) => holder.append(h('div', { class: 'error-box' }, e.message))));
+  return section(
+    'Recent events',
+    async () => {
+      await load();
+      return h('div', { class: 'table-scroll' }, holder, more);
+    },
+    { cls: 'recent-events' },
+  );
+}
+
+function tracesPanel(c) {
+  const traces = Array.isArray(c.traces) ? c.traces : [];
+  const box = h('section', { class: 'panel traces', 'aria-label': 'Traces' }, h('div', { class: 'section-head' }, h('h2', {}, 'Traces')));
+  if (!traces.length) {
+    box.append(h('p', { class: 'muted' }, 'No event carried a trace id. The SDK picks it up from the current OpenTelemetry span.'));
+    return box;
+  }
+  box.append(
+    h(
+      'ul',
+      { class: 'trace-list' },
+      traces.map((t) =>
+        h('li', {}, traceCell(t.trace_id, t.url), ' ', h('span', { class: 'muted small', title: exact(t.timestamp) }, ago(t.timestamp)), t.event_id ? [' · ', h('a', { href: `/events/${encodeURIComponent(t.event_id)}`, class: 'small' }, 'event')] : null),
+      ),
+    ),
+  );
+  return box;
+}
+
+function relatedPanel(c) {
+  const related = Array.isArray(c.related) ? c.related : [];
+  const box = h('section', { class: 'panel related', 'aria-label': 'Related clusters' }, h('div', { class: 'section-head' }, h('h2', {}, 'Related clusters')));
+  if (!related.length) {
+    box.append(h('p', { class: 'muted' }, 'No other cluster panicked in the same traces.'));
+    return box;
+  }
+  box.append(
+    h(
+      'ul',
+      { class: 'related-list' },
+      related.map((r) => h('li', {}, h('a', { href: `/clusters/${encodeURIComponent(r.id)}` }, r.title || `Cluster ${r.id}`), h('span', { class: 'muted small' }, ` · ${plural(r.shared_traces ?? 0, 'shared trace')}`))),
+    ),
+  );
+  return box;
+}

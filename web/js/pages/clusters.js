@@ -1,0 +1,288 @@
+// The cluster list: one row per root cause. The URL carries every filter so a
+// view can be shared.
+
+import { h } from '../dom.js';
+import { api, qs, isMissingRoute } from '../api.js';
+import { num, ago, growth, plural } from '../format.js';
+import { sparkline } from '../charts.js';
+import { firstRun } from '../ui.js';
+
+export const RANGES = [
+  ['1h', 'Last hour', 3600e3],
+  ['24h', 'Last 24 hours', 86400e3],
+  ['7d', 'Last 7 days', 7 * 86400e3],
+  ['30d', 'Last 30 days', 30 * 86400e3],
+  ['all', 'All time', null],
+];
+const SORTS = [
+  ['last_seen', 'Last seen'],
+  ['events', 'Most events'],
+  ['growth', 'Fastest growing'],
+];
+const FILTERS = ['project', 'service', 'environment', 'release', 'range', 'q', 'sort'];
+const PAGE = 25;
+const DEFAULT_RANGE = '7d';
+
+/** The API's `since` for a range name (or an explicit since in the URL). */
+export function sinceFor(query) {
+  if (query.get('since')) return query.get('since');
+  const range = RANGES.find((r) => r[0] === (query.get('range') || DEFAULT_RANGE));
+  return range && range[2] ? new Date(Date.now() - range[2]).toISOString() : '';
+}
+
+/** Distinct values seen in recent events, for the filter suggestions. */
+async function facets(signal) {
+  try {
+    const res = await api('/events?limit=500', { signal });
+    const out = { service: new Set(), environment: new Set(), release: new Set() };
+    for (const e of res.items || []) for (const k of Object.keys(out)) if (e[k]) out[k].add(e[k]);
+    return out;
+  } catch (e) {
+    if (e.name === 'AbortError' || e.status === 401) throw e;
+    return { service: new Set(), environment: new Set(), release: new Set() };
+  }
+}
+
+async function projects(signal) {
+  try {
+    const res = await api('/projects', { signal });
+    return (res && res.items) || [];
+  } catch (e) {
+    if (e.name === 'AbortError' || e.status === 401) throw e;
+    return [];
+  }
+}
+
+export async function clustersPage(ctx) {
+  document.title = 'Clusters · Panicle';
+  const q = ctx.query;
+  const params = {
+    project: q.get('project'),
+    service: q.get('service'),
+    environment: q.get('environment'),
+    release: q.get('release'),
+    since: sinceFor(q),
+    until: q.get('until'),
+    q: q.get('q'),
+    sort: q.get('sort') || 'last_seen',
+    limit: PAGE,
+    cursor: q.get('cursor'),
+  };
+  const filtered = ['service', 'environment', 'release', 'q', 'since', 'until'].some((k) => q.get(k)) || (q.get('range') && q.get('range') !== 'all');
+  const [listResult, seen, projs] = await Promise.all([
+    api(`/clusters${qs(params)}`, { signal: ctx.signal }).then(
+      (r) => ({ ok: r }),
+      (e) => {
+        if (e.name === 'AbortError' || !isMissingRoute(e)) throw e;
+        return { missing: true };
+      },
+    ),
+    facets(ctx.signal),
+    projects(ctx.signal),
+  ]);
+
+  const page = h('div', { class: 'page clusters-page' });
+  page.append(h('div', { class: 'page-head' }, h('h1', {}, 'Clusters'), h('p', { class: 'muted' }, 'Panics grouped by root cause.')));
+  page.append(filterForm(ctx, seen, projs));
+
+  if (listResult.missing) {
+    page.append(h('section', { class: 'panel' }, h('p', {}, 'This server does not group events into clusters yet. ', h('a', { href: '/events' }, 'See the latest events'), '.')));
+    return page;
+  }
+  const items = listResult.ok.items || [];
+  if (!items.length) {
+    if (!filtered && !q.get('cursor')) {
+      // Nothing at all, or events the cluster job has not seen yet?
+      const ev = await api('/events?limit=1', { signal: ctx.signal });
+      if (!(ev.items || []).length) {
+        page.append(await firstRun(ctx.signal));
+        return page;
+      }
+      page.append(
+        h(
+          'section',
+          { class: 'panel empty', 'data-empty': 'unclustered' },
+          h('h2', {}, 'Events are arriving'),
+          h('p', {}, 'The cluster job has not grouped them yet; it runs every few minutes. ', h('a', { href: '/events' }, 'See the latest events'), ' meanwhile.'),
+        ),
+      );
+      return page;
+    }
+    page.append(
+      h(
+        'section',
+        { class: 'panel empty', 'data-empty': 'no-match' },
+        h('h2', {}, 'No clusters match'),
+        h('p', {}, 'Try a wider time range or fewer filters. ', h('a', { href: '/clusters' }, 'Clear all filters'), '.'),
+      ),
+    );
+    return page;
+  }
+  page.append(clusterTable(items, q));
+  page.append(pager(q, listResult.ok.next_cursor, items.length));
+  return page;
+}
+
+function filterForm(ctx, seen, projs) {
+  const q = ctx.query;
+  const field = (name, label, values, placeholder) => {
+    const listId = `dl-${name}`;
+    return h(
+      'div',
+      { class: 'field' },
+      h('label', { for: `f-${name}` }, label),
+      h('input', { id: `f-${name}`, name, type: 'text', value: q.get(name) || '', list: listId, placeholder, autocomplete: 'off' }),
+      h('datalist', { id: listId }, [...values].sort().map((v) => h('option', { value: v }))),
+    );
+  };
+  const select = (name, label, options, current) =>
+    h(
+      'div',
+      { class: 'field' },
+      h('label', { for: `f-${name}` }, label),
+      h('select', { id: `f-${name}`, name }, options.map(([v, text]) => h('option', { value: v, selected: v === current }, text))),
+    );
+  const search = h('input', {
+    id: 'f-q',
+    name: 'q',
+    type: 'search',
+    value: q.get('q') || '',
+    placeholder: 'message or function…',
+    'aria-keyshortcuts': '/',
+  });
+  const form = h(
+    'form',
+    { class: 'filters', role: 'search', action: '/clusters', method: 'get' },
+    h('div', { class: 'field grow' }, h('label', { for: 'f-q' }, 'Search'), search),
+    projs.length > 1 ? select('project', 'Project', [['', 'All projects'], ...projs.map((p) => [String(p.id), p.name])], q.get('project') || '') : null,
+    field('service', 'Service', seen.service, 'any'),
+    field('environment', 'Environment', seen.environment, 'any'),
+    field('release', 'Release', seen.release, 'any'),
+    select('range', 'Time range', RANGES.map(([v, t]) => [v, t]), q.get('range') || DEFAULT_RANGE),
+    select('sort', 'Sort by', SORTS, q.get('sort') || 'last_seen'),
+    h('div', { class: 'field actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'), h('a', { href: '/clusters', class: 'clear' }, 'Reset')),
+  );
+  const apply = () => {
+    const data = new FormData(form);
+    const out = {};
+    for (const k of FILTERS) {
+      const v = String(data.get(k) || '').trim();
+      if (v && !(k === 'sort' && v === 'last_seen') && !(k === 'range' && v === DEFAULT_RANGE)) out[k] = v;
+    }
+    ctx.navigate(`/clusters${qs(out)}`);
+  };
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    apply();
+  });
+  for (const sel of form.querySelectorAll('select')) sel.addEventListener('change', apply);
+  const onKey = (ev) => {
+    if (!form.isConnected) {
+      document.removeEventListener('keydown', onKey);
+      return;
+    }
+    if (ev.key === '/' && !(ev.target instanceof HTMLInputElement || ev.target instanceof HTMLTextAreaElement || ev.target instanceof HTMLSelectElement)) {
+      ev.preventDefault();
+      search.focus();
+    }
+  };
+  document.addEventListener('keydown', onKey);
+  return form;
+}
+
+/** What a person calls the cluster: the fix's title, else the culprit. */
+export function clusterTitle(c) {
+  if (c.suggestion && c.suggestion.title) return c.suggestion.title;
+  if (c.culprit && c.culprit.function) return c.culprit.function;
+  return c.title || `Cluster ${c.id}`;
+}
+
+export function culpritText(c) {
+  const cu = c.culprit;
+  if (!cu || !cu.function) return null;
+  let where = cu.file || '';
+  if (where && cu.line_min) where += `:${cu.line_min}${cu.line_max && cu.line_max !== cu.line_min ? `–${cu.line_max}` : ''}`;
+  return where ? `${cu.function} · ${where}` : cu.function;
+}
+
+function clusterTable(items, q) {
+  const range = RANGES.find((r) => r[0] === (q.get('range') || DEFAULT_RANGE));
+  const rows = items.map((c) => {
+    const culprit = culpritText(c);
+    const title = clusterTitle(c);
+    const services = Array.isArray(c.services) ? c.services : [];
+    return h(
+      'tr',
+      { class: 'cluster-row', dataset: { id: c.id } },
+      h(
+        'td',
+        { class: 'cl-title' },
+        h('a', { href: `/clusters/${encodeURIComponent(c.id)}`, class: 'cluster-link' }, title),
+        c.suggestion ? h('span', { class: 'tag fix', title: 'a fix is suggested' }, 'fix') : null,
+        culprit && culprit !== title ? h('div', { class: 'culprit' }, h('code', {}, culprit)) : null,
+        c.title && c.title !== title ? h('div', { class: 'message muted' }, c.title) : null,
+      ),
+      h('td', { class: 'num' }, h('strong', {}, num(c.count)), h('div', { class: 'muted small' }, plural(c.group_count ?? 1, 'group'))),
+      h('td', { class: 'trend' }, sparkline(c.trend), h('div', { class: 'small' }, growth(c.growth))),
+      h('td', { class: 'services' }, services.slice(0, 3).map((sv) => h('span', { class: 'chip' }, sv)), services.length > 3 ? h('span', { class: 'muted small' }, ` +${services.length - 3}`) : null),
+      h('td', {}, ago(c.first_seen)),
+      h('td', {}, ago(c.last_seen)),
+      h('td', { class: 'release' }, c.first_release ? h('code', {}, c.first_release) : h('span', { class: 'muted' }, '–')),
+    );
+  });
+  return h(
+    'section',
+    { class: 'panel table-panel' },
+    h(
+      'table',
+      { class: 'clusters' },
+      h('caption', { class: 'sr-only' }, 'Clusters'),
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          h('th', { scope: 'col' }, 'Cluster'),
+          h('th', { scope: 'col', class: 'num' }, 'Events'),
+          h('th', { scope: 'col' }, `Trend${range && range[0] !== 'all' ? ` (${range[0]})` : ''}`),
+          h('th', { scope: 'col' }, 'Services'),
+          h('th', { scope: 'col' }, 'First seen'),
+          h('th', { scope: 'col' }, 'Last seen'),
+          h('th', { scope: 'col' }, 'Started in'),
+        ),
+      ),
+      h('tbody', {}, rows),
+    ),
+  );
+}
+
+/**
+ * Cursor paging. The URL keeps the current cursor and, in `prev`, the cursors
+ * of the pages before it (the first page has none), so Previous works from a
+ * shared link too.
+ */
+function pager(q, next, shown) {
+  const cursor = q.get('cursor') || '';
+  const before = q.get('prev') ? q.get('prev').split('~') : [];
+  const pageNo = cursor ? before.length + 2 : 1;
+  const link = (c, chain) => {
+    const p = new URLSearchParams(q);
+    p.delete('cursor');
+    p.delete('prev');
+    if (c) p.set('cursor', c);
+    if (c && chain.length) p.set('prev', chain.join('~'));
+    const str = p.toString();
+    return `/clusters${str ? `?${str}` : ''}`;
+  };
+  const start = (pageNo - 1) * PAGE + 1;
+  return h(
+    'nav',
+    { class: 'pager', 'aria-label': 'Pages' },
+    pageNo > 1
+      ? h('a', { href: link(before[before.length - 1] || '', before.slice(0, -1)), rel: 'prev' }, '← Previous')
+      : h('span', { class: 'muted' }, '← Previous'),
+    h('span', { class: 'muted' }, `Page ${pageNo} · clusters ${num(start)}–${num(start + shown - 1)}`),
+    next ? h('a', { href: link(next, cursor ? [...before, cursor] : []), rel: 'next' }, 'Next →') : h('span', { class: 'muted' }, 'Next →'),
+  );
+}

@@ -1,0 +1,135 @@
+// One event: the full stack, its context, the raw JSON and its trace.
+
+import { h } from '../dom.js';
+import { api, ApiError } from '../api.js';
+import { ago, exact, place } from '../format.js';
+import { stack } from '../stack.js';
+import { codeBlock } from '../ui.js';
+
+function kv(rows) {
+  const present = rows.filter(([, v]) => v !== null && v !== undefined && v !== '');
+  if (!present.length) return h('p', { class: 'muted' }, 'none');
+  return h(
+    'dl',
+    { class: 'kv' },
+    present.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v instanceof Node ? v : String(v))]),
+  );
+}
+
+export async function eventPage(ctx) {
+  const id = ctx.params[0];
+  let ev;
+  try {
+    ev = await api(`/events/${encodeURIComponent(id)}`, { signal: ctx.signal });
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) {
+      document.title = 'Event not found · Panicle';
+      return h('section', { class: 'panel' }, h('h1', {}, 'Event not found'), h('p', {}, 'It may have been removed by retention. ', h('a', { href: '/events' }, 'Latest events')));
+    }
+    throw e;
+  }
+  const full = ev.event && typeof ev.event === 'object' ? ev.event : {};
+  const res = full.resource && typeof full.resource === 'object' ? full.resource : {};
+  const req = full.request && typeof full.request === 'object' ? full.request : {};
+  const trace = full.trace && typeof full.trace === 'object' ? full.trace : {};
+  const thread = full.thread && typeof full.thread === 'object' ? full.thread : {};
+  const loc = full.location && typeof full.location === 'object' ? full.location : {};
+  const tags = full.tags && typeof full.tags === 'object' ? full.tags : {};
+  const message = ev.message || full.message || '(no message)';
+  document.title = `${message.slice(0, 60)} · Event · Panicle`;
+
+  // Which cluster is this? The group knows.
+  let group = null;
+  if (ev.group_id) {
+    try {
+      group = await api(`/groups/${encodeURIComponent(ev.group_id)}`, { signal: ctx.signal });
+    } catch (e) {
+      if (e.name === 'AbortError') throw e;
+    }
+  }
+  const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/clusters' }, 'Clusters'), ' › ');
+  if (group && group.cluster_id !== null && group.cluster_id !== undefined) {
+    crumbs.append(h('a', { href: `/clusters/${encodeURIComponent(group.cluster_id)}`, class: 'cluster-crumb' }, `Cluster ${group.cluster_id}`), ' › ');
+  }
+  crumbs.append(h('span', {}, 'Event'));
+
+  const traceId = ev.trace_id || trace.trace_id;
+  const traceLink = traceId
+    ? ev.trace_url
+      ? h('a', { href: ev.trace_url, class: 'trace-link', target: '_blank', rel: 'noopener noreferrer' }, 'Open trace ↗')
+      : h('span', { class: 'muted small' }, 'no trace viewer configured')
+    : null;
+
+  const head = h(
+    'div',
+    { class: 'page-head event-head' },
+    crumbs,
+    h('h1', { class: 'event-message' }, message),
+    h(
+      'p',
+      { class: 'meta' },
+      h('span', { class: 'tag kind' }, ev.kind || full.kind || 'panic'),
+      h('span', { class: 'tag' }, ev.platform || full.platform || 'other'),
+      ' ',
+      ago(ev.timestamp),
+      h('span', { class: 'muted' }, ` · ${exact(ev.timestamp)}`),
+      ev.service ? h('span', {}, ' · ', h('strong', {}, ev.service)) : null,
+      ev.trace_url && traceId ? h('span', {}, ' · ', traceLink) : null,
+    ),
+  );
+
+  const context = h(
+    'aside',
+    { class: 'panel context', 'aria-label': 'Context' },
+    h('h2', {}, 'Trace'),
+    kv([
+      ['trace id', traceId ? h('code', { class: 'trace-id-full' }, traceId) : null],
+      ['span id', trace.span_id ? h('code', {}, trace.span_id) : null],
+      ['viewer', traceLink],
+    ]),
+    h('h2', {}, 'Request'),
+    kv([
+      ['method', req.method],
+      ['route', req.route ? h('code', {}, req.route) : null],
+      ['request id', req.request_id ? h('code', {}, req.request_id) : null],
+    ]),
+    h('h2', {}, 'Where'),
+    kv([
+      ['service', res['service.name'] || ev.service],
+      ['version', res['service.version']],
+      ['environment', res['deployment.environment'] || ev.environment],
+      ['release', full.release || ev.release ? h('code', {}, full.release || ev.release) : null],
+      ['pod', res['k8s.pod.name'] || ev.pod],
+      ['namespace', res['k8s.namespace.name']],
+      ['node', res['k8s.node.name'] || ev.node],
+      ['container', res['k8s.container.name']],
+      ['host', res['host.name']],
+      ['pid', res['process.pid']],
+      ['thread', thread.name || thread.id ? `${thread.name || ''}${thread.id ? ` (${thread.id})` : ''}` : null],
+      ['location', loc.file ? h('code', {}, place(loc.file, loc.line, loc.column)) : null],
+      ['received', ev.received_at ? exact(ev.received_at) : null],
+    ]),
+    h('h2', {}, 'Tags'),
+    kv(Object.entries(tags).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)])),
+  );
+  const otherRes = Object.entries(res).filter(([k]) => !['service.name', 'service.version', 'deployment.environment', 'k8s.pod.name', 'k8s.namespace.name', 'k8s.node.name', 'k8s.container.name', 'host.name', 'process.pid'].includes(k));
+  if (otherRes.length) context.append(h('h2', {}, 'Resource'), kv(otherRes.map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)])));
+
+  const raw = JSON.stringify(full, null, 2);
+  const body = h(
+    'div',
+    { class: 'event-grid' },
+    h(
+      'div',
+      { class: 'event-main' },
+      h('section', { class: 'panel', 'aria-label': 'Stack' }, h('div', { class: 'section-head' }, h('h2', {}, 'Stack')), stack(full.frames)),
+      h(
+        'section',
+        { class: 'panel', 'aria-label': 'Raw JSON' },
+        h('details', { class: 'raw' }, h('summary', {}, h('h2', { class: 'inline' }, 'Raw JSON'), h('span', { class: 'muted small' }, ` · event ${ev.event_id}`)), codeBlock(raw, 'the raw JSON')),
+      ),
+    ),
+    context,
+  );
+  return h('div', { class: 'page event-page' }, head, body);
+}
