@@ -67,7 +67,7 @@ function colourFor(step, nsteps) {
 }
 
 function timeLabel(label, bucket) {
-  if (bucket === 'hour_of_day') return `${String(label).padStart(2, '0')}h`;
+  if (bucket === 'hour_of_day') return /:/.test(String(label)) ? String(label) : `${String(label).padStart(2, '0')}:00`;
   const t = Date.parse(label);
   if (Number.isNaN(t)) return String(label);
   const iso = new Date(t).toISOString();
@@ -75,7 +75,10 @@ function timeLabel(label, bucket) {
 }
 
 function timeTitle(label, bucket) {
-  if (bucket === 'hour_of_day') return `hour ${String(label).padStart(2, '0')}:00–${String(label).padStart(2, '0')}:59 UTC`;
+  if (bucket === 'hour_of_day') {
+    const hh = String(label).slice(0, 2).padStart(2, '0');
+    return `${hh}:00–${hh}:59 UTC`;
+  }
   const t = Date.parse(label);
   return Number.isNaN(t) ? String(label) : exact(label);
 }

@@ -80,7 +80,7 @@ function header(c, title) {
     { class: 'page-head cluster-head' },
     h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/clusters' }, 'Clusters'), ' › ', h('span', {}, `Cluster ${c.id}`)),
     h('h1', { class: 'cluster-title' }, title),
-    c.title && c.title !== title ? h('p', { class: 'message' }, c.title) : null,
+    c.message && c.message !== title ? h('p', { class: 'message' }, c.message) : null,
     h(
       'div',
       { class: 'stats' },
@@ -112,7 +112,7 @@ function sourceText(src) {
   if (src.kind === 'rule') return h('span', { class: 'source' }, 'from rule ', h('code', {}, src.id || '?'));
   if (src.kind === 'evidence') {
     const signals = Array.isArray(src.signals) ? src.signals : [];
-    return h('span', { class: 'source' }, 'derived from evidence', signals.length ? ': ' : '', signals.map((sig, i) => [i ? ', ' : '', h('code', {}, typeof sig === 'string' ? sig : JSON.stringify(sig))]));
+    return h('span', { class: 'source' }, 'derived from evidence', signals.length ? ': ' : '', signals.map((sig, i) => [i ? ', ' : '', h('span', { class: 'signal' }, typeof sig === 'string' ? sig.replace(/_/g, ' ') : JSON.stringify(sig))]));
   }
   return h('span', { class: 'source' }, `from ${src.kind || 'unknown source'}`);
 }
@@ -140,14 +140,19 @@ function suggestionPanel(c) {
   return box;
 }
 
-/** The window a heatmap bucket looks at, ending at the cluster's last event. */
-function heatSince(c, bucket) {
+/**
+ * The window a heatmap looks at: up to 3 days by hour, 30 days by day or hour
+ * of day, ending just after the cluster's last event (not now, so an old
+ * cluster still shows its pattern).
+ */
+function heatWindow(c, bucket) {
   const last = Date.parse(c.last_seen) || Date.now();
   const first = Date.parse(c.first_seen) || last;
-  const span = bucket === '1h' ? 72 * 3600e3 : 30 * 86400e3;
   const unit = bucket === '1h' ? 3600e3 : 86400e3;
-  const since = Math.max(first, last - span);
-  return new Date(Math.floor(since / unit) * unit).toISOString();
+  const span = bucket === '1h' ? 72 * 3600e3 : 30 * 86400e3;
+  const until = (Math.floor(last / unit) + 1) * unit;
+  const since = Math.floor(Math.max(first, until - span) / unit) * unit;
+  return { since: new Date(since).toISOString(), until: new Date(until).toISOString() };
 }
 
 function heatmapPanel(c, signal) {
@@ -181,8 +186,8 @@ function heatmapPanel(c, signal) {
     const mine = ++seq;
     replace(body, h('p', { class: 'loading' }, 'Loading…'));
     try {
-      const since = bucket === 'hour_of_day' ? heatSince(c, '1d') : heatSince(c, bucket);
-      const res = await api(`/clusters/${enc}/heatmap${qs({ bucket, since })}`, { signal });
+      const win = heatWindow(c, bucket === 'hour_of_day' ? '1d' : bucket);
+      const res = await api(`/clusters/${enc}/heatmap${qs({ bucket, ...win })}`, { signal });
       if (mine !== seq) return;
       const parts = [heatmap({ ...res, bucket: res.bucket || bucket }, { caption: 'This cluster' })];
       if (compare && res.project) {
@@ -245,12 +250,14 @@ function groupsPanel(c) {
   if (Array.isArray(c.common_path) && c.common_path.length) {
     box.append(h('p', { class: 'small' }, 'Common path: ', c.common_path.map((f, i) => [i ? ' → ' : '', h('code', {}, f)])));
   }
+  const history = changesList(c.changes);
   if (!groups.length) return box;
+  if (history) box.append(history);
   box.append(
     h(
       'table',
       { class: 'groups-table' },
-      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Group'), h('th', { scope: 'col' }, 'Culprit'), h('th', { scope: 'col', class: 'num' }, 'Events'), h('th', { scope: 'col' }, 'Shares with the cluster'))),
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Group'), h('th', { scope: 'col' }, 'Culprit'), h('th', { scope: 'col', class: 'num' }, 'Events'), h('th', { scope: 'col' }, 'Why it belongs'))),
       h(
         'tbody',
         {},
@@ -261,13 +268,38 @@ function groupsPanel(c) {
             h('td', { class: 'msg' }, g.title || h('span', { class: 'muted' }, g.id)),
             h('td', {}, g.culprit ? h('code', {}, typeof g.culprit === 'string' ? g.culprit : g.culprit.function || '') : '–'),
             h('td', { class: 'num' }, num(g.count)),
-            h('td', {}, Array.isArray(g.shared_frames) && g.shared_frames.length ? g.shared_frames.slice(0, 4).map((f) => h('code', { class: 'chip mono' }, f)) : h('span', { class: 'muted' }, '–'), Array.isArray(g.shared_frames) && g.shared_frames.length > 4 ? h('span', { class: 'muted small' }, ` +${g.shared_frames.length - 4}`) : null),
+            h('td', { class: 'why' }, whyMerged(g)),
           ),
         ),
       ),
     ),
   );
   return box;
+}
+
+/** What a member group shares with the cluster's representative group. */
+function whyMerged(g) {
+  const shared = Array.isArray(g.shared_frames) ? g.shared_frames : [];
+  const out = [];
+  if (typeof g.distance === 'number' && g.distance === 0) out.push(h('span', { class: 'tag' }, 'representative'));
+  if (g.same_message) out.push(h('span', { class: 'tag' }, 'same message'));
+  if (shared.length) {
+    out.push(h('span', { class: 'small' }, `shares ${plural(shared.length, 'frame')}: `));
+    out.push(shared.slice(0, 3).map((f) => h('code', { class: 'chip mono' }, f)));
+    if (shared.length > 3) out.push(h('span', { class: 'muted small' }, ` +${shared.length - 3}`));
+  }
+  if (typeof g.distance === 'number' && g.distance > 0) out.push(h('div', { class: 'muted small' }, `distance ${g.distance.toFixed(2)} (0 = same signature)`));
+  return out.length ? out : h('span', { class: 'muted' }, '–');
+}
+
+function changesList(changes) {
+  if (!Array.isArray(changes) || !changes.length) return null;
+  return h(
+    'details',
+    { class: 'changes' },
+    h('summary', {}, `History (${plural(changes.length, 'change')})`),
+    h('ul', {}, changes.map((ch) => h('li', {}, ago(ch.at), ' ', ch.kind || 'change', Array.isArray(ch.others) && ch.others.length ? [' with ', ch.others.map((o, i) => [i ? ', ' : '', h('a', { href: `/clusters/${encodeURIComponent(o)}` }, `cluster ${o}`)])] : null))),
+  );
 }
 
 function eventsPanel(enc, signal) {

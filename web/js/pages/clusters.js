@@ -86,6 +86,11 @@ export async function clustersPage(ctx) {
   page.append(filterForm(ctx, seen, projs));
 
   if (listResult.missing) {
+    const ev = await api('/events?limit=1', { signal: ctx.signal });
+    if (!(ev.items || []).length && !filtered) {
+      page.append(await firstRun(ctx.signal));
+      return page;
+    }
     page.append(h('section', { class: 'panel' }, h('p', {}, 'This server does not group events into clusters yet. ', h('a', { href: '/events' }, 'See the latest events'), '.')));
     return page;
   }
@@ -220,7 +225,7 @@ function clusterTable(items, q) {
         h('a', { href: `/clusters/${encodeURIComponent(c.id)}`, class: 'cluster-link' }, title),
         c.suggestion ? h('span', { class: 'tag fix', title: 'a fix is suggested' }, 'fix') : null,
         culprit && culprit !== title ? h('div', { class: 'culprit' }, h('code', {}, culprit)) : null,
-        c.title && c.title !== title ? h('div', { class: 'message muted' }, c.title) : null,
+        (c.message || c.title) && (c.message || c.title) !== title ? h('div', { class: 'message muted' }, c.message || c.title) : null,
       ),
       h('td', { class: 'num' }, h('strong', {}, num(c.count)), h('div', { class: 'muted small' }, plural(c.group_count ?? 1, 'group'))),
       h('td', { class: 'trend' }, sparkline(c.trend), h('div', { class: 'small' }, growth(c.growth))),

@@ -1,0 +1,359 @@
+// Browser end-to-end tests of the Panicle dashboard in headless Chromium.
+//
+// Run by crates/panicle-cli/tests/browser.rs, which starts the real server,
+// seeds it over HTTP and passes:
+//   BASE_URL, TOKEN            the seeded server and an API token
+//   EMPTY_BASE_URL, EMPTY_TOKEN, EMPTY_DSN   a server with no events (empty state)
+//   TRACE_URL_TEMPLATE         the server's trace link template ({trace_id})
+//   XSS_MESSAGE                the hostile panic message that was seeded
+//   ARTIFACTS                  where screenshots go
+//   CHROMIUM                   browser binary (default /usr/bin/chromium)
+// Prints one line per check and "N passed, N failed"; exits 1 on any failure.
+
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const env = (name, fallback) => {
+  const v = process.env[name];
+  if (v === undefined || v === '') {
+    if (fallback !== undefined) return fallback;
+    console.error(`missing env ${name}`);
+    process.exit(2);
+  }
+  return v;
+};
+
+const BASE_URL = env('BASE_URL').replace(/\/$/, '');
+const TOKEN = env('TOKEN');
+const EMPTY_BASE_URL = env('EMPTY_BASE_URL', '').replace(/\/$/, '');
+const EMPTY_TOKEN = env('EMPTY_TOKEN', '');
+const EMPTY_DSN = env('EMPTY_DSN', '');
+const TRACE_URL_TEMPLATE = env('TRACE_URL_TEMPLATE', '');
+const XSS_MESSAGE = env('XSS_MESSAGE', '<img src=x onerror=alert(1)><script>window.__pwned=1</script>');
+const ARTIFACTS = env('ARTIFACTS', join(process.cwd(), 'test-artifacts'));
+const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
+mkdirSync(ARTIFACTS, { recursive: true });
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+async function apiGet(path) {
+  const res = await fetch(`${BASE_URL}/api/v1${path}`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  return { status: res.status, body: await res.json().catch(() => null) };
+}
+
+// Does the server have the cluster endpoints yet?
+const hasClusters = (await apiGet('/clusters?limit=1')).status === 200;
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+});
+
+const results = [];
+const problems = { dialogs: [], pageErrors: [], csp: [] };
+
+async function newPage(viewport = { width: 1280, height: 860 }) {
+  const context = await browser.newContext({ viewport });
+  // Hostile markup must never run; a CSP violation means something tried.
+  await context.exposeBinding('__pnCsp', (_src, v) => problems.csp.push(v));
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__pnCsp({ directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample, url: location.href });
+    });
+  });
+  // The trace viewer is not running here: answer its URLs ourselves.
+  await context.route(/^https?:\/\/traces\.invalid\//, (route) =>
+    route.fulfill({ status: 200, contentType: 'text/plain', body: 'trace viewer stand-in' }),
+  );
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  page.on('dialog', (d) => {
+    problems.dialogs.push(d.message());
+    d.dismiss().catch(() => {});
+  });
+  page.on('pageerror', (e) => problems.pageErrors.push(`${page.url()}: ${e.message}`));
+  return { context, page };
+}
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true });
+    console.log(`ok - ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    results.push({ name, ok: false });
+    console.log(`not ok - ${name}\n    ${String(e && e.stack ? e.stack : e).split('\n').slice(0, 6).join('\n    ')}`);
+  }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+async function signIn(page, base, token) {
+  await page.goto(`${base}/signin`);
+  await page.fill('#token', token);
+  await page.click('form.signin button[type=submit]');
+  await page.waitForSelector('.page-head h1');
+}
+
+/** Text of the main area, for "shows as text" checks. */
+const mainText = (page) => page.locator('#main').innerText();
+
+// ---------------------------------------------------------------------------
+
+if (EMPTY_BASE_URL) {
+  await step('empty state tells a new user how to send a first panic', async () => {
+    const { context, page } = await newPage();
+    await signIn(page, EMPTY_BASE_URL, EMPTY_TOKEN);
+    const empty = page.locator('[data-empty=first-run]');
+    await empty.waitFor();
+    const text = await empty.innerText();
+    assert(text.includes('let _guard = panicle::init(panicle::Options::from_env());'), `SDK line missing: ${text}`);
+    assert(text.includes('cargo add panicle'), 'cargo add line missing');
+    if (EMPTY_DSN) assert(text.includes(EMPTY_DSN), `the project's DSN ${EMPTY_DSN} is not shown: ${text}`);
+    await shot(page, 'empty-state');
+    await context.close();
+  });
+}
+
+const { context, page } = await newPage();
+
+await step('serves the app with a CSP that forbids inline script', async () => {
+  const res = await page.goto(`${BASE_URL}/`);
+  const csp = res.headers()['content-security-policy'] || '';
+  assert(/script-src 'self'/.test(csp) && !/unsafe-inline/.test(csp), `CSP: ${csp}`);
+  const js = await page.request.get(`${BASE_URL}/app.js`);
+  assert(js.ok() && /javascript/.test(js.headers()['content-type']), 'app.js is served as JavaScript');
+});
+
+await step('signed out: redirected to sign in; a wrong token is refused', async () => {
+  await page.goto(`${BASE_URL}/clusters?service=checkout`);
+  await page.waitForSelector('#token');
+  const url = new URL(page.url());
+  assert(url.pathname === '/signin', `at ${url}`);
+  assert(url.searchParams.get('next') === '/clusters?service=checkout', `next=${url.searchParams.get('next')}`);
+  await shot(page, 'signin');
+  await page.fill('#token', 'pnk_wrong');
+  await page.click('form.signin button[type=submit]');
+  await page.locator('.form-error').waitFor({ state: 'visible' });
+  assert((await page.locator('.form-error').innerText()).includes('not valid'), 'error text');
+});
+
+await step('sign in: token in an HttpOnly cookie, nothing in web storage, back to where we were', async () => {
+  await page.fill('#token', TOKEN);
+  await page.click('form.signin button[type=submit]');
+  await page.waitForURL((u) => u.pathname === '/clusters');
+  await page.waitForSelector('.page-head h1');
+  assert(new URL(page.url()).searchParams.get('service') === 'checkout', `came back to ${page.url()}`);
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === 'panicle_session');
+  assert(session && session.httpOnly, `session cookie: ${JSON.stringify(cookies)}`);
+  const seen = await page.evaluate(() => ({ cookie: document.cookie, local: localStorage.length, session: sessionStorage.length }));
+  assert(!seen.cookie.includes(TOKEN), 'the token is readable from script');
+  assert(seen.local === 0 && seen.session === 0, `web storage used: ${JSON.stringify(seen)}`);
+});
+
+let orderClusterHref = null;
+
+if (hasClusters) {
+  await step('cluster list: one row per cluster with title, count, trend, services, seen, release', async () => {
+    await page.goto(`${BASE_URL}/clusters`);
+    await page.waitForSelector('tr.cluster-row');
+    const rows = page.locator('tr.cluster-row');
+    const n = await rows.count();
+    assert(n >= 3, `expected at least 3 clusters, got ${n}`);
+    for (let i = 0; i < n; i++) {
+      const row = rows.nth(i);
+      assert((await row.locator('a.cluster-link').innerText()).trim().length > 0, `row ${i} has a title`);
+      assert((await row.locator('svg.spark').count()) === 1, `row ${i} has a sparkline`);
+      assert(/\d/.test(await row.locator('td.num').first().innerText()), `row ${i} has a count`);
+    }
+    const text = await mainText(page);
+    assert(text.includes('checkout') && text.includes('cart'), 'services shown');
+    assert(text.includes('checkout@1.4.1'), 'release where the orders cluster started');
+    await shot(page, 'clusters');
+  });
+
+  await step('filter by service, search, sort; the URL carries the view and can be shared', async () => {
+    await page.fill('#f-service', 'cart');
+    await page.click('form.filters button[type=submit]');
+    await page.waitForURL((u) => u.searchParams.get('service') === 'cart');
+    await page.waitForSelector('tr.cluster-row');
+    let rows = page.locator('tr.cluster-row');
+    assert((await rows.count()) === 1, `one cart cluster, got ${await rows.count()}`);
+    assert((await rows.first().locator('.services').innerText()).includes('cart'), 'the row is the cart cluster');
+
+    await page.fill('#f-service', '');
+    await page.fill('#f-q', 'reserve');
+    await page.press('#f-q', 'Enter');
+    await page.waitForURL((u) => u.searchParams.get('q') === 'reserve' && !u.searchParams.get('service'));
+    await page.waitForSelector('tr.cluster-row');
+    rows = page.locator('tr.cluster-row');
+    assert((await rows.count()) === 1, `one cluster matches "reserve", got ${await rows.count()}`);
+    assert((await rows.first().innerText()).includes('reserve'), 'it is the orders cluster');
+
+    await page.selectOption('#f-sort', 'events');
+    await page.waitForURL((u) => u.searchParams.get('sort') === 'events' && u.searchParams.get('q') === 'reserve');
+    await page.waitForSelector('tr.cluster-row');
+
+    const shared = page.url();
+    const other = await context.newPage();
+    await other.goto(shared);
+    await other.waitForSelector('tr.cluster-row');
+    assert((await other.inputValue('#f-q')) === 'reserve', 'search restored from the URL');
+    assert((await other.inputValue('#f-sort')) === 'events', 'sort restored from the URL');
+    assert((await other.locator('tr.cluster-row').count()) === 1, 'same rows from the shared URL');
+    await other.close();
+
+    await page.goBack();
+    await page.waitForURL((u) => u.searchParams.get('sort') !== 'events');
+    await page.waitForSelector('tr.cluster-row');
+    orderClusterHref = await page.locator('tr.cluster-row a.cluster-link').first().getAttribute('href');
+  });
+
+  await step('open a cluster: suggestion, culprit, stack with folded dependencies, heatmap, paths, where, groups, events', async () => {
+    await page.click('tr.cluster-row a.cluster-link');
+    await page.waitForURL((u) => u.pathname === orderClusterHref);
+    await page.waitForSelector('h1.cluster-title');
+    const text = await mainText(page);
+    assert(text.includes('shop::orders::reserve'), 'culprit shown');
+    // Stack: in-app frames marked, dependency frames folded until asked.
+    const stackPanel = page.locator('.stack-panel');
+    assert((await stackPanel.locator('.frame.in-app').count()) >= 1, 'in-app frames highlighted');
+    const deps = stackPanel.locator('ol.deps').first();
+    assert(await deps.isHidden(), 'dependency frames start folded');
+    await stackPanel.locator('button.deps-toggle').first().click();
+    assert(await deps.isVisible(), 'the toggle shows dependency frames');
+    // Heatmap with a legend and counts on hover.
+    await page.waitForSelector('.heat-panel svg.heat rect.cell');
+    const hot = page.locator('.heat-panel rect.cell:not([data-count="0"])').first();
+    await hot.hover();
+    const count = await hot.getAttribute('data-count');
+    const readout = await page.locator('.heat-panel .readout').innerText();
+    assert(readout.includes(`${count} event`), `hover readout "${readout}" shows the count ${count}`);
+    assert((await page.locator('.heat-panel .legend-item').count()) >= 2, 'legend');
+    await page.click('.heat-panel button[data-bucket=hour_of_day]');
+    await page.waitForSelector('.heat-panel button[data-bucket=hour_of_day][aria-pressed=true]');
+    await page.waitForFunction(() => document.querySelector('.heat-panel svg.heat')?.getAttribute('aria-label')?.includes('hours of the day'));
+    await page.click('.heat-panel button[data-bucket=1h]');
+    await page.waitForFunction(() => document.querySelector('.heat-panel svg.heat')?.getAttribute('aria-label')?.includes('time buckets'));
+    // Paths, distributions, groups, recent events.
+    await page.waitForSelector('.paths .path-row');
+    assert((await page.locator('.paths').innerText()).includes('shop::orders::reserve'), 'hot paths end at the panic site');
+    const where = await page.locator('.where').innerText();
+    assert(where.includes('checkout-7d9f-a') && where.includes('/orders/{id}'), `distributions: ${where}`);
+    assert((await page.locator('.groups').innerText()).length > 0, 'member groups');
+    await page.waitForSelector('.recent-events tr.event-row');
+    await shot(page, 'cluster');
+  });
+}
+
+let eventTraceId = null;
+await step('open an event: full stack, context, raw JSON', async () => {
+  if (hasClusters) {
+    await page.click('.recent-events tr.event-row a.event-link');
+  } else {
+    await page.goto(`${BASE_URL}/events?service=checkout`);
+    await page.click('tr.event-row a.event-link');
+  }
+  await page.waitForURL((u) => u.pathname.startsWith('/events/'));
+  await page.waitForSelector('h1.event-message');
+  const text = await mainText(page);
+  assert(text.includes('called `Option::unwrap()` on a `None` value'), 'message');
+  assert(text.includes('shop::orders::reserve'), 'stack');
+  assert(text.includes('/orders/{id}') && text.includes('checkout-7d9f'), 'request route and pod');
+  eventTraceId = (await page.locator('.trace-id-full').innerText()).trim();
+  assert(/^[0-9a-f]{32}$/.test(eventTraceId), `trace id ${eventTraceId}`);
+  await page.click('details.raw summary');
+  const raw = await page.locator('details.raw pre').innerText();
+  const parsed = JSON.parse(raw);
+  assert(parsed.trace.trace_id === eventTraceId, 'raw JSON is the event');
+  await page.locator('details.raw summary').click();
+  await shot(page, 'event');
+});
+
+if (TRACE_URL_TEMPLATE) {
+  await step('follow the trace link: the href is the trace viewer URL of this trace', async () => {
+    const expected = TRACE_URL_TEMPLATE.replace('{trace_id}', eventTraceId);
+    const link = page.locator('.context a.trace-link');
+    assert((await link.getAttribute('href')) === expected, `href ${await link.getAttribute('href')} != ${expected}`);
+    const [popup] = await Promise.all([context.waitForEvent('page'), link.click()]);
+    await popup.waitForLoadState();
+    assert(popup.url() === expected, `opened ${popup.url()}`);
+    assert((await popup.locator('body').innerText()).includes('trace viewer'), 'reached the trace viewer');
+    await popup.close();
+  });
+}
+
+await step('a hostile panic message shows as text and runs nothing', async () => {
+  const hostile = async () => {
+    const r = await page.evaluate(() => ({
+      pwned: window.__pwned,
+      imgs: [...document.querySelectorAll('#main img')].map((i) => i.getAttribute('src')),
+      scripts: [...document.querySelectorAll('#main script')].length,
+    }));
+    assert(r.pwned === undefined, 'window.__pwned was set');
+    assert(r.imgs.length === 0, `an <img> was created: ${r.imgs}`);
+    assert(r.scripts === 0, 'a <script> element was created');
+  };
+  // The list.
+  if (hasClusters) {
+    await page.goto(`${BASE_URL}/clusters?q=${encodeURIComponent('pwned')}`);
+    await page.waitForSelector('tr.cluster-row');
+    assert((await mainText(page)).includes('<script>'), 'the cluster list shows the markup as text');
+    await hostile();
+    await page.click('tr.cluster-row a.cluster-link');
+    await page.waitForSelector('h1.cluster-title');
+    await page.waitForSelector('.recent-events tr.event-row');
+    assert((await mainText(page)).includes(XSS_MESSAGE), 'the cluster page shows the message as text');
+    await hostile();
+    await page.click('.recent-events tr.event-row a.event-link');
+  } else {
+    await page.goto(`${BASE_URL}/events?service=web`);
+    await page.waitForSelector('tr.event-row');
+    assert((await mainText(page)).includes(XSS_MESSAGE), 'the event list shows the message as text');
+    await hostile();
+    await page.click('tr.event-row a.event-link');
+  }
+  await page.waitForSelector('h1.event-message');
+  assert((await page.locator('h1.event-message').innerText()).trim() === XSS_MESSAGE, 'the event page shows the message as text');
+  const text = await mainText(page);
+  assert(text.includes('evil::<img src=x onerror=alert(2)>'), 'hostile function name as text');
+  assert(text.includes('<img src=y onerror=alert(5)>'), 'hostile tag as text');
+  await hostile();
+  await page.click('details.raw summary');
+  await hostile();
+  await shot(page, 'event-hostile');
+  await page.waitForTimeout(300);
+  assert(problems.dialogs.length === 0, `dialogs opened: ${problems.dialogs}`);
+});
+
+await step('sign out clears the session', async () => {
+  await page.click('#signout');
+  await page.waitForURL((u) => u.pathname === '/signin');
+  const cookies = await context.cookies();
+  assert(!cookies.some((c) => c.name === 'panicle_session' && c.value), 'cookie cleared');
+  await page.goto(`${BASE_URL}/clusters`);
+  await page.waitForSelector('#token');
+});
+
+await step('no script error, dialog or CSP violation on any page', async () => {
+  assert(problems.pageErrors.length === 0, `page errors: ${problems.pageErrors.join(' | ')}`);
+  assert(problems.dialogs.length === 0, `dialogs: ${problems.dialogs.join(' | ')}`);
+  assert(problems.csp.length === 0, `CSP violations: ${JSON.stringify(problems.csp)}`);
+});
+
+await context.close();
+await browser.close();
+
+const passed = results.filter((r) => r.ok).length;
+const failed = results.length - passed;
+if (!hasClusters) console.log('note: the server has no /api/v1/clusters yet; cluster checks not run');
+console.log(`screenshots in ${ARTIFACTS}`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
