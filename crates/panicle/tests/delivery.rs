@@ -96,7 +96,7 @@ impl Server {
     fn listen(&mut self) {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState::new(self.store.clone(), ServerConfig::default());
+        let state = AppState::new(self.store.clone(), ServerConfig::default()).unwrap();
         self.rt.block_on(async {
             let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
             tokio::spawn(panicle_server::serve(listener, state, async move {
