@@ -1,5 +1,7 @@
 -- Clusters: groups that share a root cause, with ids stable across runs.
 ALTER TABLE event_groups ADD COLUMN core BIGINT NOT NULL DEFAULT 0;
+-- One real message of the group: rules match wording, not templates.
+ALTER TABLE event_groups ADD COLUMN sample_message TEXT;
 
 CREATE TABLE cluster_state (
     id            BIGINT PRIMARY KEY,

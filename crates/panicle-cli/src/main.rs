@@ -1,5 +1,6 @@
 //! `panicle`: the server and its operator commands.
 
+mod cluster;
 mod run;
 mod send;
 
@@ -44,9 +45,8 @@ enum Command {
         /// URL clients reach this server at, used in printed DSNs (default: the listen address).
         #[arg(long, env = "PANICLE_PUBLIC_URL")]
         public_url: Option<String>,
-        /// Largest accepted request body in bytes, before and after gzip.
-        #[arg(long, env = "PANICLE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
-        max_body_bytes: usize,
+        #[command(flatten)]
+        settings: ServeSettings,
     },
     /// Manage projects.
     Project {
@@ -57,6 +57,26 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Cluster groups offline: JSON lines `{"id","frames":[…],"count"}` in,
+    /// `{"id","cluster"}` out (-1 for noise).
+    Cluster {
+        /// Input file of JSON lines (`-` for stdin).
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = panicle_cluster::DEFAULT_EPS)]
+        eps: f64,
+        #[arg(long, default_value_t = panicle_cluster::DEFAULT_MIN_SAMPLES)]
+        min_samples: u64,
+        /// Weight ratio between a frame and the one inside it; 1 is plain Jaccard.
+        #[arg(long, default_value_t = 1.0)]
+        decay: f64,
+        /// Weight of an input line's `message` token, when it has one.
+        #[arg(long, default_value_t = panicle_cluster::DEFAULT_MESSAGE_WEIGHT)]
+        message_weight: f64,
     },
     /// Run a program and report the crashes its stderr shows (Rust panics,
     /// Go panics and fatal errors). Exits with the program's exit code.
@@ -75,6 +95,56 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+/// Server settings beyond where to listen and store.
+#[derive(Args)]
+struct ServeSettings {
+    /// Largest accepted request body in bytes, before and after gzip.
+    #[arg(long, env = "PANICLE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Trace link with `{trace_id}`, e.g. http://jaeger:16686/trace/{trace_id}.
+    #[arg(long, env = "PANICLE_TRACE_URL_TEMPLATE")]
+    trace_url_template: Option<String>,
+    /// Seconds between clustering runs (0: only on POST /api/v1/clusters/recompute).
+    #[arg(long, env = "PANICLE_CLUSTER_INTERVAL", default_value_t = 300)]
+    cluster_interval: u64,
+    /// Extra fix-suggestion rules (*.toml); a rule with a built-in id replaces it.
+    #[arg(long, env = "PANICLE_RULES_DIR")]
+    rules_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterParams,
+}
+
+/// DBSCAN parameters, shared by `serve` and `cluster`.
+#[derive(Args, Clone, Copy)]
+struct ClusterParams {
+    /// Neighbour radius: groups within this weighted Jaccard distance (inclusive) are neighbours.
+    #[arg(long, env = "PANICLE_CLUSTER_EPS", default_value_t = panicle_cluster::DEFAULT_EPS)]
+    eps: f64,
+    /// Events a neighbourhood needs to be dense (the point itself included).
+    #[arg(long, env = "PANICLE_CLUSTER_MIN_SAMPLES", default_value_t = panicle_cluster::DEFAULT_MIN_SAMPLES)]
+    min_samples: u64,
+    /// Weight ratio between a frame and the one inside it; 1 is plain Jaccard.
+    #[arg(long, env = "PANICLE_CLUSTER_DECAY", default_value_t = panicle_cluster::DEFAULT_DECAY)]
+    decay: f64,
+    /// Weight of the message template token (0 ignores messages).
+    #[arg(long, env = "PANICLE_CLUSTER_MESSAGE_WEIGHT", default_value_t = panicle_cluster::DEFAULT_MESSAGE_WEIGHT)]
+    message_weight: f64,
+}
+
+impl ClusterParams {
+    fn params(self) -> Result<panicle_cluster::Params> {
+        let params = panicle_cluster::Params {
+            eps: self.eps,
+            min_samples: self.min_samples,
+            decay: self.decay,
+            message_weight: self.message_weight,
+            threads: 0,
+        };
+        params.validate()?;
+        Ok(params)
+    }
 }
 
 #[derive(Subcommand)]
@@ -152,8 +222,26 @@ async fn run(cli: Cli) -> Result<()> {
             db,
             listen,
             public_url,
-            max_body_bytes,
-        } => serve(db, listen, public_url, max_body_bytes).await,
+            settings,
+        } => serve(db, listen, public_url, settings).await,
+        Command::Cluster {
+            input,
+            output,
+            eps,
+            min_samples,
+            decay,
+            message_weight,
+        } => {
+            let params = ClusterParams {
+                eps,
+                min_samples,
+                decay,
+                message_weight,
+            }
+            .params()?;
+            tokio::task::spawn_blocking(move || cluster::run(&input, output.as_deref(), &params))
+                .await?
+        }
         Command::Project {
             command:
                 ProjectCommand::Create {
@@ -184,7 +272,9 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", store.create_token(&label).await?);
             Ok(())
         }
-        Command::Run { .. } => unreachable!("handled before the runtime starts"),
+        Command::Run { .. } => {
+            anyhow::bail!("`panicle run` is handled before the runtime starts")
+        }
     }
 }
 
@@ -222,8 +312,19 @@ async fn serve(
     db: DbArgs,
     listen: SocketAddr,
     public_url: Option<String>,
-    max_body_bytes: usize,
+    settings: ServeSettings,
 ) -> Result<()> {
+    let mut rules = panicle_rules::RuleSet::builtin().context("the built-in rules do not load")?;
+    if let Some(dir) = &settings.rules_dir {
+        let n = rules
+            .load_dir(dir)
+            .with_context(|| format!("cannot load rules from {}", dir.display()))?;
+        tracing::info!(rules = n, dir = %dir.display(), "extra rules loaded");
+    }
+    let cluster = settings
+        .cluster
+        .params()
+        .context("invalid clustering parameters")?;
     let store = open(&db).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -244,7 +345,22 @@ async fn serve(
     }
     println!("panicle listening on http://{addr}");
     tracing::info!(%addr, database = %redact(&db.database_url), "panicle serving");
-    let state = AppState::new(store.clone(), ServerConfig { max_body_bytes });
+    let state = AppState::with_rules(
+        store.clone(),
+        ServerConfig {
+            max_body_bytes: settings.max_body_bytes,
+            public_url: base.clone(),
+            trace_url_template: settings.trace_url_template,
+            cluster,
+            ..ServerConfig::default()
+        },
+        rules,
+    );
+    if settings.cluster_interval > 0 {
+        state
+            .job
+            .spawn_interval(std::time::Duration::from_secs(settings.cluster_interval));
+    }
     panicle_server::serve(listener, state, shutdown_signal()).await?;
     store.close().await;
     Ok(())

@@ -71,7 +71,11 @@ pub fn culprit(events: &[EventFacts]) -> Option<(Culprit, Vec<String>)> {
     let (function, n, _) = *shared.first()?;
     let mut file_counts: BTreeMap<&str, usize> = BTreeMap::new();
     let (mut line_min, mut line_max): (Option<u32>, Option<u32>) = (None, None);
-    for f in events.iter().flat_map(|e| &e.frames).filter(|f| f.function == function) {
+    for f in events
+        .iter()
+        .flat_map(|e| &e.frames)
+        .filter(|f| f.function == function)
+    {
         if let Some(file) = &f.file {
             *file_counts.entry(file.as_str()).or_default() += 1;
         }
@@ -84,7 +88,11 @@ pub fn culprit(events: &[EventFacts]) -> Option<(Culprit, Vec<String>)> {
         .iter()
         .max_by_key(|(name, c)| (**c, std::cmp::Reverse(*name)))
         .map(|(f, _)| (*f).to_string());
-    let path = shared.iter().skip(1).map(|(f, _, _)| (*f).to_string()).collect();
+    let path = shared
+        .iter()
+        .skip(1)
+        .map(|(f, _, _)| (*f).to_string())
+        .collect();
     Some((
         Culprit {
             function: function.to_string(),
@@ -205,7 +213,10 @@ pub fn distribution<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Ve
     for v in values.into_iter().flatten() {
         *counts.entry(v).or_default() += 1;
     }
-    let mut out: Vec<(String, u64)> = counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let mut out: Vec<(String, u64)> = counts
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     out
 }
@@ -260,7 +271,9 @@ pub fn regression(events: &[EventFacts], quiet_ms: i64) -> Option<Regression> {
         let Some(release) = &after.release else {
             continue;
         };
-        let seen_before = sorted[..i].iter().any(|e| e.release.as_ref() == Some(release));
+        let seen_before = sorted[..i]
+            .iter()
+            .any(|e| e.release.as_ref() == Some(release));
         if gap >= quiet_ms && !seen_before {
             found = Some(Regression {
                 release: release.clone(),
@@ -305,8 +318,24 @@ mod tests {
     fn culprit_is_the_innermost_frame_most_events_share() {
         // 4 of 5 events pass through reserve; the innermost frames differ.
         let events = vec![
-            ev(1, &[("shop::parse", 10), ("shop::reserve", 40), ("shop::handler", 5)], None),
-            ev(2, &[("shop::validate", 11), ("shop::reserve", 42), ("shop::handler", 5)], None),
+            ev(
+                1,
+                &[
+                    ("shop::parse", 10),
+                    ("shop::reserve", 40),
+                    ("shop::handler", 5),
+                ],
+                None,
+            ),
+            ev(
+                2,
+                &[
+                    ("shop::validate", 11),
+                    ("shop::reserve", 42),
+                    ("shop::handler", 5),
+                ],
+                None,
+            ),
             ev(3, &[("shop::reserve", 44), ("shop::handler", 6)], None),
             ev(4, &[("shop::reserve", 41), ("shop::batch", 9)], None),
             ev(5, &[("shop::other", 1), ("shop::handler", 6)], None),
@@ -340,7 +369,13 @@ mod tests {
     #[test]
     fn heatmap_counts_depth_by_bucket() {
         let hour = 3_600_000;
-        let points = [(5, 0), (5, 10), (7, hour + 1), (5, 2 * hour), (9, 2 * hour + 5)];
+        let points = [
+            (5, 0),
+            (5, 10),
+            (7, hour + 1),
+            (5, 2 * hour),
+            (9, 2 * hour + 5),
+        ];
         let h = heatmap(&points, Bucket::Every(hour), 0, 3 * hour);
         assert_eq!(h.times, vec![0, hour, 2 * hour]);
         assert_eq!(h.depths, vec![5, 7, 9]);
@@ -361,7 +396,10 @@ mod tests {
         assert_eq!(d, vec![("a".to_string(), 2), ("b".to_string(), 1)]);
         let one = distribution([Some("pod-1"), Some("pod-1"), Some("pod-1")]);
         assert_eq!(confinement("pod", &one, 4).unwrap().name, "pod-1");
-        assert!(confinement("pod", &one, 1).is_none(), "a single-pod service is not suspect");
+        assert!(
+            confinement("pod", &one, 1).is_none(),
+            "a single-pod service is not suspect"
+        );
         assert!(confinement("pod", &d, 4).is_none());
     }
 

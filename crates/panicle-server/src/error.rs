@@ -31,6 +31,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("internal error: {0}")]
     Store(#[from] StoreError),
+    #[error("the clustering run failed: {0}")]
+    Job(String),
 }
 
 impl ApiError {
@@ -46,6 +48,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::InvalidCursor) => StatusCode::BAD_REQUEST,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Job(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Store(StoreError::InvalidCursor) => "invalid_cursor",
             ApiError::Store(_) => "storage_unavailable",
+            ApiError::Job(_) => "clustering_failed",
         }
     }
 }

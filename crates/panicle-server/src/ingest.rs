@@ -42,6 +42,7 @@ async fn accept(
     let decoded = decode_events(&raw)?;
     let events: Vec<NewEvent> = decoded.into_iter().map(to_new_event).collect();
     let outcome = state.store.insert_events(project.id, &events).await?;
+    attach_in_background(state, project.id, outcome.inserted);
     let m = &state.metrics;
     m.events_accepted.inc_by(outcome.accepted.len() as u64);
     m.events_stored.inc_by(outcome.inserted as u64);
@@ -51,6 +52,20 @@ async fn accept(
         StatusCode::ACCEPTED,
         Json(json!({"accepted": outcome.accepted, "stored": outcome.inserted})),
     ))
+}
+
+/// New events may have made new groups: put them in clusters without
+/// holding up the client's 202.
+fn attach_in_background(state: &AppState, project_id: i64, inserted: usize) {
+    if inserted == 0 {
+        return;
+    }
+    let job = state.job.clone();
+    tokio::spawn(async move {
+        if let Err(e) = job.attach_new(project_id).await {
+            tracing::warn!(error = %e, project_id, "attaching new groups failed; the next run places them");
+        }
+    });
 }
 
 /// Reads the body within `limit` bytes, before and after gzip decoding (so a
@@ -213,6 +228,7 @@ async fn accept_text(
         .store
         .insert_events(project.id, &[to_new_event(decoded)])
         .await?;
+    attach_in_background(state, project.id, outcome.inserted);
     state.metrics.events_accepted.inc();
     state.metrics.events_stored.inc_by(outcome.inserted as u64);
     Ok((

@@ -8,8 +8,10 @@
 //! Architecture invariant: the only crate that knows HTTP *and* SQL.
 
 mod auth;
+mod clusters;
 mod error;
 mod ingest;
+pub mod jobs;
 mod metrics;
 mod read;
 mod web;
@@ -19,6 +21,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use jobs::ClusterJob;
+use panicle_cluster::Params;
+use panicle_rules::RuleSet;
 use panicle_store::Store;
 use tokio::net::TcpListener;
 
@@ -30,12 +35,24 @@ pub use metrics::Metrics;
 pub struct ServerConfig {
     /// Largest accepted request body, compressed or not (default 1 MiB).
     pub max_body_bytes: usize,
+    /// URL clients reach the server at, for DSNs shown in the dashboard.
+    pub public_url: String,
+    /// Link to a trace backend with `{trace_id}`, e.g. a Jaeger or Tempo URL.
+    pub trace_url_template: Option<String>,
+    /// Silence after which a cluster back in a new release is a regression.
+    pub regression_quiet_ms: i64,
+    /// Clustering parameters of the job.
+    pub cluster: Params,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body_bytes: 1024 * 1024,
+            public_url: "http://127.0.0.1:8471".into(),
+            trace_url_template: None,
+            regression_quiet_ms: 7 * 24 * 3_600_000,
+            cluster: Params::default(),
         }
     }
 }
@@ -46,6 +63,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<Metrics>,
+    pub job: Arc<ClusterJob>,
+    pub rules: Arc<RuleSet>,
 }
 
 /// The whole HTTP surface.
@@ -66,6 +85,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/groups", get(read::list_groups))
         .route("/api/v1/groups/{id}", get(read::get_group))
+        .route("/api/v1/projects", get(clusters::list_projects))
+        .route("/api/v1/clusters", get(clusters::list_clusters))
+        .route("/api/v1/clusters/recompute", post(clusters::recompute))
+        .route("/api/v1/clusters/{id}", get(clusters::get_cluster))
+        .route(
+            "/api/v1/clusters/{id}/events",
+            get(clusters::cluster_events),
+        )
+        .route(
+            "/api/v1/clusters/{id}/heatmap",
+            get(clusters::cluster_heatmap),
+        )
+        .route("/api/v1/clusters/{id}/paths", get(clusters::cluster_paths))
         .fallback(web::fallback)
         .with_state(state)
 }
@@ -83,11 +115,19 @@ pub async fn serve(
 }
 
 impl AppState {
-    pub fn new(store: Store, config: ServerConfig) -> AppState {
+    /// State with the built-in rule base.
+    pub fn new(store: Store, config: ServerConfig) -> Result<AppState, panicle_rules::RuleError> {
+        Ok(Self::with_rules(store, config, RuleSet::builtin()?))
+    }
+
+    pub fn with_rules(store: Store, config: ServerConfig, rules: RuleSet) -> AppState {
+        let job = ClusterJob::new(store.clone(), config.cluster);
         AppState {
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
+            job,
+            rules: Arc::new(rules),
         }
     }
 }

@@ -22,7 +22,7 @@ async fn start(db: &TestDb, config: ServerConfig) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState::new(store.clone(), config);
+    let state = AppState::new(store.clone(), config).unwrap();
     tokio::spawn(panicle_server::serve(listener, state, async move {
         let _ = rx.await;
     }));
@@ -123,7 +123,7 @@ panicle_store::backend_tests! {
     }
 
     async fn bad_keys_and_bodies_are_refused(db: &TestDb) {
-        let s = start(db, ServerConfig { max_body_bytes: 4096 }).await;
+        let s = start(db, ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() }).await;
         let url = format!("{}/api/v1/events", s.base);
         let body = json_body(&event("boom"));
 

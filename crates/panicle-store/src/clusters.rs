@@ -52,6 +52,13 @@ pub struct ClusterEvent {
     pub payload: String,
 }
 
+/// Where a process ran, for confinement checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostColumn {
+    Pod,
+    Node,
+}
+
 /// Event filters the cluster views share.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -220,14 +227,59 @@ impl Store {
         Ok(())
     }
 
-    /// Groups of a project with their core flag (the clustering input).
-    pub async fn group_cores(&self, project_id: i64) -> Result<Vec<(String, bool)>> {
-        let rows = sqlx::query("SELECT id, core FROM event_groups WHERE project_id = $1")
-            .bind(project_id)
+    /// How many distinct pods (or nodes) the given services ran events on:
+    /// a cluster seen on one of several is an environment suspect.
+    pub async fn distinct_hosts(
+        &self,
+        project_id: i64,
+        column: HostColumn,
+        services: &[String],
+    ) -> Result<i64> {
+        let mut f = Filter::default();
+        f.push("project_id = ?", Bind::Int(project_id));
+        if !services.is_empty() {
+            let marks = vec!["?"; services.len()].join(", ");
+            f.push_many(
+                &format!("service IN ({marks})"),
+                services.iter().map(|s| Bind::Text(s.clone())).collect(),
+            );
+        }
+        let col = match column {
+            HostColumn::Pod => "pod",
+            HostColumn::Node => "node",
+        };
+        let sql = format!("SELECT COUNT(DISTINCT {col}) FROM events{}", f.where_sql());
+        let n: i64 = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(n)
+    }
+
+    /// Services per cluster over the events that pass the filter.
+    pub async fn cluster_services(
+        &self,
+        filter: &EventFilter,
+    ) -> Result<Vec<(String, String, i64)>> {
+        let mut f = filter.to_filter();
+        f.clauses
+            .push("g.cluster_id IS NOT NULL AND e.service IS NOT NULL".into());
+        let sql = format!(
+            "SELECT g.cluster_id AS cluster_id, e.service AS service, COUNT(*) AS n FROM events e \
+             JOIN event_groups g ON g.id = e.group_id{} GROUP BY g.cluster_id, e.service",
+            f.where_sql()
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? != 0)))
+            .map(|r| {
+                Ok((
+                    r.try_get("cluster_id")?,
+                    r.try_get("service")?,
+                    r.try_get("n")?,
+                ))
+            })
             .collect()
     }
 

@@ -188,8 +188,8 @@ impl Store {
             let frames = serde_json::to_string(&d.first.signature).unwrap_or_else(|_| "[]".into());
             sqlx::query(
                 "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \
-                 culprit, frames, event_count, first_seen, last_seen, first_release) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 culprit, frames, event_count, first_seen, last_seen, first_release, sample_message) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (id) DO UPDATE SET \
                  event_count = event_groups.event_count + excluded.event_count, \
                  first_release = CASE WHEN excluded.first_seen < event_groups.first_seen \
@@ -211,6 +211,7 @@ impl Store {
             .bind(d.first_seen)
             .bind(d.last_seen)
             .bind(d.first_release)
+            .bind(&d.first.message)
             .execute(&mut *tx)
             .await?;
         }

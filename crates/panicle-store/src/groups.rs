@@ -24,6 +24,10 @@ pub struct GroupRow {
     pub last_seen_ms: i64,
     pub first_release: Option<String>,
     pub cluster_id: Option<String>,
+    /// A DBSCAN core point of its cluster.
+    pub core: bool,
+    /// One real message of the group (rules match wording, not templates).
+    pub sample_message: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -36,7 +40,7 @@ pub struct GroupQuery {
 }
 
 const GROUP_COLUMNS: &str = "id, project_id, fingerprint, platform, kind, template, culprit, frames, \
-     event_count, first_seen, last_seen, first_release, cluster_id";
+     event_count, first_seen, last_seen, first_release, cluster_id, core, sample_message";
 
 fn group_from_row(row: &sqlx::any::AnyRow) -> Result<GroupRow> {
     let frames: String = row.try_get("frames")?;
@@ -54,6 +58,8 @@ fn group_from_row(row: &sqlx::any::AnyRow) -> Result<GroupRow> {
         last_seen_ms: row.try_get("last_seen")?,
         first_release: row.try_get("first_release")?,
         cluster_id: row.try_get("cluster_id")?,
+        core: row.try_get::<i64, _>("core")? != 0,
+        sample_message: row.try_get("sample_message")?,
     })
 }
 
@@ -114,12 +120,57 @@ impl Store {
         row.as_ref().map(group_from_row).transpose()
     }
 
-    /// Every group of a project (the clustering job's input).
-    pub async fn all_groups(&self, project_id: i64) -> Result<Vec<GroupRow>> {
+    /// Every group of a project, or of all projects (the clustering input
+    /// and the cluster views' membership).
+    pub async fn all_groups(&self, project_id: Option<i64>) -> Result<Vec<GroupRow>> {
+        let rows = match project_id {
+            Some(p) => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {GROUP_COLUMNS} FROM event_groups WHERE project_id = $1 ORDER BY id"
+                )))
+                .bind(p)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {GROUP_COLUMNS} FROM event_groups ORDER BY id"
+                )))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(group_from_row).collect()
+    }
+
+    /// Groups not in any cluster yet (new since the last run or attach).
+    pub async fn loose_groups(&self, project_id: i64) -> Result<Vec<GroupRow>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {GROUP_COLUMNS} FROM event_groups WHERE project_id = $1 ORDER BY id"
+            "SELECT {GROUP_COLUMNS} FROM event_groups WHERE cluster_id IS NULL AND project_id = $1 ORDER BY id"
         )))
         .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(group_from_row).collect()
+    }
+
+    /// Core groups of a project: new groups attach through these.
+    pub async fn core_groups(&self, project_id: i64) -> Result<Vec<GroupRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM event_groups WHERE core = 1 AND cluster_id IS NOT NULL AND project_id = $1"
+        )))
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(group_from_row).collect()
+    }
+
+    /// The groups of one cluster, biggest first.
+    pub async fn cluster_groups(&self, cluster_id: &str) -> Result<Vec<GroupRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM event_groups WHERE cluster_id = $1 ORDER BY event_count DESC, id"
+        )))
+        .bind(cluster_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(group_from_row).collect()

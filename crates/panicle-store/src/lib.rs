@@ -23,7 +23,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 pub use clusters::{
-    ClusterAggregate, ClusterChange, ClusterEvent, EventFilter, GroupAssignment, JobLock,
+    ClusterAggregate, ClusterChange, ClusterEvent, EventFilter, GroupAssignment, HostColumn,
+    JobLock,
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
 pub use groups::{GroupQuery, GroupRow};

@@ -1,0 +1,640 @@
+//! The cluster views: the list, one cluster explained (culprit, paths,
+//! where, traces, regression, fix suggestion), its events, heatmap and paths.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use panicle_cluster::attribution::{
+    self, Bucket, EventFacts, FrameFacts, confinement, distribution, growth,
+};
+use panicle_cluster::{GroupSignature, explain};
+use panicle_protocol::normalize::normalize_function;
+use panicle_rules::{
+    Culprit as RuleCulprit, Evidence, MatchInput, Share, Suggestion, derived_suggestion,
+};
+use panicle_store::{ClusterEvent, EventFilter, EventQuery, GroupRow, HostColumn};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Reader;
+use crate::read::{ListParams, event_json, format_ms, page_json, parse_time};
+use crate::{ApiError, AppState};
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+/// Events of a cluster that attribution reads (the newest).
+const ATTRIBUTION_EVENTS: u32 = 2000;
+/// Columns of a list row's sparkline.
+const TREND_BUCKETS: i64 = 24;
+
+/// The list's query. Not `#[serde(flatten)]` over [`ListParams`]: flattened
+/// query strings lose their number types.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClusterListParams {
+    pub project: Option<i64>,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// Text in messages or function names.
+    pub q: Option<String>,
+    /// `last_seen` (default), `events` or `growth`.
+    pub sort: Option<String>,
+}
+
+impl ClusterListParams {
+    fn list(&self) -> ListParams {
+        ListParams {
+            project: self.project,
+            service: self.service.clone(),
+            environment: self.environment.clone(),
+            release: self.release.clone(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
+    }
+}
+
+fn event_filter(p: &ListParams, q: Option<&str>) -> Result<EventFilter, ApiError> {
+    Ok(EventFilter {
+        project_id: p.project,
+        service: p.service.clone().filter(|s| !s.is_empty()),
+        environment: p.environment.clone().filter(|s| !s.is_empty()),
+        release: p.release.clone().filter(|s| !s.is_empty()),
+        since_ms: p.since_ms()?,
+        until_ms: p.until_ms()?,
+        text: q.map(str::to_string).filter(|q| !q.trim().is_empty()),
+    })
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The group that stands for a cluster: the one with most events.
+fn representative<'a>(groups: &[&'a GroupRow]) -> Option<&'a GroupRow> {
+    groups
+        .iter()
+        .copied()
+        .max_by(|a, b| a.count.cmp(&b.count).then(b.id.cmp(&a.id)))
+}
+
+fn rule_title(state: &AppState, g: &GroupRow) -> Option<Value> {
+    let message = g.sample_message.as_deref().unwrap_or(&g.template);
+    let s = state.rules.suggest(&MatchInput {
+        platform: Some(&g.platform),
+        message,
+        frames: &g.frames,
+    })?;
+    Some(json!({"title": s.title, "source": s.source}))
+}
+
+fn culprit_of_group(g: &GroupRow) -> Value {
+    match &g.culprit {
+        Some(f) => json!({"function": f, "file": null, "line_min": null, "line_max": null}),
+        None => Value::Null,
+    }
+}
+
+/// Trend windows: the filter's range or the last 24 hours, in 24 buckets.
+fn trend_window(filter: &EventFilter) -> (i64, i64, i64) {
+    let until = filter.until_ms.unwrap_or_else(now_ms);
+    let since = filter.since_ms.unwrap_or(until - DAY_MS);
+    let width = ((until - since) / TREND_BUCKETS).max(60_000);
+    let start = since.div_euclid(width) * width;
+    (start, until, width)
+}
+
+fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value> {
+    (0..TREND_BUCKETS)
+        .map(|i| {
+            let b = start / width + i;
+            json!({"t": format_ms(b * width), "count": counts.get(&b).copied().unwrap_or(0)})
+        })
+        .collect()
+}
+
+pub async fn list_clusters(
+    State(state): State<AppState>,
+    _: Reader,
+    Query(p): Query<ClusterListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let list = p.list();
+    let limit = list.limit()? as usize;
+    let filter = event_filter(&list, p.q.as_deref())?;
+    let sort = p.sort.as_deref().unwrap_or("last_seen");
+    if !["last_seen", "events", "growth"].contains(&sort) {
+        return Err(ApiError::BadParam {
+            name: "sort",
+            message: format!("`{sort}`: use last_seen, events or growth"),
+        });
+    }
+    let offset = match list.cursor.as_deref() {
+        None => 0,
+        Some(c) => {
+            decode_offset(c).ok_or(ApiError::Store(panicle_store::StoreError::InvalidCursor))?
+        }
+    };
+    let store = &state.store;
+    let aggregates = store.cluster_aggregates(&filter).await?;
+    let groups = store.all_groups(filter.project_id).await?;
+    let mut by_cluster: HashMap<&str, Vec<&GroupRow>> = HashMap::new();
+    for g in &groups {
+        if let Some(c) = &g.cluster_id {
+            by_cluster.entry(c.as_str()).or_default().push(g);
+        }
+    }
+    let (start, until, width) = trend_window(&filter);
+    let trend_filter = EventFilter {
+        since_ms: Some(start),
+        until_ms: Some(until),
+        ..filter.clone()
+    };
+    let mut trends: HashMap<String, HashMap<i64, i64>> = HashMap::new();
+    for (c, b, n) in store.cluster_trends(&trend_filter, width).await? {
+        trends.entry(c).or_default().insert(b, n);
+    }
+    let mut services: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    for (c, s, n) in store.cluster_services(&filter).await? {
+        services.entry(c).or_default().push((s, n));
+    }
+    let empty = HashMap::new();
+    let mut rows: Vec<(Value, i64, i64, f64)> = aggregates
+        .iter()
+        .filter_map(|a| {
+            let members = by_cluster.get(a.cluster_id.as_str())?;
+            let rep = representative(members)?;
+            let trend_counts = trends.get(&a.cluster_id).unwrap_or(&empty);
+            let series: Vec<u64> = (0..TREND_BUCKETS)
+                .map(|i| trend_counts.get(&(start / width + i)).copied().unwrap_or(0) as u64)
+                .collect();
+            let g = growth(&series);
+            let first = members.iter().min_by_key(|g| g.first_seen_ms)?;
+            let mut svc = services.get(&a.cluster_id).cloned().unwrap_or_default();
+            svc.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+            let suggestion = rule_title(&state, rep);
+            let title = suggestion
+                .as_ref()
+                .and_then(|s| s["title"].as_str().map(str::to_string))
+                .unwrap_or_else(|| rep.template.clone());
+            let row = json!({
+                "id": a.cluster_id,
+                "project_id": rep.project_id,
+                "title": title,
+                "message": rep.template,
+                "platform": rep.platform,
+                "kind": rep.kind,
+                "culprit": culprit_of_group(rep),
+                "count": a.count,
+                "group_count": members.len(),
+                "services": svc.iter().map(|(s, _)| s).collect::<Vec<_>>(),
+                "first_seen": format_ms(a.first_seen_ms),
+                "last_seen": format_ms(a.last_seen_ms),
+                "first_release": first.first_release,
+                "trend": trend_points(trend_counts, start, width),
+                "growth": g,
+                "suggestion": suggestion,
+            });
+            Some((row, a.last_seen_ms, a.count, g))
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        let key = match sort {
+            "events" => b.2.cmp(&a.2),
+            "growth" => b.3.total_cmp(&a.3),
+            _ => b.1.cmp(&a.1),
+        };
+        key.then_with(|| a.0["id"].as_str().cmp(&b.0["id"].as_str()))
+    });
+    let total = rows.len();
+    let items: Vec<Value> = rows
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|r| r.0)
+        .collect();
+    let next = (offset + limit < total).then(|| encode_offset(offset + limit));
+    Ok(Json(
+        json!({"items": items, "next_cursor": next, "total": total}),
+    ))
+}
+
+fn encode_offset(n: usize) -> String {
+    panicle_store::Cursor {
+        ts: n as i64,
+        id: "offset".into(),
+    }
+    .encode()
+}
+
+fn decode_offset(s: &str) -> Option<usize> {
+    let c = panicle_store::Cursor::decode(s).ok()?;
+    (c.id == "offset").then_some(c.ts.max(0) as usize)
+}
+
+/// The in-app frames of an event for attribution, innermost first.
+fn facts(e: &ClusterEvent, payload: &Value) -> EventFacts {
+    let frames = payload["frames"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let any_in_app = frames.iter().any(|f| f["in_app"] == true);
+    EventFacts {
+        timestamp_ms: e.timestamp_ms,
+        frames: frames
+            .iter()
+            .filter(|f| !any_in_app || f["in_app"] == true)
+            .filter_map(|f| {
+                let function = f["function"].as_str()?;
+                if panicle_protocol::normalize::is_plumbing(function) {
+                    return None;
+                }
+                Some(FrameFacts {
+                    function: normalize_function(function),
+                    file: f["file"].as_str().map(str::to_string),
+                    line: f["line"].as_u64().map(|l| l as u32),
+                })
+            })
+            .collect(),
+        release: e.release.clone(),
+    }
+}
+
+fn dist_json(d: &[(String, u64)]) -> Value {
+    Value::Array(
+        d.iter()
+            .take(20)
+            .map(|(name, count)| json!({"name": name, "count": count}))
+            .collect(),
+    )
+}
+
+fn top_share(d: &[(String, u64)], total: u64) -> Option<Share> {
+    d.first().map(|(name, count)| Share {
+        name: name.clone(),
+        count: *count,
+        total,
+        distinct: Some(d.len() as u64),
+    })
+}
+
+pub fn trace_url(state: &AppState, trace_id: Option<&str>) -> Option<String> {
+    let template = state.config.trace_url_template.as_deref()?;
+    Some(template.replace("{trace_id}", trace_id?))
+}
+
+async fn load_cluster(state: &AppState, id: &str) -> Result<Vec<GroupRow>, ApiError> {
+    let groups = state.store.cluster_groups(id).await?;
+    if groups.is_empty() {
+        return Err(ApiError::NotFound("cluster"));
+    }
+    Ok(groups)
+}
+
+pub async fn get_cluster(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let groups = load_cluster(&state, &id).await?;
+    let filter = event_filter(&p, None)?;
+    let events = state
+        .store
+        .cluster_events(Some(&id), &filter, ATTRIBUTION_EVENTS)
+        .await?;
+    let payloads: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(&e.payload).unwrap_or(Value::Null))
+        .collect();
+    let facts: Vec<EventFacts> = events
+        .iter()
+        .zip(&payloads)
+        .map(|(e, p)| facts(e, p))
+        .collect();
+    let total = events.len() as u64;
+    let refs: Vec<&GroupRow> = groups.iter().collect();
+    let rep = representative(&refs).ok_or(ApiError::NotFound("cluster"))?;
+
+    let culprit = attribution::culprit(&facts);
+    let d_services = distribution(events.iter().map(|e| e.service.as_deref()));
+    let d_releases = distribution(events.iter().map(|e| e.release.as_deref()));
+    let d_envs = distribution(events.iter().map(|e| e.environment.as_deref()));
+    let d_pods = distribution(events.iter().map(|e| e.pod.as_deref()));
+    let d_nodes = distribution(events.iter().map(|e| e.node.as_deref()));
+    let d_routes = distribution(events.iter().map(|e| e.route.as_deref()));
+    let services: Vec<String> = d_services.iter().map(|(s, _)| s.clone()).collect();
+    let confined = {
+        let pods = state
+            .store
+            .distinct_hosts(rep.project_id, HostColumn::Pod, &services)
+            .await?;
+        let nodes = state
+            .store
+            .distinct_hosts(rep.project_id, HostColumn::Node, &services)
+            .await?;
+        confinement("pod", &d_pods, pods as usize)
+            .or_else(|| confinement("node", &d_nodes, nodes as usize))
+    };
+    let regression = attribution::regression(&facts, state.config.regression_quiet_ms);
+    let first_group = groups.iter().min_by_key(|g| g.first_seen_ms).unwrap_or(rep);
+
+    // The representative event: the newest of the biggest group.
+    let rep_index = events
+        .iter()
+        .position(|e| e.group_id == rep.id)
+        .unwrap_or(0);
+    let rep_payload = payloads.get(rep_index).cloned().unwrap_or(Value::Null);
+    let rep_frames: Vec<String> = rep_payload["frames"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| f["function"].as_str().map(normalize_function))
+                .collect()
+        })
+        .unwrap_or_default();
+    let message = rep_payload["message"]
+        .as_str()
+        .or(rep.sample_message.as_deref())
+        .unwrap_or(&rep.template)
+        .to_string();
+    let suggestion: Suggestion = state
+        .rules
+        .suggest(&MatchInput {
+            platform: Some(&rep.platform),
+            message: &message,
+            frames: &rep_frames,
+        })
+        .unwrap_or_else(|| {
+            derived_suggestion(&Evidence {
+                culprit: culprit.as_ref().map(|(c, _)| RuleCulprit {
+                    function: c.function.clone(),
+                    file: c.file.clone(),
+                    line_start: c.line_min,
+                    line_end: c.line_max,
+                }),
+                path: culprit.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
+                first_seen_release: first_group.first_release.clone(),
+                top_pod: top_share(&d_pods, total),
+                top_route: top_share(&d_routes, total),
+            })
+        });
+
+    // Why the groups are together: what each shares with the representative.
+    let params = state.job.params();
+    let rep_sig = GroupSignature::new(rep.frames.clone(), Some(rep.template.clone()));
+    let mut common: Option<Vec<String>> = None;
+    let members: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let sig = GroupSignature::new(g.frames.clone(), Some(g.template.clone()));
+            let why = explain(&sig, &rep_sig, params);
+            common = Some(match common.take() {
+                None => g.frames.clone(),
+                Some(c) => c.into_iter().filter(|f| g.frames.contains(f)).collect(),
+            });
+            json!({
+                "id": g.id,
+                "title": g.template,
+                "culprit": g.culprit,
+                "count": g.count,
+                "frames": g.frames,
+                "first_seen": format_ms(g.first_seen_ms),
+                "last_seen": format_ms(g.last_seen_ms),
+                "first_release": g.first_release,
+                "core": g.core,
+                "shared_frames": why.shared_frames,
+                "same_message": why.same_message,
+                "distance": why.distance,
+            })
+        })
+        .collect();
+
+    let mut seen_traces = HashSet::new();
+    let traces: Vec<Value> = events
+        .iter()
+        .filter_map(|e| {
+            let t = e.trace_id.as_deref()?;
+            seen_traces.insert(t.to_string()).then(|| {
+                json!({"trace_id": t, "url": trace_url(&state, Some(t)), "event_id": e.event_id, "timestamp": format_ms(e.timestamp_ms)})
+            })
+        })
+        .take(20)
+        .collect();
+    let trace_ids: Vec<String> = seen_traces.into_iter().take(500).collect();
+    let mut related = Vec::new();
+    for (cid, shared) in state.store.clusters_sharing_traces(&trace_ids, &id).await? {
+        let title = state
+            .store
+            .cluster_groups(&cid)
+            .await?
+            .first()
+            .map(|g| g.template.clone());
+        related.push(json!({"id": cid, "title": title, "shared_traces": shared}));
+    }
+
+    let (start, until, width) = trend_window(&filter);
+    let mut trend_counts: HashMap<i64, i64> = HashMap::new();
+    for e in &events {
+        if e.timestamp_ms >= start && e.timestamp_ms < until {
+            *trend_counts
+                .entry(e.timestamp_ms.div_euclid(width))
+                .or_default() += 1;
+        }
+    }
+    let changes: Vec<Value> = state
+        .store
+        .cluster_changes(&id)
+        .await?
+        .into_iter()
+        .map(|(at, c)| json!({"at": format_ms(at), "kind": c.kind, "others": c.others}))
+        .collect();
+    let count: i64 = groups.iter().map(|g| g.count).sum();
+    Ok(Json(json!({
+        "id": id,
+        "project_id": rep.project_id,
+        "title": if matches!(suggestion.source, panicle_rules::SuggestionSource::Rule { .. }) { suggestion.title.clone() } else { rep.template.clone() },
+        "message": message,
+        "platform": rep.platform,
+        "kind": rep.kind,
+        "count": count,
+        "group_count": groups.len(),
+        "first_seen": format_ms(groups.iter().map(|g| g.first_seen_ms).min().unwrap_or(0)),
+        "last_seen": format_ms(groups.iter().map(|g| g.last_seen_ms).max().unwrap_or(0)),
+        "first_release": first_group.first_release,
+        "culprit": culprit.as_ref().map(|(c, _)| c),
+        "common_path": culprit.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
+        "suggestion": suggestion,
+        "representative": {
+            "event_id": events.get(rep_index).map(|e| e.event_id.clone()),
+            "frames": rep_payload["frames"].clone(),
+        },
+        "groups": members,
+        "merged_because": common.unwrap_or_default(),
+        "where": {
+            "services": dist_json(&d_services),
+            "releases": dist_json(&d_releases),
+            "environments": dist_json(&d_envs),
+            "pods": dist_json(&d_pods),
+            "nodes": dist_json(&d_nodes),
+            "routes": dist_json(&d_routes),
+        },
+        "confined": confined,
+        "regression": regression.map(|r| json!({
+            "release": r.release,
+            "previous_release": r.previous_release,
+            "after_quiet_days": (r.quiet_ms as f64 / DAY_MS as f64 * 10.0).round() / 10.0,
+            "at": format_ms(r.at_ms),
+        })),
+        "traces": traces,
+        "related": related,
+        "trend": trend_points(&trend_counts, start, width),
+        "changes": changes,
+        "events_considered": total,
+    })))
+}
+
+pub async fn cluster_events(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let groups = load_cluster(&state, &id).await?;
+    let q = EventQuery {
+        project_id: p.project,
+        group_ids: Some(groups.into_iter().map(|g| g.id).collect()),
+        service: p.service.clone(),
+        environment: p.environment.clone(),
+        release: p.release.clone(),
+        since_ms: p.since_ms()?,
+        until_ms: p.until_ms()?,
+        limit: p.limit()?,
+        cursor: p.cursor()?,
+    };
+    let page = state.store.list_events(&q).await?;
+    Ok(Json(page_json(&page, |e| {
+        let mut v = event_json(e);
+        v["trace_url"] = json!(trace_url(&state, e.trace_id.as_deref()));
+        v
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct HeatmapParams {
+    pub bucket: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+fn parse_bucket(s: &str) -> Option<Bucket> {
+    if s == "hour_of_day" {
+        return Some(Bucket::HourOfDay);
+    }
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = n.parse().ok().filter(|n| *n > 0)?;
+    let ms = match unit {
+        "m" => 60_000,
+        "h" => HOUR_MS,
+        "d" => DAY_MS,
+        _ => return None,
+    };
+    Some(Bucket::Every(n * ms))
+}
+
+fn heatmap_json(h: &attribution::Heatmap, bucket: Bucket) -> Value {
+    let times: Vec<Value> = h
+        .times
+        .iter()
+        .map(|t| match bucket {
+            Bucket::HourOfDay => json!(format!("{t:02}:00")),
+            Bucket::Every(_) => json!(format_ms(*t)),
+        })
+        .collect();
+    json!({"times": times, "depths": h.depths, "cells": h.cells, "max": h.max})
+}
+
+pub async fn cluster_heatmap(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+    Query(p): Query<HeatmapParams>,
+) -> Result<Json<Value>, ApiError> {
+    let groups = load_cluster(&state, &id).await?;
+    let bucket_name = p.bucket.clone().unwrap_or_else(|| "1h".into());
+    let bucket = parse_bucket(&bucket_name).ok_or_else(|| ApiError::BadParam {
+        name: "bucket",
+        message: format!("`{bucket_name}`: use e.g. 15m, 1h, 1d or hour_of_day"),
+    })?;
+    let until = parse_time("until", p.until.as_deref())?.unwrap_or_else(now_ms);
+    let since = parse_time("since", p.since.as_deref())?.unwrap_or(until - 7 * DAY_MS);
+    if since >= until {
+        return Err(ApiError::BadParam {
+            name: "since",
+            message: "must be before until".into(),
+        });
+    }
+    let filter = EventFilter {
+        project_id: Some(groups[0].project_id),
+        since_ms: Some(since),
+        until_ms: Some(until),
+        ..EventFilter::default()
+    };
+    let cluster_points = state.store.depth_time_counts(&filter, Some(&id)).await?;
+    let project_points = state.store.depth_time_counts(&filter, None).await?;
+    let h = attribution::heatmap(&cluster_points, bucket, since, until);
+    let ph = attribution::heatmap(&project_points, bucket, since, until);
+    let mut out = heatmap_json(&h, bucket);
+    out["bucket"] = json!(bucket_name);
+    out["project"] = heatmap_json(&ph, bucket);
+    Ok(Json(out))
+}
+
+pub async fn cluster_paths(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    load_cluster(&state, &id).await?;
+    let filter = event_filter(&p, None)?;
+    let events = state
+        .store
+        .cluster_events(Some(&id), &filter, ATTRIBUTION_EVENTS)
+        .await?;
+    let facts: Vec<EventFacts> = events
+        .iter()
+        .map(|e| facts(e, &serde_json::from_str(&e.payload).unwrap_or(Value::Null)))
+        .collect();
+    Ok(Json(json!({"root": attribution::hot_paths(&facts)})))
+}
+
+pub async fn recompute(State(state): State<AppState>, _: Reader) -> Result<Json<Value>, ApiError> {
+    let report = state.job.run().await.map_err(|e| {
+        tracing::error!(error = %e, "clustering run failed");
+        ApiError::Job(e.to_string())
+    })?;
+    Ok(Json(json!(report)))
+}
+
+pub async fn list_projects(
+    State(state): State<AppState>,
+    _: Reader,
+) -> Result<Json<Value>, ApiError> {
+    let base = state.config.public_url.trim_end_matches('/').to_string();
+    let (scheme, host) = base.split_once("://").unwrap_or(("http", base.as_str()));
+    let items: Vec<Value> = state
+        .store
+        .projects()
+        .await?
+        .into_iter()
+        .map(|p| json!({"id": p.id, "name": p.name, "dsn": format!("{scheme}://{}@{host}/{}", p.ingest_key, p.id)}))
+        .collect();
+    Ok(Json(json!({"items": items})))
+}

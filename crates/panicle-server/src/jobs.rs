@@ -1,0 +1,210 @@
+//! The clustering job: DBSCAN over every project's group signatures, stable
+//! cluster ids, and between runs the attaching of new groups to the cluster
+//! of a core member within eps. The compute runs off the async runtime.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use panicle_cluster::{GroupLabel, GroupSignature, Params, attach, cluster, stabilize};
+use panicle_store::{ClusterChange, GroupAssignment, GroupRow, Store, StoreError};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("clustering failed: {0}")]
+    Cluster(#[from] panicle_cluster::ClusterError),
+    #[error("the clustering task stopped: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What one run did, for the API and the log.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// False when another replica held the lock and this one skipped.
+    pub ran: bool,
+    pub projects: usize,
+    pub groups: usize,
+    pub clusters: usize,
+    pub merges: usize,
+    pub splits: usize,
+    pub millis: u128,
+}
+
+pub struct ClusterJob {
+    store: Store,
+    params: Params,
+    /// One run (or attach) at a time in this process; replicas coordinate
+    /// through the store's advisory lock.
+    running: Mutex<()>,
+}
+
+fn signature(g: &GroupRow) -> GroupSignature {
+    GroupSignature::new(g.frames.clone(), Some(g.template.clone()))
+}
+
+fn cluster_key(id: u64) -> String {
+    id.to_string()
+}
+
+impl ClusterJob {
+    pub fn new(store: Store, params: Params) -> Arc<ClusterJob> {
+        Arc::new(ClusterJob {
+            store,
+            params,
+            running: Mutex::new(()),
+        })
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// A full run over every project.
+    pub async fn run(&self) -> Result<RunReport, JobError> {
+        let started = std::time::Instant::now();
+        let _local = self.running.lock().await;
+        let Some(lock) = self.store.try_job_lock().await? else {
+            return Ok(RunReport::default());
+        };
+        let result = self.run_locked().await;
+        lock.release().await;
+        let mut report = result?;
+        report.ran = true;
+        report.millis = started.elapsed().as_millis();
+        tracing::info!(
+            groups = report.groups,
+            clusters = report.clusters,
+            merges = report.merges,
+            splits = report.splits,
+            millis = report.millis,
+            "clustering run done"
+        );
+        Ok(report)
+    }
+
+    async fn run_locked(&self) -> Result<RunReport, JobError> {
+        let mut report = RunReport::default();
+        for project in self.store.projects().await? {
+            let groups = self.store.all_groups(Some(project.id)).await?;
+            if groups.is_empty() {
+                continue;
+            }
+            report.projects += 1;
+            report.groups += groups.len();
+            let sigs: Vec<GroupSignature> = groups.iter().map(signature).collect();
+            let counts: Vec<u64> = groups.iter().map(|g| g.count.max(1) as u64).collect();
+            let params = self.params;
+            let clustering =
+                tokio::task::spawn_blocking(move || cluster(&sigs, &counts, &params)).await??;
+            let previous: HashMap<String, u64> = groups
+                .iter()
+                .filter_map(|g| Some((g.id.clone(), g.cluster_id.as_deref()?.parse().ok()?)))
+                .collect();
+            let labels: Vec<GroupLabel<String>> = groups
+                .iter()
+                .zip(&clustering.labels)
+                .map(|(g, &label)| GroupLabel {
+                    group: g.id.clone(),
+                    label,
+                    count: g.count.max(1) as u64,
+                })
+                .collect();
+            // A block of fresh ids, so an attach on another replica never mints the same one.
+            let first_fresh = self.store.reserve_cluster_ids(groups.len() as u64).await?;
+            let assigned = stabilize(&previous, &labels, first_fresh);
+            let assignments: Vec<GroupAssignment> = groups
+                .iter()
+                .zip(&assigned.clusters)
+                .zip(&clustering.core)
+                .map(|((g, &c), &core)| GroupAssignment {
+                    group_id: g.id.clone(),
+                    cluster_id: cluster_key(c),
+                    core,
+                })
+                .collect();
+            let mut changes: Vec<ClusterChange> = assigned
+                .merges
+                .iter()
+                .map(|m| ClusterChange {
+                    kind: "merge".into(),
+                    cluster_id: cluster_key(m.into),
+                    others: m.from.iter().map(|&c| cluster_key(c)).collect(),
+                })
+                .collect();
+            changes.extend(assigned.splits.iter().map(|s| ClusterChange {
+                kind: "split".into(),
+                cluster_id: cluster_key(s.from),
+                others: s.into.iter().map(|&c| cluster_key(c)).collect(),
+            }));
+            let mut distinct: Vec<u64> = assigned.clusters.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            report.clusters += distinct.len();
+            report.merges += assigned.merges.len();
+            report.splits += assigned.splits.len();
+            self.store
+                .save_clustering(project.id, &assignments, assigned.next_id, &changes)
+                .await?;
+        }
+        Ok(report)
+    }
+
+    /// Puts each group without a cluster into the cluster of its nearest core
+    /// member within eps, or into a new cluster of its own: every group is
+    /// in exactly one cluster between runs too.
+    pub async fn attach_new(&self, project_id: i64) -> Result<usize, JobError> {
+        let _local = self.running.lock().await;
+        let loose = self.store.loose_groups(project_id).await?;
+        if loose.is_empty() {
+            return Ok(0);
+        }
+        let cores: Vec<(GroupSignature, String)> = self
+            .store
+            .core_groups(project_id)
+            .await?
+            .iter()
+            .filter_map(|g| Some((signature(g), g.cluster_id.clone()?)))
+            .collect();
+        let loose_sigs: Vec<(String, GroupSignature)> =
+            loose.iter().map(|g| (g.id.clone(), signature(g))).collect();
+        let params = self.params;
+        let found = tokio::task::spawn_blocking(move || {
+            loose_sigs
+                .into_iter()
+                .map(|(id, sig)| {
+                    let hit = attach(&sig, cores.iter().map(|(s, c)| (s, c.as_str())), &params)?
+                        .map(|(c, _)| c.to_string());
+                    Ok((id, hit))
+                })
+                .collect::<Result<Vec<_>, panicle_cluster::ClusterError>>()
+        })
+        .await??;
+        for (group_id, hit) in &found {
+            let cluster_id = match hit {
+                Some(c) => c.clone(),
+                None => cluster_key(self.store.reserve_cluster_ids(1).await?),
+            };
+            self.store.set_group_cluster(group_id, &cluster_id).await?;
+        }
+        Ok(found.len())
+    }
+
+    /// Runs the job every `interval` until the process ends.
+    pub fn spawn_interval(self: &Arc<Self>, interval: Duration) {
+        let job = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = job.run().await {
+                    tracing::warn!(error = %e, "clustering run failed; will retry next interval");
+                }
+            }
+        });
+    }
+}
