@@ -70,12 +70,16 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct SignIn {
     pub token: String,
 }
 
 /// `POST /api/v1/session {"token": "…"}`: checks the token, sets the cookie.
+#[utoipa::path(post, path = "/api/v1/session", tag = "session",
+    request_body(content = SignIn, description = "An API token"),
+    responses((status = 200, description = "Signed in; sets the HttpOnly session cookie", body = Object),
+              (status = 401, description = "Unknown token", body = crate::openapi::ErrorBody)))]
 pub async fn sign_in(
     axum::extract::State(state): axum::extract::State<AppState>,
     axum::Json(body): axum::Json<SignIn>,
@@ -99,6 +103,8 @@ pub async fn sign_in(
 }
 
 /// `DELETE /api/v1/session`: clears the cookie.
+#[utoipa::path(delete, path = "/api/v1/session", tag = "session",
+    responses((status = 200, description = "Session cookie cleared", body = Object)))]
 pub async fn sign_out() -> axum::response::Response {
     use axum::response::IntoResponse;
     (
@@ -112,6 +118,9 @@ pub async fn sign_out() -> axum::response::Response {
 }
 
 /// `GET /api/v1/session`: 200 when the caller is signed in, 401 otherwise.
+#[utoipa::path(get, path = "/api/v1/session", tag = "session",
+    responses((status = 200, description = "Signed in", body = Object),
+              (status = 401, description = "Not signed in", body = crate::openapi::ErrorBody)))]
 pub async fn whoami(_: Reader) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"signed_in": true}))
 }

@@ -30,7 +30,8 @@ const TREND_BUCKETS: i64 = 24;
 
 /// The list's query. Not `#[serde(flatten)]` over [`ListParams`]: flattened
 /// query strings lose their number types.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ClusterListParams {
     pub project: Option<i64>,
     pub service: Option<String>,
@@ -120,6 +121,10 @@ fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value
         .collect()
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", params(ClusterListParams),
+    responses((status = 200, description = "Clusters with title, counts, trend, services, suggestion; `{items, next_cursor, total}`", body = Object),
+              (status = 400, description = "Bad parameter", body = crate::openapi::ErrorBody),
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 pub async fn list_clusters(
     State(state): State<AppState>,
     _: Reader,
@@ -297,6 +302,10 @@ async fn load_cluster(state: &AppState, id: &str) -> Result<Vec<GroupRow>, ApiEr
     Ok(groups)
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters",
+    params(("id" = String, Path, description = "Cluster id"), ListParams),
+    responses((status = 200, description = "Culprit, common path, groups and why merged, where, confinement, regression, traces, related clusters, trend, fix suggestion", body = Object),
+              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
 pub async fn get_cluster(
     State(state): State<AppState>,
     _: Reader,
@@ -500,6 +509,10 @@ pub async fn get_cluster(
     })))
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters/{id}/events", tag = "clusters",
+    params(("id" = String, Path, description = "Cluster id"), ListParams),
+    responses((status = 200, description = "Events of the cluster, newest first, with trace links; `{items, next_cursor}`", body = Object),
+              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_events(
     State(state): State<AppState>,
     _: Reader,
@@ -526,8 +539,10 @@ pub async fn cluster_events(
     })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HeatmapParams {
+    /// `15m`, `1h` (default), `1d`, … or `hour_of_day`.
     pub bucket: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
@@ -560,6 +575,11 @@ fn heatmap_json(h: &attribution::Heatmap, bucket: Bucket) -> Value {
     json!({"times": times, "depths": h.depths, "cells": h.cells, "max": h.max})
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters/{id}/heatmap", tag = "clusters",
+    params(("id" = String, Path, description = "Cluster id"), HeatmapParams),
+    responses((status = 200, description = "Call depth × time counts of the cluster and of the whole project: `{bucket, times, depths, cells, max, project}`", body = Object),
+              (status = 400, description = "Bad bucket or range", body = crate::openapi::ErrorBody),
+              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_heatmap(
     State(state): State<AppState>,
     _: Reader,
@@ -596,6 +616,10 @@ pub async fn cluster_heatmap(
     Ok(Json(out))
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters/{id}/paths", tag = "clusters",
+    params(("id" = String, Path, description = "Cluster id"), ListParams),
+    responses((status = 200, description = "Tree of in-app call paths with event counts: `{root: {function, count, children}}`", body = Object),
+              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_paths(
     State(state): State<AppState>,
     _: Reader,
@@ -615,6 +639,9 @@ pub async fn cluster_paths(
     Ok(Json(json!({"root": attribution::hot_paths(&facts)})))
 }
 
+#[utoipa::path(post, path = "/api/v1/clusters/recompute", tag = "clusters",
+    responses((status = 200, description = "Run report: `{ran, projects, groups, clusters, merges, splits, millis}`", body = Object),
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 pub async fn recompute(State(state): State<AppState>, _: Reader) -> Result<Json<Value>, ApiError> {
     let report = state.job.run().await.map_err(|e| {
         tracing::error!(error = %e, "clustering run failed");
@@ -623,6 +650,8 @@ pub async fn recompute(State(state): State<AppState>, _: Reader) -> Result<Json<
     Ok(Json(json!(report)))
 }
 
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+    responses((status = 200, description = "Projects with their DSNs: `{items: [{id, name, dsn}]}`", body = Object)))]
 pub async fn list_projects(
     State(state): State<AppState>,
     _: Reader,

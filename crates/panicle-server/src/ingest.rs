@@ -17,6 +17,13 @@ use serde_json::json;
 use crate::auth::IngestProject;
 use crate::{ApiError, AppState};
 
+#[utoipa::path(post, path = "/api/v1/events", tag = "ingest",
+    request_body(content = Object, description = "One schema-v1 event or an array of them; `Content-Encoding: gzip` accepted"),
+    responses((status = 202, description = "Accepted: `{accepted: [ids], stored: n}`; resent ids are stored once", body = Object),
+              (status = 400, description = "Invalid JSON or field (named)", body = crate::openapi::ErrorBody),
+              (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody),
+              (status = 413, description = "Body over the limit, before or after gzip", body = crate::openapi::ErrorBody)),
+    security(("ingest_key" = [])))]
 pub async fn post_events(
     State(state): State<AppState>,
     project: Result<IngestProject, ApiError>,
@@ -148,7 +155,8 @@ pub fn to_new_event(decoded: Decoded) -> NewEvent {
 }
 
 /// Metadata a log shipper adds to raw crash text.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TextParams {
     pub service: Option<String>,
     pub release: Option<String>,
@@ -165,6 +173,12 @@ pub struct TextParams {
 
 /// `POST /api/v1/events/text`: raw crash text (a Rust panic or a Go
 /// panic/fatal error dump) in the body, metadata in the query.
+#[utoipa::path(post, path = "/api/v1/events/text", tag = "ingest", params(TextParams),
+    request_body(content = String, description = "Raw crash text: a Rust panic or a Go panic / fatal error dump", content_type = "text/plain"),
+    responses((status = 202, description = "Accepted: `{accepted: [id], stored: n}`", body = Object),
+              (status = 400, description = "No crash found in the text", body = crate::openapi::ErrorBody),
+              (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody)),
+    security(("ingest_key" = [])))]
 pub async fn post_text(
     State(state): State<AppState>,
     project: Result<IngestProject, ApiError>,

@@ -13,6 +13,7 @@ mod error;
 mod ingest;
 pub mod jobs;
 mod metrics;
+pub mod openapi;
 mod read;
 mod web;
 
@@ -20,12 +21,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::get;
 use jobs::ClusterJob;
 use panicle_cluster::Params;
 use panicle_rules::RuleSet;
 use panicle_store::Store;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -69,37 +73,41 @@ pub struct AppState {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(read::readyz))
-        .route("/metrics", get(metrics::render))
-        .route(
-            "/api/v1/events",
-            post(ingest::post_events).get(read::list_events),
-        )
-        .route("/api/v1/events/text", post(ingest::post_text))
-        .route("/api/v1/events/{id}", get(read::get_event))
-        .route(
-            "/api/v1/session",
-            post(auth::sign_in).get(auth::whoami).delete(auth::sign_out),
-        )
-        .route("/api/v1/groups", get(read::list_groups))
-        .route("/api/v1/groups/{id}", get(read::get_group))
-        .route("/api/v1/projects", get(clusters::list_projects))
-        .route("/api/v1/clusters", get(clusters::list_clusters))
-        .route("/api/v1/clusters/recompute", post(clusters::recompute))
-        .route("/api/v1/clusters/{id}", get(clusters::get_cluster))
-        .route(
-            "/api/v1/clusters/{id}/events",
-            get(clusters::cluster_events),
-        )
-        .route(
-            "/api/v1/clusters/{id}/heatmap",
-            get(clusters::cluster_heatmap),
-        )
-        .route("/api/v1/clusters/{id}/paths", get(clusters::cluster_paths))
-        .fallback(web::fallback)
-        .with_state(state)
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(read::readyz))
+        .routes(routes!(metrics::render))
+        .routes(routes!(ingest::post_events, read::list_events))
+        .routes(routes!(ingest::post_text))
+        .routes(routes!(read::get_event))
+        .routes(routes!(auth::sign_in, auth::whoami, auth::sign_out))
+        .routes(routes!(read::list_groups))
+        .routes(routes!(read::get_group))
+        .routes(routes!(clusters::list_projects))
+        .routes(routes!(clusters::list_clusters))
+        .routes(routes!(clusters::recompute))
+        .routes(routes!(clusters::get_cluster))
+        .routes(routes!(clusters::cluster_events))
+        .routes(routes!(clusters::cluster_heatmap))
+        .routes(routes!(clusters::cluster_paths))
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    api.route(
+        "/api/v1/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .fallback(web::fallback)
+    .with_state(state)
+}
+
+/// The process is up (the database may not be: see `/readyz`).
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// Binds and serves until `shutdown` resolves.

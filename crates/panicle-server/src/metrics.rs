@@ -86,6 +86,8 @@ impl Default for Metrics {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

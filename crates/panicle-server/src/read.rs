@@ -16,15 +16,21 @@ pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 
 /// Filters shared by the list endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Project id.
     pub project: Option<i64>,
     pub service: Option<String>,
     pub environment: Option<String>,
     pub release: Option<String>,
+    /// RFC 3339 or epoch milliseconds (inclusive).
     pub since: Option<String>,
+    /// RFC 3339 or epoch milliseconds (exclusive).
     pub until: Option<String>,
+    /// Page size, 1–500 (default 50).
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -126,6 +132,9 @@ pub fn page_json<T>(page: &Page<T>, f: impl Fn(&T) -> Value) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "The database answers", body = Object),
+              (status = 503, description = "The database does not answer", body = crate::openapi::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
@@ -141,6 +150,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(ListParams),
+    responses((status = 200, description = "Events, newest first: `{items, next_cursor}`", body = Object),
+              (status = 400, description = "Bad parameter or cursor", body = crate::openapi::ErrorBody),
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 pub async fn list_events(
     State(state): State<AppState>,
     _: Reader,
@@ -161,11 +174,17 @@ pub async fn list_events(
     Ok(Json(page_json(&page, event_json)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ProjectParam {
+    /// Narrows to one project when ids collide across projects.
     pub project: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
+    params(("id" = String, Path, description = "Event id"), ProjectParam),
+    responses((status = 200, description = "The stored columns plus `event`, the whole event as received", body = Object),
+              (status = 404, description = "No such event", body = crate::openapi::ErrorBody)))]
 pub async fn get_event(
     State(state): State<AppState>,
     _: Reader,
@@ -182,6 +201,9 @@ pub async fn get_event(
     Ok(Json(out))
 }
 
+#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", params(ListParams),
+    responses((status = 200, description = "Groups (same fingerprint), most recently seen first: `{items, next_cursor}`", body = Object),
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 pub async fn list_groups(
     State(state): State<AppState>,
     _: Reader,
@@ -198,6 +220,10 @@ pub async fn list_groups(
     Ok(Json(page_json(&page, group_json)))
 }
 
+#[utoipa::path(get, path = "/api/v1/groups/{id}", tag = "groups",
+    params(("id" = String, Path, description = "Group id")),
+    responses((status = 200, description = "One group with count, first/last seen, cluster", body = Object),
+              (status = 404, description = "No such group", body = crate::openapi::ErrorBody)))]
 pub async fn get_group(
     State(state): State<AppState>,
     _: Reader,

@@ -200,4 +200,26 @@ panicle_store::backend_tests! {
         let (status, _) = get(format!("{}/api/v1/events/{id}?project={}", s.base, shop.id), Some(s.token.clone())).await;
         assert_eq!(status, 404);
     }
+
+    async fn raw_crash_text_is_ingested(db: &TestDb) {
+        let s = start(db, ServerConfig::default()).await;
+        let text = "goroutine 1 [running]:\nlevel=info msg=ok\nfatal error: concurrent map writes\n\ngoroutine 6 [running]:\nmain.reserve(0x1)\n\t/src/app/main.go:14 +0x2d\ncreated by main.main in goroutine 1\n\t/src/app/main.go:25 +0x5e\n\ngoroutine 1 [semacquire]:\nsync.runtime_Semacquire(0xc0000120c8)\n\t/usr/lib/go/src/runtime/sema.go:62 +0x25\nmain.main()\n\t/src/app/main.go:28 +0x95\nexit status 2\n";
+        let url = format!("{}/api/v1/events/text?service=inventory&pod=inv-1&release=inventory@2.0", s.base);
+        let (status, body) = post(url.clone(), vec![("X-Panicle-Key", s.key.clone())], text.as_bytes().to_vec()).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["accepted"][0].as_str().unwrap().to_string();
+        let (_, one) = get(format!("{}/api/v1/events/{id}", s.base), Some(s.token.clone())).await;
+        assert_eq!(one["platform"], "go");
+        assert_eq!(one["kind"], "fatal");
+        assert_eq!(one["message"], "concurrent map writes");
+        assert_eq!(one["service"], "inventory");
+        assert_eq!(one["pod"], "inv-1");
+        assert_eq!(one["release"], "inventory@2.0");
+        assert_eq!(one["event"]["frames"][0]["function"], "main.reserve");
+
+        let (status, err) = post(url.clone(), vec![("X-Panicle-Key", s.key.clone())], b"all good here\n".to_vec()).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (400, Some("no_crash_found")));
+        let (status, _) = post(url, vec![], text.as_bytes().to_vec()).await;
+        assert_eq!(status, 401);
+    }
 }
