@@ -102,9 +102,9 @@ export function heatmap(data, { caption = 'Events by stack depth and time' } = {
   const left = 56;
   const top = 8;
   const bottom = 34;
-  const cw = Math.max(10, Math.min(40, Math.floor(960 / times.length)));
+  const cw = Math.max(10, Math.min(44, Math.floor(1100 / times.length)));
   const ch = Math.max(14, Math.min(26, Math.floor(260 / depths.length)));
-  const width = left + cw * times.length + 8;
+  const width = left + cw * times.length + 64;
   const height = top + ch * depths.length + bottom;
   const bounds = heatSteps(max);
   const svg = s('svg', {

@@ -214,7 +214,7 @@ fn dashboard_in_headless_chromium() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(TestDb::new(Backend::Sqlite));
     let empty_db = rt.block_on(TestDb::new(Backend::Sqlite));
-    let env = [("PANICLE_TRACE_URL", TRACE_URL_TEMPLATE)];
+    let env = [("PANICLE_TRACE_URL_TEMPLATE", TRACE_URL_TEMPLATE)];
     let server = Server::start_with(&db.url, &env);
     let empty = Server::start_with(&empty_db.url, &env);
 
