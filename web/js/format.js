@@ -61,3 +61,12 @@ export function place(file, line, column) {
   if (line && column) out += `:${column}`;
   return out;
 }
+
+/**
+ * Rule text marks code with backticks; show those spans as <code>. Only text
+ * nodes are made, so this is safe for any input.
+ */
+export function withCode(text) {
+  const parts = String(text ?? '').split(/`([^`\n]+)`/);
+  return parts.map((p, i) => (i % 2 ? h('code', {}, p) : p)).filter((p) => p !== '');
+}

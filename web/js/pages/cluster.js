@@ -2,7 +2,7 @@
 
 import { h, replace } from '../dom.js';
 import { api, qs, ApiError, isMissingRoute } from '../api.js';
-import { num, ago, plural, growth, exact } from '../format.js';
+import { num, ago, plural, growth, exact, withCode } from '../format.js';
 import { heatmap, distribution, pathTree, sparkline } from '../charts.js';
 import { stack } from '../stack.js';
 import { section, codeBlock } from '../ui.js';
@@ -74,12 +74,13 @@ export async function clusterPage(ctx) {
 }
 
 function header(c, title) {
-  const services = Array.isArray(c.services) ? c.services : [];
+  // The detail carries services as a distribution; the list as names.
+  const services = Array.isArray(c.services) ? c.services : ((c.where && c.where.services) || []).map((s) => s.name).filter(Boolean);
   return h(
     'div',
     { class: 'page-head cluster-head' },
     h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/clusters' }, 'Clusters'), ' › ', h('span', {}, `Cluster ${c.id}`)),
-    h('h1', { class: 'cluster-title' }, title),
+    h('h1', { class: 'cluster-title' }, c.suggestion && title === c.suggestion.title ? withCode(title) : title),
     c.message && c.message !== title ? h('p', { class: 'message' }, c.message) : null,
     h(
       'div',
@@ -126,15 +127,15 @@ function suggestionPanel(c) {
   }
   box.append(
     h('div', { class: 'section-head' }, h('h2', {}, 'Fix suggestion'), sourceText(s.source)),
-    h('h3', { class: 'suggestion-title' }, s.title || ''),
+    h('h3', { class: 'suggestion-title' }, withCode(s.title || '')),
   );
-  if (s.why) box.append(h('h4', {}, 'Why it panics'), h('p', { class: 'prose' }, s.why));
-  if (s.how) box.append(h('h4', {}, 'How to fix'), h('p', { class: 'prose' }, s.how));
+  if (s.why) box.append(h('h4', {}, 'Why it panics'), h('p', { class: 'prose' }, withCode(s.why)));
+  if (s.how) box.append(h('h4', {}, 'How to fix'), h('p', { class: 'prose' }, withCode(s.how)));
   if (s.code) box.append(codeBlock(s.code, 'the suggested code'));
   const caught = Array.isArray(s.caught_by) ? s.caught_by : [];
-  if (caught.length) box.append(h('h4', {}, 'What would have caught it'), h('ul', { class: 'caught' }, caught.map((x) => h('li', {}, typeof x === 'string' ? x : JSON.stringify(x)))));
+  if (caught.length) box.append(h('h4', {}, 'What would have caught it'), h('ul', { class: 'caught' }, caught.map((x) => h('li', {}, typeof x === 'string' ? withCode(x) : JSON.stringify(x)))));
   const because = Array.isArray(s.because) ? s.because : [];
-  if (because.length) box.append(h('h4', {}, 'Evidence'), h('ul', { class: 'because' }, because.map((x) => h('li', {}, typeof x === 'string' ? x : JSON.stringify(x)))));
+  if (because.length) box.append(h('h4', {}, 'Evidence'), h('ul', { class: 'because' }, because.map((x) => h('li', {}, typeof x === 'string' ? withCode(x) : JSON.stringify(x)))));
   const links = Array.isArray(s.links) ? s.links : [];
   if (links.length) box.append(h('h4', {}, 'Read more'), h('ul', { class: 'links' }, links.map(linkItem)));
   return box;
@@ -334,15 +335,30 @@ function tracesPanel(c) {
     box.append(h('p', { class: 'muted' }, 'No event carried a trace id. The SDK picks it up from the current OpenTelemetry span.'));
     return box;
   }
-  box.append(
-    h(
-      'ul',
-      { class: 'trace-list' },
-      traces.map((t) =>
-        h('li', {}, traceCell(t.trace_id, t.url), ' ', h('span', { class: 'muted small', title: exact(t.timestamp) }, ago(t.timestamp)), t.event_id ? [' · ', h('a', { href: `/events/${encodeURIComponent(t.event_id)}`, class: 'small' }, 'event')] : null),
+  const SHOWN = 6;
+  const list = h(
+    'ul',
+    { class: 'trace-list' },
+    traces.map((t, i) =>
+      h(
+        'li',
+        { hidden: i >= SHOWN },
+        traceCell(t.trace_id, t.url),
+        ' ',
+        h('span', { class: 'muted small', title: exact(t.timestamp) }, ago(t.timestamp)),
+        t.event_id ? [' · ', h('a', { href: `/events/${encodeURIComponent(t.event_id)}`, class: 'small' }, 'event')] : null,
       ),
     ),
   );
+  box.append(list);
+  if (traces.length > SHOWN) {
+    const more = h('button', { type: 'button', class: 'link-button small' }, `Show all ${traces.length} traces`);
+    more.addEventListener('click', () => {
+      for (const li of list.children) li.hidden = false;
+      more.remove();
+    });
+    box.append(more);
+  }
   return box;
 }
 

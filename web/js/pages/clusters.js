@@ -3,7 +3,7 @@
 
 import { h } from '../dom.js';
 import { api, qs, isMissingRoute } from '../api.js';
-import { num, ago, growth, plural } from '../format.js';
+import { num, ago, growth, plural, withCode } from '../format.js';
 import { sparkline } from '../charts.js';
 import { firstRun } from '../ui.js';
 
@@ -30,12 +30,19 @@ export function sinceFor(query) {
   return range && range[2] ? new Date(Date.now() - range[2]).toISOString() : '';
 }
 
-/** Distinct values seen in recent events, for the filter suggestions. */
+let facetCache = null;
+
+/**
+ * Distinct values seen in the latest 500 events, for the filter suggestions;
+ * kept for a minute so paging and filtering do not ask again.
+ */
 async function facets(signal) {
+  if (facetCache && Date.now() - facetCache.at < 60e3) return facetCache.value;
   try {
     const res = await api('/events?limit=500', { signal });
     const out = { service: new Set(), environment: new Set(), release: new Set() };
     for (const e of res.items || []) for (const k of Object.keys(out)) if (e[k]) out[k].add(e[k]);
+    facetCache = { at: Date.now(), value: out };
     return out;
   } catch (e) {
     if (e.name === 'AbortError' || e.status === 401) throw e;
@@ -222,7 +229,7 @@ function clusterTable(items, q) {
       h(
         'td',
         { class: 'cl-title' },
-        h('a', { href: `/clusters/${encodeURIComponent(c.id)}`, class: 'cluster-link' }, title),
+        h('a', { href: `/clusters/${encodeURIComponent(c.id)}`, class: 'cluster-link' }, c.suggestion && title === c.suggestion.title ? withCode(title) : title),
         c.suggestion ? h('span', { class: 'tag fix', title: 'a fix is suggested' }, 'fix') : null,
         culprit && culprit !== title ? h('div', { class: 'culprit' }, h('code', {}, culprit)) : null,
         (c.message || c.title) && (c.message || c.title) !== title ? h('div', { class: 'message muted' }, c.message || c.title) : null,

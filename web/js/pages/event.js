@@ -57,7 +57,9 @@ export async function eventPage(ctx) {
   const traceLink = traceId
     ? ev.trace_url
       ? h('a', { href: ev.trace_url, class: 'trace-link', target: '_blank', rel: 'noopener noreferrer' }, 'Open trace ↗')
-      : h('span', { class: 'muted small' }, 'no trace viewer configured')
+      : 'trace_url' in ev
+        ? h('span', { class: 'muted small', title: 'set PANICLE_TRACE_URL_TEMPLATE, e.g. https://jaeger.example/trace/{trace_id}' }, 'no trace viewer configured')
+        : null
     : null;
 
   const head = h(
