@@ -2,7 +2,6 @@
 
 mod cluster;
 mod run;
-mod send;
 
 use std::net::SocketAddr;
 

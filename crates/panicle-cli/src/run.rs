@@ -60,13 +60,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .into_iter()
             .map(|c| to_event(c, &args, status))
             .collect();
-        match &args.dsn {
-            Some(dsn) => deliver(dsn, &events),
-            None => eprintln!(
-                "panicle: {} crash(es) seen but PANICLE_DSN is not set: nothing sent",
-                events.len()
-            ),
-        }
+        deliver(args.dsn.as_ref(), &events);
     }
     Ok(code)
 }
@@ -169,16 +163,66 @@ fn truncate(s: &str, max: usize) -> String {
     s[..cut].to_string()
 }
 
-/// Sends the crash events; a failure is reported, never fatal to the exit code.
-fn deliver(dsn: &Dsn, events: &[Event]) {
-    match crate::send::send_batch(dsn, events, Duration::from_secs(10)) {
-        Ok(()) => {}
+/// Spools the crash events like the SDK does (one file each, written
+/// atomically), then drains the spool to the server. What cannot be sent now
+/// stays for the next run or `panicle spool send`. Never fatal to the exit code.
+fn deliver(dsn: Option<&Dsn>, events: &[Event]) {
+    let service = events
+        .first()
+        .and_then(|e| e.resource_str("service.name"))
+        .map(str::to_string);
+    let dir = panicle::spool::default_spool_dir(service.as_deref());
+    let spool = match panicle::spool::Spool::open(&dir, false, SPOOL_MAX_BYTES, SPOOL_MAX_FILES) {
+        Ok(spool) => spool,
+        Err(e) => {
+            eprintln!(
+                "panicle: spool unavailable ({e}); {} crash event(s) not kept",
+                events.len()
+            );
+            return;
+        }
+    };
+    for event in events {
+        let written = serde_json::to_vec(event)
+            .map_err(|e| e.to_string())
+            .and_then(|json| {
+                spool
+                    .write(&event.event_id, &json)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            eprintln!(
+                "panicle: could not spool crash event {}: {e}",
+                event.event_id
+            );
+        }
+    }
+    let Some(dsn) = dsn else {
+        eprintln!(
+            "panicle: PANICLE_DSN is not set: {} crash event(s) kept in {} (ship them with `panicle spool send`)",
+            events.len(),
+            dir.display()
+        );
+        return;
+    };
+    match panicle::spool::send_dir(&dir, dsn, SEND_BUDGET) {
+        Ok(report) if report.remaining == 0 => {}
+        Ok(report) => eprintln!(
+            "panicle: {} event(s) not delivered yet, kept in {}",
+            report.remaining,
+            dir.display()
+        ),
         Err(e) => eprintln!(
-            "panicle: could not send {} crash event(s): {e:#}",
-            events.len()
+            "panicle: could not send spooled events from {}: {e}",
+            dir.display()
         ),
     }
 }
+
+const SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const SPOOL_MAX_FILES: u64 = 10_000;
+/// How long the wrapper may delay its own exit to deliver.
+const SEND_BUDGET: Duration = Duration::from_secs(5);
 
 /// Forwards SIGTERM, SIGINT and SIGHUP to the child while it runs.
 #[cfg(unix)]

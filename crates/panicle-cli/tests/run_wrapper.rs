@@ -53,6 +53,7 @@ fn go_concurrent_map_writes_is_captured() {
     let out = Command::new(PANICLE)
         .args(["run", "--dsn", &server.dsn, "--service", "inventory", "--"])
         .arg(&bin)
+        .env("PANICLE_SPOOL_DIR", dir.path().join("spool"))
         .env("POD_NAME", "inventory-5c7d")
         .env("NODE_NAME", "node-7")
         .output()
@@ -131,9 +132,16 @@ fn rust_binary_without_sdk_is_captured() {
         .args(["run", "--dsn", &server.dsn, "--"])
         .arg(&bin)
         .env("RUST_BACKTRACE", "1")
+        .env("PANICLE_SPOOL_DIR", dir.path().join("spool"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(101));
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert!(left.is_empty(), "an acknowledged event leaves the spool");
     assert!(String::from_utf8_lossy(&out.stdout).contains("billing starting"));
 
     let full = only_event(&server);
@@ -161,6 +169,31 @@ fn rust_binary_without_sdk_is_captured() {
         top_app["function"].as_str().unwrap().contains("lookup"),
         "{top_app}"
     );
+}
+
+#[test]
+fn crash_with_server_down_stays_in_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    // Nothing listens on port 9 of loopback: delivery fails, the event stays.
+    let out = Command::new(PANICLE)
+        .args(["run", "--dsn", "http://k@127.0.0.1:9/1", "--service", "svc", "--", "sh", "-c"])
+        .arg("echo 'panic: boom' >&2; echo >&2; echo 'goroutine 1 [running]:' >&2; echo 'main.main()' >&2; printf '\\t/app/main.go:5 +0x1d\\n' >&2; exit 2")
+        .env("PANICLE_SPOOL_DIR", &spool)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let files: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    let event: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(files[0].path()).unwrap()).unwrap();
+    assert_eq!(event["message"], "boom");
+    assert_eq!(event["platform"], "go");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not delivered yet"));
 }
 
 #[test]

@@ -91,6 +91,22 @@ impl Server {
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
+    pub fn post(&self, path: &str) -> (u16, Value) {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        let mut resp = agent
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send(&b""[..])
+            .expect("POST");
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
     /// Polls `path` until `ready` holds on the JSON body, up to 20 s.
     pub fn wait_for(&self, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
