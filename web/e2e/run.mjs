@@ -224,12 +224,41 @@ if (hasClusters) {
     orderClusterHref = await page.locator('tr.cluster-row a.cluster-link').first().getAttribute('href');
   });
 
+  await step('pagination: next and previous pages by cursor, kept in the URL', async () => {
+    await page.goto(`${BASE_URL}/clusters?per_page=2&sort=events`);
+    await settled(page);
+    const first = await page.locator('tr.cluster-row').evaluateAll((rows) => rows.map((r) => r.dataset.id));
+    assert(first.length === 2, `2 rows on page 1, got ${first.length}`);
+    await page.click('nav.pager a[rel=next]');
+    await page.waitForURL((u) => !!u.searchParams.get('cursor'));
+    await settled(page);
+    const second = await page.locator('tr.cluster-row').evaluateAll((rows) => rows.map((r) => r.dataset.id));
+    assert(second.length >= 1 && !second.some((id) => first.includes(id)), `page 2 ${second} repeats page 1 ${first}`);
+    assert((await page.locator('nav.pager').innerText()).includes('Page 2'), 'page number');
+    await page.click('nav.pager a[rel=prev]');
+    await page.waitForURL((u) => !u.searchParams.get('cursor'));
+    await settled(page);
+    const again = await page.locator('tr.cluster-row').evaluateAll((rows) => rows.map((r) => r.dataset.id));
+    assert(JSON.stringify(again) === JSON.stringify(first), 'Previous returns to page 1');
+    await page.goto(`${BASE_URL}/clusters`);
+    await settled(page);
+  });
+
   await step('open a cluster: suggestion, culprit, stack with folded dependencies, heatmap, paths, where, groups, events', async () => {
-    await page.click('tr.cluster-row a.cluster-link');
+    await page.click(`tr.cluster-row a.cluster-link[href="${orderClusterHref}"]`);
     await page.waitForURL((u) => u.pathname === orderClusterHref);
     await settled(page);
     const text = await mainText(page);
     assert(text.includes('shop::orders::reserve'), 'culprit shown');
+    // The fix suggestion says what produced it.
+    const suggestion = page.locator('section.suggestion');
+    assert((await suggestion.locator('.suggestion-title').innerText()).trim().length > 0, 'suggestion title');
+    const source = await suggestion.locator('.source').innerText();
+    assert(/from rule \S+|derived from evidence/.test(source), `suggestion source: ${source}`);
+    assert((await suggestion.innerText()).includes('HOW TO FIX') || (await suggestion.innerText()).toLowerCase().includes('how to fix'), 'how to fix');
+    // Two call paths, one cluster: the groups and why they were merged.
+    assert((await page.locator('.groups tr.group-row').count()) === 2, 'two member groups');
+    assert((await page.locator('.merged-because').innerText()).includes('shop::orders::reserve'), 'merged because of the shared frames');
     // Stack: in-app frames marked, dependency frames folded until asked.
     const stackPanel = page.locator('.stack-panel');
     assert((await stackPanel.locator('.frame.in-app').count()) >= 1, 'in-app frames highlighted');

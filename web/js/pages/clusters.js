@@ -19,8 +19,14 @@ const SORTS = [
   ['events', 'Most events'],
   ['growth', 'Fastest growing'],
 ];
-const FILTERS = ['project', 'service', 'environment', 'release', 'range', 'q', 'sort'];
+const FILTERS = ['project', 'service', 'environment', 'release', 'range', 'q', 'sort', 'per_page'];
 const PAGE = 25;
+
+/** Rows per page: `per_page` in the URL (1 to 100), else 25. */
+function perPage(q) {
+  const n = Number.parseInt(q.get('per_page') || '', 10);
+  return Number.isFinite(n) ? Math.min(100, Math.max(1, n)) : PAGE;
+}
 const DEFAULT_RANGE = '7d';
 
 /** The API's `since` for a range name (or an explicit since in the URL). */
@@ -72,7 +78,7 @@ export async function clustersPage(ctx) {
     until: q.get('until'),
     q: q.get('q'),
     sort: q.get('sort') || 'last_seen',
-    limit: PAGE,
+    limit: perPage(q),
     cursor: q.get('cursor'),
   };
   const filtered = ['service', 'environment', 'release', 'q', 'since', 'until'].some((k) => q.get(k)) || (q.get('range') && q.get('range') !== 'all');
@@ -172,6 +178,7 @@ function filterForm(ctx, seen, projs) {
     field('release', 'Release', seen.release, 'any'),
     select('range', 'Time range', RANGES.map(([v, t]) => [v, t]), q.get('range') || DEFAULT_RANGE),
     select('sort', 'Sort by', SORTS, q.get('sort') || 'last_seen'),
+    q.get('per_page') ? h('input', { type: 'hidden', name: 'per_page', value: q.get('per_page') }) : null,
     h('div', { class: 'field actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'), h('a', { href: '/clusters', class: 'clear' }, 'Reset')),
   );
   const apply = () => {
@@ -287,7 +294,7 @@ function pager(q, next, shown) {
     const str = p.toString();
     return `/clusters${str ? `?${str}` : ''}`;
   };
-  const start = (pageNo - 1) * PAGE + 1;
+  const start = (pageNo - 1) * perPage(q) + 1;
   return h(
     'nav',
     { class: 'pager', 'aria-label': 'Pages' },
