@@ -100,7 +100,7 @@ export function heatmap(data, { caption = 'Events by stack depth and time' } = {
     return fig;
   }
   const left = 56;
-  const top = 8;
+  const top = 20;
   const bottom = 34;
   const cw = Math.max(10, Math.min(44, Math.floor(1100 / times.length)));
   const ch = Math.max(14, Math.min(26, Math.floor(260 / depths.length)));
@@ -116,7 +116,7 @@ export function heatmap(data, { caption = 'Events by stack depth and time' } = {
     'aria-label': `${caption}: ${depths.length} depths × ${times.length} ${bucket === 'hour_of_day' ? 'hours of the day' : 'time buckets'}, at most ${num(max)} events in one cell`,
   });
   // Axis titles and depth labels.
-  svg.append(s('text', { x: 4, y: top + 10, class: 'axis-title' }, 'depth'));
+  svg.append(s('text', { x: left - 6, y: 12, class: 'axis-title', 'text-anchor': 'end' }, 'depth'));
   depths.forEach((d, j) => {
     svg.append(s('text', { x: left - 6, y: top + j * ch + ch / 2 + 4, class: 'axis', 'text-anchor': 'end' }, String(d)));
   });
