@@ -1,6 +1,5 @@
 //! One contract suite, run on SQLite and on PostgreSQL.
 
-use panicle_store::testing::TestDb;
 use panicle_store::{EventQuery, GroupQuery, NewEvent, StoreError};
 
 fn new_event(fingerprint: &str, ts: i64, service: &str) -> NewEvent {
