@@ -66,10 +66,18 @@ async fn bench(backend: Backend) {
     let report = state.job.run().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(panicle_server::serve(listener, state, std::future::pending()));
+    tokio::spawn(panicle_server::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
 
     let (list, health, filtered) = tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
         let time = |path: &str| {
             let mut samples = Vec::new();
             for _ in 0..RUNS {
@@ -85,7 +93,11 @@ async fn bench(backend: Backend) {
             }
             median(samples)
         };
-        (time("/api/v1/clusters?limit=50"), time("/healthz"), time("/api/v1/clusters?limit=50&service=svc-3&q=handler"))
+        (
+            time("/api/v1/clusters?limit=50"),
+            time("/healthz"),
+            time("/api/v1/clusters?limit=50&service=svc-3&q=handler"),
+        )
     })
     .await
     .unwrap();
@@ -105,7 +117,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         bench(Backend::Sqlite).await;
         bench(Backend::Postgres).await;

@@ -103,13 +103,15 @@ fn culprit_of_group(g: &GroupRow) -> Value {
     }
 }
 
-/// Trend windows: the filter's range or the last 24 hours, in 24 buckets.
+/// Trend windows: the filter's range or the last 24 hours, in 24 buckets
+/// whose last one holds `until` (the current hour is never left out).
 fn trend_window(filter: &EventFilter) -> (i64, i64, i64) {
     let until = filter.until_ms.unwrap_or_else(now_ms);
     let since = filter.since_ms.unwrap_or(until - DAY_MS);
     let width = ((until - since) / TREND_BUCKETS).max(60_000);
-    let start = since.div_euclid(width) * width;
-    (start, until, width)
+    let last = (until - 1).div_euclid(width);
+    let start = (last - (TREND_BUCKETS - 1)) * width;
+    (start, (last + 1) * width, width)
 }
 
 fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value> {

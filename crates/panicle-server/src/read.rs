@@ -171,7 +171,11 @@ pub async fn list_events(
         cursor: p.cursor()?,
     };
     let page = state.store.list_events(&q).await?;
-    Ok(Json(page_json(&page, event_json)))
+    Ok(Json(page_json(&page, |e| {
+        let mut v = event_json(e);
+        v["trace_url"] = json!(crate::clusters::trace_url(&state, e.trace_id.as_deref()));
+        v
+    })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -197,6 +201,10 @@ pub async fn get_event(
         .await?
         .ok_or(ApiError::NotFound("event"))?;
     let mut out = event_json(&row.summary);
+    out["trace_url"] = json!(crate::clusters::trace_url(
+        &state,
+        row.summary.trace_id.as_deref()
+    ));
     out["event"] = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
     Ok(Json(out))
 }

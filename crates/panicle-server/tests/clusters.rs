@@ -310,6 +310,10 @@ panicle_store::backend_tests! {
         assert_eq!(ev.len(), 5);
         let linked: Vec<&Value> = ev.iter().filter(|e| e["trace_url"].is_string()).collect();
         assert_eq!(linked.len(), 3);
+        let one = linked[0]["event_id"].as_str().unwrap();
+        let (_, full) = call("GET", format!("{}/api/v1/events/{one}", s.base), tok(), None, None).await;
+        assert_eq!(full["trace_url"], format!("https://jaeger.example/trace/{}", full["trace_id"].as_str().unwrap()));
+
 
         // Heatmap over T0..T0+3h by hour: A1 at depth 3 once per hour; the
         // project adds B's two events (T0+30m, T0+90m).
@@ -349,6 +353,13 @@ panicle_store::backend_tests! {
         let (_, again) = call("GET", format!("{}/api/v1/clusters", s.base), tok(), None, None).await;
         assert_eq!(again["items"][0]["id"], a["id"]);
         assert_eq!(again["items"][1]["id"], items[1]["id"]);
+
+        // The sparkline's last bucket holds now: an event a minute ago counts.
+        let recent = event(UNWRAP, &[("shop::orders::reserve", 40, true), ("shop::api::checkout", 12, true), ("shop::main", 5, true)], now - 60_000, "web-1", "shop@1.0", None, None);
+        call("POST", format!("{}/api/v1/events", s.base), None, Some(s.key.clone()), Some(recent)).await;
+        let (_, list) = call("GET", format!("{}/api/v1/clusters", s.base), tok(), None, None).await;
+        let trend = list["items"][0]["trend"].as_array().unwrap();
+        assert_eq!(trend.last().unwrap()["count"], 1, "{trend:?}");
     }
 
     async fn new_groups_join_a_cluster_between_runs(db: &TestDb) {
