@@ -2,6 +2,7 @@
 
 mod cluster;
 mod run;
+mod spool;
 
 use std::net::SocketAddr;
 
@@ -93,6 +94,11 @@ enum Command {
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Ship what a process left in its SDK spool directory: `panicle spool send DIR`.
+    Spool {
+        #[command(subcommand)]
+        command: spool::SpoolCommand,
     },
 }
 
@@ -271,6 +277,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", store.create_token(&label).await?);
             Ok(())
         }
+        Command::Spool { command } => spool::run(command).await,
         Command::Run { .. } => {
             anyhow::bail!("`panicle run` is handled before the runtime starts")
         }
