@@ -30,11 +30,23 @@ pub fn now_rfc3339() -> String {
 
 pub fn capture(info: &PanicHookInfo<'_>, options: &Options, resource: &Resource) -> Event {
     let location = info.location().map(|l| Location {
-        file: symbolize::clean_path(l.file()).0,
+        // The compiler's path is relative to the workspace already unless the
+        // build used absolute paths, which are never shown raw.
+        file: if l.file().starts_with('/') {
+            symbolize::clean_path(l.file()).0
+        } else {
+            l.file().to_string()
+        },
         line: Some(l.line()),
         column: Some(l.column()),
     });
-    build_event(payload_message(info), location, symbolize::capture_raw(), options, resource)
+    build_event(
+        payload_message(info),
+        location,
+        symbolize::capture_raw(),
+        options,
+        resource,
+    )
 }
 
 /// The event of a panic with this message and stack, with the thread, the

@@ -18,7 +18,13 @@ fn resource() -> &'static Resource {
 /// Capture + symbolize (through the process-wide cache) + build the event.
 #[inline(never)]
 pub fn capture_event(options: &Options) -> Event {
-    build_event("bench".into(), None, symbolize::capture_raw(), options, resource())
+    build_event(
+        "bench".into(),
+        None,
+        symbolize::capture_raw(),
+        options,
+        resource(),
+    )
 }
 
 /// The same with debug info loaded for this call and no cache.

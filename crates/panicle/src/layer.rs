@@ -100,7 +100,9 @@ where
             }),
         }));
         let inner = &mut self.inner;
-        let state = match scope::enter(&scope, || catch_unwind(AssertUnwindSafe(|| inner.call(req)))) {
+        let state = match scope::enter(&scope, || {
+            catch_unwind(AssertUnwindSafe(|| inner.call(req)))
+        }) {
             Ok(future) => State::Running(Box::pin(future)),
             Err(_) => State::Panicked,
         };
@@ -138,7 +140,9 @@ where
         let polled = match &mut this.state {
             State::Running(future) => {
                 let future = future.as_mut();
-                scope::enter(&this.scope, || catch_unwind(AssertUnwindSafe(|| future.poll(cx))))
+                scope::enter(&this.scope, || {
+                    catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
+                })
             }
             State::Panicked => Err(Box::new(()) as Box<dyn std::any::Any + Send>),
             State::Done => return Poll::Pending,
@@ -173,9 +177,10 @@ fn panic_response<B: From<String>>(request_id: &str) -> Response<B> {
     let body = serde_json::json!({ "error": error }).to_string();
     let mut response = Response::new(B::from(body));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }

@@ -72,7 +72,11 @@ fn read_modules() -> Vec<Module> {
 }
 
 #[cfg(target_os = "linux")]
-unsafe extern "C" fn callback(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+unsafe extern "C" fn callback(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut libc::c_void,
+) -> libc::c_int {
     // SAFETY: glibc passes a valid `info` for this call; `data` is our Vec.
     let (info, out) = unsafe { (&*info, &mut *data.cast::<Vec<Module>>()) };
     let bias = info.dlpi_addr as usize;
@@ -146,7 +150,10 @@ mod tests {
     fn parses_a_gnu_build_id_note() {
         let mut note = Vec::new();
         // An unrelated note first, then the build-id.
-        for (name, kind, desc) in [(&b"XYZ\0"[..], 1u32, &[9u8, 9][..]), (&b"GNU\0"[..], 3, &[0xab, 0xcd, 0x01, 0x02][..])] {
+        for (name, kind, desc) in [
+            (&b"XYZ\0"[..], 1u32, &[9u8, 9][..]),
+            (&b"GNU\0"[..], 3, &[0xab, 0xcd, 0x01, 0x02][..]),
+        ] {
             note.extend_from_slice(&(name.len() as u32).to_ne_bytes());
             note.extend_from_slice(&(desc.len() as u32).to_ne_bytes());
             note.extend_from_slice(&kind.to_ne_bytes());
@@ -167,6 +174,9 @@ mod tests {
         let m = find(here).expect("module of this function");
         assert_eq!(m, main);
         assert!(main.relative(here) < here || main.bias == 0);
-        assert!(main.build_id.as_deref().is_some_and(|b| b.len() >= 16), "{main:?}");
+        assert!(
+            main.build_id.as_deref().is_some_and(|b| b.len() >= 16),
+            "{main:?}"
+        );
     }
 }

@@ -139,7 +139,10 @@ pub(crate) fn set_last_event_id(id: &str) {
 
 /// The id of the event the hook built for the last panic on this thread.
 pub fn take_last_event_id() -> Option<String> {
-    LAST_EVENT_ID.try_with(|l| l.borrow_mut().take()).ok().flatten()
+    LAST_EVENT_ID
+        .try_with(|l| l.borrow_mut().take())
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
@@ -171,7 +174,11 @@ mod tests {
         assert_eq!(inside.get("tenant").map(String::as_str), Some("acme"));
         assert_eq!(inside.get("order").map(String::as_str), Some("42"));
         let outside = snapshot().0;
-        assert_eq!(outside.get("order"), None, "the task's tag stays in the task");
+        assert_eq!(
+            outside.get("order"),
+            None,
+            "the task's tag stays in the task"
+        );
         remove_tag("tenant");
         assert!(snapshot().0.is_empty());
     }

@@ -20,16 +20,62 @@ use crate::Options;
 use crate::modules::{self, Module};
 
 /// Roots whose frames are the panic machinery on top of every panic stack.
-const MACHINERY_ROOTS: &[&str] = &["std", "core", "alloc", "backtrace", "panicle", "panic_unwind", "__rustc"];
+const MACHINERY_ROOTS: &[&str] = &[
+    "std",
+    "core",
+    "alloc",
+    "backtrace",
+    "panicle",
+    "panic_unwind",
+    "__rustc",
+];
 
 /// Crates that are never the service's own code.
 const DEPENDENCY_ROOTS: &[&str] = &[
-    "std", "core", "alloc", "backtrace", "panicle", "panic_unwind", "tokio", "futures", "futures_util",
-    "futures_core", "futures_executor", "hyper", "hyper_util", "h2", "http", "http_body", "http_body_util",
-    "tower", "tower_http", "tower_service", "tower_layer", "axum", "axum_core", "tracing", "tracing_core",
-    "tracing_subscriber", "tracing_opentelemetry", "opentelemetry", "opentelemetry_sdk", "serde",
-    "serde_json", "sqlx", "sqlx_core", "reqwest", "ureq", "rayon", "rayon_core", "async_trait", "__rustc",
-    "test", "libc", "criterion", "addr2line", "gimli",
+    "std",
+    "core",
+    "alloc",
+    "backtrace",
+    "panicle",
+    "panic_unwind",
+    "tokio",
+    "futures",
+    "futures_util",
+    "futures_core",
+    "futures_executor",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "http",
+    "http_body",
+    "http_body_util",
+    "tower",
+    "tower_http",
+    "tower_service",
+    "tower_layer",
+    "axum",
+    "axum_core",
+    "tracing",
+    "tracing_core",
+    "tracing_subscriber",
+    "tracing_opentelemetry",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "serde",
+    "serde_json",
+    "sqlx",
+    "sqlx_core",
+    "reqwest",
+    "ureq",
+    "rayon",
+    "rayon_core",
+    "async_trait",
+    "__rustc",
+    "test",
+    "libc",
+    "criterion",
+    "addr2line",
+    "gimli",
 ];
 
 /// Most frames a stored event keeps; deeper stacks are cut at the outer end.
@@ -41,14 +87,16 @@ const MAX_ADDRESSES: usize = 256;
 const CACHE_LIMIT: usize = 65_536;
 /// How long a panic waits for the symbolizer (warm-up or another panicking
 /// thread) before it ships bare addresses.
-const WAIT_LIMIT: Duration = Duration::from_millis(1500);
+const WAIT_LIMIT: Duration = Duration::from_secs(3);
 
 /// The root path segment of a symbol: `shop` of `<shop::Cart as Drop>::drop`.
 pub fn symbol_root(function: &str) -> &str {
     let f = function.trim_start_matches(['<', '&', '*']);
     let f = f.strip_prefix("mut ").unwrap_or(f);
     let f = f.strip_prefix("dyn ").unwrap_or(f);
-    let end = f.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(f.len());
+    let end = f
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(f.len());
     &f[..end]
 }
 
@@ -119,13 +167,22 @@ pub fn capture_raw() -> Vec<RawFrame> {
 /// where it is mapped.
 struct Symbolizer {
     loader: Mutex<addr2line::Loader>,
-    names: NameIndex,
     module: &'static Module,
+}
+
+/// Built after the loader (it demangles every symbol): until it is ready,
+/// inlined names are qualified from their source file alone.
+static NAMES: OnceLock<NameIndex> = OnceLock::new();
+static EMPTY_NAMES: LazyLock<NameIndex> = LazyLock::new(NameIndex::default);
+
+fn names() -> &'static NameIndex {
+    NAMES.get().unwrap_or(&EMPTY_NAMES)
 }
 
 static SYMBOLIZER: OnceLock<Option<Symbolizer>> = OnceLock::new();
 static WARM_STARTED: AtomicBool = AtomicBool::new(false);
-static CACHE: LazyLock<RwLock<HashMap<usize, Arc<[RawFrame]>>>> = LazyLock::new(|| RwLock::new(HashMap::new()));
+static CACHE: LazyLock<RwLock<HashMap<usize, Arc<[RawFrame]>>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
 
 thread_local! {
     /// Set on the thread that loads the debug info: a panic there must not
@@ -145,10 +202,8 @@ fn load() -> Option<Symbolizer> {
 fn load_unmarked() -> Option<Symbolizer> {
     let module = modules::main_module()?;
     let loader = addr2line::Loader::new(&module.path).ok()?;
-    let names = NameIndex::read(&module.path);
     Some(Symbolizer {
         loader: Mutex::new(loader),
-        names,
         module,
     })
 }
@@ -161,11 +216,16 @@ pub fn warm_up() {
     }
     let _ = modules::modules();
     let _ = LazyLock::force(&CACHE);
-    let spawned = std::thread::Builder::new().name("panicle-warm-up".into()).spawn(|| {
-        if SYMBOLIZER.get_or_init(load).is_some() {
-            warm_units();
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("panicle-warm-up".into())
+        .spawn(|| {
+            if SYMBOLIZER.get_or_init(load).is_some() {
+                if let Some(main) = modules::main_module() {
+                    let _ = NAMES.get_or_init(|| NameIndex::read(&main.path));
+                }
+                warm_units();
+            }
+        });
     if spawned.is_err() {
         WARM_STARTED.store(false, Ordering::SeqCst);
     }
@@ -177,7 +237,7 @@ fn warm_units() {
     let addresses = capture_addresses();
     let _ = resolve_uncached_batch(&addresses);
     if let Some(Some(s)) = SYMBOLIZER.get() {
-        let probes: Vec<u64> = s.names.panic_machinery.clone();
+        let probes: Vec<u64> = names().panic_machinery.clone();
         if let Ok(loader) = s.loader.lock() {
             for probe in probes {
                 if let Ok(mut frames) = loader.find_frames(probe) {
@@ -206,10 +266,15 @@ pub fn resolve_cold(addresses: &[usize]) -> Vec<RawFrame> {
     let Some(s) = load() else {
         return addresses.iter().map(|a| bare(*a)).collect();
     };
+    let index = NameIndex::read(&s.module.path);
+    std::hint::black_box(&index);
     let Ok(loader) = s.loader.lock() else {
         return Vec::new();
     };
-    addresses.iter().flat_map(|a| resolve_one(&s, &loader, *a)).collect()
+    addresses
+        .iter()
+        .flat_map(|a| resolve_one(&s, &loader, *a))
+        .collect()
 }
 
 /// The symbolizer, waiting a bounded time while the warm-up thread loads it;
@@ -222,7 +287,11 @@ fn symbolizer(deadline: Instant) -> Option<&'static Symbolizer> {
         return None;
     }
     if !WARM_STARTED.swap(true, Ordering::SeqCst) {
-        return SYMBOLIZER.get_or_init(load).as_ref();
+        let loaded = SYMBOLIZER.get_or_init(load).as_ref();
+        if let Some(s) = loaded {
+            let _ = NAMES.get_or_init(|| NameIndex::read(&s.module.path));
+        }
+        return loaded;
     }
     while Instant::now() < deadline {
         if let Some(s) = SYMBOLIZER.get() {
@@ -275,14 +344,17 @@ fn resolve_uncached_batch(addresses: &[usize]) -> HashMap<usize, Arc<[RawFrame]>
             match s.loader.try_lock() {
                 Ok(l) => break Some(l),
                 Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::yield_now(),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::yield_now()
+                }
                 Err(std::sync::TryLockError::WouldBlock) => break None,
             }
         };
         match loader {
             Some(loader) => {
                 for &a in addresses {
-                    out.entry(a).or_insert_with(|| resolve_one(s, &loader, a).into());
+                    out.entry(a)
+                        .or_insert_with(|| resolve_one(s, &loader, a).into());
                 }
             }
             None => complete = false,
@@ -328,7 +400,11 @@ fn resolve_one(s: &Symbolizer, loader: &addr2line::Loader, addr: usize) -> Vec<R
                 .and_then(|n| n.raw_name().ok())
                 .map(|n| clean_symbol(&n));
             let (file, line, column) = match f.location {
-                Some(l) => (l.file.map(str::to_string), l.line, l.column.filter(|c| *c > 0)),
+                Some(l) => (
+                    l.file.map(str::to_string),
+                    l.line,
+                    l.column.filter(|c| *c > 0),
+                ),
                 None => (None, None, None),
             };
             frames.push(RawFrame {
@@ -359,7 +435,8 @@ fn resolve_one(s: &Symbolizer, loader: &addr2line::Loader, addr: usize) -> Vec<R
         if let Some(name) = frame.function.as_deref()
             && !has_path(name)
         {
-            frame.function = Some(s.names.qualify(name, frame.file.as_deref(), enclosing.as_deref()));
+            frame.function =
+                Some(names().qualify(name, frame.file.as_deref(), enclosing.as_deref()));
         }
     }
     frames
@@ -396,7 +473,11 @@ pub fn readable_name(name: &str) -> String {
                 "async_block" | "async_block_env" | "async_gen_block" => "{async block}",
                 _ => "",
             };
-            if token.is_empty() { (&tail[..=end], end + 1) } else { (token, end + 1) }
+            if token.is_empty() {
+                (&tail[..=end], end + 1)
+            } else {
+                (token, end + 1)
+            }
         } else {
             (tail, tail.len())
         };
@@ -452,13 +533,20 @@ fn module_of_file(file: &str, enclosing: Option<&str>) -> (Option<String>, Vec<S
     } else if let Some(p) = package {
         Some(p.replace('-', "_"))
     } else {
-        enclosing.map(symbol_root).filter(|r| !r.is_empty()).map(str::to_string)
+        enclosing
+            .map(symbol_root)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
     };
     let mut modules = Vec::new();
     if let Some(src) = parts.iter().position(|p| *p == "src") {
         for (i, p) in parts[src + 1..].iter().enumerate() {
             let last = i + src + 2 == parts.len();
-            let m = if last { p.strip_suffix(".rs").unwrap_or(p) } else { p };
+            let m = if last {
+                p.strip_suffix(".rs").unwrap_or(p)
+            } else {
+                p
+            };
             if !(last && matches!(m, "lib" | "main" | "mod")) {
                 modules.push(m.to_string());
             }
@@ -521,12 +609,20 @@ impl NameIndex {
             && let Some(candidates) = self.by_last.get(key)
         {
             let module_path: String = modules.iter().map(|m| format!("::{m}")).collect();
-            let in_crate = candidates.iter().filter(|c| symbol_root(c) == krate.as_str());
+            let in_crate = candidates
+                .iter()
+                .filter(|c| symbol_root(c) == krate.as_str());
             let best = in_crate
                 .clone()
                 .filter(|c| module_path.is_empty() || c.contains(&format!("{module_path}::")))
                 .min_by_key(|c| c.len())
-                .or_else(|| if modules.is_empty() { in_crate.min_by_key(|c| c.len()) } else { None });
+                .or_else(|| {
+                    if modules.is_empty() {
+                        in_crate.min_by_key(|c| c.len())
+                    } else {
+                        None
+                    }
+                });
             if let Some(best) = best {
                 return best.clone();
             }
@@ -540,7 +636,15 @@ impl NameIndex {
 
 /// Drops the machinery above the panicking frame and classifies the rest.
 pub fn to_frames(raw: Vec<RawFrame>, options: &Options) -> Vec<Frame> {
-    let start = raw.iter().position(|f| !is_machinery(f)).unwrap_or(raw.len());
+    // A stripped binary names no frame: the machinery cannot be told apart,
+    // so every address is kept for the server to symbolize.
+    let start = if raw.iter().all(|f| f.function.is_none()) {
+        0
+    } else {
+        raw.iter()
+            .position(|f| !is_machinery(f))
+            .unwrap_or(raw.len())
+    };
     raw.into_iter()
         .skip(start)
         .take(MAX_FRAMES)
@@ -561,16 +665,18 @@ fn classify(raw: RawFrame, options: &Options) -> Frame {
     let function = raw.function;
     let root = function.as_deref().map(symbol_root).unwrap_or("");
     let matches = |prefixes: &[String]| {
-        function
-            .as_deref()
-            .is_some_and(|f| prefixes.iter().any(|p| f.trim_start_matches('<').starts_with(p.as_str())))
+        function.as_deref().is_some_and(|f| {
+            prefixes
+                .iter()
+                .any(|p| f.trim_start_matches('<').starts_with(p.as_str()))
+        })
     };
     let included = matches(&options.in_app_include);
     let excluded = matches(&options.in_app_exclude);
     // A name without a module path is a C symbol (`main`, `_start`, `__rust_try`).
     let rust_path = function.as_deref().is_some_and(has_path);
-    let in_app =
-        included || (!excluded && rust_path && !from_dependency_path && !DEPENDENCY_ROOTS.contains(&root));
+    let in_app = included
+        || (!excluded && rust_path && !from_dependency_path && !DEPENDENCY_ROOTS.contains(&root));
     let package = package_from_path.or_else(|| (!root.is_empty()).then(|| root.to_string()));
     let module = modules::find(raw.instruction_addr);
     Frame {
@@ -598,9 +704,14 @@ pub fn clean_path(path: &str) -> (String, Option<String>) {
         return (lib.to_string(), None);
     }
     if let Some(i) = path.find("/library/")
-        && ["/library/std/", "/library/core/", "/library/alloc/", "/library/panic_unwind/"]
-            .iter()
-            .any(|l| path[i..].starts_with(l))
+        && [
+            "/library/std/",
+            "/library/core/",
+            "/library/alloc/",
+            "/library/panic_unwind/",
+        ]
+        .iter()
+        .any(|l| path[i..].starts_with(l))
     {
         return (path[i + 1..].to_string(), None);
     }
@@ -622,7 +733,10 @@ pub fn clean_path(path: &str) -> (String, Option<String>) {
     }
     // Relative to the crate root: from its last `src`, `examples`, `tests`,
     // `benches` or `build.rs` on.
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     if let Some(at) = parts
         .iter()
         .rposition(|p| matches!(*p, "src" | "examples" | "tests" | "benches"))
@@ -660,20 +774,33 @@ mod tests {
     #[test]
     fn paths_are_cleaned() {
         assert_eq!(
-            clean_path("/rustc/90b35a6239c3d8bdabc530a6a0816f7ff89a0aaf/library/core/src/option.rs"),
+            clean_path(
+                "/rustc/90b35a6239c3d8bdabc530a6a0816f7ff89a0aaf/library/core/src/option.rs"
+            ),
             ("library/core/src/option.rs".into(), None)
         );
         assert_eq!(
-            clean_path("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.50.0/src/runtime/task/mod.rs"),
-            ("tokio-1.50.0/src/runtime/task/mod.rs".into(), Some("tokio".into()))
+            clean_path(
+                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.50.0/src/runtime/task/mod.rs"
+            ),
+            (
+                "tokio-1.50.0/src/runtime/task/mod.rs".into(),
+                Some("tokio".into())
+            )
         );
         assert_eq!(clean_path("src/orders.rs"), ("src/orders.rs".into(), None));
-        assert_eq!(clean_path("/builds/ci/x9/shop/src/orders.rs"), ("src/orders.rs".into(), None));
+        assert_eq!(
+            clean_path("/builds/ci/x9/shop/src/orders.rs"),
+            ("src/orders.rs".into(), None)
+        );
         assert_eq!(
             clean_path("/work/main/crates/panicle/examples/demo.rs"),
             ("examples/demo.rs".into(), None)
         );
-        assert_eq!(clean_path("/home/me/generated.rs"), ("generated.rs".into(), None));
+        assert_eq!(
+            clean_path("/home/me/generated.rs"),
+            ("generated.rs".into(), None)
+        );
         assert_eq!(
             clean_path("/opt/rust/lib/rustlib/src/rust/library/std/src/panicking.rs"),
             ("library/std/src/panicking.rs".into(), None)
@@ -683,14 +810,32 @@ mod tests {
     #[test]
     fn machinery_is_cut_and_in_app_marked() {
         let frames = vec![
-            raw("backtrace::backtrace::trace", "/root/.cargo/registry/src/i/backtrace-0.3.7/src/lib.rs"),
+            raw(
+                "backtrace::backtrace::trace",
+                "/root/.cargo/registry/src/i/backtrace-0.3.7/src/lib.rs",
+            ),
             raw("panicle::hook", "crates/panicle/src/lib.rs"),
-            raw("std::panicking::rust_panic_with_hook", "/rustc/abc/library/std/src/panicking.rs"),
-            raw("core::panicking::panic_fmt", "/rustc/abc/library/core/src/panicking.rs"),
-            raw("core::option::unwrap_failed", "/rustc/abc/library/core/src/option.rs"),
+            raw(
+                "std::panicking::rust_panic_with_hook",
+                "/rustc/abc/library/std/src/panicking.rs",
+            ),
+            raw(
+                "core::panicking::panic_fmt",
+                "/rustc/abc/library/core/src/panicking.rs",
+            ),
+            raw(
+                "core::option::unwrap_failed",
+                "/rustc/abc/library/core/src/option.rs",
+            ),
             raw("shop::orders::reserve", "src/orders.rs"),
-            raw("serde_json::de::from_str", "/root/.cargo/registry/src/i/serde_json-1.0.1/src/de.rs"),
-            raw("tokio::runtime::task::raw::poll", "/root/.cargo/registry/src/i/tokio-1.50.0/src/runtime/task/raw.rs"),
+            raw(
+                "serde_json::de::from_str",
+                "/root/.cargo/registry/src/i/serde_json-1.0.1/src/de.rs",
+            ),
+            raw(
+                "tokio::runtime::task::raw::poll",
+                "/root/.cargo/registry/src/i/tokio-1.50.0/src/runtime/task/raw.rs",
+            ),
             raw("shop::main", "src/main.rs"),
         ];
         let out = to_frames(frames, &Options::default());
@@ -712,7 +857,10 @@ mod tests {
         let out = to_frames(
             vec![
                 raw("shop::vendored::thing", "src/vendored.rs"),
-                raw("serde_json::de::from_str", "/root/.cargo/registry/src/i/serde_json-1.0.1/src/de.rs"),
+                raw(
+                    "serde_json::de::from_str",
+                    "/root/.cargo/registry/src/i/serde_json-1.0.1/src/de.rs",
+                ),
             ],
             &options,
         );
@@ -723,31 +871,57 @@ mod tests {
     #[test]
     fn names_lose_hashes_and_closures_read_well() {
         assert_eq!(
-            clean_symbol("_ZN4shop6orders7reserve28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE"),
+            clean_symbol(
+                "_ZN4shop6orders7reserve28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE"
+            ),
             "shop::orders::reserve::{closure}"
         );
-        assert_eq!(readable_name("shop::handler::{async_fn#0}"), "shop::handler::{async fn}");
-        assert_eq!(readable_name("a::{async_block#3}::{closure#1}"), "a::{async block}::{closure}");
+        assert_eq!(
+            readable_name("shop::handler::{async_fn#0}"),
+            "shop::handler::{async fn}"
+        );
+        assert_eq!(
+            readable_name("a::{async_block#3}::{closure#1}"),
+            "a::{async block}::{closure}"
+        );
         assert_eq!(readable_name("a::{shim:vtable#0}"), "a::{shim:vtable#0}");
-        assert_eq!(split_path("<a::B<c::D> as e::F>::g"), vec!["<a::B<c::D> as e::F>", "g"]);
+        assert_eq!(
+            split_path("<a::B<c::D> as e::F>::g"),
+            vec!["<a::B<c::D> as e::F>", "g"]
+        );
     }
 
     #[test]
     fn bare_inlined_names_get_their_module_path() {
         let mut index = NameIndex::default();
-        for n in ["core::option::Option<T>::unwrap", "core::result::Result<T,E>::unwrap", "demo::orders::reserve"] {
+        for n in [
+            "core::option::Option<T>::unwrap",
+            "core::result::Result<T,E>::unwrap",
+            "demo::orders::reserve",
+        ] {
             let last = strip_generics(split_path(n).last().unwrap()).to_string();
             index.by_last.entry(last).or_default().push(n.to_string());
         }
         let std_file = "/rustc/abc/library/core/src/option.rs";
-        assert_eq!(index.qualify("unwrap<u32>", Some(std_file), Some("demo::main")), "core::option::Option<T>::unwrap");
         assert_eq!(
-            index.qualify("reserve", Some("/w/crates/panicle/examples/demo.rs"), Some("demo::main")),
+            index.qualify("unwrap<u32>", Some(std_file), Some("demo::main")),
+            "core::option::Option<T>::unwrap"
+        );
+        assert_eq!(
+            index.qualify(
+                "reserve",
+                Some("/w/crates/panicle/examples/demo.rs"),
+                Some("demo::main")
+            ),
             "demo::orders::reserve"
         );
         // Not in the symbol table: the path comes from the file.
         assert_eq!(
-            index.qualify("total", Some("/w/shop/src/billing/mod.rs"), Some("shop::main")),
+            index.qualify(
+                "total",
+                Some("/w/shop/src/billing/mod.rs"),
+                Some("shop::main")
+            ),
             "shop::billing::total"
         );
         assert_eq!(
@@ -769,11 +943,21 @@ mod tests {
         let frames = probe_frame();
         let names: Vec<String> = frames.iter().filter_map(|f| f.function.clone()).collect();
         assert!(
-            names.iter().any(|n| n.ends_with("this_binary_symbolizes_with_qualified_names::probe_frame")),
+            names
+                .iter()
+                .any(|n| n.ends_with("this_binary_symbolizes_with_qualified_names::probe_frame")),
             "{names:#?}"
         );
-        assert!(names.iter().all(|n| !n.contains("::h") || !n.ends_with(|c: char| c.is_ascii_hexdigit())));
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains("::h") || !n.ends_with(|c: char| c.is_ascii_hexdigit()))
+        );
         let again = probe_frame();
-        assert_eq!(frames.len(), again.len(), "the cache returns the same frames");
+        assert_eq!(
+            frames.len(),
+            again.len(),
+            "the cache returns the same frames"
+        );
     }
 }

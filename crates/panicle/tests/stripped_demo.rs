@@ -1,0 +1,115 @@
+//! The demo built and then `strip`ped still reports its panic with every
+//! frame's address, the executable's GNU build-id and module offsets, and
+//! those offsets symbolize against the unstripped build (as a server would).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use object::Object;
+
+fn demo_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join("demo");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "panicle", "--example", "demo"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the demo failed");
+    }
+    path
+}
+
+#[test]
+fn stripped_demo_reports_addresses_and_build_id() {
+    let server = common::TestServer::start();
+    let original = demo_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let stripped = dir.path().join("demo");
+    std::fs::copy(&original, &stripped).unwrap();
+    let status = Command::new("strip")
+        .arg(&stripped)
+        .status()
+        .expect("run strip");
+    assert!(status.success());
+
+    let original_bytes = std::fs::read(&original).unwrap();
+    let original_obj = object::File::parse(&*original_bytes).unwrap();
+    let build_id: String = original_obj
+        .build_id()
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stripped_bytes = std::fs::read(&stripped).unwrap();
+    let stripped_obj = object::File::parse(&*stripped_bytes).unwrap();
+    assert!(
+        stripped_obj.section_by_name(".debug_line").is_none(),
+        "strip removed the debug info"
+    );
+    assert!(
+        stripped_obj.section_by_name(".symtab").is_none(),
+        "strip removed the symbol table"
+    );
+
+    let out = Command::new(&stripped)
+        .arg("unwrap-none")
+        .env("PANICLE_DSN", &server.dsn)
+        .env("PANICLE_SPOOL_DIR", dir.path().join("spool"))
+        .env("OTEL_SERVICE_NAME", "demo-stripped")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(101),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let events = server.wait_for_events(1);
+    let event = events
+        .first()
+        .expect("the stripped demo's panic was stored");
+    assert_eq!(event.message, "called `Option::unwrap()` on a `None` value");
+    assert!(event.frames.len() >= 5, "{:?}", event.frames);
+    let in_exe: Vec<_> = event
+        .frames
+        .iter()
+        .filter(|f| f.build_id.as_deref() == Some(&build_id))
+        .collect();
+    assert!(
+        in_exe.len() >= 5,
+        "frames carry the executable's build-id {build_id}: {:#?}",
+        event.frames
+    );
+    for f in &event.frames {
+        assert!(
+            f.instruction_addr
+                .as_deref()
+                .is_some_and(|a| a.starts_with("0x"))
+        );
+    }
+
+    // Symbolized later from the unstripped build, as a server would.
+    let loader = addr2line::Loader::new(&original).unwrap();
+    let names: Vec<String> = in_exe
+        .iter()
+        .filter_map(|f| {
+            let offset =
+                u64::from_str_radix(f.module_offset.as_deref()?.trim_start_matches("0x"), 16)
+                    .ok()?;
+            let name = loader.find_symbol(offset - 1)?;
+            Some(format!("{:#}", rustc_demangle::demangle(name)))
+        })
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "demo::orders::reserve"),
+        "{names:#?}"
+    );
+    assert!(names.iter().any(|n| n == "demo::main"), "{names:#?}");
+}
