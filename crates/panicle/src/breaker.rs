@@ -148,7 +148,9 @@ impl Window {
 
     fn record(&self, now: u64) {
         let epoch = now / self.bucket_ms + 1; // +1: epoch 0 marks an empty bucket
-        let Some(bucket) = self.buckets.get((epoch % BUCKETS) as usize) else { return };
+        let Some(bucket) = self.buckets.get((epoch % BUCKETS) as usize) else {
+            return;
+        };
         let _ = bucket.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
             if word >> COUNT_BITS == epoch {
                 Some(word + u64::from((word & COUNT_MASK) < COUNT_MASK))
@@ -254,12 +256,23 @@ impl Registry {
                 // is presumed lost: another request may probe.
                 state @ (BreakerState::Open | BreakerState::HalfOpen) => {
                     if now < ready_at {
-                        let secs = if state == BreakerState::Open { (ready_at - now).div_ceil(1000).max(1) } else { 1 };
-                        return Admit::Reject { retry_after_secs: secs };
+                        let secs = if state == BreakerState::Open {
+                            (ready_at - now).div_ceil(1000).max(1)
+                        } else {
+                            1
+                        };
+                        return Admit::Reject {
+                            retry_after_secs: secs,
+                        };
                     }
                     if rb
                         .state
-                        .compare_exchange(word, pack(HALF_OPEN, now), Ordering::AcqRel, Ordering::Acquire)
+                        .compare_exchange(
+                            word,
+                            pack(HALF_OPEN, now),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
                         .is_ok()
                     {
                         transition(rb, state, BreakerState::HalfOpen, rb.window.count(now));
@@ -320,7 +333,12 @@ impl Registry {
                 .compare_exchange(word, pack(OPEN, since), Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                transition(rb, BreakerState::HalfOpen, BreakerState::Open, rb.window.count(now));
+                transition(
+                    rb,
+                    BreakerState::HalfOpen,
+                    BreakerState::Open,
+                    rb.window.count(now),
+                );
             }
         }
     }
@@ -425,8 +443,12 @@ where
             Admit::Reject { retry_after_secs } => {
                 let mut resp = Response::new(ResBody::default());
                 *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                resp.headers_mut().insert("x-panicle-circuit", HeaderValue::from_static("open"));
+                resp.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs),
+                );
+                resp.headers_mut()
+                    .insert("x-panicle-circuit", HeaderValue::from_static("open"));
                 BreakerFuture(Inner::Rejected(Some(resp)))
             }
             Admit::Pass { probe } => BreakerFuture(Inner::Pass {
@@ -463,7 +485,10 @@ pub struct BreakerFuture<F, B>(Inner<F, B>);
 
 enum Inner<F, B> {
     Rejected(Option<Response<B>>),
-    Pass { fut: Pin<Box<F>>, guard: Option<Watch> },
+    Pass {
+        fut: Pin<Box<F>>,
+        guard: Option<Watch>,
+    },
 }
 
 // Nothing is pinned in place: the inner future is boxed.
@@ -559,8 +584,12 @@ impl Drop for CurrentRoute {
 /// in the panic hook).
 pub fn panic_tags() -> Vec<(String, String)> {
     CURRENT.with(|c| {
-        let Ok(c) = c.try_borrow() else { return Vec::new() };
-        let Some(cur) = c.as_ref() else { return Vec::new() };
+        let Ok(c) = c.try_borrow() else {
+            return Vec::new();
+        };
+        let Some(cur) = c.as_ref() else {
+            return Vec::new();
+        };
         let reg = &cur.registry;
         let now = reg.clock.now_ms();
         let state = tag_of(cur.rb.state.load(Ordering::Acquire));

@@ -149,7 +149,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
         Backoff {
             attempt: 0,
             seed: nanos ^ u64::from(std::process::id()).rotate_left(32) | 1,
@@ -228,10 +231,15 @@ impl Storm {
         let start = (key % STORM_SLOTS as u64) as usize;
         for i in 0..STORM_PROBES {
             let idx = (start + i) % STORM_SLOTS;
-            let Some(slot) = self.slots.get(idx) else { break };
+            let Some(slot) = self.slots.get(idx) else {
+                break;
+            };
             let mut k = slot.key.load(Ordering::Acquire);
             if k == 0 {
-                match slot.key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                match slot
+                    .key
+                    .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                {
                     Ok(_) => {
                         slot.window_start.store(now, Ordering::Release);
                         return Seen::First(idx);
@@ -247,7 +255,12 @@ impl Storm {
                 slot.suppressed.fetch_add(1, Ordering::AcqRel);
                 return Seen::Suppressed;
             }
-            return match slot.window_start.compare_exchange(ws, now, Ordering::AcqRel, Ordering::Acquire) {
+            return match slot.window_start.compare_exchange(
+                ws,
+                now,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => Seen::First(idx),
                 Err(_) => {
                     slot.suppressed.fetch_add(1, Ordering::AcqRel);
@@ -259,7 +272,10 @@ impl Storm {
     }
 
     fn unsent(&self) -> u64 {
-        self.slots.iter().map(|s| s.suppressed.load(Ordering::Acquire)).sum()
+        self.slots
+            .iter()
+            .map(|s| s.suppressed.load(Ordering::Acquire))
+            .sum()
     }
 }
 
@@ -334,15 +350,28 @@ impl Delivery {
     /// sender, which first ships what earlier processes left in the spool.
     pub fn start(dsn: &Dsn, options: &Options, service: Option<&str>) -> Delivery {
         let opts = options.delivery.clone();
-        let dir = opts.spool_dir.clone().unwrap_or_else(|| default_spool_dir(service));
-        let spool = match Spool::open(&dir, opts.spool_fsync, opts.spool_max_bytes, opts.spool_max_files) {
+        let dir = opts
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| default_spool_dir(service));
+        let spool = match Spool::open(
+            &dir,
+            opts.spool_fsync,
+            opts.spool_max_bytes,
+            opts.spool_max_files,
+        ) {
             Ok(s) => Some(s),
             Err(e) => {
-                eprintln!("panicle: spool unavailable, panics will be sent from the panicking thread: {e}");
+                eprintln!(
+                    "panicle: spool unavailable, panics will be sent from the panicking thread: {e}"
+                );
                 None
             }
         };
-        let backlog = spool.as_ref().and_then(|s| s.list().ok()).unwrap_or_default();
+        let backlog = spool
+            .as_ref()
+            .and_then(|s| s.list().ok())
+            .unwrap_or_default();
         let (tx, rx) = std::sync::mpsc::sync_channel(opts.queue_capacity.max(1));
         let mut core = Core {
             rx,
@@ -381,7 +410,9 @@ impl Delivery {
             Ok(handle) => {
                 let _ = shared.sender_thread.set(handle.thread().clone());
             }
-            Err(e) => eprintln!("panicle: cannot start the sender thread; events stay in the spool: {e}"),
+            Err(e) => {
+                eprintln!("panicle: cannot start the sender thread; events stay in the spool: {e}")
+            }
         }
         let _ = ACTIVE.set(shared.clone());
         Delivery { shared }
@@ -394,7 +425,12 @@ impl Delivery {
         #[cfg(feature = "tower")]
         crate::breaker::annotate(&mut event);
         let s = &*self.shared;
-        let storm_first = match s.storm.observe(storm_key(&event), now_ms()) {
+        let key = if s.storm.window_ms == 0 {
+            0
+        } else {
+            storm_key(&event)
+        };
+        let storm_first = match s.storm.observe(key, now_ms()) {
             Seen::Suppressed => {
                 bump(&STATS.storm_suppressed, 1);
                 s.wake();
@@ -419,7 +455,9 @@ impl Delivery {
                     storm_first: storm_first.map(|slot| (slot, event)),
                 };
                 s.pending.fetch_add(1, Ordering::AcqRel);
-                if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = s.tx.try_send(item) {
+                if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                    s.tx.try_send(item)
+                {
                     s.pending.fetch_sub(1, Ordering::AcqRel);
                     s.rescan.store(true, Ordering::Release);
                 }
@@ -451,7 +489,9 @@ impl Shared {
     }
 
     fn idle(&self) -> bool {
-        self.pending.load(Ordering::Acquire) == 0 && !self.rescan.load(Ordering::Acquire) && self.storm.unsent() == 0
+        self.pending.load(Ordering::Acquire) == 0
+            && !self.rescan.load(Ordering::Acquire)
+            && self.storm.unsent() == 0
     }
 
     fn send_from_hook(&self, json: &[u8]) {
@@ -481,7 +521,10 @@ impl Shared {
         if self.sender_thread.get().is_none() {
             return false;
         }
-        let mut guard = self.flush_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self
+            .flush_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         loop {
             if self.idle() {
                 return true;
@@ -491,12 +534,19 @@ impl Shared {
                 return false;
             }
             let wait = (deadline - now).min(Duration::from_millis(50));
-            guard = self.flushed.wait_timeout(guard, wait).unwrap_or_else(PoisonError::into_inner).0;
+            guard = self
+                .flushed
+                .wait_timeout(guard, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
     fn notify_flushers(&self) {
-        let _g = self.flush_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _g = self
+            .flush_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.flushed.notify_all();
     }
 }
@@ -566,7 +616,10 @@ fn cycle(s: &Shared) -> Duration {
     }
     if core.ready.is_empty() {
         s.flush_requested.store(false, Ordering::Release);
-        return core.next_storm.saturating_duration_since(now).max(Duration::from_millis(1));
+        return core
+            .next_storm
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
     }
     if let Some(at) = core.retry_at
         && now < at
@@ -576,7 +629,9 @@ fn cycle(s: &Shared) -> Duration {
     }
     let mut batch = Vec::new();
     while batch.len() < s.options.batch_events.max(1) {
-        let Some(q) = core.ready.pop_front() else { break };
+        let Some(q) = core.ready.pop_front() else {
+            break;
+        };
         let json = match q.json {
             Some(j) => Some(j),
             None => std::fs::read(&q.entry.path).ok(),
@@ -607,7 +662,10 @@ fn cycle(s: &Shared) -> Duration {
         return Duration::ZERO;
     }
     for (entry, json) in result.unsent.into_iter().rev() {
-        core.ready.push_front(Queued { entry, json: Some(json) });
+        core.ready.push_front(Queued {
+            entry,
+            json: Some(json),
+        });
     }
     let wait = core.backoff.next(result.retry_after);
     core.retry_at = Some(now + wait);
@@ -627,23 +685,37 @@ fn emit_storm_counts(s: &Shared, spool: &Spool, core: &mut Core) {
         let Some(rep) = core.reps.get(&idx) else {
             // The first event is still on its way (or overflowed the queue):
             // keep the count a little, then give up on it.
-            if now < slot.window_start.load(Ordering::Acquire).saturating_add(1000) {
+            if now
+                < slot
+                    .window_start
+                    .load(Ordering::Acquire)
+                    .saturating_add(1000)
+            {
                 slot.suppressed.fetch_add(n, Ordering::AcqRel);
             }
             continue;
         };
         let mut event = rep.clone();
-        event.tags.insert("panicle.storm.first_event_id".into(), rep.event_id.clone());
+        event
+            .tags
+            .insert("panicle.storm.first_event_id".into(), rep.event_id.clone());
         event.event_id = uuid::Uuid::new_v4().to_string();
         event.timestamp = crate::capture::now_rfc3339();
-        event.extra.insert("count".into(), serde_json::Value::from(n));
-        let Ok(json) = serde_json::to_vec(&event) else { continue };
+        event
+            .extra
+            .insert("count".into(), serde_json::Value::from(n));
+        let Ok(json) = serde_json::to_vec(&event) else {
+            continue;
+        };
         match spool.write(&event.event_id, &json) {
             Ok(entry) => {
                 bump(&STATS.spooled, 1);
                 s.pending.fetch_add(1, Ordering::AcqRel);
                 core.known.insert(entry.path.clone());
-                core.ready.push_back(Queued { entry, json: Some(json) });
+                core.ready.push_back(Queued {
+                    entry,
+                    json: Some(json),
+                });
             }
             Err(_) => bump(&STATS.spool_dropped, 1),
         }
@@ -663,13 +735,22 @@ pub struct BatchResult {
 /// Posts a batch; on 2xx deletes its files, on a refusal splits the batch to
 /// set aside only the event the server will never take, on anything else
 /// returns it unsent.
-pub fn send_batch(t: &HttpTransport, spool: &Spool, batch: Vec<(SpoolEntry, Vec<u8>)>) -> BatchResult {
+pub fn send_batch(
+    t: &HttpTransport,
+    spool: &Spool,
+    batch: Vec<(SpoolEntry, Vec<u8>)>,
+) -> BatchResult {
     let mut out = BatchResult::default();
     send_into(t, spool, batch, &mut out);
     out
 }
 
-fn send_into(t: &HttpTransport, spool: &Spool, batch: Vec<(SpoolEntry, Vec<u8>)>, out: &mut BatchResult) {
+fn send_into(
+    t: &HttpTransport,
+    spool: &Spool,
+    batch: Vec<(SpoolEntry, Vec<u8>)>,
+    out: &mut BatchResult,
+) {
     if batch.is_empty() {
         return;
     }
@@ -689,7 +770,10 @@ fn send_into(t: &HttpTransport, spool: &Spool, batch: Vec<(SpoolEntry, Vec<u8>)>
         PostOutcome::Refused { status } => {
             if batch.len() == 1 {
                 for (e, _) in batch {
-                    eprintln!("panicle: server refused event {} (HTTP {status}); kept in rejected/", e.event_id);
+                    eprintln!(
+                        "panicle: server refused event {} (HTTP {status}); kept in rejected/",
+                        e.event_id
+                    );
                     spool.reject(&e);
                     out.rejected.push(e);
                 }
@@ -700,7 +784,10 @@ fn send_into(t: &HttpTransport, spool: &Spool, batch: Vec<(SpoolEntry, Vec<u8>)>
                 send_into(t, spool, second, out);
             }
         }
-        PostOutcome::Retry { retry_after, reason } => {
+        PostOutcome::Retry {
+            retry_after,
+            reason,
+        } => {
             out.retry_after = retry_after;
             out.error = Some(reason);
             out.unsent.extend(batch);
@@ -730,7 +817,10 @@ pub mod test_support {
 
     /// Spooled events this process has not yet seen acknowledged.
     pub fn pending() -> usize {
-        ACTIVE.get().map(|s| s.pending.load(Ordering::Acquire)).unwrap_or(0)
+        ACTIVE
+            .get()
+            .map(|s| s.pending.load(Ordering::Acquire))
+            .unwrap_or(0)
     }
 }
 
@@ -763,7 +853,10 @@ mod tests {
         assert!(matches!(storm.observe(43, 1000), Seen::First(_)));
         assert_eq!(storm.unsent(), 10);
         assert!(matches!(storm.observe(42, 1100), Seen::First(_)));
-        assert!(matches!(Storm::new(Duration::ZERO).observe(42, 0), Seen::Untracked));
+        assert!(matches!(
+            Storm::new(Duration::ZERO).observe(42, 0),
+            Seen::Untracked
+        ));
     }
 
     #[test]
@@ -771,8 +864,14 @@ mod tests {
         let storm = Storm::new(Duration::from_secs(60));
         // Keys that all hash to slot 0 fill the probe run.
         for i in 1..=STORM_PROBES as u64 {
-            assert!(matches!(storm.observe(i * STORM_SLOTS as u64, 0), Seen::First(_)));
+            assert!(matches!(
+                storm.observe(i * STORM_SLOTS as u64, 0),
+                Seen::First(_)
+            ));
         }
-        assert!(matches!(storm.observe(99 * STORM_SLOTS as u64, 0), Seen::Untracked));
+        assert!(matches!(
+            storm.observe(99 * STORM_SLOTS as u64, 0),
+            Seen::Untracked
+        ));
     }
 }

@@ -88,13 +88,26 @@ pub fn default_spool_dir(service: Option<&str>) -> PathBuf {
 fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
 }
 
 fn unix_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// The event id inside a spool file name `<nanos>-<id>.json`.
@@ -106,7 +119,12 @@ fn event_id_of(name: &str) -> Option<&str> {
 
 impl Spool {
     /// Opens (creating) the directory and counts what is already there.
-    pub fn open(dir: impl Into<PathBuf>, fsync: bool, max_bytes: u64, max_files: u64) -> Result<Spool, SpoolError> {
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        fsync: bool,
+        max_bytes: u64,
+        max_files: u64,
+    ) -> Result<Spool, SpoolError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|source| SpoolError::CreateDir {
             path: dir.clone(),
@@ -132,7 +150,10 @@ impl Spool {
     /// Refuses only when the spool is at twice its cap (the sender trims the
     /// oldest down to the cap; this is the backstop when it cannot keep up).
     pub fn write(&self, event_id: &str, json: &[u8]) -> Result<SpoolEntry, SpoolError> {
-        let (bytes, files) = (self.bytes.load(Ordering::Relaxed), self.files.load(Ordering::Relaxed));
+        let (bytes, files) = (
+            self.bytes.load(Ordering::Relaxed),
+            self.files.load(Ordering::Relaxed),
+        );
         if bytes >= self.max_bytes.saturating_mul(2) || files >= self.max_files.saturating_mul(2) {
             return Err(SpoolError::Full { bytes, files });
         }
@@ -201,7 +222,8 @@ impl Spool {
             }
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        self.bytes.store(entries.iter().map(|e| e.size).sum(), Ordering::Relaxed);
+        self.bytes
+            .store(entries.iter().map(|e| e.size).sum(), Ordering::Relaxed);
         self.files.store(entries.len() as u64, Ordering::Relaxed);
         Ok(entries)
     }
@@ -210,8 +232,16 @@ impl Spool {
     /// (another process sharing the spool sent it).
     pub fn remove(&self, entry: &SpoolEntry) {
         if fs::remove_file(&entry.path).is_ok() {
-            let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(entry.size)));
-            let _ = self.files.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some(f.saturating_sub(1)));
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(entry.size))
+                });
+            let _ = self
+                .files
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                    Some(f.saturating_sub(1))
+                });
         }
     }
 
@@ -219,10 +249,21 @@ impl Spool {
     pub fn reject(&self, entry: &SpoolEntry) {
         let dir = self.dir.join(REJECTED_DIR);
         let moved = fs::create_dir_all(&dir).is_ok()
-            && entry.path.file_name().is_some_and(|n| fs::rename(&entry.path, dir.join(n)).is_ok());
+            && entry
+                .path
+                .file_name()
+                .is_some_and(|n| fs::rename(&entry.path, dir.join(n)).is_ok());
         if moved {
-            let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(entry.size)));
-            let _ = self.files.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some(f.saturating_sub(1)));
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(entry.size))
+                });
+            let _ = self
+                .files
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                    Some(f.saturating_sub(1))
+                });
         } else {
             self.remove(entry);
         }
@@ -230,7 +271,8 @@ impl Spool {
 
     /// True when the accounting says the cap is exceeded.
     pub fn over_cap(&self) -> bool {
-        self.bytes.load(Ordering::Relaxed) > self.max_bytes || self.files.load(Ordering::Relaxed) > self.max_files
+        self.bytes.load(Ordering::Relaxed) > self.max_bytes
+            || self.files.load(Ordering::Relaxed) > self.max_files
     }
 
     /// Drops the oldest events until the spool fits its cap; returns the
@@ -270,7 +312,10 @@ pub struct SendReport {
 /// left; resending is safe because the server dedups by event id.
 pub fn send_dir(dir: &Path, dsn: &Dsn, timeout: Duration) -> Result<SendReport, SpoolError> {
     let spool = Spool::open(dir, false, u64::MAX / 4, u64::MAX / 4)?;
-    let transport = crate::transport::HttpTransport::new(dsn, Duration::from_secs(10).min(timeout.max(Duration::from_secs(1))));
+    let transport = crate::transport::HttpTransport::new(
+        dsn,
+        Duration::from_secs(10).min(timeout.max(Duration::from_secs(1))),
+    );
     let deadline = std::time::Instant::now() + timeout;
     let mut report = SendReport::default();
     let mut backoff = crate::sender::Backoff::default();
@@ -336,7 +381,12 @@ mod tests {
         let dropped = spool.trim().unwrap();
         let ids: Vec<_> = dropped.iter().map(|e| e.event_id.as_str()).collect();
         assert_eq!(ids, ["e0", "e1"]);
-        let left: Vec<_> = spool.list().unwrap().into_iter().map(|e| e.event_id).collect();
+        let left: Vec<_> = spool
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
         assert_eq!(left, ["e2", "e3", "e4"]);
     }
 
@@ -349,7 +399,10 @@ mod tests {
         assert!(spool.list().unwrap().is_empty());
         spool.write("a", b"{}").unwrap();
         spool.write("b", b"{}").unwrap();
-        assert!(matches!(spool.write("c", b"{}"), Err(SpoolError::Full { .. })));
+        assert!(matches!(
+            spool.write("c", b"{}"),
+            Err(SpoolError::Full { .. })
+        ));
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub enum PostOutcome {
     Accepted(Option<Vec<String>>),
     /// Connection error, 5xx, 429, 401/403: try again later, honouring
     /// `Retry-After` when the server sent one.
-    Retry { retry_after: Option<Duration>, reason: String },
+    Retry {
+        retry_after: Option<Duration>,
+        reason: String,
+    },
     /// 400 / 413 / 422: the batch (or one of its events) will never be taken
     /// as is; the sender splits it to find the culprit.
     Refused { status: u16 },
@@ -98,7 +101,10 @@ impl HttpTransport {
 /// runs beside the service and batches are small).
 pub fn gzip_array(events: &[&[u8]]) -> std::io::Result<Vec<u8>> {
     let size: usize = events.iter().map(|e| e.len() + 1).sum::<usize>() + 2;
-    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(size / 4 + 64), flate2::Compression::fast());
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(size / 4 + 64),
+        flate2::Compression::fast(),
+    );
     gz.write_all(b"[")?;
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -114,7 +120,11 @@ pub fn gzip_array(events: &[&[u8]]) -> std::io::Result<Vec<u8>> {
 fn accepted_ids(body: &str) -> Option<Vec<String>> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let ids = v.get("accepted")?.as_array()?;
-    Some(ids.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+    Some(
+        ids.iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -126,7 +136,9 @@ mod tests {
     fn batch_is_a_gzipped_json_array() {
         let gz = gzip_array(&[br#"{"a":1}"#, br#"{"b":2}"#]).unwrap();
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
         assert_eq!(text, r#"[{"a":1},{"b":2}]"#);
     }
 

@@ -18,7 +18,8 @@ struct Handler {
     panics: Arc<AtomicBool>,
 }
 
-type Svc = tower::util::BoxCloneSyncService<Request<String>, Response<String>, std::convert::Infallible>;
+type Svc =
+    tower::util::BoxCloneSyncService<Request<String>, Response<String>, std::convert::Infallible>;
 
 fn setup(threshold: u32) -> (Svc, Handler, Arc<ManualClock>, BreakerLayer) {
     let handler = Handler::default();
@@ -43,7 +44,12 @@ fn setup(threshold: u32) -> (Svc, Handler, Arc<ManualClock>, BreakerLayer) {
         },
         clock.clone(),
     );
-    (tower::util::BoxCloneSyncService::new(layer.layer(inner)), handler, clock, layer)
+    (
+        tower::util::BoxCloneSyncService::new(layer.layer(inner)),
+        handler,
+        clock,
+        layer,
+    )
 }
 
 fn req() -> Request<String> {
@@ -107,12 +113,19 @@ async fn a_panicking_probe_reopens() {
     assert_eq!(layer.state(ROUTE), Some(BreakerState::Open));
 
     clock.advance(Duration::from_secs(30));
-    assert!(call(&svc).await.is_err(), "the probe ran the handler and panicked");
+    assert!(
+        call(&svc).await.is_err(),
+        "the probe ran the handler and panicked"
+    );
     assert_eq!(h.calls.load(Ordering::SeqCst), 3);
     assert_eq!(layer.state(ROUTE), Some(BreakerState::Open));
     let resp = call(&svc).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(resp.headers()["retry-after"], "30", "a new cool-down from the probe's panic");
+    assert_eq!(
+        resp.headers()["retry-after"],
+        "30",
+        "a new cool-down from the probe's panic"
+    );
     assert_eq!(h.calls.load(Ordering::SeqCst), 3);
 }
 
@@ -134,7 +147,11 @@ async fn only_one_probe_while_half_open() {
     let p = panics.clone();
     let inner = tower::service_fn(move |_req: Request<String>| {
         let panicking = p.load(Ordering::SeqCst);
-        let release = if panicking { None } else { release.lock().unwrap().take() };
+        let release = if panicking {
+            None
+        } else {
+            release.lock().unwrap().take()
+        };
         async move {
             if panicking {
                 panic!("boom");
@@ -159,7 +176,11 @@ async fn only_one_probe_while_half_open() {
         tokio::task::yield_now().await;
     }
     let other = call(&svc).await.unwrap();
-    assert_eq!(other.status(), StatusCode::SERVICE_UNAVAILABLE, "only the probe goes through");
+    assert_eq!(
+        other.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "only the probe goes through"
+    );
     release_tx.send(()).unwrap();
     assert_eq!(probe.await.unwrap().status(), StatusCode::OK);
     assert_eq!(layer.state(ROUTE), Some(BreakerState::Closed));

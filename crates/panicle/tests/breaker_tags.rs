@@ -11,9 +11,12 @@ use tower::{Layer, ServiceExt};
 
 const ROUTE: &str = "GET /orders/42";
 
+/// The tags of each panic seen by the test's hook.
+type Seen = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
 #[tokio::test]
 async fn panic_events_carry_the_breaker_state_as_tags() {
-    let seen: Arc<Mutex<Vec<Vec<(String, String)>>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let s = seen.clone();
     // The SDK's hook adds these same tags to the event it spools.
     std::panic::set_hook(Box::new(move |_| {
@@ -39,7 +42,11 @@ async fn panic_events_carry_the_breaker_state_as_tags() {
     }));
     for _ in 0..2 {
         let svc = svc.clone();
-        let r = tokio::spawn(async move { svc.oneshot(Request::get("/orders/42").body(String::new()).unwrap()).await }).await;
+        let r = tokio::spawn(async move {
+            svc.oneshot(Request::get("/orders/42").body(String::new()).unwrap())
+                .await
+        })
+        .await;
         assert!(r.unwrap_err().is_panic());
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -58,5 +65,8 @@ async fn panic_events_carry_the_breaker_state_as_tags() {
     assert_eq!(tag(0, "panicle.breaker.opens"), "false");
     assert_eq!(tag(1, "panicle.breaker.recent_panics"), "2");
     assert_eq!(tag(1, "panicle.breaker.opens"), "true");
-    assert!(panicle::breaker::panic_tags().is_empty(), "no tags outside a guarded handler");
+    assert!(
+        panicle::breaker::panic_tags().is_empty(),
+        "no tags outside a guarded handler"
+    );
 }

@@ -30,7 +30,10 @@ fn cargo_build(extra: &[&str]) {
         .args(extra)
         .status()
         .unwrap();
-    assert!(status.success(), "building the delivery_demo example failed");
+    assert!(
+        status.success(),
+        "building the delivery_demo example failed"
+    );
 }
 
 /// The demo as `cargo test` built it (examples are built with the tests).
@@ -47,13 +50,22 @@ fn demo() -> PathBuf {
 fn demo_abort() -> PathBuf {
     let dir = target_root().join("panicle-abort");
     let dir_arg = dir.display().to_string();
-    cargo_build(&["--config", "profile.dev.panic=\"abort\"", "--target-dir", &dir_arg]);
+    cargo_build(&[
+        "--config",
+        "profile.dev.panic=\"abort\"",
+        "--target-dir",
+        &dir_arg,
+    ]);
     dir.join("debug/examples/delivery_demo")
 }
 
 /// A loopback port nobody listens on (yet): "the server is down".
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -83,7 +95,10 @@ impl Server {
         });
         let port = free_port();
         Server {
-            dsn: format!("http://{}@127.0.0.1:{port}/{}", project.ingest_key, project.id),
+            dsn: format!(
+                "http://{}@127.0.0.1:{port}/{}",
+                project.ingest_key, project.id
+            ),
             project_id: project.id,
             rt,
             store,
@@ -121,9 +136,17 @@ impl Server {
                 .unwrap();
             let mut out = Vec::new();
             for e in page.items {
-                let row = self.store.get_event(&e.event_id, Some(self.project_id)).await.unwrap().unwrap();
+                let row = self
+                    .store
+                    .get_event(&e.event_id, Some(self.project_id))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 let payload: Value = serde_json::from_str(&row.payload).unwrap();
-                out.push((e.message, payload.get("count").and_then(Value::as_u64).unwrap_or(1)));
+                out.push((
+                    e.message,
+                    payload.get("count").and_then(Value::as_u64).unwrap_or(1),
+                ));
             }
             out
         })
@@ -158,11 +181,19 @@ fn dies_then_next_start_sends(mode: &str, expected_code: i32) {
     let mut server = Server::prepare();
     let status = run(&demo(), &[mode], &server.dsn, spool.path());
     assert_eq!(status.code(), Some(expected_code), "mode {mode}");
-    assert_eq!(spooled(spool.path()), 1, "mode {mode}: the event waits in the spool");
+    assert_eq!(
+        spooled(spool.path()),
+        1,
+        "mode {mode}: the event waits in the spool"
+    );
 
     server.listen();
     assert!(run(&demo(), &["ok"], &server.dsn, spool.path()).success());
-    assert_eq!(spooled(spool.path()), 0, "acknowledged events leave the spool");
+    assert_eq!(
+        spooled(spool.path()),
+        0,
+        "acknowledged events leave the spool"
+    );
     assert_eq!(server.events(), vec![(MESSAGE.to_string(), 1)]);
 
     // A third start finds nothing to send: still exactly once.
@@ -193,7 +224,9 @@ fn kill_9_after_the_hook_is_sent_from_the_spool() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "PANICKED");
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
@@ -210,8 +243,14 @@ fn kill_9_after_the_hook_is_sent_from_the_spool() {
 fn spool_send_dir_drains_what_a_dead_process_left() {
     let spool = tempfile::tempdir().unwrap();
     let mut server = Server::prepare();
-    assert_eq!(run(&demo(), &["exit"], &server.dsn, spool.path()).code(), Some(3));
-    assert_eq!(run(&demo(), &["exit"], &server.dsn, spool.path()).code(), Some(3));
+    assert_eq!(
+        run(&demo(), &["exit"], &server.dsn, spool.path()).code(),
+        Some(3)
+    );
+    assert_eq!(
+        run(&demo(), &["exit"], &server.dsn, spool.path()).code(),
+        Some(3)
+    );
     assert_eq!(spooled(spool.path()), 2);
 
     // Nobody listening: the drain gives up at its deadline, keeping both.
@@ -235,14 +274,21 @@ fn panic_abort_build_delivers() {
     let mut server = Server::prepare();
     server.listen();
     let status = run(&bin, &["main"], &server.dsn, spool.path());
-    assert_eq!(status.code(), None, "an abort ends by SIGABRT, not an exit code");
+    assert_eq!(
+        status.code(),
+        None,
+        "an abort ends by SIGABRT, not an exit code"
+    );
     let direct = server.events().len();
     if direct == 0 {
         // The hook's bounded wait ran out (a loaded machine): the spool has it.
         assert_eq!(spooled(spool.path()), 1);
         assert!(run(&demo(), &["ok"], &server.dsn, spool.path()).success());
     }
-    eprintln!("abort build: delivered {} (direct: {direct})", server.events().len());
+    eprintln!(
+        "abort build: delivered {} (direct: {direct})",
+        server.events().len()
+    );
     assert_eq!(server.events(), vec![(MESSAGE.to_string(), 1)]);
     assert_eq!(spooled(spool.path()), 0);
 }

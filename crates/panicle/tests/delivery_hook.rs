@@ -40,7 +40,10 @@ fn hook_neither_waits_for_nor_deadlocks_on_the_sender_lock() {
         (db, store, project, port, tx)
     });
     let spool = tempfile::tempdir().unwrap();
-    let dsn = format!("http://{}@127.0.0.1:{port}/{}", project.ingest_key, project.id);
+    let dsn = format!(
+        "http://{}@127.0.0.1:{port}/{}",
+        project.ingest_key, project.id
+    );
     let _guard = panicle::init(
         panicle::Options::default()
             .with_dsn(dsn.parse().unwrap())
@@ -55,8 +58,16 @@ fn hook_neither_waits_for_nor_deadlocks_on_the_sender_lock() {
         let r = std::panic::catch_unwind(|| panic!("panic while the sender lock is held"));
         let _ = done_tx.send(r.is_err());
     });
-    assert_eq!(done_rx.recv_timeout(HANG), Ok(true), "the hook blocked on the sender lock");
-    assert_eq!(spooled(spool.path()), 1, "spooled while the sender was stuck");
+    assert_eq!(
+        done_rx.recv_timeout(HANG),
+        Ok(true),
+        "the hook blocked on the sender lock"
+    );
+    assert_eq!(
+        spooled(spool.path()),
+        1,
+        "spooled while the sender was stuck"
+    );
     drop(held);
 
     // 2. The sender thread itself panics while holding its lock: the hook runs
@@ -64,10 +75,16 @@ fn hook_neither_waits_for_nor_deadlocks_on_the_sender_lock() {
     assert!(support::panic_in_sender());
     let deadline = std::time::Instant::now() + HANG;
     while panicle::delivery_stats().spooled < 2 {
-        assert!(std::time::Instant::now() < deadline, "the sender's own panic was never spooled");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sender's own panic was never spooled"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(panicle::flush(HANG), "the sender recovered and delivered everything");
+    assert!(
+        panicle::flush(HANG),
+        "the sender recovered and delivered everything"
+    );
 
     let messages: Vec<String> = rt.block_on(async {
         let page = store
@@ -81,8 +98,16 @@ fn hook_neither_waits_for_nor_deadlocks_on_the_sender_lock() {
         page.items.into_iter().map(|e| e.message).collect()
     });
     assert_eq!(messages.len(), 2, "{messages:?}");
-    assert!(messages.iter().any(|m| m == "panic while the sender lock is held"));
-    assert!(messages.iter().any(|m| m.contains("the sender panicked while holding its lock")));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m == "panic while the sender lock is held")
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("the sender panicked while holding its lock"))
+    );
     assert_eq!(spooled(spool.path()), 0);
     let stats = panicle::delivery_stats();
     assert_eq!((stats.spooled, stats.sent, stats.sent_from_hook), (2, 2, 0));
