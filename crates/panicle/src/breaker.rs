@@ -17,7 +17,7 @@
 //! route never seen before). A panic is seen either as an unwind through the
 //! handler future (caught here, counted, then resumed so the catch-panic layer
 //! outside still answers 500) or as a response the catch-panic layer inside
-//! marked with [`crate::layer::PanicCaught`]-style extension [`PanicResponse`].
+//! marked with the extension [`PanicResponse`].
 //! State changes are `tracing` events (target `panicle::breaker`) and tags
 //! on the panic event (`panicle.breaker.*`).
 //!
@@ -82,8 +82,7 @@ impl<C: Clock> Clock for Arc<C> {
 }
 
 /// Marker a catch-panic layer puts on the 500 it produced, so a breaker
-/// outside it counts the panic. (The issue-3 catch layer inserts
-/// `panicle::layer::PanicCaught`; this one is accepted as well.)
+/// outside it counts the panic (`PanicleLayer` should insert it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PanicResponse;
 
