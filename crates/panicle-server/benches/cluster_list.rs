@@ -62,6 +62,8 @@ async fn bench(backend: Backend) {
         store.insert_events(project.id, chunk).await.unwrap();
     }
     let seeded = started.elapsed();
+    // Planner statistics, as a server that has been running has them.
+    store.analyze().await.unwrap();
     let state = AppState::new(store.clone(), ServerConfig::default()).unwrap();
     let report = state.job.run().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

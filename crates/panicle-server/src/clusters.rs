@@ -1,7 +1,7 @@
 //! The cluster views: the list, one cluster explained (culprit, paths,
 //! where, traces, regression, fix suggestion), its events, heatmap and paths.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -62,7 +62,7 @@ impl ClusterListParams {
     }
 }
 
-fn event_filter(p: &ListParams, q: Option<&str>) -> Result<EventFilter, ApiError> {
+fn event_filter(p: &ListParams) -> Result<EventFilter, ApiError> {
     Ok(EventFilter {
         project_id: p.project,
         service: p.service.clone().filter(|s| !s.is_empty()),
@@ -70,7 +70,6 @@ fn event_filter(p: &ListParams, q: Option<&str>) -> Result<EventFilter, ApiError
         release: p.release.clone().filter(|s| !s.is_empty()),
         since_ms: p.since_ms()?,
         until_ms: p.until_ms()?,
-        text: q.map(str::to_string).filter(|q| !q.trim().is_empty()),
     })
 }
 
@@ -134,7 +133,7 @@ pub async fn list_clusters(
 ) -> Result<Json<Value>, ApiError> {
     let list = p.list();
     let limit = list.limit()? as usize;
-    let filter = event_filter(&list, p.q.as_deref())?;
+    let filter = event_filter(&list)?;
     let sort = p.sort.as_deref().unwrap_or("last_seen");
     if !["last_seen", "events", "growth"].contains(&sort) {
         return Err(ApiError::BadParam {
@@ -149,12 +148,42 @@ pub async fn list_clusters(
         }
     };
     let store = &state.store;
-    let aggregates = store.cluster_aggregates(&filter).await?;
     let groups = store.all_groups(filter.project_id).await?;
     let mut by_cluster: HashMap<&str, Vec<&GroupRow>> = HashMap::new();
+    let mut cluster_of: HashMap<&str, &str> = HashMap::new();
     for g in &groups {
         if let Some(c) = &g.cluster_id {
             by_cluster.entry(c.as_str()).or_default().push(g);
+            cluster_of.insert(g.id.as_str(), c.as_str());
+        }
+    }
+    // Text search runs over groups (their messages, templates and frames):
+    // a thousand groups, not a hundred thousand events.
+    if let Some(q) = p.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        let q = q.to_lowercase();
+        by_cluster.retain(|_, members| members.iter().any(|g| group_matches(g, &q)));
+    }
+    // Counts and first/last seen: the group counters, or the events when a
+    // filter narrows them. Queries group by group id on `events` alone (the
+    // `(group_id, ts)` index answers them); groups fold into clusters here.
+    let mut totals: HashMap<&str, Totals> = HashMap::new();
+    if filter.is_unfiltered() {
+        for g in &groups {
+            if let Some(c) = &g.cluster_id {
+                totals
+                    .entry(c.as_str())
+                    .or_default()
+                    .add(g.count, g.first_seen_ms, g.last_seen_ms);
+            }
+        }
+    } else {
+        for a in store.group_aggregates(&filter).await? {
+            if let Some(c) = cluster_of.get(a.group_id.as_str()) {
+                totals
+                    .entry(*c)
+                    .or_default()
+                    .add(a.count, a.first_seen_ms, a.last_seen_ms);
+            }
         }
     }
     let (start, until, width) = trend_window(&filter);
@@ -163,73 +192,138 @@ pub async fn list_clusters(
         until_ms: Some(until),
         ..filter.clone()
     };
-    let mut trends: HashMap<String, HashMap<i64, i64>> = HashMap::new();
-    for (c, b, n) in store.cluster_trends(&trend_filter, width).await? {
-        trends.entry(c).or_default().insert(b, n);
+    // Sort keys for every cluster; everything else only for the page shown.
+    let mid = start + (TREND_BUCKETS / 2) * width;
+    let mut halves: HashMap<&str, (u64, u64)> = HashMap::new();
+    for (g, older, newer) in store.group_halves(&trend_filter, mid).await? {
+        if let Some(c) = cluster_of.get(g.as_str()) {
+            let h = halves.entry(*c).or_default();
+            h.0 += older.max(0) as u64;
+            h.1 += newer.max(0) as u64;
+        }
     }
-    let mut services: HashMap<String, Vec<(String, i64)>> = HashMap::new();
-    for (c, s, n) in store.cluster_services(&filter).await? {
-        services.entry(c).or_default().push((s, n));
+    struct Row<'a> {
+        id: &'a str,
+        totals: Totals,
+        members: &'a [&'a GroupRow],
+        growth: f64,
+    }
+    let mut rows: Vec<Row<'_>> = totals
+        .iter()
+        .filter_map(|(id, t)| {
+            let members = by_cluster.get(id)?;
+            let (older, newer) = halves.get(id).copied().unwrap_or((0, 0));
+            Some(Row {
+                id,
+                totals: *t,
+                members,
+                growth: growth(&[older, newer]),
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        let key = match sort {
+            "events" => b.totals.count.cmp(&a.totals.count),
+            "growth" => b.growth.total_cmp(&a.growth),
+            _ => b.totals.last_seen_ms.cmp(&a.totals.last_seen_ms),
+        };
+        key.then_with(|| a.id.cmp(b.id))
+    });
+    let total = rows.len();
+    let page: Vec<&Row<'_>> = rows.iter().skip(offset).take(limit).collect();
+    let page_groups: Vec<String> = page
+        .iter()
+        .flat_map(|r| r.members.iter().map(|g| g.id.clone()))
+        .collect();
+    let mut trends: HashMap<&str, HashMap<i64, i64>> = HashMap::new();
+    for (g, b, n) in store
+        .group_trends(&trend_filter, width, &page_groups)
+        .await?
+    {
+        if let Some(c) = cluster_of.get(g.as_str()) {
+            *trends.entry(*c).or_default().entry(b).or_default() += n;
+        }
+    }
+    let mut services: HashMap<&str, BTreeMap<String, i64>> = HashMap::new();
+    for (g, s, n) in store.group_services(&filter, &page_groups).await? {
+        if let Some(c) = cluster_of.get(g.as_str()) {
+            *services.entry(*c).or_default().entry(s).or_default() += n;
+        }
     }
     let empty = HashMap::new();
-    let mut rows: Vec<(Value, i64, i64, f64)> = aggregates
+    let items: Vec<Value> = page
         .iter()
-        .filter_map(|a| {
-            let members = by_cluster.get(a.cluster_id.as_str())?;
-            let rep = representative(members)?;
-            let trend_counts = trends.get(&a.cluster_id).unwrap_or(&empty);
-            let series: Vec<u64> = (0..TREND_BUCKETS)
-                .map(|i| trend_counts.get(&(start / width + i)).copied().unwrap_or(0) as u64)
-                .collect();
-            let g = growth(&series);
-            let first = members.iter().min_by_key(|g| g.first_seen_ms)?;
-            let mut svc = services.get(&a.cluster_id).cloned().unwrap_or_default();
-            svc.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        .filter_map(|r| {
+            let t = r.totals;
+            let rep = representative(r.members)?;
+            let first = r.members.iter().min_by_key(|g| g.first_seen_ms)?;
+            let mut svc: Vec<(&String, &i64)> = services
+                .get(r.id)
+                .map(|m| m.iter().collect())
+                .unwrap_or_default();
+            svc.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
             let suggestion = rule_title(&state, rep);
             let title = suggestion
                 .as_ref()
                 .and_then(|s| s["title"].as_str().map(str::to_string))
                 .unwrap_or_else(|| rep.template.clone());
-            let row = json!({
-                "id": a.cluster_id,
+            Some(json!({
+                "id": r.id,
                 "project_id": rep.project_id,
                 "title": title,
                 "message": rep.template,
                 "platform": rep.platform,
                 "kind": rep.kind,
                 "culprit": culprit_of_group(rep),
-                "count": a.count,
-                "group_count": members.len(),
+                "count": t.count,
+                "group_count": r.members.len(),
                 "services": svc.iter().map(|(s, _)| s).collect::<Vec<_>>(),
-                "first_seen": format_ms(a.first_seen_ms),
-                "last_seen": format_ms(a.last_seen_ms),
+                "first_seen": format_ms(t.first_seen_ms),
+                "last_seen": format_ms(t.last_seen_ms),
                 "first_release": first.first_release,
-                "trend": trend_points(trend_counts, start, width),
-                "growth": g,
+                "trend": trend_points(trends.get(r.id).unwrap_or(&empty), start, width),
+                "growth": r.growth,
                 "suggestion": suggestion,
-            });
-            Some((row, a.last_seen_ms, a.count, g))
+            }))
         })
-        .collect();
-    rows.sort_by(|a, b| {
-        let key = match sort {
-            "events" => b.2.cmp(&a.2),
-            "growth" => b.3.total_cmp(&a.3),
-            _ => b.1.cmp(&a.1),
-        };
-        key.then_with(|| a.0["id"].as_str().cmp(&b.0["id"].as_str()))
-    });
-    let total = rows.len();
-    let items: Vec<Value> = rows
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|r| r.0)
         .collect();
     let next = (offset + limit < total).then(|| encode_offset(offset + limit));
     Ok(Json(
         json!({"items": items, "next_cursor": next, "total": total}),
     ))
+}
+
+/// A cluster's events over the list's filter.
+#[derive(Debug, Clone, Copy)]
+struct Totals {
+    count: i64,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            count: 0,
+            first_seen_ms: i64::MAX,
+            last_seen_ms: i64::MIN,
+        }
+    }
+}
+
+impl Totals {
+    fn add(&mut self, count: i64, first: i64, last: i64) {
+        self.count += count;
+        self.first_seen_ms = self.first_seen_ms.min(first);
+        self.last_seen_ms = self.last_seen_ms.max(last);
+    }
+}
+
+fn group_matches(g: &GroupRow, q_lower: &str) -> bool {
+    let hit = |s: &str| s.to_lowercase().contains(q_lower);
+    hit(&g.template)
+        || g.sample_message.as_deref().is_some_and(hit)
+        || g.frames.iter().any(|f| hit(f))
 }
 
 fn encode_offset(n: usize) -> String {
@@ -315,7 +409,7 @@ pub async fn get_cluster(
     Query(p): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &id).await?;
-    let filter = event_filter(&p, None)?;
+    let filter = event_filter(&p)?;
     let events = state
         .store
         .cluster_events(Some(&id), &filter, ATTRIBUTION_EVENTS)
@@ -629,7 +723,7 @@ pub async fn cluster_paths(
     Query(p): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     load_cluster(&state, &id).await?;
-    let filter = event_filter(&p, None)?;
+    let filter = event_filter(&p)?;
     let events = state
         .store
         .cluster_events(Some(&id), &filter, ATTRIBUTION_EVENTS)

@@ -25,10 +25,10 @@ pub struct ClusterChange {
     pub others: Vec<String>,
 }
 
-/// Counts of one cluster over the events that pass a filter.
+/// Counts of one group over the events that pass a filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterAggregate {
-    pub cluster_id: String,
+pub struct GroupAggregate {
+    pub group_id: String,
     pub count: i64,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
@@ -68,8 +68,6 @@ pub struct EventFilter {
     pub release: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
-    /// Case-insensitive text in the message or in the group's frames.
-    pub text: Option<String>,
 }
 
 impl EventFilter {
@@ -93,13 +91,6 @@ impl EventFilter {
         if let Some(t) = self.until_ms {
             f.push("e.ts < ?", Bind::Int(t));
         }
-        if let Some(q) = self.text.as_deref().filter(|q| !q.trim().is_empty()) {
-            let pattern = format!("%{}%", q.trim().to_lowercase().replace(['%', '_'], ""));
-            f.push_many(
-                "(LOWER(e.message) LIKE ? OR LOWER(g.frames) LIKE ?)",
-                vec![Bind::Text(pattern.clone()), Bind::Text(pattern)],
-            );
-        }
         f
     }
 
@@ -110,8 +101,16 @@ impl EventFilter {
             && self.release.is_none()
             && self.since_ms.is_none()
             && self.until_ms.is_none()
-            && self.text.as_deref().is_none_or(|t| t.trim().is_empty())
     }
+}
+
+/// `column IN ($n, …)` over the given values.
+fn push_in(f: &mut Filter, column: &str, values: &[String]) {
+    let marks = vec!["?"; values.len()].join(", ");
+    f.push_many(
+        &format!("{column} IN ({marks})"),
+        values.iter().map(|v| Bind::Text(v.clone())).collect(),
+    );
 }
 
 /// Holds the job lock until dropped or released.
@@ -256,33 +255,6 @@ impl Store {
         Ok(n)
     }
 
-    /// Services per cluster over the events that pass the filter.
-    pub async fn cluster_services(
-        &self,
-        filter: &EventFilter,
-    ) -> Result<Vec<(String, String, i64)>> {
-        let mut f = filter.to_filter();
-        f.clauses
-            .push("g.cluster_id IS NOT NULL AND e.service IS NOT NULL".into());
-        let sql = format!(
-            "SELECT g.cluster_id AS cluster_id, e.service AS service, COUNT(*) AS n FROM events e \
-             JOIN event_groups g ON g.id = e.group_id{} GROUP BY g.cluster_id, e.service",
-            f.where_sql()
-        );
-        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("cluster_id")?,
-                    r.try_get("service")?,
-                    r.try_get("n")?,
-                ))
-            })
-            .collect()
-    }
-
     pub async fn cluster_changes(&self, cluster_id: &str) -> Result<Vec<(i64, ClusterChange)>> {
         let rows = sqlx::query(
             "SELECT at, kind, cluster_id, others FROM cluster_changes WHERE cluster_id = $1 ORDER BY at DESC LIMIT 50",
@@ -305,38 +277,24 @@ impl Store {
             .collect()
     }
 
-    /// Per-cluster counts over the events that pass the filter.
-    pub async fn cluster_aggregates(&self, filter: &EventFilter) -> Result<Vec<ClusterAggregate>> {
-        let rows = if filter.is_unfiltered() {
-            let mut f = Filter::default();
-            f.clauses.push("cluster_id IS NOT NULL".into());
-            if let Some(p) = filter.project_id {
-                f.push("project_id = ?", Bind::Int(p));
-            }
-            let sql = format!(
-                "SELECT cluster_id, CAST(SUM(event_count) AS BIGINT) AS n, MIN(first_seen) AS fs, MAX(last_seen) AS ls \
-                 FROM event_groups{} GROUP BY cluster_id",
-                f.where_sql()
-            );
-            bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
-                .fetch_all(&self.pool)
-                .await?
-        } else {
-            let mut f = filter.to_filter();
-            f.clauses.push("g.cluster_id IS NOT NULL".into());
-            let sql = format!(
-                "SELECT g.cluster_id AS cluster_id, COUNT(*) AS n, MIN(e.ts) AS fs, MAX(e.ts) AS ls \
-                 FROM events e JOIN event_groups g ON g.id = e.group_id{} GROUP BY g.cluster_id",
-                f.where_sql()
-            );
-            bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
-                .fetch_all(&self.pool)
-                .await?
-        };
+    /// Per-group counts and first/last times over the events that pass the
+    /// filter. Grouped by `group_id` on `events` alone, so the
+    /// `(group_id, ts)` index answers it without a join; the caller folds
+    /// groups into clusters.
+    pub async fn group_aggregates(&self, filter: &EventFilter) -> Result<Vec<GroupAggregate>> {
+        let f = filter.to_filter();
+        let sql = format!(
+            "SELECT e.group_id AS group_id, COUNT(*) AS n, MIN(e.ts) AS fs, MAX(e.ts) AS ls \
+             FROM events e{} GROUP BY e.group_id",
+            f.where_sql()
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
-                Ok(ClusterAggregate {
-                    cluster_id: r.try_get("cluster_id")?,
+                Ok(GroupAggregate {
+                    group_id: r.try_get("group_id")?,
                     count: r.try_get("n")?,
                     first_seen_ms: r.try_get("fs")?,
                     last_seen_ms: r.try_get("ls")?,
@@ -345,24 +303,88 @@ impl Store {
             .collect()
     }
 
-    /// Event counts per (cluster, time bucket) since a time, for sparklines.
-    pub async fn cluster_trends(
+    /// Per group, events before and from `mid_ms` (within the filter): the
+    /// two numbers growth is computed from.
+    pub async fn group_halves(
         &self,
         filter: &EventFilter,
-        bucket_ms: i64,
+        mid_ms: i64,
     ) -> Result<Vec<(String, i64, i64)>> {
-        let mut f = filter.to_filter();
-        f.clauses.push("g.cluster_id IS NOT NULL".into());
+        let f = filter.to_filter();
         let sql = format!(
-            "SELECT g.cluster_id AS cluster_id, e.ts / {bucket_ms} AS b, COUNT(*) AS n \
-             FROM events e JOIN event_groups g ON g.id = e.group_id{} GROUP BY g.cluster_id, e.ts / {bucket_ms}",
+            "SELECT e.group_id AS group_id, \
+             CAST(SUM(CASE WHEN e.ts < {mid_ms} THEN 1 ELSE 0 END) AS BIGINT) AS older, \
+             CAST(SUM(CASE WHEN e.ts >= {mid_ms} THEN 1 ELSE 0 END) AS BIGINT) AS newer \
+             FROM events e{} GROUP BY e.group_id",
             f.where_sql()
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("cluster_id")?, r.try_get("b")?, r.try_get("n")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("group_id")?,
+                    r.try_get("older")?,
+                    r.try_get("newer")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Event counts per (group, time bucket) of the given groups, for sparklines.
+    pub async fn group_trends(
+        &self,
+        filter: &EventFilter,
+        bucket_ms: i64,
+        group_ids: &[String],
+    ) -> Result<Vec<(String, i64, i64)>> {
+        if group_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut f = filter.to_filter();
+        push_in(&mut f, "e.group_id", group_ids);
+        let sql = format!(
+            "SELECT e.group_id AS group_id, e.ts / {bucket_ms} AS b, COUNT(*) AS n \
+             FROM events e{} GROUP BY e.group_id, e.ts / {bucket_ms}",
+            f.where_sql()
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("group_id")?, r.try_get("b")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// Services of the given groups over the events that pass the filter.
+    pub async fn group_services(
+        &self,
+        filter: &EventFilter,
+        group_ids: &[String],
+    ) -> Result<Vec<(String, String, i64)>> {
+        if group_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut f = filter.to_filter();
+        push_in(&mut f, "e.group_id", group_ids);
+        f.clauses.push("e.service IS NOT NULL".into());
+        let sql = format!(
+            "SELECT e.group_id AS group_id, e.service AS service, COUNT(*) AS n \
+             FROM events e{} GROUP BY e.group_id, e.service",
+            f.where_sql()
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("group_id")?,
+                    r.try_get("service")?,
+                    r.try_get("n")?,
+                ))
+            })
             .collect()
     }
 

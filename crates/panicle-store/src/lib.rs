@@ -23,8 +23,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 pub use clusters::{
-    ClusterAggregate, ClusterChange, ClusterEvent, EventFilter, GroupAssignment, HostColumn,
-    JobLock,
+    ClusterChange, ClusterEvent, EventFilter, GroupAggregate, GroupAssignment, HostColumn, JobLock,
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
 pub use groups::{GroupQuery, GroupRow};
@@ -128,6 +127,11 @@ impl Store {
                     "clusters",
                     include_str!("../../../migrations/sqlite/0002_clusters.sql"),
                 ),
+                (
+                    3,
+                    "filter_indexes",
+                    include_str!("../../../migrations/sqlite/0003_filter_indexes.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (
@@ -139,6 +143,11 @@ impl Store {
                     2,
                     "clusters",
                     include_str!("../../../migrations/postgres/0002_clusters.sql"),
+                ),
+                (
+                    3,
+                    "filter_indexes",
+                    include_str!("../../../migrations/postgres/0003_filter_indexes.sql"),
                 ),
             ],
         };
@@ -163,6 +172,12 @@ impl Store {
     /// Readiness: the database answers a query.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Refreshes the query planner's statistics (after a bulk load).
+    pub async fn analyze(&self) -> Result<()> {
+        sqlx::query("ANALYZE").execute(&self.pool).await?;
         Ok(())
     }
 

@@ -1,0 +1,4 @@
+-- The cluster list filters events by service, environment and release.
+CREATE INDEX events_service_ts ON events (service, ts);
+CREATE INDEX events_environment_ts ON events (environment, ts);
+CREATE INDEX events_release_ts ON events (release, ts);
