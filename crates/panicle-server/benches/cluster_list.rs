@@ -37,6 +37,7 @@ fn event(i: usize, now: i64) -> NewEvent {
         node: None,
         route: Some("/orders/{id}".into()),
         depth: 3 + (i % 4) as i64,
+        weight: 1,
         payload: "{}".into(),
         fingerprint: format!("fp{bug:06}"),
         template: format!("bug <n>: {}", bug),

@@ -146,6 +146,13 @@ pub fn to_new_event(decoded: Decoded) -> NewEvent {
         node: resource("k8s.node.name"),
         route: event.request.as_ref().and_then(|r| r.route.clone()),
         depth: event.frames.len() as i64,
+        // Storm control: one event standing for `count` panics.
+        weight: event
+            .extra
+            .get("count")
+            .and_then(serde_json::Value::as_i64)
+            .filter(|n| *n >= 1)
+            .unwrap_or(1),
         fingerprint: panicle_protocol::fingerprint(&event),
         template: message_template(&event.message),
         culprit: signature.first().cloned(),

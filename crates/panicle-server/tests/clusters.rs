@@ -359,7 +359,11 @@ panicle_store::backend_tests! {
         call("POST", format!("{}/api/v1/events", s.base), None, Some(s.key.clone()), Some(recent)).await;
         let (_, list) = call("GET", format!("{}/api/v1/clusters", s.base), tok(), None, None).await;
         let trend = list["items"][0]["trend"].as_array().unwrap();
-        assert_eq!(trend.last().unwrap()["count"], 1, "{trend:?}");
+        let counted: u64 = trend.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+        assert_eq!(counted, 1, "{trend:?}");
+        let last_start = time::OffsetDateTime::parse(trend.last().unwrap()["t"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+        let last_start = (last_start.unix_timestamp_nanos() / 1_000_000) as i64;
+        assert!(last_start <= now && now < last_start + HOUR, "the last bucket holds now: {trend:?}");
     }
 
     async fn new_groups_join_a_cluster_between_runs(db: &TestDb) {

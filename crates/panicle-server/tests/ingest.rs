@@ -222,4 +222,15 @@ panicle_store::backend_tests! {
         let (status, _) = post(url, vec![], text.as_bytes().to_vec()).await;
         assert_eq!(status, 401);
     }
+
+    async fn storm_counts_add_up(db: &TestDb) {
+        let s = start(db, ServerConfig::default()).await;
+        let url = format!("{}/api/v1/events", s.base);
+        let mut storm = event("boom in a loop");
+        storm["count"] = json!(998);
+        let (status, _) = post(url.clone(), vec![("X-Panicle-Key", s.key.clone())], json_body(&json!([event("boom in a loop"), storm, event("boom in a loop")]))).await;
+        assert_eq!(status, 202);
+        let (_, groups) = get(format!("{}/api/v1/groups", s.base), Some(s.token.clone())).await;
+        assert_eq!(groups["items"][0]["count"], 1000, "{groups}");
+    }
 }

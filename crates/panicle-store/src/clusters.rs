@@ -284,7 +284,7 @@ impl Store {
     pub async fn group_aggregates(&self, filter: &EventFilter) -> Result<Vec<GroupAggregate>> {
         let f = filter.to_filter();
         let sql = format!(
-            "SELECT e.group_id AS group_id, COUNT(*) AS n, MIN(e.ts) AS fs, MAX(e.ts) AS ls \
+            "SELECT e.group_id AS group_id, CAST(SUM(e.weight) AS BIGINT) AS n, MIN(e.ts) AS fs, MAX(e.ts) AS ls \
              FROM events e{} GROUP BY e.group_id",
             f.where_sql()
         );
@@ -313,8 +313,8 @@ impl Store {
         let f = filter.to_filter();
         let sql = format!(
             "SELECT e.group_id AS group_id, \
-             CAST(SUM(CASE WHEN e.ts < {mid_ms} THEN 1 ELSE 0 END) AS BIGINT) AS older, \
-             CAST(SUM(CASE WHEN e.ts >= {mid_ms} THEN 1 ELSE 0 END) AS BIGINT) AS newer \
+             CAST(SUM(CASE WHEN e.ts < {mid_ms} THEN e.weight ELSE 0 END) AS BIGINT) AS older, \
+             CAST(SUM(CASE WHEN e.ts >= {mid_ms} THEN e.weight ELSE 0 END) AS BIGINT) AS newer \
              FROM events e{} GROUP BY e.group_id",
             f.where_sql()
         );
@@ -345,7 +345,7 @@ impl Store {
         let mut f = filter.to_filter();
         push_in(&mut f, "e.group_id", group_ids);
         let sql = format!(
-            "SELECT e.group_id AS group_id, e.ts / {bucket_ms} AS b, COUNT(*) AS n \
+            "SELECT e.group_id AS group_id, e.ts / {bucket_ms} AS b, CAST(SUM(e.weight) AS BIGINT) AS n \
              FROM events e{} GROUP BY e.group_id, e.ts / {bucket_ms}",
             f.where_sql()
         );
@@ -370,7 +370,7 @@ impl Store {
         push_in(&mut f, "e.group_id", group_ids);
         f.clauses.push("e.service IS NOT NULL".into());
         let sql = format!(
-            "SELECT e.group_id AS group_id, e.service AS service, COUNT(*) AS n \
+            "SELECT e.group_id AS group_id, e.service AS service, CAST(SUM(e.weight) AS BIGINT) AS n \
              FROM events e{} GROUP BY e.group_id, e.service",
             f.where_sql()
         );

@@ -25,6 +25,8 @@ pub struct NewEvent {
     pub route: Option<String>,
     /// Stack depth at the panic (number of frames), for the heatmap.
     pub depth: i64,
+    /// Panics this event stands for (storm control sends one with a count).
+    pub weight: i64,
     /// The whole event as received, unknown fields included.
     pub payload: String,
     /// Exact grouping key from `panicle_protocol::fingerprint`.
@@ -142,8 +144,8 @@ impl Store {
             let gid = group_id(project_id, &e.fingerprint);
             let done = sqlx::query(
                 "INSERT INTO events (project_id, event_id, group_id, ts, received_at, platform, \
-                 kind, message, service, environment, release, trace_id, pod, node, route, depth, payload) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 kind, message, service, environment, release, trace_id, pod, node, route, depth, payload, weight) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                  ON CONFLICT (project_id, event_id) DO NOTHING",
             )
             .bind(project_id)
@@ -163,6 +165,7 @@ impl Store {
             .bind(e.route.as_deref())
             .bind(e.depth)
             .bind(&e.payload)
+            .bind(e.weight.max(1))
             .execute(&mut *tx)
             .await?;
             outcome.accepted.push(e.event_id.clone());
@@ -177,7 +180,7 @@ impl Store {
                 last_seen: e.timestamp_ms,
                 first_release: e.release.as_deref(),
             });
-            d.count += 1;
+            d.count += e.weight.max(1);
             if e.timestamp_ms < d.first_seen {
                 d.first_seen = e.timestamp_ms;
                 d.first_release = e.release.as_deref();

@@ -17,6 +17,7 @@ fn new_event(fingerprint: &str, ts: i64, service: &str) -> NewEvent {
         node: None,
         route: Some("/orders/{id}".into()),
         depth: 3,
+        weight: 1,
         payload: "{\"x\":1}".into(),
         fingerprint: fingerprint.into(),
         template: "called `Option::unwrap()` on a `None` value".into(),
