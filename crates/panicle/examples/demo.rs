@@ -11,7 +11,9 @@ use std::hint::black_box;
 
 fn main() {
     let _guard = panicle::init(panicle::Options::from_env().with_release(panicle::release_name!()));
-    let mode = std::env::args().nth(1).unwrap_or_else(|| "unwrap-none".to_string());
+    let mode = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "unwrap-none".to_string());
     match mode.as_str() {
         "unwrap-none" => orders::reserve(black_box(42)),
         "index" => orders::pick(black_box(7)),

@@ -35,7 +35,11 @@ impl Resource {
     /// Detection over any variable source, so tests need not touch the process env.
     pub fn from_lookup(options: &Options, var: impl Fn(&str) -> Option<String>) -> Resource {
         let mut attrs: BTreeMap<String, Value> = BTreeMap::new();
-        let var = |k: &str| var(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let var = |k: &str| {
+            var(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         if let Some(list) = var("OTEL_RESOURCE_ATTRIBUTES") {
             for pair in list.split(',') {
                 if let Some((k, v)) = pair.split_once('=') {
@@ -55,7 +59,12 @@ impl Resource {
             .service_name
             .clone()
             .or_else(|| var("OTEL_SERVICE_NAME"))
-            .or_else(|| attrs.get("service.name").and_then(Value::as_str).map(str::to_string))
+            .or_else(|| {
+                attrs
+                    .get("service.name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .or_else(binary_name)
             .unwrap_or_else(|| "unknown_service".to_string());
         attrs.insert("service.name".into(), Value::String(service));
@@ -119,7 +128,10 @@ mod tests {
     #[test]
     fn reads_otel_and_downward_api() {
         let env: BTreeMap<&str, &str> = [
-            ("OTEL_RESOURCE_ATTRIBUTES", "service.version=1.4.2,team=pay%20ments"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.version=1.4.2,team=pay%20ments",
+            ),
             ("OTEL_SERVICE_NAME", "checkout"),
             ("POD_NAME", "checkout-7d9f"),
             ("POD_NAMESPACE", "shop"),

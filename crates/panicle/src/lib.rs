@@ -32,14 +32,14 @@ use std::panic::PanicHookInfo;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+#[cfg(feature = "tower")]
+pub use layer::{PanicleLayer, PanicleService, REQUEST_ID_HEADER, ResponseFuture, Route};
 pub use options::Options;
+pub use panicle_protocol as protocol;
+pub use scope::{Scoped, remove_tag, scoped, set_tag, take_last_event_id};
 #[doc(hidden)]
 pub use sender::test_support as __delivery_test_support;
 pub use sender::{DeliveryOptions, DeliveryStats, delivery_stats};
-pub use panicle_protocol as protocol;
-#[cfg(feature = "tower")]
-pub use layer::{PanicleLayer, PanicleService, REQUEST_ID_HEADER, ResponseFuture, Route};
-pub use scope::{Scoped, remove_tag, scoped, set_tag, take_last_event_id};
 
 /// What the installed hook shares with `flush` and the guard.
 struct Client {
