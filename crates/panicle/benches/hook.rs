@@ -83,11 +83,19 @@ fn child() {
     let options = Options::default();
     hook_bench::warm_up();
     std::thread::sleep(Duration::from_secs(1));
+    if !hook_bench::is_warm() {
+        eprintln!("warm-up still running after 1 s");
+    }
     let time = |f: &mut dyn FnMut() -> usize| {
         let t = Instant::now();
         black_box(f());
         t.elapsed().as_nanos()
     };
+    if std::env::var_os("PANICLE_HOOK_BENCH_PHASES").is_some() {
+        let a = deep(DEPTH, &mut || hook_bench::phases(&options));
+        let b = deep(DEPTH, &mut || hook_bench::phases(&options));
+        eprintln!("phases first {a:?} then {b:?}");
+    }
     let first = time(&mut || panicle_event(&options));
     let warm = (0..20)
         .map(|_| time(&mut || panicle_event(&options)))

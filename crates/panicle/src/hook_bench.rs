@@ -34,8 +34,10 @@ pub fn capture_event_cold(options: &Options) -> Event {
     build_event("bench".into(), None, raw, options, resource())
 }
 
-/// Starts the background warm-up `init` starts.
+/// Starts the background warm-up `init` starts (and detects the resource,
+/// as `init` does).
 pub fn warm_up() {
+    let _ = resource();
     symbolize::warm_up();
 }
 
@@ -47,4 +49,23 @@ pub fn is_warm() -> bool {
 /// Empties the address cache.
 pub fn clear_cache() {
     symbolize::clear_cache();
+}
+
+/// The hook's phases timed separately (ns): capture, symbolize, classify, build (classify included).
+#[inline(never)]
+pub fn phases(options: &Options) -> [u128; 4] {
+    let t = std::time::Instant::now();
+    let addresses = symbolize::capture_addresses();
+    let captured = t.elapsed().as_nanos();
+    let t = std::time::Instant::now();
+    let raw = symbolize::resolve(&addresses);
+    let resolved = t.elapsed().as_nanos();
+    let t = std::time::Instant::now();
+    let frames = symbolize::to_frames(raw.clone(), options);
+    let classified = t.elapsed().as_nanos();
+    std::hint::black_box(frames);
+    let t = std::time::Instant::now();
+    let event = build_event("bench".into(), None, raw, options, resource());
+    std::hint::black_box(event);
+    [captured, resolved, classified, t.elapsed().as_nanos()]
 }

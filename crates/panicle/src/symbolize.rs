@@ -88,6 +88,10 @@ const CACHE_LIMIT: usize = 65_536;
 /// How long a panic waits for the symbolizer (warm-up or another panicking
 /// thread) before it ships bare addresses.
 const WAIT_LIMIT: Duration = Duration::from_secs(3);
+/// Functions looked up per hold of the loader lock during the warm-up.
+const WARM_CHUNK: usize = 256;
+/// Bound of the warm-up's work on a huge executable.
+const MAX_WARM_FUNCTIONS: usize = 500_000;
 
 /// The root path segment of a symbol: `shop` of `<shop::Cart as Drop>::drop`.
 pub fn symbol_root(function: &str) -> &str {
@@ -181,6 +185,7 @@ fn names() -> &'static NameIndex {
 
 static SYMBOLIZER: OnceLock<Option<Symbolizer>> = OnceLock::new();
 static WARM_STARTED: AtomicBool = AtomicBool::new(false);
+static WARM_DONE: AtomicBool = AtomicBool::new(false);
 static CACHE: LazyLock<RwLock<HashMap<usize, Arc<[RawFrame]>>>> =
     LazyLock::new(|| RwLock::new(HashMap::new()));
 
@@ -225,32 +230,44 @@ pub fn warm_up() {
                 }
                 warm_units();
             }
+            WARM_DONE.store(true, Ordering::SeqCst);
         });
     if spawned.is_err() {
         WARM_STARTED.store(false, Ordering::SeqCst);
     }
 }
 
-/// Resolves one address of the panic machinery (std's panicking module) and
-/// this thread's stack, which parses the line tables a panic always touches.
+/// Resolves this thread's stack, then one address of every function of the
+/// executable: addr2line parses a unit's line table and inline tree on its
+/// first lookup, and that first lookup must not fall on a panic. The loader
+/// is taken per chunk so a panic meanwhile waits one chunk at most.
 fn warm_units() {
     let addresses = capture_addresses();
     let _ = resolve_uncached_batch(&addresses);
-    if let Some(Some(s)) = SYMBOLIZER.get() {
-        let probes: Vec<u64> = names().panic_machinery.clone();
-        if let Ok(loader) = s.loader.lock() {
-            for probe in probes {
-                if let Ok(mut frames) = loader.find_frames(probe) {
-                    while let Ok(Some(_)) = frames.next() {}
+    let Some(Some(s)) = SYMBOLIZER.get() else {
+        return;
+    };
+    for chunk in names().functions.chunks(WARM_CHUNK) {
+        let Ok(loader) = s.loader.lock() else { return };
+        for &probe in chunk {
+            if let Ok(mut frames) = loader.find_frames(probe) {
+                // Reading the names touches their string pages now, not at a panic.
+                while let Ok(Some(f)) = frames.next() {
+                    std::hint::black_box(
+                        f.function.as_ref().map(|n| n.raw_name().map(|n| n.len())),
+                    );
                 }
             }
         }
+        drop(loader);
+        std::thread::yield_now();
     }
 }
 
-/// True once the debug info is loaded (or known to be missing).
+/// True once the warm-up has finished (debug info loaded, names indexed,
+/// every unit parsed).
 pub fn is_warm() -> bool {
-    SYMBOLIZER.get().is_some()
+    WARM_DONE.load(Ordering::SeqCst)
 }
 
 /// Forgets every cached address (benchmarks: a stack never seen before).
@@ -390,7 +407,15 @@ fn resolve_one(s: &Symbolizer, loader: &addr2line::Loader, addr: usize) -> Vec<R
     }
     // A return address points after the call: look up the call itself.
     let probe = s.module.relative(addr).saturating_sub(1) as u64;
-    let symbol = loader.find_symbol(probe).map(clean_symbol);
+    // Demangled once at warm-up: demangling long generic names is most of
+    // the cost of a first lookup.
+    let symbol =
+        loader
+            .find_symbol_info(probe)
+            .map(|sym| match names().by_address.get(&sym.address()) {
+                Some(name) => name.clone(),
+                None => clean_symbol(sym.name()),
+            });
     let mut frames: Vec<RawFrame> = Vec::new();
     if let Ok(mut iter) = loader.find_frames(probe) {
         while let Ok(Some(f)) = iter.next() {
@@ -560,8 +585,10 @@ fn module_of_file(file: &str, enclosing: Option<&str>) -> (Option<String>, Vec<S
 #[derive(Default)]
 struct NameIndex {
     by_last: HashMap<String, Vec<String>>,
-    /// Module-relative addresses of std's panicking functions (for warm-up).
-    panic_machinery: Vec<u64>,
+    /// Module-relative address of every function, for the warm-up.
+    functions: Vec<u64>,
+    /// Demangled, readable name of each function by its address.
+    by_address: HashMap<u64, String>,
 }
 
 impl NameIndex {
@@ -580,13 +607,14 @@ impl NameIndex {
                 continue;
             }
             let Ok(raw) = sym.name() else { continue };
+            if index.functions.len() < MAX_WARM_FUNCTIONS {
+                index.functions.push(sym.address());
+            }
             if !(raw.starts_with("_ZN") || raw.starts_with("_R")) {
                 continue;
             }
             let name = clean_symbol(raw);
-            if name.starts_with("std::panicking::") || name.starts_with("core::panicking::") {
-                index.panic_machinery.push(sym.address());
-            }
+            index.by_address.insert(sym.address(), name.clone());
             let parts = split_path(&name);
             let Some(last) = parts.last() else { continue };
             let key = strip_generics(last).to_string();
@@ -595,6 +623,8 @@ impl NameIndex {
                 list.push(name);
             }
         }
+        index.functions.sort_unstable();
+        index.functions.dedup();
         index
     }
 
