@@ -13,7 +13,7 @@ use panicle_protocol::normalize::normalize_function;
 use panicle_rules::{
     Culprit as RuleCulprit, Evidence, MatchInput, Share, Suggestion, derived_suggestion,
 };
-use panicle_store::{ClusterEvent, EventFilter, EventQuery, GroupRow, HostColumn};
+use panicle_store::{ClusterEvent, EventFilter, GroupRow, HostColumn};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -616,17 +616,7 @@ pub async fn cluster_events(
     Query(p): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &id).await?;
-    let q = EventQuery {
-        project_id: p.project,
-        group_ids: Some(groups.into_iter().map(|g| g.id).collect()),
-        service: p.service.clone(),
-        environment: p.environment.clone(),
-        release: p.release.clone(),
-        since_ms: p.since_ms()?,
-        until_ms: p.until_ms()?,
-        limit: p.limit()?,
-        cursor: p.cursor()?,
-    };
+    let q = p.event_query(Some(groups.into_iter().map(|g| g.id).collect()))?;
     let page = state.store.list_events(&q).await?;
     Ok(Json(page_json(&page, |e| {
         let mut v = event_json(e);

@@ -61,6 +61,21 @@ impl ListParams {
     pub fn until_ms(&self) -> Result<Option<i64>, ApiError> {
         parse_time("until", self.until.as_deref())
     }
+
+    /// The events these parameters select, optionally within some groups.
+    pub fn event_query(&self, group_ids: Option<Vec<String>>) -> Result<EventQuery, ApiError> {
+        Ok(EventQuery {
+            project_id: self.project,
+            group_ids,
+            service: self.service.clone(),
+            environment: self.environment.clone(),
+            release: self.release.clone(),
+            since_ms: self.since_ms()?,
+            until_ms: self.until_ms()?,
+            limit: self.limit()?,
+            cursor: self.cursor()?,
+        })
+    }
 }
 
 /// Accepts RFC 3339 or epoch milliseconds.
@@ -159,17 +174,7 @@ pub async fn list_events(
     _: Reader,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = EventQuery {
-        project_id: p.project,
-        group_ids: None,
-        service: p.service.clone(),
-        environment: p.environment.clone(),
-        release: p.release.clone(),
-        since_ms: p.since_ms()?,
-        until_ms: p.until_ms()?,
-        limit: p.limit()?,
-        cursor: p.cursor()?,
-    };
+    let q = p.event_query(None)?;
     let page = state.store.list_events(&q).await?;
     Ok(Json(page_json(&page, |e| {
         let mut v = event_json(e);

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AssertSqlSafe, Row};
 
-use crate::page::{Bind, Filter, bind_all};
+use crate::page::{Bind, Filter, bind_all, push_in};
 use crate::{Backend, Result, Store, now_ms};
 
 /// One group's place after a clustering run.
@@ -71,7 +71,7 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    fn to_filter(&self) -> Filter {
+    pub(crate) fn to_filter(&self) -> Filter {
         let mut f = Filter::default();
         if let Some(p) = self.project_id {
             f.push("e.project_id = ?", Bind::Int(p));
@@ -102,15 +102,6 @@ impl EventFilter {
             && self.since_ms.is_none()
             && self.until_ms.is_none()
     }
-}
-
-/// `column IN ($n, …)` over the given values.
-fn push_in(f: &mut Filter, column: &str, values: &[String]) {
-    let marks = vec!["?"; values.len()].join(", ");
-    f.push_many(
-        &format!("{column} IN ({marks})"),
-        values.iter().map(|v| Bind::Text(v.clone())).collect(),
-    );
 }
 
 /// Holds the job lock until dropped or released.
@@ -237,11 +228,7 @@ impl Store {
         let mut f = Filter::default();
         f.push("project_id = ?", Bind::Int(project_id));
         if !services.is_empty() {
-            let marks = vec!["?"; services.len()].join(", ");
-            f.push_many(
-                &format!("service IN ({marks})"),
-                services.iter().map(|s| Bind::Text(s.clone())).collect(),
-            );
+            push_in(&mut f, "service", services);
         }
         let col = match column {
             HostColumn::Pod => "pod",
@@ -464,11 +451,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut f = Filter::default();
-        let marks = vec!["?"; trace_ids.len()].join(", ");
-        f.push_many(
-            &format!("e.trace_id IN ({marks})"),
-            trace_ids.iter().map(|t| Bind::Text(t.clone())).collect(),
-        );
+        push_in(&mut f, "e.trace_id", trace_ids);
         f.push("g.cluster_id <> ?", Bind::Text(except_cluster.to_string()));
         let sql = format!(
             "SELECT g.cluster_id AS cluster_id, COUNT(DISTINCT e.trace_id) AS n FROM events e \

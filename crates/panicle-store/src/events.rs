@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::page::{Bind, Filter, bind_all};
+use crate::clusters::EventFilter;
+use crate::page::{Bind, bind_all, page_of, push_in};
 use crate::{Cursor, Page, Result, Store};
 
 /// An event ready to store: the wire event plus what ingest derived from it.
@@ -223,70 +224,47 @@ impl Store {
     }
 
     pub async fn list_events(&self, q: &EventQuery) -> Result<Page<EventSummary>> {
-        let mut f = Filter::default();
-        if let Some(p) = q.project_id {
-            f.push("project_id = ?", Bind::Int(p));
+        let mut f = EventFilter {
+            project_id: q.project_id,
+            service: q.service.clone(),
+            environment: q.environment.clone(),
+            release: q.release.clone(),
+            since_ms: q.since_ms,
+            until_ms: q.until_ms,
         }
+        .to_filter();
         if let Some(ids) = &q.group_ids {
             if ids.is_empty() {
-                return Ok(Page {
-                    items: Vec::new(),
-                    next_cursor: None,
-                });
+                return Ok(page_of(Vec::new(), 1, |e: &EventSummary| Cursor {
+                    ts: e.timestamp_ms,
+                    id: e.event_id.clone(),
+                }));
             }
-            let marks = vec!["?"; ids.len()].join(", ");
-            f.push_many(
-                &format!("group_id IN ({marks})"),
-                ids.iter().map(|i| Bind::Text(i.clone())).collect(),
-            );
-        }
-        if let Some(s) = &q.service {
-            f.push("service = ?", Bind::Text(s.clone()));
-        }
-        if let Some(s) = &q.environment {
-            f.push("environment = ?", Bind::Text(s.clone()));
-        }
-        if let Some(s) = &q.release {
-            f.push("release = ?", Bind::Text(s.clone()));
-        }
-        if let Some(t) = q.since_ms {
-            f.push("ts >= ?", Bind::Int(t));
-        }
-        if let Some(t) = q.until_ms {
-            f.push("ts < ?", Bind::Int(t));
+            push_in(&mut f, "e.group_id", ids);
         }
         if let Some(c) = &q.cursor {
             f.push_many(
-                "(ts < ? OR (ts = ? AND event_id < ?))",
+                "(e.ts < ? OR (e.ts = ? AND e.event_id < ?))",
                 vec![Bind::Int(c.ts), Bind::Int(c.ts), Bind::Text(c.id.clone())],
             );
         }
         let limit = q.limit.clamp(1, 1000);
         let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM events{} ORDER BY ts DESC, event_id DESC LIMIT {}",
+            "SELECT {SUMMARY_COLUMNS} FROM events e{} ORDER BY e.ts DESC, e.event_id DESC LIMIT {}",
             f.where_sql(),
             limit + 1
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
             .fetch_all(&self.pool)
             .await?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(summary_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|e| {
-                Cursor {
-                    ts: e.timestamp_ms,
-                    id: e.event_id.clone(),
-                }
-                .encode()
-            })
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(page_of(items, limit, |e| Cursor {
+            ts: e.timestamp_ms,
+            id: e.event_id.clone(),
+        }))
     }
 
     /// One event by id; `project_id` narrows it when ids collide across projects.

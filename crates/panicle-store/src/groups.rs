@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::page::{Bind, Filter, bind_all};
+use crate::page::{Bind, Filter, bind_all, page_of};
 use crate::{Cursor, Page, Result, Store};
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,23 +91,14 @@ impl Store {
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
             .fetch_all(&self.pool)
             .await?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(group_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|g| {
-                Cursor {
-                    ts: g.last_seen_ms,
-                    id: g.id.clone(),
-                }
-                .encode()
-            })
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(page_of(items, limit, |g| Cursor {
+            ts: g.last_seen_ms,
+            id: g.id.clone(),
+        }))
     }
 
     pub async fn get_group(&self, id: &str) -> Result<Option<GroupRow>> {

@@ -75,6 +75,27 @@ impl Filter {
     }
 }
 
+/// `column IN ($n, …)` over the given values.
+pub(crate) fn push_in(f: &mut Filter, column: &str, values: &[String]) {
+    let marks = vec!["?"; values.len()].join(", ");
+    f.push_many(
+        &format!("{column} IN ({marks})"),
+        values.iter().map(|v| Bind::Text(v.clone())).collect(),
+    );
+}
+
+/// A page from `limit + 1` fetched rows: the extra row says a next page
+/// exists, and the last row kept is where it starts.
+pub(crate) fn page_of<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|item| key(item).encode())
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
 pub(crate) fn bind_all<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     binds: Vec<Bind>,
