@@ -58,6 +58,7 @@ impl ClusterListParams {
             until: self.until.clone(),
             limit: self.limit,
             cursor: self.cursor.clone(),
+            group: None,
         }
     }
 }
@@ -70,6 +71,7 @@ fn event_filter(p: &ListParams) -> Result<EventFilter, ApiError> {
         release: p.release.clone().filter(|s| !s.is_empty()),
         since_ms: p.since_ms()?,
         until_ms: p.until_ms()?,
+        group_id: p.group.clone().filter(|g| !g.is_empty()),
     })
 }
 
@@ -424,7 +426,11 @@ pub async fn get_cluster(
         .map(|(e, p)| facts(e, p))
         .collect();
     let total = events.len() as u64;
-    let refs: Vec<&GroupRow> = groups.iter().collect();
+    // `?group=` narrows the explanation to one member group.
+    let refs: Vec<&GroupRow> = groups
+        .iter()
+        .filter(|g| filter.group_id.as_ref().is_none_or(|id| &g.id == id))
+        .collect();
     let rep = representative(&refs).ok_or(ApiError::NotFound("cluster"))?;
 
     let culprit = attribution::culprit(&facts);
@@ -632,6 +638,8 @@ pub struct HeatmapParams {
     pub bucket: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
+    /// One member group only (the project baseline stays whole).
+    pub group: Option<String>,
 }
 
 fn parse_bucket(s: &str) -> Option<Bucket> {
@@ -692,7 +700,14 @@ pub async fn cluster_heatmap(
         until_ms: Some(until),
         ..EventFilter::default()
     };
-    let cluster_points = state.store.depth_time_counts(&filter, Some(&id)).await?;
+    let cluster_filter = EventFilter {
+        group_id: p.group.clone(),
+        ..filter.clone()
+    };
+    let cluster_points = state
+        .store
+        .depth_time_counts(&cluster_filter, Some(&id))
+        .await?;
     let project_points = state.store.depth_time_counts(&filter, None).await?;
     let h = attribution::heatmap(&cluster_points, bucket, since, until);
     let ph = attribution::heatmap(&project_points, bucket, since, until);

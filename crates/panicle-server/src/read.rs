@@ -32,6 +32,8 @@ pub struct ListParams {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// One group only: its events, or a cluster view narrowed to that group.
+    pub group: Option<String>,
 }
 
 impl ListParams {
@@ -64,6 +66,11 @@ impl ListParams {
 
     /// The events these parameters select, optionally within some groups.
     pub fn event_query(&self, group_ids: Option<Vec<String>>) -> Result<EventQuery, ApiError> {
+        let group_ids = match (&self.group, group_ids) {
+            (Some(g), Some(ids)) => Some(ids.into_iter().filter(|id| id == g).collect()),
+            (Some(g), None) => Some(vec![g.clone()]),
+            (None, ids) => ids,
+        };
         Ok(EventQuery {
             project_id: self.project,
             group_ids,

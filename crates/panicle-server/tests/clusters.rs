@@ -303,6 +303,20 @@ panicle_store::backend_tests! {
         assert_eq!(c["related"][0]["shared_traces"], 1);
         assert_eq!(c["representative"]["frames"][0]["function"], "shop::orders::reserve");
 
+        // Narrowed to one member group: A2 alone.
+        let a2 = c["groups"].as_array().unwrap().iter().find(|g| g["frames"].as_array().unwrap().contains(&json!("shop::jobs::batch"))).unwrap()["id"].as_str().unwrap().to_string();
+        let (status, g) = call("GET", format!("{}/api/v1/clusters/{id}?group={a2}", s.base), tok(), None, None).await;
+        assert_eq!(status, 200, "{g}");
+        assert_eq!((g["culprit"]["line_min"].as_u64(), g["culprit"]["line_max"].as_u64()), (Some(44), Some(44)));
+        assert_eq!(names(&g["where"]["releases"]), vec![("shop@1.1".to_string(), 2)]);
+        assert_eq!(g["common_path"], json!(["shop::jobs::batch", "shop::main"]));
+        let (_, gev) = call("GET", format!("{}/api/v1/clusters/{id}/events?group={a2}", s.base), tok(), None, None).await;
+        assert_eq!(gev["items"].as_array().unwrap().len(), 2);
+        let (_, gh) = call("GET", format!("{}/api/v1/clusters/{id}/heatmap?bucket=hour_of_day&group={a2}&since={}&until={}", s.base, t0 - DAY, now), tok(), None, None).await;
+        assert_eq!(gh["depths"], json!([4]));
+        let (status, _) = call("GET", format!("{}/api/v1/clusters/{id}?group=g-not-a-member", s.base), tok(), None, None).await;
+        assert_eq!(status, 404);
+
         // Its events, with trace links.
         let (status, ev) = call("GET", format!("{}/api/v1/clusters/{id}/events?limit=10", s.base), tok(), None, None).await;
         assert_eq!(status, 200);

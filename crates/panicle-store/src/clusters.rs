@@ -68,6 +68,8 @@ pub struct EventFilter {
     pub release: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
+    /// One group only (attribution of a group rather than its cluster).
+    pub group_id: Option<String>,
 }
 
 impl EventFilter {
@@ -75,6 +77,9 @@ impl EventFilter {
         let mut f = Filter::default();
         if let Some(p) = self.project_id {
             f.push("e.project_id = ?", Bind::Int(p));
+        }
+        if let Some(g) = &self.group_id {
+            f.push("e.group_id = ?", Bind::Text(g.clone()));
         }
         if let Some(s) = &self.service {
             f.push("e.service = ?", Bind::Text(s.clone()));
@@ -101,6 +106,7 @@ impl EventFilter {
             && self.release.is_none()
             && self.since_ms.is_none()
             && self.until_ms.is_none()
+            && self.group_id.is_none()
     }
 }
 

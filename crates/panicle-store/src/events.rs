@@ -231,6 +231,7 @@ impl Store {
             release: q.release.clone(),
             since_ms: q.since_ms,
             until_ms: q.until_ms,
+            group_id: None,
         }
         .to_filter();
         if let Some(ids) = &q.group_ids {
