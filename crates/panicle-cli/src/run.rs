@@ -40,19 +40,24 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
     // Crashes seen while the child runs (a Rust thread panic does not end the process).
     let (crash_tx, crash_rx) = mpsc::channel::<ParsedCrash>();
-    let reader = std::thread::Builder::new()
+    let (done_tx, done_rx) = mpsc::channel::<CrashDetector>();
+    std::thread::Builder::new()
         .name("panicle-stderr".into())
-        .spawn(move || pump_stderr(stderr, crash_tx))
+        .spawn(move || {
+            let _ = done_tx.send(pump_stderr(stderr, crash_tx));
+        })
         .context("cannot start the stderr reader")?;
 
     let status = child.wait().context("waiting for the child")?;
-    let detector = reader.join().unwrap_or_default();
+    // The pid is reaped now and may be reused: stop forwarding at once.
     #[cfg(unix)]
     if let Some(handle) = forwarder {
         handle.close();
     }
+    // A grandchild may hold the stderr pipe open: drain for a bounded time.
+    let detector = done_rx.recv_timeout(STDERR_DRAIN).ok();
     let mut crashes: Vec<ParsedCrash> = crash_rx.try_iter().collect();
-    crashes.extend(detector.finish_all());
+    crashes.extend(detector.map(CrashDetector::finish_all).unwrap_or_default());
 
     let code = exit_code(status);
     if !crashes.is_empty() {
@@ -219,6 +224,8 @@ fn deliver(dsn: Option<&Dsn>, events: &[Event]) {
     }
 }
 
+/// How long stderr may stay open after the child exited (a grandchild holding it).
+const STDERR_DRAIN: Duration = Duration::from_secs(2);
 const SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 const SPOOL_MAX_FILES: u64 = 10_000;
 /// How long the wrapper may delay its own exit to deliver.
@@ -227,7 +234,18 @@ const SEND_BUDGET: Duration = Duration::from_secs(5);
 /// Forwards SIGTERM, SIGINT and SIGHUP to the child while it runs.
 #[cfg(unix)]
 fn forward_signals(pid: u32) -> Option<signal_hook::iterator::Handle> {
+    use std::io::IsTerminal;
+
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // At a terminal, Ctrl-C already reaches the child (same foreground
+    // process group); forwarding it again would be a second SIGINT, which
+    // many programs take as "quit now". Still caught here, so the wrapper
+    // itself outlives it and reports the child's end.
+    let forwarded: &[i32] = if std::io::stdin().is_terminal() {
+        &[SIGTERM, SIGHUP]
+    } else {
+        &[SIGTERM, SIGINT, SIGHUP]
+    };
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).ok()?;
     let handle = signals.handle();
     let pid = nix::unistd::Pid::from_raw(pid as i32);
@@ -235,6 +253,9 @@ fn forward_signals(pid: u32) -> Option<signal_hook::iterator::Handle> {
         .name("panicle-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if !forwarded.contains(&sig) {
+                    continue;
+                }
                 if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
                     let _ = nix::sys::signal::kill(pid, sig);
                 }

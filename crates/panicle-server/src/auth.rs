@@ -82,8 +82,9 @@ pub struct SignIn {
               (status = 401, description = "Unknown token", body = crate::openapi::ErrorBody)))]
 pub async fn sign_in(
     axum::extract::State(state): axum::extract::State<AppState>,
-    axum::Json(body): axum::Json<SignIn>,
+    body: Result<axum::Json<SignIn>, axum::extract::rejection::JsonRejection>,
 ) -> Result<axum::response::Response, ApiError> {
+    let axum::Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     use axum::response::IntoResponse;
     let token = body.token.trim();
     let well_formed = !token.is_empty()
@@ -93,8 +94,15 @@ pub async fn sign_in(
     if !well_formed || !state.store.token_valid(token).await? {
         return Err(ApiError::BadToken);
     }
-    let cookie =
-        format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=604800");
+    // Served over https (as the public URL says): the cookie never travels in clear.
+    let secure = if state.config.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=604800{secure}"
+    );
     Ok((
         [(axum::http::header::SET_COOKIE, cookie)],
         axum::Json(serde_json::json!({"signed_in": true})),

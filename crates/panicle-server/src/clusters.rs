@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use panicle_cluster::attribution::{
     self, Bucket, EventFacts, FrameFacts, confinement, distribution, growth,
 };
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Reader;
+use crate::error::ApiQuery;
 use crate::read::{ListParams, event_json, format_ms, page_json, parse_time};
 use crate::{ApiError, AppState};
 
@@ -131,7 +132,7 @@ fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value
 pub async fn list_clusters(
     State(state): State<AppState>,
     _: Reader,
-    Query(p): Query<ClusterListParams>,
+    ApiQuery(p): ApiQuery<ClusterListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let list = p.list();
     let limit = list.limit()? as usize;
@@ -315,7 +316,7 @@ impl Default for Totals {
 
 impl Totals {
     fn add(&mut self, count: i64, first: i64, last: i64) {
-        self.count += count;
+        self.count = self.count.saturating_add(count);
         self.first_seen_ms = self.first_seen_ms.min(first);
         self.last_seen_ms = self.last_seen_ms.max(last);
     }
@@ -408,7 +409,7 @@ pub async fn get_cluster(
     State(state): State<AppState>,
     _: Reader,
     Path(id): Path<String>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &id).await?;
     let filter = event_filter(&p)?;
@@ -431,7 +432,17 @@ pub async fn get_cluster(
         .iter()
         .filter(|g| filter.group_id.as_ref().is_none_or(|id| &g.id == id))
         .collect();
-    let rep = representative(&refs).ok_or(ApiError::NotFound("cluster"))?;
+    let biggest = representative(&refs).ok_or(ApiError::NotFound("cluster"))?;
+    // The biggest group stands for the cluster, unless the filter left it no
+    // event: then the group of the newest event does.
+    let rep = if events.iter().any(|e| e.group_id == biggest.id) {
+        biggest
+    } else {
+        events
+            .first()
+            .and_then(|e| refs.iter().copied().find(|g| g.id == e.group_id))
+            .unwrap_or(biggest)
+    };
 
     let culprit = attribution::culprit(&facts);
     let d_services = distribution(events.iter().map(|e| e.service.as_deref()));
@@ -527,20 +538,31 @@ pub async fn get_cluster(
         })
         .collect();
 
+    // Distinct traces, newest first: 20 shown, up to 500 to find related clusters.
     let mut seen_traces = HashSet::new();
-    let traces: Vec<Value> = events
+    let newest_traces: Vec<&ClusterEvent> = events
         .iter()
-        .filter_map(|e| {
-            let t = e.trace_id.as_deref()?;
-            seen_traces.insert(t.to_string()).then(|| {
-                json!({"trace_id": t, "url": trace_url(&state, Some(t)), "event_id": e.event_id, "timestamp": format_ms(e.timestamp_ms)})
-            })
-        })
-        .take(20)
+        .filter(|e| e.trace_id.as_deref().is_some_and(|t| seen_traces.insert(t)))
+        .take(500)
         .collect();
-    let trace_ids: Vec<String> = seen_traces.into_iter().take(500).collect();
+    let traces: Vec<Value> = newest_traces
+        .iter()
+        .take(20)
+        .map(|e| {
+            let t = e.trace_id.as_deref();
+            json!({"trace_id": t, "url": trace_url(&state, t), "event_id": e.event_id, "timestamp": format_ms(e.timestamp_ms)})
+        })
+        .collect();
+    let trace_ids: Vec<String> = newest_traces
+        .iter()
+        .filter_map(|e| e.trace_id.clone())
+        .collect();
     let mut related = Vec::new();
-    for (cid, shared) in state.store.clusters_sharing_traces(&trace_ids, &id).await? {
+    for (cid, shared) in state
+        .store
+        .clusters_sharing_traces(rep.project_id, &trace_ids, &id)
+        .await?
+    {
         let title = state
             .store
             .cluster_groups(&cid)
@@ -619,7 +641,7 @@ pub async fn cluster_events(
     State(state): State<AppState>,
     _: Reader,
     Path(id): Path<String>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &id).await?;
     let q = p.event_query(Some(groups.into_iter().map(|g| g.id).collect()))?;
@@ -647,7 +669,7 @@ fn parse_bucket(s: &str) -> Option<Bucket> {
         return Some(Bucket::HourOfDay);
     }
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = n.parse().ok().filter(|n| *n > 0)?;
+    let n: i64 = n.parse().ok().filter(|n| (1..=1000).contains(n))?;
     let ms = match unit {
         "m" => 60_000,
         "h" => HOUR_MS,
@@ -678,7 +700,7 @@ pub async fn cluster_heatmap(
     State(state): State<AppState>,
     _: Reader,
     Path(id): Path<String>,
-    Query(p): Query<HeatmapParams>,
+    ApiQuery(p): ApiQuery<HeatmapParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &id).await?;
     let bucket_name = p.bucket.clone().unwrap_or_else(|| "1h".into());
@@ -725,7 +747,7 @@ pub async fn cluster_paths(
     State(state): State<AppState>,
     _: Reader,
     Path(id): Path<String>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     load_cluster(&state, &id).await?;
     let filter = event_filter(&p)?;
@@ -744,10 +766,15 @@ pub async fn cluster_paths(
     responses((status = 200, description = "Run report: `{ran, projects, groups, clusters, merges, splits, millis}`", body = Object),
               (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 pub async fn recompute(State(state): State<AppState>, _: Reader) -> Result<Json<Value>, ApiError> {
-    let report = state.job.run().await.map_err(|e| {
-        tracing::error!(error = %e, "clustering run failed");
-        ApiError::Job(e.to_string())
-    })?;
+    // Its own task: a client that hangs up does not cancel a run holding the lock.
+    let job = state.job.clone();
+    let report = tokio::spawn(async move { job.run().await })
+        .await
+        .map_err(|e| ApiError::Job(e.to_string()))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "clustering run failed");
+            ApiError::Job(e.to_string())
+        })?;
     Ok(Json(json!(report)))
 }
 

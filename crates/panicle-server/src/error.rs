@@ -25,6 +25,8 @@ pub enum ApiError {
     Decode(#[from] DecodeError),
     #[error("invalid query parameter `{name}`: {message}")]
     BadParam { name: &'static str, message: String },
+    #[error("invalid request: {0}")]
+    BadRequest(String),
     #[error("no Rust or Go crash found in the text: send the whole stderr from the panic line on")]
     NoCrash,
     #[error("{0} not found")]
@@ -44,6 +46,7 @@ impl ApiError {
             ApiError::BadGzip(_)
             | ApiError::Decode(_)
             | ApiError::BadParam { .. }
+            | ApiError::BadRequest(_)
             | ApiError::NoCrash => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::InvalidCursor) => StatusCode::BAD_REQUEST,
@@ -61,7 +64,7 @@ impl ApiError {
             ApiError::BadGzip(_) => "invalid_gzip",
             ApiError::BadEncoding(_) => "unsupported_encoding",
             ApiError::Decode(e) => e.code(),
-            ApiError::BadParam { .. } => "invalid_parameter",
+            ApiError::BadParam { .. } | ApiError::BadRequest(_) => "invalid_parameter",
             ApiError::NoCrash => "no_crash_found",
             ApiError::NotFound(_) => "not_found",
             ApiError::Store(StoreError::InvalidCursor) => "invalid_cursor",
@@ -92,5 +95,27 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
+    }
+}
+
+/// `Query` whose rejection is an [`ApiError`]: a malformed query string gets
+/// the same `{"error":{"code","message"}}` body as every other error.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }

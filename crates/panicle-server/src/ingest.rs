@@ -64,12 +64,13 @@ async fn accept(
 /// New events may have made new groups: put them in clusters without
 /// holding up the client's 202.
 fn attach_in_background(state: &AppState, project_id: i64, inserted: usize) {
-    if inserted == 0 {
+    if inserted == 0 || !state.job.schedule_attach(project_id) {
+        // Nothing new, or an attach for this project is already waiting to run.
         return;
     }
     let job = state.job.clone();
     tokio::spawn(async move {
-        if let Err(e) = job.attach_new(project_id).await {
+        if let Err(e) = job.attach_scheduled(project_id).await {
             tracing::warn!(error = %e, project_id, "attaching new groups failed; the next run places them");
         }
     });
@@ -112,6 +113,10 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     }
 }
 
+/// Most panics one event may stand for: a storm is counted, not trusted
+/// without bound (counts are summed in BIGINT columns).
+pub const MAX_EVENT_WEIGHT: i64 = 1_000_000;
+
 /// Derives the stored columns from a validated wire event.
 pub fn to_new_event(decoded: Decoded) -> NewEvent {
     let Decoded {
@@ -151,7 +156,7 @@ pub fn to_new_event(decoded: Decoded) -> NewEvent {
             .extra
             .get("count")
             .and_then(serde_json::Value::as_i64)
-            .filter(|n| *n >= 1)
+            .map(|n| n.clamp(1, MAX_EVENT_WEIGHT))
             .unwrap_or(1),
         fingerprint: panicle_protocol::fingerprint(&event),
         template: message_template(&event.message),
@@ -189,7 +194,7 @@ pub struct TextParams {
 pub async fn post_text(
     State(state): State<AppState>,
     project: Result<IngestProject, ApiError>,
-    axum::extract::Query(params): axum::extract::Query<TextParams>,
+    crate::error::ApiQuery(params): crate::error::ApiQuery<TextParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {

@@ -2,7 +2,7 @@
 //! cluster ids, and between runs the attaching of new groups to the cluster
 //! of a core member within eps. The compute runs off the async runtime.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub struct ClusterJob {
     /// One run (or attach) at a time in this process; replicas coordinate
     /// through the store's advisory lock.
     running: Mutex<()>,
+    /// Projects with an attach waiting to run: a burst of ingest requests
+    /// queues one attach, not one per request.
+    attach_pending: std::sync::Mutex<HashSet<i64>>,
 }
 
 fn signature(g: &GroupRow) -> GroupSignature {
@@ -56,6 +59,7 @@ impl ClusterJob {
             store,
             params,
             running: Mutex::new(()),
+            attach_pending: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -153,11 +157,29 @@ impl ClusterJob {
         Ok(report)
     }
 
+    /// Marks an attach as wanted for the project; true when the caller should
+    /// spawn it (none was waiting yet).
+    pub fn schedule_attach(&self, project_id: i64) -> bool {
+        match self.attach_pending.lock() {
+            Ok(mut pending) => pending.insert(project_id),
+            Err(_) => true,
+        }
+    }
+
+    /// Runs a scheduled attach; new events arriving while it runs schedule
+    /// the next one.
+    pub async fn attach_scheduled(&self, project_id: i64) -> Result<usize, JobError> {
+        let _local = self.running.lock().await;
+        if let Ok(mut pending) = self.attach_pending.lock() {
+            pending.remove(&project_id);
+        }
+        self.attach_locked(project_id).await
+    }
+
     /// Puts each group without a cluster into the cluster of its nearest core
     /// member within eps, or into a new cluster of its own: every group is
     /// in exactly one cluster between runs too.
-    pub async fn attach_new(&self, project_id: i64) -> Result<usize, JobError> {
-        let _local = self.running.lock().await;
+    async fn attach_locked(&self, project_id: i64) -> Result<usize, JobError> {
         let loose = self.store.loose_groups(project_id).await?;
         if loose.is_empty() {
             return Ok(0);

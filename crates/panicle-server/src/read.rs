@@ -1,7 +1,7 @@
 //! The read API: events and groups, paged with an opaque cursor.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use panicle_store::{Cursor, EventQuery, EventSummary, GroupQuery, GroupRow, Page};
 use serde::Deserialize;
@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::auth::Reader;
+use crate::error::ApiQuery;
 use crate::{ApiError, AppState};
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -85,19 +86,33 @@ impl ListParams {
     }
 }
 
-/// Accepts RFC 3339 or epoch milliseconds.
+/// Latest accepted time: the end of year 9999, so time arithmetic never overflows.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// Accepts RFC 3339 or epoch milliseconds, from 1970 to the end of 9999.
 pub fn parse_time(name: &'static str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
     let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
+    let out_of_range = || ApiError::BadParam {
+        name,
+        message: format!("`{v}` is outside 1970-01-01 .. 9999-12-31"),
+    };
     if let Ok(ms) = v.parse::<i64>() {
-        return Ok(Some(ms));
+        return (0..=MAX_TIME_MS)
+            .contains(&ms)
+            .then_some(Some(ms))
+            .ok_or_else(out_of_range);
     }
     let t = OffsetDateTime::parse(v, &Rfc3339).map_err(|e| ApiError::BadParam {
         name,
         message: format!("expected RFC 3339 or epoch milliseconds: {e}"),
     })?;
-    Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    let ms = (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    (0..=MAX_TIME_MS)
+        .contains(&ms)
+        .then_some(Some(ms))
+        .ok_or_else(out_of_range)
 }
 
 /// Epoch milliseconds as RFC 3339, for people and scripts alike.
@@ -179,7 +194,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 pub async fn list_events(
     State(state): State<AppState>,
     _: Reader,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let q = p.event_query(None)?;
     let page = state.store.list_events(&q).await?;
@@ -205,7 +220,7 @@ pub async fn get_event(
     State(state): State<AppState>,
     _: Reader,
     Path(id): Path<String>,
-    Query(p): Query<ProjectParam>,
+    ApiQuery(p): ApiQuery<ProjectParam>,
 ) -> Result<Json<Value>, ApiError> {
     let row = state
         .store
@@ -227,7 +242,7 @@ pub async fn get_event(
 pub async fn list_groups(
     State(state): State<AppState>,
     _: Reader,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let q = GroupQuery {
         project_id: p.project,

@@ -172,6 +172,11 @@ panicle_store::backend_tests! {
         assert_eq!(err["error"]["code"], "invalid_token");
         let (status, err) = get(format!("{}/api/v1/events?limit=0", s.base), Some(s.token.clone())).await;
         assert_eq!(status, 400, "{err}");
+        // Malformed query strings and out-of-range times get the JSON error body.
+        for bad in ["limit=abc", "limit=-1", "project=x", "since=-9000000000000000000", "until=999999999999999999"] {
+            let (status, err) = get(format!("{}/api/v1/events?{bad}", s.base), Some(s.token.clone())).await;
+            assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_parameter")), "{bad}: {err}");
+        }
         let (status, err) = get(format!("{}/api/v1/events?cursor=zz", s.base), Some(s.token.clone())).await;
         assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_cursor")));
         let metrics = tokio::task::spawn_blocking({
@@ -232,5 +237,13 @@ panicle_store::backend_tests! {
         assert_eq!(status, 202);
         let (_, groups) = get(format!("{}/api/v1/groups", s.base), Some(s.token.clone())).await;
         assert_eq!(groups["items"][0]["count"], 1000, "{groups}");
+        // A count is not trusted without bound: it cannot overflow the counters.
+        let mut huge = event("boom in a loop");
+        huge["count"] = json!(i64::MAX);
+        let (status, _) = post(url.clone(), vec![("X-Panicle-Key", s.key.clone())], json_body(&json!([huge.clone(), huge]))).await;
+        assert_eq!(status, 202);
+        let (status, groups) = get(format!("{}/api/v1/groups", s.base), Some(s.token.clone())).await;
+        assert_eq!(status, 200);
+        assert_eq!(groups["items"][0]["count"], 1000 + 1_000_000, "{groups}");
     }
 }

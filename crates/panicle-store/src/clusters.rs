@@ -137,6 +137,9 @@ impl Store {
             Backend::Sqlite => Ok(Some(JobLock { conn: None })),
             Backend::Postgres => {
                 let mut conn = self.pool.acquire().await?;
+                // The advisory lock belongs to the session: a guard dropped
+                // without `release` must end the session, not pool it.
+                conn.close_on_drop();
                 let got: i32 =
                     sqlx::query("SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1 ELSE 0 END")
                         .bind(JOB_LOCK_KEY)
@@ -214,13 +217,17 @@ impl Store {
     }
 
     /// Puts one group in a cluster (attach between runs).
-    pub async fn set_group_cluster(&self, group_id: &str, cluster_id: &str) -> Result<()> {
-        sqlx::query("UPDATE event_groups SET cluster_id = $1 WHERE id = $2")
-            .bind(cluster_id)
-            .bind(group_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    pub async fn set_group_cluster(&self, group_id: &str, cluster_id: &str) -> Result<bool> {
+        // Only a group still without a cluster: a full run saved meanwhile
+        // (on any replica) wins over an attach computed before it.
+        let done = sqlx::query(
+            "UPDATE event_groups SET cluster_id = $1 WHERE id = $2 AND cluster_id IS NULL",
+        )
+        .bind(cluster_id)
+        .bind(group_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// How many distinct pods (or nodes) the given services ran events on:
@@ -450,6 +457,7 @@ impl Store {
     /// Clusters whose events share a trace id with the given ones.
     pub async fn clusters_sharing_traces(
         &self,
+        project_id: i64,
         trace_ids: &[String],
         except_cluster: &str,
     ) -> Result<Vec<(String, i64)>> {
@@ -457,6 +465,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut f = Filter::default();
+        f.push("e.project_id = ?", Bind::Int(project_id));
         push_in(&mut f, "e.trace_id", trace_ids);
         f.push("g.cluster_id <> ?", Bind::Text(except_cluster.to_string()));
         let sql = format!(

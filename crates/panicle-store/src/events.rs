@@ -1,6 +1,6 @@
 //! Events: batched, idempotent inserts and keyset-paged reads.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
@@ -139,9 +139,16 @@ impl Store {
     ) -> Result<InsertOutcome> {
         let received_at = crate::now_ms();
         let mut tx = self.pool.begin().await?;
-        let mut deltas: HashMap<String, GroupDelta<'_>> = HashMap::new();
-        let mut outcome = InsertOutcome::default();
-        for e in events {
+        // Rows are locked in one global order (event ids, then group ids), so
+        // two concurrent batches on PostgreSQL cannot deadlock each other.
+        let mut ordered: Vec<&NewEvent> = events.iter().collect();
+        ordered.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+        let mut deltas: BTreeMap<String, GroupDelta<'_>> = BTreeMap::new();
+        let mut outcome = InsertOutcome {
+            accepted: events.iter().map(|e| e.event_id.clone()).collect(),
+            inserted: 0,
+        };
+        for e in ordered {
             let gid = group_id(project_id, &e.fingerprint);
             let done = sqlx::query(
                 "INSERT INTO events (project_id, event_id, group_id, ts, received_at, platform, \
@@ -169,7 +176,6 @@ impl Store {
             .bind(e.weight.max(1))
             .execute(&mut *tx)
             .await?;
-            outcome.accepted.push(e.event_id.clone());
             if done.rows_affected() == 0 {
                 continue;
             }
@@ -181,7 +187,7 @@ impl Store {
                 last_seen: e.timestamp_ms,
                 first_release: e.release.as_deref(),
             });
-            d.count += e.weight.max(1);
+            d.count = d.count.saturating_add(e.weight.max(1));
             if e.timestamp_ms < d.first_seen {
                 d.first_seen = e.timestamp_ms;
                 d.first_release = e.release.as_deref();
