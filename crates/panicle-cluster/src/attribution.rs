@@ -165,16 +165,36 @@ pub struct Heatmap {
     pub max: u64,
 }
 
-/// Counts `(depth, timestamp)` points per cell. Fixed buckets span
-/// `since..until` (at most 500 columns; wider ranges are widened).
-pub fn heatmap(points: &[(i64, i64)], bucket: Bucket, since_ms: i64, until_ms: i64) -> Heatmap {
+/// Most heatmap columns; a wider range gets wider buckets.
+pub const MAX_HEATMAP_COLUMNS: i64 = 500;
+
+/// The width the points should be pre-aggregated at: the bucket's width,
+/// widened so `since..until` fits in [`MAX_HEATMAP_COLUMNS`]; an hour for
+/// hour-of-day.
+pub fn column_width(bucket: Bucket, since_ms: i64, until_ms: i64) -> i64 {
+    match bucket {
+        Bucket::HourOfDay => 3_600_000,
+        Bucket::Every(width) => width
+            .max(1)
+            .max((until_ms - since_ms) / MAX_HEATMAP_COLUMNS + 1),
+    }
+}
+
+/// Sums `(depth, timestamp, count)` points per cell. Fixed buckets span
+/// `since..until` at [`column_width`].
+pub fn heatmap(
+    points: &[(i64, i64, u64)],
+    bucket: Bucket,
+    since_ms: i64,
+    until_ms: i64,
+) -> Heatmap {
     let mut depths: Vec<i64> = points.iter().map(|p| p.0).collect();
     depths.sort_unstable();
     depths.dedup();
     let times: Vec<i64> = match bucket {
         Bucket::HourOfDay => (0..24).collect(),
-        Bucket::Every(width) => {
-            let width = width.max(1).max((until_ms - since_ms) / 500 + 1);
+        Bucket::Every(_) => {
+            let width = column_width(bucket, since_ms, until_ms);
             let start = since_ms.div_euclid(width) * width;
             (0..)
                 .map(|i| start + i * width)
@@ -182,9 +202,9 @@ pub fn heatmap(points: &[(i64, i64)], bucket: Bucket, since_ms: i64, until_ms: i
                 .collect()
         }
     };
-    let width = times.get(1).map(|t| t - times[0]).unwrap_or(1).max(1);
+    let width = column_width(bucket, since_ms, until_ms);
     let mut cells = vec![vec![0u64; times.len()]; depths.len()];
-    for &(depth, ts) in points {
+    for &(depth, ts, count) in points {
         let column = match bucket {
             Bucket::HourOfDay => Some(ts.div_euclid(3_600_000).rem_euclid(24) as usize),
             Bucket::Every(_) => {
@@ -195,7 +215,7 @@ pub fn heatmap(points: &[(i64, i64)], bucket: Bucket, since_ms: i64, until_ms: i
             }
         };
         if let (Some(c), Ok(r)) = (column, depths.binary_search(&depth)) {
-            cells[r][c] += 1;
+            cells[r][c] += count;
         }
     }
     let max = cells.iter().flatten().copied().max().unwrap_or(0);
@@ -370,11 +390,11 @@ mod tests {
     fn heatmap_counts_depth_by_bucket() {
         let hour = 3_600_000;
         let points = [
-            (5, 0),
-            (5, 10),
-            (7, hour + 1),
-            (5, 2 * hour),
-            (9, 2 * hour + 5),
+            (5, 0, 1),
+            (5, 10, 1),
+            (7, hour + 1, 1),
+            (5, 2 * hour, 1),
+            (9, 2 * hour + 5, 1),
         ];
         let h = heatmap(&points, Bucket::Every(hour), 0, 3 * hour);
         assert_eq!(h.times, vec![0, hour, 2 * hour]);
@@ -386,8 +406,19 @@ mod tests {
         assert_eq!(by_hour.cells[0][0], 2);
         assert_eq!(by_hour.cells[0][2], 1);
         // Events outside the window are not counted.
-        let h = heatmap(&[(1, -5), (1, 10 * hour)], Bucket::Every(hour), 0, 2 * hour);
+        let h = heatmap(
+            &[(1, -5, 1), (1, 10 * hour, 1)],
+            Bucket::Every(hour),
+            0,
+            2 * hour,
+        );
         assert_eq!(h.max, 0);
+        // Counts add up (pre-aggregated points, storm counts).
+        let h = heatmap(&[(2, 0, 3), (2, 5, 4)], Bucket::Every(hour), 0, hour);
+        assert_eq!(h.cells, vec![vec![7]]);
+        // A year by the hour is widened to at most 500 columns.
+        let year = 365 * 24 * hour;
+        assert!(heatmap(&[], Bucket::Every(hour), 0, year).times.len() <= 500);
     }
 
     #[test]

@@ -572,14 +572,21 @@ pub async fn get_cluster(
         related.push(json!({"id": cid, "title": title, "shared_traces": shared}));
     }
 
+    // The same weighted trend as the list's, over every event of the window.
     let (start, until, width) = trend_window(&filter);
+    let trend_filter = EventFilter {
+        since_ms: Some(start),
+        until_ms: Some(until),
+        ..filter.clone()
+    };
+    let member_ids: Vec<String> = refs.iter().map(|g| g.id.clone()).collect();
     let mut trend_counts: HashMap<i64, i64> = HashMap::new();
-    for e in &events {
-        if e.timestamp_ms >= start && e.timestamp_ms < until {
-            *trend_counts
-                .entry(e.timestamp_ms.div_euclid(width))
-                .or_default() += 1;
-        }
+    for (_, b, n) in state
+        .store
+        .group_trends(&trend_filter, width, &member_ids)
+        .await?
+    {
+        *trend_counts.entry(b).or_default() += n;
     }
     let changes: Vec<Value> = state
         .store
@@ -726,11 +733,19 @@ pub async fn cluster_heatmap(
         group_id: p.group.clone(),
         ..filter.clone()
     };
-    let cluster_points = state
-        .store
-        .depth_time_counts(&cluster_filter, Some(&id))
-        .await?;
-    let project_points = state.store.depth_time_counts(&filter, None).await?;
+    let width = attribution::column_width(bucket, since, until);
+    let weighted = |rows: Vec<(i64, i64, i64)>| -> Vec<(i64, i64, u64)> {
+        rows.into_iter()
+            .map(|(d, t, n)| (d, t, n.max(0) as u64))
+            .collect()
+    };
+    let cluster_points = weighted(
+        state
+            .store
+            .depth_buckets(&cluster_filter, Some(&id), width)
+            .await?,
+    );
+    let project_points = weighted(state.store.depth_buckets(&filter, None, width).await?);
     let h = attribution::heatmap(&cluster_points, bucket, since, until);
     let ph = attribution::heatmap(&project_points, bucket, since, until);
     let mut out = heatmap_json(&h, bucket);

@@ -431,26 +431,33 @@ impl Store {
             })
             .collect()
     }
-
-    /// Depth × time counts over a project's events (the heatmap's baseline).
-    pub async fn depth_time_counts(
+    /// Events per (call depth, time bucket of `width_ms`), weighted by their
+    /// storm counts: the heatmap, aggregated where the rows are.
+    pub async fn depth_buckets(
         &self,
         filter: &EventFilter,
         cluster_id: Option<&str>,
-    ) -> Result<Vec<(i64, i64)>> {
+        width_ms: i64,
+    ) -> Result<Vec<(i64, i64, i64)>> {
+        let width_ms = width_ms.max(1);
         let mut f = filter.to_filter();
-        if let Some(c) = cluster_id {
-            f.push("g.cluster_id = ?", Bind::Text(c.to_string()));
-        }
+        let join = match cluster_id {
+            Some(c) => {
+                f.push("g.cluster_id = ?", Bind::Text(c.to_string()));
+                " JOIN event_groups g ON g.id = e.group_id"
+            }
+            None => "",
+        };
         let sql = format!(
-            "SELECT e.depth, e.ts FROM events e JOIN event_groups g ON g.id = e.group_id{} LIMIT 200000",
+            "SELECT e.depth AS d, (e.ts / {width_ms}) * {width_ms} AS b, CAST(SUM(e.weight) AS BIGINT) AS n \
+             FROM events e{join}{} GROUP BY e.depth, e.ts / {width_ms}",
             f.where_sql()
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get("d")?, r.try_get("b")?, r.try_get("n")?)))
             .collect()
     }
 

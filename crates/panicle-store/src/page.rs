@@ -1,5 +1,8 @@
-//! Keyset pagination with an opaque cursor: stable under concurrent inserts,
-//! unlike OFFSET.
+//! Keyset pagination with an opaque cursor: unlike OFFSET, new rows do not
+//! shift pages. Events page on (ts, id), which never changes. Groups page on
+//! (last_seen, id): a group that sees a new event while someone pages moves
+//! to the front, so a walk through the pages may miss it once; the next
+//! look at the first page shows it.
 
 use serde::Serialize;
 
