@@ -163,6 +163,9 @@ pub fn capture_addresses() -> Vec<usize> {
 }
 
 /// Captures the current stack, symbolized, inlined frames expanded, innermost first.
+/// Never inlined: the return addresses inside it are then the same for every
+/// caller, and the warm-up resolves them before the first panic.
+#[inline(never)]
 pub fn capture_raw() -> Vec<RawFrame> {
     resolve(&capture_addresses())
 }
@@ -221,13 +224,18 @@ pub fn warm_up() {
     }
     let _ = modules::modules();
     let _ = LazyLock::force(&CACHE);
+    // The caller's stack (usually `main` and the runtime's start under it)
+    // sits under every later panic of this thread: resolved in advance.
+    let caller = capture_addresses();
+    crate::capture::prewarm();
     let spawned = std::thread::Builder::new()
         .name("panicle-warm-up".into())
-        .spawn(|| {
+        .spawn(move || {
             if SYMBOLIZER.get_or_init(load).is_some() {
                 if let Some(main) = modules::main_module() {
                     let _ = NAMES.get_or_init(|| NameIndex::read(&main.path));
                 }
+                let _ = resolve_uncached_batch(&caller);
                 warm_units();
             }
             WARM_DONE.store(true, Ordering::SeqCst);
@@ -242,8 +250,7 @@ pub fn warm_up() {
 /// first lookup, and that first lookup must not fall on a panic. The loader
 /// is taken per chunk so a panic meanwhile waits one chunk at most.
 fn warm_units() {
-    let addresses = capture_addresses();
-    let _ = resolve_uncached_batch(&addresses);
+    let _ = capture_raw();
     let Some(Some(s)) = SYMBOLIZER.get() else {
         return;
     };
@@ -638,13 +645,18 @@ impl NameIndex {
         if let Some(krate) = &krate
             && let Some(candidates) = self.by_last.get(key)
         {
-            let module_path: String = modules.iter().map(|m| format!("::{m}")).collect();
+            let mut needle = String::new();
+            for m in &modules {
+                needle.push_str("::");
+                needle.push_str(m);
+            }
+            needle.push_str("::");
             let in_crate = candidates
                 .iter()
                 .filter(|c| symbol_root(c) == krate.as_str());
             let best = in_crate
                 .clone()
-                .filter(|c| module_path.is_empty() || c.contains(&format!("{module_path}::")))
+                .filter(|c| modules.is_empty() || c.contains(needle.as_str()))
                 .min_by_key(|c| c.len())
                 .or_else(|| {
                     if modules.is_empty() {
