@@ -107,13 +107,19 @@ fn culprit_of_group(g: &GroupRow) -> Value {
 
 /// Trend windows: the filter's range or the last 24 hours, in 24 buckets
 /// whose last one holds `until` (the current hour is never left out).
-fn trend_window(filter: &EventFilter) -> (i64, i64, i64) {
+/// Returns the filter narrowed to the window, its start and the bucket width.
+fn trend_window(filter: &EventFilter) -> (EventFilter, i64, i64) {
     let until = filter.until_ms.unwrap_or_else(now_ms);
     let since = filter.since_ms.unwrap_or(until - DAY_MS);
     let width = ((until - since) / TREND_BUCKETS).max(60_000);
     let last = (until - 1).div_euclid(width);
     let start = (last - (TREND_BUCKETS - 1)) * width;
-    (start, (last + 1) * width, width)
+    let window = EventFilter {
+        since_ms: Some(start),
+        until_ms: Some((last + 1) * width),
+        ..filter.clone()
+    };
+    (window, start, width)
 }
 
 fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value> {
@@ -189,12 +195,7 @@ pub async fn list_clusters(
             }
         }
     }
-    let (start, until, width) = trend_window(&filter);
-    let trend_filter = EventFilter {
-        since_ms: Some(start),
-        until_ms: Some(until),
-        ..filter.clone()
-    };
+    let (trend_filter, start, width) = trend_window(&filter);
     // Sort keys for every cluster; everything else only for the page shown.
     let mid = start + (TREND_BUCKETS / 2) * width;
     let mut halves: HashMap<&str, (u64, u64)> = HashMap::new();
@@ -573,12 +574,7 @@ pub async fn get_cluster(
     }
 
     // The same weighted trend as the list's, over every event of the window.
-    let (start, until, width) = trend_window(&filter);
-    let trend_filter = EventFilter {
-        since_ms: Some(start),
-        until_ms: Some(until),
-        ..filter.clone()
-    };
+    let (trend_filter, start, width) = trend_window(&filter);
     let member_ids: Vec<String> = refs.iter().map(|g| g.id.clone()).collect();
     let mut trend_counts: HashMap<i64, i64> = HashMap::new();
     for (_, b, n) in state

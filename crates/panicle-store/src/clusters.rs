@@ -151,15 +151,6 @@ impl Store {
         }
     }
 
-    /// The first cluster id not used yet.
-    pub async fn next_cluster_id(&self) -> Result<u64> {
-        let next: i64 = sqlx::query("SELECT next_cluster FROM cluster_state WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-        Ok(next.max(1) as u64)
-    }
-
     /// Reserves `n` fresh cluster ids; returns the first.
     pub async fn reserve_cluster_ids(&self, n: u64) -> Result<u64> {
         let end: i64 = sqlx::query(

@@ -109,11 +109,6 @@ impl Store {
         self.backend
     }
 
-    /// The pool, for callers (tests, jobs) that need raw access.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     async fn migrate(&self) -> Result<()> {
         let files: &[(i64, &str, &'static str)] = match self.backend {
             Backend::Sqlite => &[
