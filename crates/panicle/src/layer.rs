@@ -3,8 +3,11 @@
 //! the handler carries them; the handler's panic is caught (the hook has
 //! already reported it) and answered 500 with a JSON body.
 //!
-//! ```ignore
-//! let app = axum::Router::new()
+//! ```no_run
+//! async fn order(axum::extract::Path(id): axum::extract::Path<u64>) -> String {
+//!     format!("order {id}")
+//! }
+//! let app: axum::Router = axum::Router::new()
 //!     .route("/orders/{id}", axum::routing::get(order))
 //!     .layer(panicle::PanicleLayer::new());
 //! ```

@@ -327,15 +327,20 @@ fn symbolizer(deadline: Instant) -> Option<&'static Symbolizer> {
 }
 
 /// Symbolizes addresses through the cache; misses are resolved and cached.
+/// The panic machinery on top is named from the symbol table alone.
 pub fn resolve(addresses: &[usize]) -> Vec<RawFrame> {
-    let mut out = Vec::with_capacity(addresses.len() + 16);
+    let machinery = machinery_frames(addresses);
     let mut missing: Vec<usize> = Vec::new();
     let cached: Vec<Option<Arc<[RawFrame]>>> = match CACHE.try_read() {
-        Ok(cache) => addresses.iter().map(|a| cache.get(a).cloned()).collect(),
+        Ok(cache) => addresses
+            .iter()
+            .zip(&machinery)
+            .map(|(a, m)| m.is_none().then(|| cache.get(a).cloned()).flatten())
+            .collect(),
         Err(_) => vec![None; addresses.len()],
     };
-    for (a, c) in addresses.iter().zip(&cached) {
-        if c.is_none() {
+    for ((a, c), m) in addresses.iter().zip(&cached).zip(&machinery) {
+        if c.is_none() && m.is_none() {
             missing.push(*a);
         }
     }
@@ -344,16 +349,70 @@ pub fn resolve(addresses: &[usize]) -> Vec<RawFrame> {
     } else {
         resolve_uncached_batch(&missing)
     };
-    for (a, c) in addresses.iter().zip(cached) {
+    let mut out = Vec::with_capacity(addresses.len() + 16);
+    for ((a, c), m) in addresses.iter().zip(cached).zip(machinery) {
+        if let Some(frame) = m {
+            out.push(frame);
+            continue;
+        }
         match c.or_else(|| resolved.get(a).cloned()) {
             Some(frames) => out.extend(frames.iter().cloned()),
-            None => out.push(RawFrame {
-                instruction_addr: *a,
-                ..RawFrame::default()
-            }),
+            None => out.push(bare(*a)),
         }
     }
     out
+}
+
+/// Frames for the panic machinery on top of a stack (the unwinder, the hook,
+/// std's panic entry points), named from the symbol table alone, aligned
+/// with `addresses`. Those frames are cut anyway, and a DWARF lookup of an
+/// address never seen is the dearest part of a first panic. Covers the
+/// leading run of machinery addresses and, when a panic entry is on the
+/// stack, every machinery address down to the first run of entries (a hook
+/// installed around ours sits between).
+fn machinery_frames(addresses: &[usize]) -> Vec<Option<RawFrame>> {
+    let table = &names().machinery;
+    let Some(main) = modules::main_module().filter(|_| !table.is_empty()) else {
+        return vec![None; addresses.len()];
+    };
+    let found: Vec<Option<&MachineryFunction>> = addresses
+        .iter()
+        .map(|&addr| {
+            if addr < main.start || addr >= main.end {
+                return None;
+            }
+            let probe = main.relative(addr).saturating_sub(1) as u64;
+            let at = table.partition_point(|f| f.start <= probe);
+            at.checked_sub(1)
+                .map(|i| &table[i])
+                .filter(|f| probe < f.end)
+        })
+        .collect();
+    let leading = found.iter().take_while(|f| f.is_some()).count();
+    let through_entries = found
+        .iter()
+        .position(|f| f.is_some_and(|f| f.entry))
+        .map(|first| {
+            first
+                + found[first..]
+                    .iter()
+                    .take_while(|f| f.is_some_and(|f| f.entry))
+                    .count()
+        })
+        .unwrap_or(0);
+    let end = leading.max(through_entries);
+    found
+        .into_iter()
+        .zip(addresses)
+        .enumerate()
+        .map(|(i, (f, &addr))| {
+            let f = f.filter(|_| i < end)?;
+            Some(RawFrame {
+                function: Some(f.name.clone()),
+                ..bare(addr)
+            })
+        })
+        .collect()
 }
 
 /// Resolves addresses with the loader and stores them in the cache; an
@@ -461,17 +520,49 @@ fn resolve_one(s: &Symbolizer, loader: &addr2line::Loader, addr: usize) -> Vec<R
             ..bare(addr)
         }),
     }
-    for i in (0..frames.len().saturating_sub(1)).rev() {
-        let enclosing = frames[i + 1].function.clone();
-        let frame = &mut frames[i];
-        if let Some(name) = frame.function.as_deref()
+    qualify_inlined(&mut frames, names());
+    frames
+}
+
+/// Gives every bare inlined name of one inline chain (innermost first) its
+/// path, outermost first, so each name can lean on the frames around it:
+/// a closure takes the path of the nearest outer frame in its own source
+/// file (its lexical parent, usually), and a workspace file's crate is the
+/// one of the nearest outer frame from the workspace, never that of a std
+/// or registry function the code was inlined into.
+fn qualify_inlined(frames: &mut [RawFrame], names: &NameIndex) {
+    let mut workspace_crate: Option<String> = None;
+    for i in (0..frames.len()).rev() {
+        if let Some(name) = frames[i].function.as_deref()
             && !has_path(name)
+            && i + 1 < frames.len()
         {
-            frame.function =
-                Some(names().qualify(name, frame.file.as_deref(), enclosing.as_deref()));
+            let file = frames[i].file.as_deref();
+            let parent = frames[i + 1..]
+                .iter()
+                .find(|f| file.is_some() && f.file.as_deref() == file)
+                .and_then(|f| f.function.as_deref());
+            let qualified = names.qualify(name, file, workspace_crate.as_deref(), parent);
+            frames[i].function = Some(qualified);
+        }
+        let frame = &frames[i];
+        if frame.file.as_deref().is_none_or(is_workspace_file)
+            && let Some(function) = frame.function.as_deref()
+            && has_path(function)
+        {
+            let root = symbol_root(function);
+            if !DEPENDENCY_ROOTS.contains(&root) {
+                workspace_crate = Some(root.to_string());
+            }
         }
     }
-    frames
+}
+
+/// A file of the service's own source tree: neither the standard library
+/// nor a registry or git dependency.
+fn is_workspace_file(file: &str) -> bool {
+    let (clean, package) = clean_path(file);
+    package.is_none() && !clean.starts_with("library/")
 }
 
 /// Demangles without the `::h…` hash and names closures and async bodies readably.
@@ -555,9 +646,8 @@ fn strip_generics(segment: &str) -> &str {
 
 /// Crate and module path a source file implies: `library/core/src/option.rs`
 /// → (`core`, [`option`]); `tokio-1.50.0/src/runtime/task/raw.rs` → (`tokio`,
-/// [`runtime`, `task`, `raw`]); a workspace file gets its crate from the
-/// enclosing function.
-fn module_of_file(file: &str, enclosing: Option<&str>) -> (Option<String>, Vec<String>) {
+/// [`runtime`, `task`, `raw`]); a workspace file gets `workspace_crate`.
+fn module_of_file(file: &str, workspace_crate: Option<&str>) -> (Option<String>, Vec<String>) {
     let (clean, package) = clean_path(file);
     let parts: Vec<&str> = clean.split('/').collect();
     let krate = if let Some(lib) = clean.strip_prefix("library/") {
@@ -565,10 +655,7 @@ fn module_of_file(file: &str, enclosing: Option<&str>) -> (Option<String>, Vec<S
     } else if let Some(p) = package {
         Some(p.replace('-', "_"))
     } else {
-        enclosing
-            .map(symbol_root)
-            .filter(|r| !r.is_empty())
-            .map(str::to_string)
+        workspace_crate.map(str::to_string)
     };
     let mut modules = Vec::new();
     if let Some(src) = parts.iter().position(|p| *p == "src") {
@@ -587,11 +674,55 @@ fn module_of_file(file: &str, enclosing: Option<&str>) -> (Option<String>, Vec<S
     (krate, modules)
 }
 
+/// std's panic entry points (prefixes of readable names): every panic
+/// passes them between the panicking frame and the hook, and they never have
+/// the service's code inlined into them.
+const PANIC_ENTRY_FUNCTIONS: &[&str] = &[
+    "std::panicking::begin_panic",
+    "std::panicking::rust_panic_with_hook",
+    "std::sys::backtrace::__rust_end_short_backtrace",
+    "rust_begin_unwind",
+    "__rustc::rust_begin_unwind",
+    "core::panicking::",
+    "core::option::unwrap_failed",
+    "core::option::expect_failed",
+    "core::result::unwrap_failed",
+    "core::cell::panic_already_",
+    "core::slice::index::slice_",
+    "core::str::slice_error_fail",
+];
+
+/// The unwinder and the hook itself, on top of every captured stack.
+const HOOK_FUNCTIONS: &[&str] = &[
+    "backtrace::",
+    "panicle::symbolize::capture",
+    "panicle::capture::",
+    "panicle::hook",
+    "panicle::init::{closure}",
+];
+
+fn is_panic_entry(function: &str) -> bool {
+    PANIC_ENTRY_FUNCTIONS
+        .iter()
+        .any(|p| function.starts_with(p))
+}
+
+/// A function of the panic machinery: module-relative range and name.
+struct MachineryFunction {
+    start: u64,
+    end: u64,
+    name: String,
+    /// One of [`PANIC_ENTRY_FUNCTIONS`] (else of [`HOOK_FUNCTIONS`]).
+    entry: bool,
+}
+
 /// Full symbol paths by their last segment, from the ELF symbol table, to
 /// recover the module path of functions line-tables-only DWARF names bare.
 #[derive(Default)]
 struct NameIndex {
     by_last: HashMap<String, Vec<String>>,
+    /// The panic machinery's functions, sorted by address.
+    machinery: Vec<MachineryFunction>,
     /// Module-relative address of every function, for the warm-up.
     functions: Vec<u64>,
     /// Demangled, readable name of each function by its address.
@@ -617,13 +748,31 @@ impl NameIndex {
             if index.functions.len() < MAX_WARM_FUNCTIONS {
                 index.functions.push(sym.address());
             }
-            if !(raw.starts_with("_ZN") || raw.starts_with("_R")) {
+            let mangled = raw.starts_with("_ZN") || raw.starts_with("_R");
+            let name = if mangled {
+                clean_symbol(raw)
+            } else {
+                raw.to_string()
+            };
+            let entry = is_panic_entry(&name);
+            if sym.size() > 0 && (entry || HOOK_FUNCTIONS.iter().any(|p| name.starts_with(p))) {
+                index.machinery.push(MachineryFunction {
+                    start: sym.address(),
+                    end: sym.address() + sym.size(),
+                    name: name.clone(),
+                    entry,
+                });
+            }
+            if !mangled {
                 continue;
             }
-            let name = clean_symbol(raw);
             index.by_address.insert(sym.address(), name.clone());
             let parts = split_path(&name);
             let Some(last) = parts.last() else { continue };
+            // Closures are named after the frame around them, not looked up.
+            if last.starts_with('{') {
+                continue;
+            }
             let key = strip_generics(last).to_string();
             let list = index.by_last.entry(key).or_default();
             if list.len() < 64 && !list.contains(&name) {
@@ -632,14 +781,28 @@ impl NameIndex {
         }
         index.functions.sort_unstable();
         index.functions.dedup();
+        index.machinery.sort_unstable_by_key(|f| f.start);
         index
     }
 
-    /// The qualified name of an inlined function named bare by DWARF.
-    fn qualify(&self, name: &str, file: Option<&str>, enclosing: Option<&str>) -> String {
+    /// The qualified name of an inlined function named bare by DWARF, from
+    /// its source file, the crate of the workspace frames around it, and
+    /// (for a closure) the nearest outer frame in the same file.
+    fn qualify(
+        &self,
+        name: &str,
+        file: Option<&str>,
+        workspace_crate: Option<&str>,
+        parent_in_file: Option<&str>,
+    ) -> String {
+        if name.starts_with('{')
+            && let Some(parent) = parent_in_file
+        {
+            return format!("{parent}::{name}");
+        }
         let (krate, modules) = match file {
-            Some(f) => module_of_file(f, enclosing),
-            None => (enclosing.map(symbol_root).map(str::to_string), Vec::new()),
+            Some(f) => module_of_file(f, workspace_crate),
+            None => (workspace_crate.map(str::to_string), Vec::new()),
         };
         let key = strip_generics(name);
         if let Some(krate) = &krate
@@ -679,13 +842,20 @@ impl NameIndex {
 /// Drops the machinery above the panicking frame and classifies the rest.
 pub fn to_frames(raw: Vec<RawFrame>, options: &Options) -> Vec<Frame> {
     // A stripped binary names no frame: the machinery cannot be told apart,
-    // so every address is kept for the server to symbolize.
+    // so every address is kept for the server to symbolize. Otherwise the
+    // search starts at std's panic entry when it is on the stack: a hook
+    // installed around ours (user code, not machinery by name) sits above it.
     let start = if raw.iter().all(|f| f.function.is_none()) {
         0
     } else {
+        let entry = raw
+            .iter()
+            .position(|f| f.function.as_deref().is_some_and(is_panic_entry))
+            .unwrap_or(0);
         raw.iter()
+            .skip(entry)
             .position(|f| !is_machinery(f))
-            .unwrap_or(raw.len())
+            .map_or(raw.len(), |i| entry + i)
     };
     raw.into_iter()
         .skip(start)
@@ -890,6 +1060,31 @@ mod tests {
     }
 
     #[test]
+    fn a_hook_installed_around_ours_is_cut_too() {
+        let frames = vec![
+            raw("panicle::hook", "crates/panicle/src/lib.rs"),
+            raw("shop::main::{closure}", "src/main.rs"),
+            raw(
+                "std::panicking::rust_panic_with_hook",
+                "/rustc/abc/library/std/src/panicking.rs",
+            ),
+            raw(
+                "core::panicking::panic_fmt",
+                "/rustc/abc/library/core/src/panicking.rs",
+            ),
+            raw(
+                "core::option::Option<T>::unwrap",
+                "/rustc/abc/library/core/src/option.rs",
+            ),
+            raw("shop::orders::reserve", "src/orders.rs"),
+            raw("shop::main", "src/main.rs"),
+        ];
+        let out = to_frames(frames, &Options::default());
+        let names: Vec<_> = out.iter().map(|f| f.function.clone().unwrap()).collect();
+        assert_eq!(names, ["shop::orders::reserve", "shop::main"]);
+    }
+
+    #[test]
     fn include_and_exclude_override() {
         let options = Options {
             in_app_include: vec!["serde_json::".into()],
@@ -946,14 +1141,15 @@ mod tests {
         }
         let std_file = "/rustc/abc/library/core/src/option.rs";
         assert_eq!(
-            index.qualify("unwrap<u32>", Some(std_file), Some("demo::main")),
+            index.qualify("unwrap<u32>", Some(std_file), Some("demo"), None),
             "core::option::Option<T>::unwrap"
         );
         assert_eq!(
             index.qualify(
                 "reserve",
                 Some("/w/crates/panicle/examples/demo.rs"),
-                Some("demo::main")
+                Some("demo"),
+                None
             ),
             "demo::orders::reserve"
         );
@@ -962,7 +1158,8 @@ mod tests {
             index.qualify(
                 "total",
                 Some("/w/shop/src/billing/mod.rs"),
-                Some("shop::main")
+                Some("shop"),
+                None
             ),
             "shop::billing::total"
         );
@@ -970,10 +1167,106 @@ mod tests {
             index.qualify(
                 "poll<F>",
                 Some("/root/.cargo/registry/src/i/tokio-1.50.0/src/runtime/task/raw.rs"),
-                Some("shop::main")
+                Some("shop"),
+                None
             ),
             "tokio::runtime::task::raw::poll<F>"
         );
+    }
+
+    #[test]
+    fn user_code_inlined_into_std_keeps_its_own_crate() {
+        // `time(|| report())` in `hook::child`, the closure run by
+        // `Iterator::map`: line-tables-only DWARF names the inlined user
+        // frames bare, under std frames.
+        let mut index = NameIndex::default();
+        for n in ["hook::report", "core::str::pattern::report"] {
+            index
+                .by_last
+                .entry("report".into())
+                .or_default()
+                .push(n.into());
+        }
+        let bench = "/w/benches/hook.rs";
+        let map = "/rustc/abc/library/core/src/iter/adapters/map.rs";
+        let mut chain = vec![
+            raw("report", bench),
+            raw("{closure}", bench),
+            raw("{closure}<i32, u128>", map),
+            raw("fold<I, F>", map),
+            raw("hook::child", bench),
+        ];
+        qualify_inlined(&mut chain, &index);
+        let names: Vec<_> = chain.iter().map(|f| f.function.clone().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "hook::report",
+                "hook::child::{closure}",
+                "core::iter::adapters::map::fold<I, F>::{closure}<i32, u128>",
+                "core::iter::adapters::map::fold<I, F>",
+                "hook::child",
+            ]
+        );
+    }
+
+    #[test]
+    fn panic_machinery_on_top_is_named_without_dwarf_and_cut() {
+        use std::sync::Mutex;
+        static CAPTURED: Mutex<Vec<RawFrame>> = Mutex::new(Vec::new());
+        // Loads the symbolizer and the name index.
+        let _ = capture_raw();
+        assert!(!names().machinery.is_empty());
+        #[inline(never)]
+        fn panicking_frame() {
+            let none: Option<u32> = std::hint::black_box(None);
+            none.unwrap();
+        }
+        let previous = std::panic::take_hook();
+        // Other tests may panic meanwhile, on their own threads.
+        let this_test = std::thread::current().id();
+        std::panic::set_hook(Box::new(move |_| {
+            if std::thread::current().id() == this_test
+                && let Ok(mut c) = CAPTURED.lock()
+            {
+                *c = capture_raw();
+            }
+        }));
+        let _ = std::panic::catch_unwind(panicking_frame);
+        std::panic::set_hook(previous);
+        let raw = CAPTURED.lock().unwrap().clone();
+        // Above the panicking frame, around this test's own hook closure.
+        let from_table: Vec<&str> = raw
+            .iter()
+            .filter(|f| f.file.is_none())
+            .filter_map(|f| f.function.as_deref())
+            .take_while(|f| !f.ends_with("panicking_frame"))
+            .collect();
+        for expected in [
+            "backtrace::",
+            "core::panicking::panic_fmt",
+            "core::option::unwrap_failed",
+        ] {
+            assert!(
+                from_table.iter().any(|f| f.starts_with(expected)),
+                "{expected} not named from the symbol table: {from_table:#?}"
+            );
+        }
+        // The panicking frame itself still comes from DWARF, with its line.
+        let user = raw
+            .iter()
+            .find(|f| {
+                f.function
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with("panicking_frame"))
+            })
+            .expect("the panicking frame");
+        assert!(
+            user.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("symbolize.rs"))
+        );
+        assert!(user.line.is_some());
     }
 
     #[test]
