@@ -4,7 +4,9 @@
 //!
 //! Criterion measures the warm costs (and the cold one: debug info loaded
 //! for the call). "One second after init" needs a fresh process each time,
-//! so it is measured in child processes of this binary and printed after.
+//! so it is measured in child processes of this binary and printed after,
+//! next to std's own first capture one second after its warm-up: a first
+//! capture meets cold CPU caches whoever symbolizes.
 //!
 //! `cargo bench -p panicle --bench hook -- --warm-up-time 1 --measurement-time 3`
 
@@ -18,7 +20,7 @@ use panicle::hook_bench;
 
 const DEPTH: usize = 30;
 const CHILD_ENV: &str = "PANICLE_HOOK_BENCH_CHILD";
-const CHILD_RUNS: usize = 7;
+const CHILD_RUNS: usize = 11;
 
 /// Calls `f` under `depth` frames of its own (not inlined, not a tail call).
 #[inline(never)]
@@ -77,33 +79,79 @@ fn criterion_benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// In a child: init-like warm-up, one second's sleep, then the first panic's
-/// cost, a warm one, and std's first and warm cost; one line of nanoseconds.
-fn child() {
+/// Nanoseconds `f` took.
+fn time(f: &mut dyn FnMut() -> usize) -> f64 {
+    let t = Instant::now();
+    black_box(f());
+    t.elapsed().as_nanos() as f64
+}
+
+/// The fastest of 20 more runs of `f`: the warm cost.
+fn warm(f: &mut dyn FnMut() -> usize) -> f64 {
+    (0..20).map(|_| time(f)).fold(f64::INFINITY, f64::min)
+}
+
+/// In a child: init's warm-up, one second's sleep, then the first capture's
+/// cost and a warm one's, printed as one line of nanoseconds.
+fn child(mode: &str) {
     let options = Options::default();
-    hook_bench::warm_up();
+    if mode == "std" {
+        // std's own warm-up: its first capture loads the debug info.
+        black_box(std::backtrace::Backtrace::force_capture().to_string());
+    } else {
+        hook_bench::warm_up();
+    }
     std::thread::sleep(Duration::from_secs(1));
-    if !hook_bench::is_warm() {
+    if mode != "std" && !hook_bench::is_warm() {
         eprintln!("warm-up still running after 1 s");
     }
-    let time = |f: &mut dyn FnMut() -> usize| {
-        let t = Instant::now();
-        black_box(f());
-        t.elapsed().as_nanos()
+    let (first, warm_cost) = match mode {
+        "std" => (time(&mut std_backtrace), warm(&mut std_backtrace)),
+        "panic" => real_panics(&options),
+        _ => {
+            if std::env::var_os("PANICLE_HOOK_BENCH_PHASES").is_some() {
+                let a = deep(DEPTH, &mut || hook_bench::phases(&options));
+                let b = deep(DEPTH, &mut || hook_bench::phases(&options));
+                eprintln!("phases first {a:?} then {b:?}");
+            }
+            let mut event = || panicle_event(&options);
+            (time(&mut event), warm(&mut event))
+        }
     };
-    if std::env::var_os("PANICLE_HOOK_BENCH_PHASES").is_some() {
-        let a = deep(DEPTH, &mut || hook_bench::phases(&options));
-        let b = deep(DEPTH, &mut || hook_bench::phases(&options));
-        eprintln!("phases first {a:?} then {b:?}");
+    // std's first capture with no warm-up: what the first panic would pay.
+    let std_cold = if mode == "panicle" {
+        time(&mut std_backtrace)
+    } else {
+        f64::NAN
+    };
+    println!("{first} {warm_cost} {std_cold}");
+}
+
+/// Real panics 30 frames deep, the hook's work (capture, symbolize, build)
+/// timed inside the panic hook: the first, and the fastest of 20 more.
+fn real_panics(options: &Options) -> (f64, f64) {
+    static TIMES: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
+    let options = options.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let t = Instant::now();
+        black_box(hook_bench::capture_panic(info, &options));
+        let took = t.elapsed().as_nanos() as f64;
+        if let Ok(mut times) = TIMES.lock() {
+            times.push(took);
+        }
+    }));
+    for i in 0..21usize {
+        let _ = std::panic::catch_unwind(|| {
+            deep(DEPTH, &mut || -> usize {
+                panic!("bench panic {}", black_box(i))
+            })
+        });
     }
-    let first = time(&mut || panicle_event(&options));
-    let warm = (0..20)
-        .map(|_| time(&mut || panicle_event(&options)))
-        .min()
-        .unwrap_or(0);
-    let std_first = time(&mut std_backtrace);
-    let std_warm = (0..20).map(|_| time(&mut std_backtrace)).min().unwrap_or(0);
-    println!("{first} {warm} {std_first} {std_warm}");
+    let _ = std::panic::take_hook();
+    let times = TIMES.lock().map(|t| t.clone()).unwrap_or_default();
+    let first = times.first().copied().unwrap_or(f64::NAN);
+    let warm = times.iter().skip(1).copied().fold(f64::INFINITY, f64::min);
+    (first, warm)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -111,44 +159,57 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// Medians over fresh child processes of (first, warm, std cold).
+fn children(exe: &std::path::Path, mode: &str) -> [f64; 3] {
+    let mut rows: Vec<[f64; 3]> = Vec::new();
+    for _ in 0..CHILD_RUNS {
+        let Ok(out) = Command::new(exe).env(CHILD_ENV, mode).output() else {
+            continue;
+        };
+        let nums: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        if let [a, b, c] = nums[..] {
+            rows.push([a, b, c]);
+        }
+    }
+    [0, 1, 2].map(|i| median(rows.iter().map(|r| r[i]).collect()))
+}
+
 fn after_init_report() {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    let mut rows: Vec<[f64; 4]> = Vec::new();
-    for _ in 0..CHILD_RUNS {
-        let Ok(out) = Command::new(&exe).env(CHILD_ENV, "1").output() else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let nums: Vec<f64> = text
-            .split_whitespace()
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        if let [a, b, c, d] = nums[..] {
-            rows.push([a, b, c, d]);
-        }
-    }
-    let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
-    let (first, warm, std_first, std_warm) = (col(0), col(1), col(2), col(3));
+    let [first, warm, std_cold] = children(&exe, "panicle");
+    let [panic_first, panic_warm, _] = children(&exe, "panic");
+    let [std_first, std_warm, _] = children(&exe, "std");
     println!(
-        "\nfresh process, warm-up at init, first panic 1 s later ({} runs, medians, 30 frames):",
-        rows.len()
+        "\nfresh processes, first capture 1 s after warm-up ({CHILD_RUNS} runs each, medians, {DEPTH} frames):"
     );
-    println!("  panicle first panic: {:>10.1} µs", first / 1e3);
-    println!("  panicle warm panic:  {:>10.1} µs", warm / 1e3);
-    println!("  std first capture:   {:>10.1} µs", std_first / 1e3);
-    println!("  std warm capture:    {:>10.1} µs", std_warm / 1e3);
+    println!("                                       first        warm   first/warm");
+    let row = |name: &str, first: f64, warm: f64| {
+        println!(
+            "  {name:<32} {:>8.1} µs {:>8.1} µs {:>8.2}x",
+            first / 1e3,
+            warm / 1e3,
+            first / warm
+        )
+    };
+    row("panicle, capture+symbolize+build", first, warm);
+    row("panicle, real panic in the hook", panic_first, panic_warm);
+    row("std force_capture, own warm-up", std_first, std_warm);
     println!(
-        "  first/warm (panicle): {:.2}x   panicle warm / std warm: {:.2}x",
-        first / warm,
-        warm / std_warm
+        "  panicle / std: first {:.2}x, warm {:.2}x; std's first capture without warm-up: {:.1} ms",
+        first / std_first,
+        warm / std_warm,
+        std_cold / 1e6
     );
 }
 
 fn main() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        child();
+    if let Some(mode) = std::env::var_os(CHILD_ENV) {
+        child(&mode.to_string_lossy());
         return;
     }
     let mut c = Criterion::default().configure_from_args();

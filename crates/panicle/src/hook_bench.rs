@@ -27,6 +27,13 @@ pub fn capture_event(options: &Options) -> Event {
     )
 }
 
+/// What the installed hook does with a real panic: capture, symbolize,
+/// build (delivery left out).
+#[inline(never)]
+pub fn capture_panic(info: &std::panic::PanicHookInfo<'_>, options: &Options) -> Event {
+    crate::capture::capture(info, options, resource())
+}
+
 /// The same with debug info loaded for this call and no cache.
 #[inline(never)]
 pub fn capture_event_cold(options: &Options) -> Event {
