@@ -176,7 +176,7 @@ fn deliver(dsn: Option<&Dsn>, events: &[Event]) {
         .first()
         .and_then(|e| e.resource_str("service.name"))
         .map(str::to_string);
-    let dir = panicle::spool::default_spool_dir(service.as_deref());
+    let dir = panicle::spool::default_spool_dir(service.as_deref(), dsn);
     let spool = match panicle::spool::Spool::open(&dir, false, SPOOL_MAX_BYTES, SPOOL_MAX_FILES) {
         Ok(spool) => spool,
         Err(e) => {

@@ -3,16 +3,18 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::{Server, example};
 use panicle_store::Backend;
 use panicle_store::testing::TestDb;
 
-fn run_demo(server: &Server, mode: &str) -> std::process::Output {
+fn run_demo(server: &Server, spool: &Path, mode: &str) -> std::process::Output {
     Command::new(example("demo"))
         .arg(mode)
         .env("PANICLE_DSN", &server.dsn)
+        .env("PANICLE_SPOOL_DIR", spool)
         .env("OTEL_SERVICE_NAME", "demo-shop")
         .env_remove("PANICLE_RELEASE")
         .output()
@@ -27,8 +29,10 @@ fn demo_panic_lands(backend: Backend) {
         server.dsn.starts_with("http://"),
         "first start prints a DSN"
     );
+    // Its own spool: nothing left by another run can arrive here.
+    let spool = tempfile::tempdir().unwrap();
 
-    let out = run_demo(&server, "unwrap-none");
+    let out = run_demo(&server, spool.path(), "unwrap-none");
     assert_eq!(out.status.code(), Some(101), "a panic in main exits 101");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -70,7 +74,7 @@ fn demo_panic_lands(backend: Backend) {
     );
 
     // A panic on a named spawned thread.
-    let out = run_demo(&server, "thread");
+    let out = run_demo(&server, spool.path(), "thread");
     assert!(String::from_utf8_lossy(&out.stderr).contains("worker-1"));
     let list = server.wait_for("/api/v1/events", |b| {
         b["items"].as_array().is_some_and(|a| a.len() == 2)

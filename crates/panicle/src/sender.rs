@@ -29,7 +29,8 @@ pub const DEFAULT_BATCH_EVENTS: usize = 100;
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
     /// Spool directory; `None`: `PANICLE_SPOOL_DIR`, else
-    /// `$XDG_CACHE_HOME/panicle/spool/<service>` (or `~/.cache/…`, or the temp dir).
+    /// `$XDG_CACHE_HOME/panicle/spool/<service>/<project>@<host>` (or under
+    /// `~/.cache`, or the temp dir): one per server and project.
     pub spool_dir: Option<PathBuf>,
     /// fsync each spooled event (and its directory): survives a node crash,
     /// costs a disk flush per panic. Off: the page cache already survives the
@@ -353,7 +354,7 @@ impl Delivery {
         let dir = opts
             .spool_dir
             .clone()
-            .unwrap_or_else(|| default_spool_dir(service));
+            .unwrap_or_else(|| default_spool_dir(service, Some(dsn)));
         let spool = match Spool::open(
             &dir,
             opts.spool_fsync,

@@ -65,9 +65,12 @@ pub struct Spool {
 /// Subdirectory for events the server refused for good (kept for inspection).
 pub const REJECTED_DIR: &str = "rejected";
 
-/// `$XDG_CACHE_HOME/panicle/spool/<service>`, else `~/.cache/panicle/spool/<service>`,
-/// else the temp dir. `PANICLE_SPOOL_DIR` wins over all of them.
-pub fn default_spool_dir(service: Option<&str>) -> PathBuf {
+/// `$XDG_CACHE_HOME/panicle/spool/<service>/<project>@<host>`, else the same
+/// under `~/.cache`, else under the temp dir. `PANICLE_SPOOL_DIR` wins over
+/// all of them. One directory per server and project: a process only ships
+/// the spool it shares with earlier runs sending to the same place, never
+/// another deployment's events to its own server.
+pub fn default_spool_dir(service: Option<&str>, dsn: Option<&Dsn>) -> PathBuf {
     if let Some(dir) = std::env::var_os("PANICLE_SPOOL_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
@@ -81,7 +84,15 @@ pub fn default_spool_dir(service: Option<&str>) -> PathBuf {
         })
         .unwrap_or_else(std::env::temp_dir);
     let service = sanitize(service.unwrap_or("default"));
-    cache.join("panicle").join("spool").join(service)
+    let target = match dsn {
+        Some(dsn) => sanitize(&format!("{}@{}", dsn.project_id, dsn.host)),
+        None => "no-dsn".to_string(),
+    };
+    cache
+        .join("panicle")
+        .join("spool")
+        .join(service)
+        .join(target)
 }
 
 /// Keeps a service name usable as one path component.
@@ -356,6 +367,20 @@ pub fn send_dir(dir: &Path, dsn: &Dsn, timeout: Duration) -> Result<SendReport, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_server_and_project_has_its_own_default_spool() {
+        let dsn = |s: &str| s.parse::<Dsn>().unwrap();
+        let staging = dsn("http://k@staging:8471/1");
+        let prod = dsn("http://k@prod:8471/1");
+        let other_project = dsn("http://k@prod:8471/2");
+        let dirs =
+            [&staging, &prod, &other_project].map(|d| default_spool_dir(Some("shop"), Some(d)));
+        assert_ne!(dirs[0], dirs[1]);
+        assert_ne!(dirs[1], dirs[2]);
+        assert_eq!(dirs[1], default_spool_dir(Some("shop"), Some(&prod)));
+        assert!(dirs[1].ends_with("shop/1_prod_8471"), "{:?}", dirs[1]);
+    }
+
     use super::*;
 
     #[test]
