@@ -163,8 +163,8 @@ pub fn capture_addresses() -> Vec<usize> {
 }
 
 /// Captures the current stack, symbolized, inlined frames expanded, innermost first.
-/// Never inlined: the return addresses inside it are then the same for every
-/// caller, and the warm-up resolves them before the first panic.
+/// Never inlined, so its frames are the hook's own and named from the
+/// machinery table like the rest of the hook.
 #[inline(never)]
 pub fn capture_raw() -> Vec<RawFrame> {
     resolve(&capture_addresses())
@@ -250,6 +250,7 @@ pub fn warm_up() {
 /// first lookup, and that first lookup must not fall on a panic. The loader
 /// is taken per chunk so a panic meanwhile waits one chunk at most.
 fn warm_units() {
+    // This thread's stack: the frames every spawned thread starts from.
     let _ = capture_raw();
     let Some(Some(s)) = SYMBOLIZER.get() else {
         return;
@@ -533,6 +534,9 @@ fn resolve_one(s: &Symbolizer, loader: &addr2line::Loader, addr: usize) -> Vec<R
 fn qualify_inlined(frames: &mut [RawFrame], names: &NameIndex) {
     let mut workspace_crate: Option<String> = None;
     for i in (0..frames.len()).rev() {
+        // Only a real name (the symbol table's, or found there) tells the
+        // crate: a path guessed from a file alone could spread inward.
+        let mut real_name = true;
         if let Some(name) = frames[i].function.as_deref()
             && !has_path(name)
             && i + 1 < frames.len()
@@ -542,11 +546,13 @@ fn qualify_inlined(frames: &mut [RawFrame], names: &NameIndex) {
                 .iter()
                 .find(|f| file.is_some() && f.file.as_deref() == file)
                 .and_then(|f| f.function.as_deref());
-            let qualified = names.qualify(name, file, workspace_crate.as_deref(), parent);
+            let (qualified, found) = names.qualify(name, file, workspace_crate.as_deref(), parent);
             frames[i].function = Some(qualified);
+            real_name = found;
         }
         let frame = &frames[i];
-        if frame.file.as_deref().is_none_or(is_workspace_file)
+        if real_name
+            && frame.file.as_deref().is_none_or(is_workspace_file)
             && let Some(function) = frame.function.as_deref()
             && has_path(function)
         {
@@ -678,7 +684,11 @@ fn module_of_file(file: &str, workspace_crate: Option<&str>) -> (Option<String>,
 /// passes them between the panicking frame and the hook, and they never have
 /// the service's code inlined into them.
 const PANIC_ENTRY_FUNCTIONS: &[&str] = &[
+    // `panic_handler` and `panic_with_hook` were `begin_panic_handler` and
+    // `rust_panic_with_hook` in earlier Rust releases.
     "std::panicking::begin_panic",
+    "std::panicking::panic_handler",
+    "std::panicking::panic_with_hook",
     "std::panicking::rust_panic_with_hook",
     "std::sys::backtrace::__rust_end_short_backtrace",
     "rust_begin_unwind",
@@ -692,7 +702,8 @@ const PANIC_ENTRY_FUNCTIONS: &[&str] = &[
     "core::str::slice_error_fail",
 ];
 
-/// The unwinder and the hook itself, on top of every captured stack.
+/// The unwinder and the hook itself, on top of every captured stack
+/// (`panicle::hook` also covers `panicle::hook_bench`, the bench's stand-in).
 const HOOK_FUNCTIONS: &[&str] = &[
     "backtrace::",
     "panicle::symbolize::capture",
@@ -758,7 +769,7 @@ impl NameIndex {
             if sym.size() > 0 && (entry || HOOK_FUNCTIONS.iter().any(|p| name.starts_with(p))) {
                 index.machinery.push(MachineryFunction {
                     start: sym.address(),
-                    end: sym.address() + sym.size(),
+                    end: sym.address().saturating_add(sym.size()),
                     name: name.clone(),
                     entry,
                 });
@@ -787,55 +798,78 @@ impl NameIndex {
 
     /// The qualified name of an inlined function named bare by DWARF, from
     /// its source file, the crate of the workspace frames around it, and
-    /// (for a closure) the nearest outer frame in the same file.
+    /// (for a closure) the nearest outer frame in the same file, usually its
+    /// lexical parent. True when the name was found in the symbol table.
     fn qualify(
         &self,
         name: &str,
         file: Option<&str>,
         workspace_crate: Option<&str>,
         parent_in_file: Option<&str>,
-    ) -> String {
+    ) -> (String, bool) {
         if name.starts_with('{')
             && let Some(parent) = parent_in_file
         {
-            return format!("{parent}::{name}");
+            return (format!("{parent}::{name}"), false);
         }
         let (krate, modules) = match file {
             Some(f) => module_of_file(f, workspace_crate),
             None => (workspace_crate.map(str::to_string), Vec::new()),
         };
         let key = strip_generics(name);
-        if let Some(krate) = &krate
-            && let Some(candidates) = self.by_last.get(key)
-        {
+        if let Some(candidates) = self.by_last.get(key) {
             let mut needle = String::new();
             for m in &modules {
                 needle.push_str("::");
                 needle.push_str(m);
             }
             needle.push_str("::");
-            let in_crate = candidates
-                .iter()
-                .filter(|c| symbol_root(c) == krate.as_str());
-            let best = in_crate
-                .clone()
-                .filter(|c| modules.is_empty() || c.contains(needle.as_str()))
-                .min_by_key(|c| c.len())
-                .or_else(|| {
-                    if modules.is_empty() {
-                        in_crate.min_by_key(|c| c.len())
+            let in_module = |c: &&String| modules.is_empty() || c.contains(needle.as_str());
+            let best = match &krate {
+                Some(krate) => {
+                    let in_crate = candidates
+                        .iter()
+                        .filter(|c| symbol_root(c) == krate.as_str());
+                    in_crate
+                        .clone()
+                        .filter(in_module)
+                        .min_by_key(|c| c.len())
+                        .or_else(|| {
+                            if modules.is_empty() {
+                                in_crate.min_by_key(|c| c.len())
+                            } else {
+                                None
+                            }
+                        })
+                }
+                // No crate known (no workspace frame around it): the
+                // service's own crates that have this function in this
+                // module, if they are one.
+                None => {
+                    let mut own = candidates
+                        .iter()
+                        .filter(|c| !DEPENDENCY_ROOTS.contains(&symbol_root(c)))
+                        .filter(in_module);
+                    let first = own.clone().next().map(|c| symbol_root(c));
+                    if own.all(|c| Some(symbol_root(c)) == first) {
+                        candidates
+                            .iter()
+                            .filter(|c| first == Some(symbol_root(c)))
+                            .filter(in_module)
+                            .min_by_key(|c| c.len())
                     } else {
                         None
                     }
-                });
+                }
+            };
             if let Some(best) = best {
-                return best.clone();
+                return (best.clone(), true);
             }
         }
         let mut parts: Vec<String> = krate.into_iter().collect();
         parts.extend(modules);
         parts.push(name.to_string());
-        parts.join("::")
+        (parts.join("::"), false)
     }
 }
 
@@ -852,9 +886,11 @@ pub fn to_frames(raw: Vec<RawFrame>, options: &Options) -> Vec<Frame> {
             .iter()
             .position(|f| f.function.as_deref().is_some_and(is_panic_entry))
             .unwrap_or(0);
+        // An unnamed frame past that point was not symbolized (the loader
+        // was busy): kept, with its address, for the server.
         raw.iter()
             .skip(entry)
-            .position(|f| !is_machinery(f))
+            .position(|f| f.function.is_none() || !is_machinery(f))
             .map_or(raw.len(), |i| entry + i)
     };
     raw.into_iter()
@@ -927,16 +963,15 @@ pub fn clean_path(path: &str) -> (String, Option<String>) {
     {
         return (path[i + 1..].to_string(), None);
     }
-    if let Some(i) = path.find("/.cargo/registry/src/") {
-        let rest = &path[i + "/.cargo/registry/src/".len()..];
-        // index.crates.io-<hash>/<crate>-<version>/src/…
-        if let Some((_, crate_path)) = rest.split_once('/') {
-            let crate_dir = crate_path.split('/').next().unwrap_or("");
-            return (crate_path.to_string(), Some(crate_name(crate_dir)));
-        }
+    // `$CARGO_HOME/registry/src/index.crates.io-<hash>/<crate>-<version>/src/…`,
+    // whatever CARGO_HOME is (`~/.cargo`, `/usr/local/cargo` in Docker images).
+    if let Some(rest) = after_cargo_home(&path, "/registry/src/")
+        && let Some((_index, crate_path)) = rest.split_once('/')
+    {
+        let crate_dir = crate_path.split('/').next().unwrap_or("");
+        return (crate_path.to_string(), Some(crate_name(crate_dir)));
     }
-    if let Some(i) = path.find("/.cargo/git/checkouts/") {
-        let rest = &path[i + "/.cargo/git/checkouts/".len()..];
+    if let Some(rest) = after_cargo_home(&path, "/git/checkouts/") {
         let parts: Vec<&str> = rest.splitn(3, '/').collect();
         if let [repo, _rev, inner] = parts[..] {
             let name = repo.rsplit_once('-').map(|(n, _)| n).unwrap_or(repo);
@@ -959,6 +994,20 @@ pub fn clean_path(path: &str) -> (String, Option<String>) {
         return (parts.join("/"), None);
     }
     (parts.last().copied().unwrap_or("").to_string(), None)
+}
+
+/// What follows `$CARGO_HOME` + `marker` in a build path: under `~/.cargo`
+/// anything, elsewhere only cargo's `<name>-<16 hex>` directory, so a
+/// workspace that happens to have a `registry/src` folder stays a workspace.
+fn after_cargo_home<'a>(path: &'a str, marker: &str) -> Option<&'a str> {
+    let at = path.find(marker)?;
+    let rest = &path[at + marker.len()..];
+    let under_dot_cargo = path[..at].ends_with("/.cargo");
+    let hashed = rest.split('/').next().is_some_and(|dir| {
+        dir.rsplit_once('-')
+            .is_some_and(|(_, h)| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    (under_dot_cargo || hashed).then_some(rest)
 }
 
 /// `tokio-1.50.0` → `tokio`.
@@ -1000,6 +1049,22 @@ mod tests {
                 Some("tokio".into())
             )
         );
+        assert_eq!(
+            clean_path(
+                "/usr/local/cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hyper-1.5.0/src/proto/mod.rs"
+            ),
+            ("hyper-1.5.0/src/proto/mod.rs".into(), Some("hyper".into()))
+        );
+        assert_eq!(
+            clean_path(
+                "/usr/local/cargo/git/checkouts/sqlx-0a1b2c3d4e5f6a7b/8c9d0e1/sqlx-core/src/pool.rs"
+            ),
+            ("sqlx/sqlx-core/src/pool.rs".into(), Some("sqlx".into()))
+        );
+        assert_eq!(
+            clean_path("/builds/registry/src/orders/src/lib.rs"),
+            ("src/lib.rs".into(), None)
+        );
         assert_eq!(clean_path("src/orders.rs"), ("src/orders.rs".into(), None));
         assert_eq!(
             clean_path("/builds/ci/x9/shop/src/orders.rs"),
@@ -1028,7 +1093,7 @@ mod tests {
             ),
             raw("panicle::hook", "crates/panicle/src/lib.rs"),
             raw(
-                "std::panicking::rust_panic_with_hook",
+                "std::panicking::panic_with_hook",
                 "/rustc/abc/library/std/src/panicking.rs",
             ),
             raw(
@@ -1065,7 +1130,7 @@ mod tests {
             raw("panicle::hook", "crates/panicle/src/lib.rs"),
             raw("shop::main::{closure}", "src/main.rs"),
             raw(
-                "std::panicking::rust_panic_with_hook",
+                "std::panicking::panic_with_hook",
                 "/rustc/abc/library/std/src/panicking.rs",
             ),
             raw(
@@ -1082,6 +1147,25 @@ mod tests {
         let out = to_frames(frames, &Options::default());
         let names: Vec<_> = out.iter().map(|f| f.function.clone().unwrap()).collect();
         assert_eq!(names, ["shop::orders::reserve", "shop::main"]);
+    }
+
+    #[test]
+    fn frames_the_loader_could_not_name_are_kept() {
+        let frames = vec![
+            RawFrame {
+                function: Some("panicle::hook".into()),
+                ..bare(0x10)
+            },
+            RawFrame {
+                function: Some("core::panicking::panic_fmt".into()),
+                ..bare(0x20)
+            },
+            bare(0x30),
+            bare(0x40),
+        ];
+        let out = to_frames(frames, &Options::default());
+        let addrs: Vec<_> = out.iter().map(|f| f.instruction_addr.clone()).collect();
+        assert_eq!(addrs, [Some("0x30".into()), Some("0x40".into())]);
     }
 
     #[test]
@@ -1141,37 +1225,79 @@ mod tests {
         }
         let std_file = "/rustc/abc/library/core/src/option.rs";
         assert_eq!(
-            index.qualify("unwrap<u32>", Some(std_file), Some("demo"), None),
+            index
+                .qualify("unwrap<u32>", Some(std_file), Some("demo"), None)
+                .0,
             "core::option::Option<T>::unwrap"
         );
         assert_eq!(
-            index.qualify(
-                "reserve",
-                Some("/w/crates/panicle/examples/demo.rs"),
-                Some("demo"),
-                None
-            ),
+            index
+                .qualify(
+                    "reserve",
+                    Some("/w/crates/panicle/examples/demo.rs"),
+                    Some("demo"),
+                    None
+                )
+                .0,
             "demo::orders::reserve"
         );
         // Not in the symbol table: the path comes from the file.
         assert_eq!(
-            index.qualify(
-                "total",
-                Some("/w/shop/src/billing/mod.rs"),
-                Some("shop"),
-                None
-            ),
+            index
+                .qualify(
+                    "total",
+                    Some("/w/shop/src/billing/mod.rs"),
+                    Some("shop"),
+                    None
+                )
+                .0,
             "shop::billing::total"
         );
         assert_eq!(
-            index.qualify(
-                "poll<F>",
-                Some("/root/.cargo/registry/src/i/tokio-1.50.0/src/runtime/task/raw.rs"),
-                Some("shop"),
-                None
-            ),
+            index
+                .qualify(
+                    "poll<F>",
+                    Some("/root/.cargo/registry/src/i/tokio-1.50.0/src/runtime/task/raw.rs"),
+                    Some("shop"),
+                    None
+                )
+                .0,
             "tokio::runtime::task::raw::poll<F>"
         );
+    }
+
+    #[test]
+    fn without_a_workspace_frame_around_the_symbol_table_tells_the_crate() {
+        let mut index = NameIndex::default();
+        for n in ["shop::orders::reserve", "tokio::orders::reserve"] {
+            index
+                .by_last
+                .entry("reserve".into())
+                .or_default()
+                .push(n.into());
+        }
+        // A spawned thread's body inlined into std: no workspace frame
+        // outside. `reserve` is found in the symbol table and tells the crate.
+        let std_file = "/rustc/abc/library/std/src/sys/backtrace.rs";
+        let outer = "std::sys::backtrace::__rust_begin_short_backtrace";
+        let mut found = vec![
+            raw("total", "/w/shop/src/billing/mod.rs"),
+            raw("reserve", "/w/shop/src/orders.rs"),
+            raw(outer, std_file),
+        ];
+        qualify_inlined(&mut found, &index);
+        assert_eq!(found[1].function.as_deref(), Some("shop::orders::reserve"));
+        assert_eq!(found[0].function.as_deref(), Some("shop::billing::total"));
+        // `place` is not: the path guessed from its file does not become
+        // the crate of the frames inlined into it.
+        let mut guessed = vec![
+            raw("total", "/w/shop/src/billing/mod.rs"),
+            raw("place", "/w/shop/src/orders.rs"),
+            raw(outer, std_file),
+        ];
+        qualify_inlined(&mut guessed, &index);
+        assert_eq!(guessed[1].function.as_deref(), Some("orders::place"));
+        assert_eq!(guessed[0].function.as_deref(), Some("billing::total"));
     }
 
     #[test]
@@ -1211,29 +1337,39 @@ mod tests {
     }
 
     #[test]
-    fn panic_machinery_on_top_is_named_without_dwarf_and_cut() {
+    fn panic_machinery_on_top_is_named_without_dwarf() {
         use std::sync::Mutex;
         static CAPTURED: Mutex<Vec<RawFrame>> = Mutex::new(Vec::new());
-        // Loads the symbolizer and the name index.
+        // Loads the symbolizer, then the name index (waiting for another
+        // test's load in progress).
         let _ = capture_raw();
+        if let Some(main) = modules::main_module() {
+            let _ = NAMES.get_or_init(|| NameIndex::read(&main.path));
+        }
         assert!(!names().machinery.is_empty());
         #[inline(never)]
         fn panicking_frame() {
             let none: Option<u32> = std::hint::black_box(None);
             none.unwrap();
         }
-        let previous = std::panic::take_hook();
-        // Other tests may panic meanwhile, on their own threads.
+        // Other tests may panic meanwhile, on their own threads: theirs go
+        // to the previous hook.
+        let previous = Arc::new(std::panic::take_hook());
         let this_test = std::thread::current().id();
-        std::panic::set_hook(Box::new(move |_| {
-            if std::thread::current().id() == this_test
-                && let Ok(mut c) = CAPTURED.lock()
-            {
+        let others = previous.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().id() != this_test {
+                others(info);
+            } else if let Ok(mut c) = CAPTURED.lock() {
                 *c = capture_raw();
             }
         }));
         let _ = std::panic::catch_unwind(panicking_frame);
-        std::panic::set_hook(previous);
+        drop(std::panic::take_hook());
+        match Arc::try_unwrap(previous) {
+            Ok(previous) => std::panic::set_hook(previous),
+            Err(shared) => std::panic::set_hook(Box::new(move |info| shared(info))),
+        }
         let raw = CAPTURED.lock().unwrap().clone();
         // Above the panicking frame, around this test's own hook closure.
         let from_table: Vec<&str> = raw
@@ -1244,6 +1380,7 @@ mod tests {
             .collect();
         for expected in [
             "backtrace::",
+            "std::panicking::",
             "core::panicking::panic_fmt",
             "core::option::unwrap_failed",
         ] {

@@ -70,6 +70,9 @@ const NON_APP_PATHS: &[&str] = &[
     "/rustc/",
     "/.cargo/registry/",
     "/.cargo/git/",
+    // CARGO_HOME elsewhere, e.g. `/usr/local/cargo` in the official images.
+    "/cargo/registry/src/",
+    "/cargo/git/checkouts/",
     "/library/std/src/",
     "/library/core/src/",
     "/library/alloc/src/",
@@ -507,6 +510,18 @@ mod tests {
             ),
             "std"
         );
+    }
+
+    #[test]
+    fn registry_sources_are_not_in_app_wherever_cargo_home_is() {
+        let frame = |file: &str| Frame {
+            function: Some("hyper::proto::h1::dispatch::poll".into()),
+            file: Some(file.into()),
+            ..Frame::default()
+        };
+        let docker = "/usr/local/cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hyper-1.5.0/src/proto/h1/dispatch.rs";
+        assert!(!is_in_app(&frame(docker)));
+        assert!(is_in_app(&frame("/app/src/proto/h1/dispatch.rs")));
     }
 
     #[test]
