@@ -159,8 +159,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Medians over fresh child processes of (first, warm, std cold).
-fn children(exe: &std::path::Path, mode: &str) -> [f64; 3] {
+/// Medians over fresh child processes of (first, warm, std cold), and how
+/// many children answered.
+fn children(exe: &std::path::Path, mode: &str) -> ([f64; 3], usize) {
     let mut rows: Vec<[f64; 3]> = Vec::new();
     for _ in 0..CHILD_RUNS {
         let Ok(out) = Command::new(exe).env(CHILD_ENV, mode).output() else {
@@ -174,18 +175,19 @@ fn children(exe: &std::path::Path, mode: &str) -> [f64; 3] {
             rows.push([a, b, c]);
         }
     }
-    [0, 1, 2].map(|i| median(rows.iter().map(|r| r[i]).collect()))
+    let medians = [0, 1, 2].map(|i| median(rows.iter().map(|r| r[i]).collect()));
+    (medians, rows.len())
 }
 
 fn after_init_report() {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    let [first, warm, std_cold] = children(&exe, "panicle");
-    let [panic_first, panic_warm, _] = children(&exe, "panic");
-    let [std_first, std_warm, _] = children(&exe, "std");
+    let ([first, warm, std_cold], a) = children(&exe, "panicle");
+    let ([panic_first, panic_warm, _], b) = children(&exe, "panic");
+    let ([std_first, std_warm, _], c) = children(&exe, "std");
     println!(
-        "\nfresh processes, first capture 1 s after warm-up ({CHILD_RUNS} runs each, medians, {DEPTH} frames):"
+        "\nfresh processes, first capture 1 s after warm-up ({a}, {b} and {c} of {CHILD_RUNS} runs answered; medians, {DEPTH} frames):"
     );
     println!("                                       first        warm   first/warm");
     let row = |name: &str, first: f64, warm: f64| {
