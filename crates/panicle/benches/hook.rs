@@ -130,16 +130,7 @@ fn child(mode: &str) {
 /// Real panics 30 frames deep, the hook's work (capture, symbolize, build)
 /// timed inside the panic hook: the first, and the fastest of 20 more.
 fn real_panics(options: &Options) -> (f64, f64) {
-    static TIMES: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
-    let options = options.clone();
-    std::panic::set_hook(Box::new(move |info| {
-        let t = Instant::now();
-        black_box(hook_bench::capture_panic(info, &options));
-        let took = t.elapsed().as_nanos() as f64;
-        if let Ok(mut times) = TIMES.lock() {
-            times.push(took);
-        }
-    }));
+    hook_bench::install_timed_hook(options.clone());
     for i in 0..21usize {
         let _ = std::panic::catch_unwind(|| {
             deep(DEPTH, &mut || -> usize {
@@ -148,7 +139,7 @@ fn real_panics(options: &Options) -> (f64, f64) {
         });
     }
     let _ = std::panic::take_hook();
-    let times = TIMES.lock().map(|t| t.clone()).unwrap_or_default();
+    let times = hook_bench::hook_times();
     let first = times.first().copied().unwrap_or(f64::NAN);
     let warm = times.iter().skip(1).copied().fold(f64::INFINITY, f64::min);
     (first, warm)
