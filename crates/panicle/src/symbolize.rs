@@ -139,6 +139,9 @@ pub struct RawFrame {
     pub line: Option<u32>,
     pub column: Option<u32>,
     pub instruction_addr: usize,
+    /// The schema frame, made once when the address is first resolved and
+    /// cached with it: a later panic through this address only copies it.
+    pub finished: Option<Arc<Frame>>,
 }
 
 /// The return addresses of the current stack, innermost first. Unresolved:
@@ -505,6 +508,7 @@ fn resolve_one(s: &Symbolizer, loader: &addr2line::Loader, addr: usize) -> Vec<R
                 line,
                 column,
                 instruction_addr: addr,
+                finished: None,
             });
         }
     }
@@ -522,6 +526,9 @@ fn resolve_one(s: &Symbolizer, loader: &addr2line::Loader, addr: usize) -> Vec<R
         }),
     }
     qualify_inlined(&mut frames, names());
+    for frame in &mut frames {
+        frame.finished = Some(Arc::new(finish(frame)));
+    }
     frames
 }
 
@@ -900,7 +907,31 @@ pub fn to_frames(raw: Vec<RawFrame>, options: &Options) -> Vec<Frame> {
         .collect()
 }
 
+/// The schema frame, with `in_app` as the options' include/exclude
+/// prefixes override it.
 fn classify(raw: RawFrame, options: &Options) -> Frame {
+    let mut frame = match raw.finished {
+        Some(done) => Frame::clone(&done),
+        None => finish(&raw),
+    };
+    let matches = |prefixes: &[String]| {
+        frame.function.as_deref().is_some_and(|f| {
+            prefixes
+                .iter()
+                .any(|p| f.trim_start_matches('<').starts_with(p.as_str()))
+        })
+    };
+    if matches(&options.in_app_include) {
+        frame.in_app = Some(true);
+    } else if matches(&options.in_app_exclude) {
+        frame.in_app = Some(false);
+    }
+    frame
+}
+
+/// The schema frame of a symbolized one: readable path, package, `in_app`
+/// by default (the service's own crates), address, build-id and offset.
+fn finish(raw: &RawFrame) -> Frame {
     let (file, package_from_path) = match raw.file.as_deref() {
         Some(path) => {
             let (file, pkg) = clean_path(path);
@@ -910,21 +941,11 @@ fn classify(raw: RawFrame, options: &Options) -> Frame {
     };
     let from_dependency_path =
         package_from_path.is_some() || file.as_deref().is_some_and(|f| f.starts_with("library/"));
-    let function = raw.function;
+    let function = raw.function.clone();
     let root = function.as_deref().map(symbol_root).unwrap_or("");
-    let matches = |prefixes: &[String]| {
-        function.as_deref().is_some_and(|f| {
-            prefixes
-                .iter()
-                .any(|p| f.trim_start_matches('<').starts_with(p.as_str()))
-        })
-    };
-    let included = matches(&options.in_app_include);
-    let excluded = matches(&options.in_app_exclude);
     // A name without a module path is a C symbol (`main`, `_start`, `__rust_try`).
     let rust_path = function.as_deref().is_some_and(has_path);
-    let in_app = included
-        || (!excluded && rust_path && !from_dependency_path && !DEPENDENCY_ROOTS.contains(&root));
+    let in_app = rust_path && !from_dependency_path && !DEPENDENCY_ROOTS.contains(&root);
     let package = package_from_path.or_else(|| (!root.is_empty()).then(|| root.to_string()));
     let module = modules::find(raw.instruction_addr);
     Frame {
@@ -1029,6 +1050,7 @@ mod tests {
             line: Some(1),
             column: None,
             instruction_addr: 0x1000,
+            finished: None,
         }
     }
 
@@ -1431,5 +1453,31 @@ mod tests {
             again.len(),
             "the cache returns the same frames"
         );
+        // The frame finished at resolution is the one made from scratch,
+        // the options' overrides applied to both.
+        assert!(frames.iter().any(|f| f.finished.is_some()));
+        let options = Options {
+            in_app_include: vec!["core::".into()],
+            in_app_exclude: vec!["panicle::symbolize::tests".into()],
+            ..Options::default()
+        };
+        let from_scratch: Vec<RawFrame> = frames
+            .iter()
+            .map(|f| RawFrame {
+                finished: None,
+                ..f.clone()
+            })
+            .collect();
+        let cached = frames
+            .into_iter()
+            .map(|f| classify(f, &options))
+            .collect::<Vec<_>>();
+        let made = from_scratch
+            .into_iter()
+            .map(|f| classify(f, &options))
+            .collect::<Vec<_>>();
+        assert_eq!(cached, made);
+        assert!(cached.iter().any(|f| f.in_app == Some(true)));
+        assert!(cached.iter().any(|f| f.in_app == Some(false)));
     }
 }
