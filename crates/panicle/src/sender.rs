@@ -489,10 +489,13 @@ impl Shared {
         }
     }
 
+    /// Storm counts are read before `pending`: the sender counts an
+    /// aggregate as pending before it takes the count (see
+    /// `emit_storm_counts`), so a count in transit is always seen somewhere.
     fn idle(&self) -> bool {
-        self.pending.load(Ordering::Acquire) == 0
+        self.storm.unsent() == 0
+            && self.pending.load(Ordering::Acquire) == 0
             && !self.rescan.load(Ordering::Acquire)
-            && self.storm.unsent() == 0
     }
 
     fn send_from_hook(&self, json: &[u8]) {
@@ -682,43 +685,68 @@ fn emit_storm_counts(s: &Shared, spool: &Spool, core: &mut Core) {
         if slot.suppressed.load(Ordering::Acquire) == 0 {
             continue;
         }
+        // Pending before the count leaves its slot: a flush in between must
+        // not find both at zero and let the process exit with it.
+        s.pending.fetch_add(1, Ordering::AcqRel);
         let n = slot.suppressed.swap(0, Ordering::AcqRel);
-        let Some(rep) = core.reps.get(&idx) else {
-            // The first event is still on its way (or overflowed the queue):
-            // keep the count a little, then give up on it.
-            if now
-                < slot
-                    .window_start
-                    .load(Ordering::Acquire)
-                    .saturating_add(1000)
-            {
-                slot.suppressed.fetch_add(n, Ordering::AcqRel);
-            }
-            continue;
-        };
-        let mut event = rep.clone();
-        event
-            .tags
-            .insert("panicle.storm.first_event_id".into(), rep.event_id.clone());
-        event.event_id = uuid::Uuid::new_v4().to_string();
-        event.timestamp = crate::capture::now_rfc3339();
-        event
-            .extra
-            .insert("count".into(), serde_json::Value::from(n));
-        let Ok(json) = serde_json::to_vec(&event) else {
-            continue;
-        };
-        match spool.write(&event.event_id, &json) {
-            Ok(entry) => {
-                bump(&STATS.spooled, 1);
-                s.pending.fetch_add(1, Ordering::AcqRel);
-                core.known.insert(entry.path.clone());
-                core.ready.push_back(Queued {
-                    entry,
-                    json: Some(json),
-                });
-            }
-            Err(_) => bump(&STATS.spool_dropped, 1),
+        let written = spool_storm_count(s, spool, core, idx, n, now);
+        if !written {
+            s.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Writes the aggregate of `n` suppressed panics of storm slot `idx` and
+/// queues it; false when nothing was queued.
+fn spool_storm_count(
+    s: &Shared,
+    spool: &Spool,
+    core: &mut Core,
+    idx: usize,
+    n: u64,
+    now: u64,
+) -> bool {
+    let Some(slot) = s.storm.slots.get(idx) else {
+        return false;
+    };
+    let Some(rep) = core.reps.get(&idx) else {
+        // The first event is still on its way (or overflowed the queue):
+        // keep the count a little, then give up on it.
+        if now
+            < slot
+                .window_start
+                .load(Ordering::Acquire)
+                .saturating_add(1000)
+        {
+            slot.suppressed.fetch_add(n, Ordering::AcqRel);
+        }
+        return false;
+    };
+    let mut event = rep.clone();
+    event
+        .tags
+        .insert("panicle.storm.first_event_id".into(), rep.event_id.clone());
+    event.event_id = uuid::Uuid::new_v4().to_string();
+    event.timestamp = crate::capture::now_rfc3339();
+    event
+        .extra
+        .insert("count".into(), serde_json::Value::from(n));
+    let Ok(json) = serde_json::to_vec(&event) else {
+        return false;
+    };
+    match spool.write(&event.event_id, &json) {
+        Ok(entry) => {
+            bump(&STATS.spooled, 1);
+            core.known.insert(entry.path.clone());
+            core.ready.push_back(Queued {
+                entry,
+                json: Some(json),
+            });
+            true
+        }
+        Err(_) => {
+            bump(&STATS.spool_dropped, 1);
+            false
         }
     }
 }
