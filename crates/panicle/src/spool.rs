@@ -83,6 +83,11 @@ pub fn default_spool_dir(service: Option<&str>, dsn: Option<&Dsn>) -> PathBuf {
                 .map(|h| PathBuf::from(h).join(".cache"))
         })
         .unwrap_or_else(std::env::temp_dir);
+    spool_dir_under(&cache, service, dsn)
+}
+
+/// `<cache>/panicle/spool/<service>/<project>@<host>`.
+fn spool_dir_under(cache: &Path, service: Option<&str>, dsn: Option<&Dsn>) -> PathBuf {
     let service = sanitize(service.unwrap_or("default"));
     let target = match dsn {
         Some(dsn) => sanitize(&format!("{}@{}", dsn.project_id, dsn.host)),
@@ -367,21 +372,24 @@ pub fn send_dir(dir: &Path, dsn: &Dsn, timeout: Duration) -> Result<SendReport, 
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn each_server_and_project_has_its_own_default_spool() {
         let dsn = |s: &str| s.parse::<Dsn>().unwrap();
         let staging = dsn("http://k@staging:8471/1");
         let prod = dsn("http://k@prod:8471/1");
         let other_project = dsn("http://k@prod:8471/2");
-        let dirs =
-            [&staging, &prod, &other_project].map(|d| default_spool_dir(Some("shop"), Some(d)));
+        let cache = Path::new("/home/me/.cache");
+        let dirs = [&staging, &prod, &other_project]
+            .map(|d| spool_dir_under(cache, Some("shop"), Some(d)));
         assert_ne!(dirs[0], dirs[1]);
         assert_ne!(dirs[1], dirs[2]);
-        assert_eq!(dirs[1], default_spool_dir(Some("shop"), Some(&prod)));
-        assert!(dirs[1].ends_with("shop/1_prod_8471"), "{:?}", dirs[1]);
+        assert_eq!(
+            dirs[1],
+            Path::new("/home/me/.cache/panicle/spool/shop/1_prod_8471")
+        );
     }
-
-    use super::*;
 
     #[test]
     fn names_sort_by_time_and_carry_the_id() {
