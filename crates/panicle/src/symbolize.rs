@@ -1043,6 +1043,16 @@ fn crate_name(dir: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A name index of these full names, as `NameIndex::read` files them.
+    fn index_of(names: &[&str]) -> NameIndex {
+        let mut index = NameIndex::default();
+        for n in names {
+            let last = strip_generics(split_path(n).last().unwrap()).to_string();
+            index.by_last.entry(last).or_default().push(n.to_string());
+        }
+        index
+    }
+
     fn raw(function: &str, file: &str) -> RawFrame {
         RawFrame {
             function: Some(function.into()),
@@ -1236,15 +1246,11 @@ mod tests {
 
     #[test]
     fn bare_inlined_names_get_their_module_path() {
-        let mut index = NameIndex::default();
-        for n in [
+        let index = index_of(&[
             "core::option::Option<T>::unwrap",
             "core::result::Result<T,E>::unwrap",
             "demo::orders::reserve",
-        ] {
-            let last = strip_generics(split_path(n).last().unwrap()).to_string();
-            index.by_last.entry(last).or_default().push(n.to_string());
-        }
+        ]);
         let std_file = "/rustc/abc/library/core/src/option.rs";
         assert_eq!(
             index
@@ -1290,14 +1296,7 @@ mod tests {
 
     #[test]
     fn without_a_workspace_frame_around_the_symbol_table_tells_the_crate() {
-        let mut index = NameIndex::default();
-        for n in ["shop::orders::reserve", "tokio::orders::reserve"] {
-            index
-                .by_last
-                .entry("reserve".into())
-                .or_default()
-                .push(n.into());
-        }
+        let index = index_of(&["shop::orders::reserve", "tokio::orders::reserve"]);
         // A spawned thread's body inlined into std: no workspace frame
         // outside. `reserve` is found in the symbol table and tells the crate.
         let std_file = "/rustc/abc/library/std/src/sys/backtrace.rs";
@@ -1327,14 +1326,7 @@ mod tests {
         // `time(|| report())` in `hook::child`, the closure run by
         // `Iterator::map`: line-tables-only DWARF names the inlined user
         // frames bare, under std frames.
-        let mut index = NameIndex::default();
-        for n in ["hook::report", "core::str::pattern::report"] {
-            index
-                .by_last
-                .entry("report".into())
-                .or_default()
-                .push(n.into());
-        }
+        let index = index_of(&["hook::report", "core::str::pattern::report"]);
         let bench = "/w/benches/hook.rs";
         let map = "/rustc/abc/library/core/src/iter/adapters/map.rs";
         let mut chain = vec![
