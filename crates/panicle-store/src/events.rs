@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::clusters::EventFilter;
-use crate::page::{Bind, bind_all, page_of, push_in};
+use crate::page::{bind_all, page_of, push_in};
 use crate::{Cursor, Page, Result, Store};
 
 /// An event ready to store: the wire event plus what ingest derived from it.
@@ -250,10 +250,7 @@ impl Store {
             push_in(&mut f, "e.group_id", ids);
         }
         if let Some(c) = &q.cursor {
-            f.push_many(
-                "(e.ts < ? OR (e.ts = ? AND e.event_id < ?))",
-                vec![Bind::Int(c.ts), Bind::Int(c.ts), Bind::Text(c.id.clone())],
-            );
+            f.after("e.ts", "e.event_id", c);
         }
         let limit = q.limit.clamp(1, 1000);
         let sql = format!(

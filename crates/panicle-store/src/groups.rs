@@ -77,10 +77,7 @@ impl Store {
             f.push("last_seen >= ?", Bind::Int(t));
         }
         if let Some(c) = &q.cursor {
-            f.push_many(
-                "(last_seen < ? OR (last_seen = ? AND id < ?))",
-                vec![Bind::Int(c.ts), Bind::Int(c.ts), Bind::Text(c.id.clone())],
-            );
+            f.after("last_seen", "id", c);
         }
         let limit = q.limit.clamp(1, 1000);
         let sql = format!(

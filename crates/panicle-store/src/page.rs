@@ -69,6 +69,19 @@ impl Filter {
         self.clauses.push(clause);
     }
 
+    /// Keeps the rows after `cursor` in a list ordered by (`ts_col` desc,
+    /// `id_col` desc): the keyset condition every paged list uses.
+    pub fn after(&mut self, ts_col: &str, id_col: &str, cursor: &Cursor) {
+        self.push_many(
+            &format!("({ts_col} < ? OR ({ts_col} = ? AND {id_col} < ?))"),
+            vec![
+                Bind::Int(cursor.ts),
+                Bind::Int(cursor.ts),
+                Bind::Text(cursor.id.clone()),
+            ],
+        );
+    }
+
     pub fn where_sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
