@@ -51,56 +51,139 @@ enum OneOrMany {
 
 pub const MAX_BATCH: usize = 1000;
 
-/// Decodes a body holding one event object or a JSON array of them.
-pub fn decode_events(body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
+/// A decoded body: one event, or a batch whose events are judged one by one.
+#[derive(Debug)]
+pub enum DecodedBody {
+    /// The body was one event object: it is taken or refused as a whole.
+    One(Box<Decoded>),
+    /// The body was an array: each event has its own outcome, so one bad
+    /// event never blocks the rest of its batch.
+    Batch(Vec<BatchItem>),
+}
+
+/// One event of a batch and what decoding made of it.
+#[derive(Debug)]
+pub struct BatchItem {
+    /// The item's `event_id` as sent (lowercased), when it had a string one:
+    /// names the event in the answer even when it failed validation.
+    pub event_id: Option<String>,
+    pub result: Result<Decoded, DecodeError>,
+}
+
+/// Decodes a body holding one event object or a JSON array of them; the
+/// whole body is refused only when it is not JSON, empty or too large, or
+/// when its single event is invalid.
+pub fn decode_body(body: &[u8]) -> Result<DecodedBody, DecodeError> {
     let parsed: OneOrMany = serde_json::from_slice(body).map_err(|e| DecodeError::Json {
         path: ".".into(),
         message: e.to_string(),
     })?;
-    let (values, prefix): (Vec<serde_json::Value>, bool) = match parsed {
-        OneOrMany::Many(v) => (v, true),
-        OneOrMany::One(v) => (vec![*v], false),
+    match parsed {
+        OneOrMany::One(value) => decode_value(*value, None).map(|d| DecodedBody::One(Box::new(d))),
+        OneOrMany::Many(values) => {
+            if values.is_empty() {
+                return Err(DecodeError::EmptyBatch);
+            }
+            if values.len() > MAX_BATCH {
+                return Err(DecodeError::BatchTooLarge {
+                    count: values.len(),
+                    limit: MAX_BATCH,
+                });
+            }
+            Ok(DecodedBody::Batch(
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| BatchItem {
+                        event_id: raw_event_id(&v),
+                        result: decode_value(v, Some(i)),
+                    })
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// Decodes a body holding one event object or a JSON array of them, all or
+/// nothing: the first invalid event refuses the body.
+pub fn decode_events(body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
+    match decode_body(body)? {
+        DecodedBody::One(d) => Ok(vec![*d]),
+        DecodedBody::Batch(items) => items.into_iter().map(|i| i.result).collect(),
+    }
+}
+
+fn raw_event_id(body_item: &serde_json::Value) -> Option<String> {
+    body_item
+        .get("event_id")
+        .and_then(serde_json::Value::as_str)
+        .map(|s| s.trim().to_ascii_lowercase())
+}
+
+fn decode_value(
+    mut value: serde_json::Value,
+    index: Option<usize>,
+) -> Result<Decoded, DecodeError> {
+    let at = |field: &str| match index {
+        Some(i) => format!("[{i}].{field}"),
+        None => field.to_string(),
     };
-    if values.is_empty() {
-        return Err(DecodeError::EmptyBatch);
+    make_storable(&mut value);
+    let event: Event = serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.inner().to_string();
+        let path = e.path().to_string();
+        // serde reports a missing field at the parent path: name the field itself.
+        let field = match missing_field_name(&inner) {
+            Some(name) if path == "." => name.to_string(),
+            Some(name) => format!("{path}.{name}"),
+            None => path,
+        };
+        DecodeError::Json {
+            path: at(&field),
+            message: inner,
+        }
+    })?;
+    validate(event).map_err(|(field, message)| DecodeError::InvalidField {
+        field: at(field),
+        message,
+    })
+}
+
+/// What a NUL character becomes: PostgreSQL cannot store U+0000 in TEXT, and
+/// both backends must keep the same string, so it is replaced everywhere.
+pub const NUL_REPLACEMENT: char = char::REPLACEMENT_CHARACTER;
+
+/// Replaces NUL in a string so every backend can store it.
+pub fn storable_str(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
-    if values.len() > MAX_BATCH {
-        return Err(DecodeError::BatchTooLarge {
-            count: values.len(),
-            limit: MAX_BATCH,
-        });
+}
+
+/// Makes every string (and object key) in a JSON value storable. serde_json
+/// limits nesting to 128 levels, so the recursion is bounded.
+pub fn make_storable(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            if s.contains('\0') {
+                *s = s.replace('\0', "\u{FFFD}");
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(make_storable),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let old = std::mem::take(map);
+                for (k, v) in old {
+                    map.insert(storable_str(&k).into_owned(), v);
+                }
+            }
+            map.values_mut().for_each(make_storable);
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| {
-            let at = |field: &str| {
-                if prefix {
-                    format!("[{i}].{field}")
-                } else {
-                    field.to_string()
-                }
-            };
-            let event: Event = serde_path_to_error::deserialize(value).map_err(|e| {
-                let inner = e.inner().to_string();
-                let path = e.path().to_string();
-                // serde reports a missing field at the parent path: name the field itself.
-                let field = match missing_field_name(&inner) {
-                    Some(name) if path == "." => name.to_string(),
-                    Some(name) => format!("{path}.{name}"),
-                    None => path,
-                };
-                DecodeError::Json {
-                    path: at(&field),
-                    message: inner,
-                }
-            })?;
-            validate(event).map_err(|(field, message)| DecodeError::InvalidField {
-                field: at(field),
-                message,
-            })
-        })
-        .collect()
 }
 
 fn missing_field_name(serde_message: &str) -> Option<&str> {
@@ -137,6 +220,43 @@ pub fn validate(mut event: Event) -> Result<Decoded, (&'static str, String)> {
         event,
         timestamp_ms,
     })
+}
+
+/// How far ahead of the server's clock an event may be dated before its
+/// time counts as clock drift (Sentry allows the same hour).
+pub const MAX_FUTURE_MS: i64 = 3_600_000;
+
+/// The time an event is stored under: the sent time when it is plausible
+/// (within `max_age_ms` before and [`MAX_FUTURE_MS`] after `received_ms`),
+/// else the receive time, so a client with a broken clock (year 0000 or 9999)
+/// cannot pin its group to the top or bottom of every list. The raw event
+/// keeps the sent value.
+pub fn stored_timestamp(sent_ms: i64, received_ms: i64, max_age_ms: i64) -> i64 {
+    let earliest = received_ms.saturating_sub(max_age_ms.max(0));
+    let latest = received_ms.saturating_add(MAX_FUTURE_MS);
+    if (earliest..=latest).contains(&sent_ms) {
+        sent_ms
+    } else {
+        received_ms
+    }
+}
+
+/// Most panics one event may stand for (storm control's `"count"`). The SDK
+/// ships a storm's count every 2 s, and its hook costs at least ~20 µs a
+/// panic, so one process on a few cores cannot count more than this in one
+/// report; `panicle run` splits a larger aggregate over several events. A
+/// larger count is clamped to this, never trusted.
+pub const MAX_EVENT_COUNT: i64 = 100_000;
+
+/// The weight an event adds to its group: its storm `count`, bounded.
+pub fn event_weight(count: Option<&serde_json::Value>) -> i64 {
+    let Some(v) = count else { return 1 };
+    let n = v
+        .as_i64()
+        .or_else(|| v.as_u64().map(|_| i64::MAX))
+        .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+        .unwrap_or(1);
+    n.clamp(1, MAX_EVENT_COUNT)
 }
 
 /// Longer messages are cut, not refused: the head names the bug.
@@ -201,5 +321,65 @@ mod tests {
     fn empty_and_garbage_are_refused() {
         assert_eq!(decode_events(b"[]").unwrap_err(), DecodeError::EmptyBatch);
         assert_eq!(decode_events(b"{nope").unwrap_err().code(), "invalid_json");
+    }
+
+    #[test]
+    fn nul_is_replaced_in_every_string_and_key() {
+        let body = format!(
+            r#"{{"event_id":"{ID}","timestamp":"2026-01-02T03:04:05Z","message":"a\u0000b","release":"r\u0000","tags":{{"k\u0000":"v\u0000"}},"frames":[{{"function":"f\u0000"}}],"x":["\u0000"]}}"#
+        );
+        let got = decode_events(body.as_bytes()).unwrap();
+        let e = &got[0].event;
+        assert_eq!(e.message, "a\u{FFFD}b");
+        assert_eq!(e.release.as_deref(), Some("r\u{FFFD}"));
+        assert_eq!(e.tags["k\u{FFFD}"], "v\u{FFFD}");
+        assert_eq!(e.frames[0].function.as_deref(), Some("f\u{FFFD}"));
+        assert_eq!(e.extra["x"][0], "\u{FFFD}");
+        assert!(!serde_json::to_string(e).unwrap().contains("\\u0000"));
+    }
+
+    #[test]
+    fn a_batch_judges_each_event_alone() {
+        let good =
+            format!(r#"{{"event_id":"{ID}","timestamp":"2026-01-02T03:04:05Z","message":"ok"}}"#);
+        let bad = r#"{"event_id":"nope","timestamp":"2026-01-02T03:04:05Z","message":"m"}"#;
+        let body = format!("[{good},{bad},{good}]");
+        let DecodedBody::Batch(items) = decode_body(body.as_bytes()).unwrap() else {
+            panic!("an array is a batch")
+        };
+        assert!(items[0].result.is_ok() && items[2].result.is_ok());
+        assert_eq!(items[1].event_id.as_deref(), Some("nope"));
+        let err = items[1].result.as_ref().unwrap_err();
+        assert!(err.to_string().contains("[1].event_id"), "{err}");
+        // A single object is still all or nothing.
+        assert!(decode_body(bad.as_bytes()).is_err());
+        assert!(decode_events(body.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn implausible_times_become_the_receive_time() {
+        let now = 1_767_323_045_000;
+        let day = 86_400_000;
+        assert_eq!(stored_timestamp(now - day, now, 90 * day), now - day);
+        assert_eq!(stored_timestamp(now + 60_000, now, 90 * day), now + 60_000);
+        assert_eq!(
+            stored_timestamp(now + 2 * MAX_FUTURE_MS, now, 90 * day),
+            now
+        );
+        assert_eq!(stored_timestamp(now - 91 * day, now, 90 * day), now);
+        assert_eq!(stored_timestamp(i64::MIN, now, i64::MAX), now);
+        assert_eq!(stored_timestamp(253_402_300_799_000, now, 90 * day), now);
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        use serde_json::json;
+        assert_eq!(event_weight(None), 1);
+        assert_eq!(event_weight(Some(&json!(5))), 5);
+        assert_eq!(event_weight(Some(&json!(0))), 1);
+        assert_eq!(event_weight(Some(&json!(-3))), 1);
+        assert_eq!(event_weight(Some(&json!(1e18))), MAX_EVENT_COUNT);
+        assert_eq!(event_weight(Some(&json!(u64::MAX))), MAX_EVENT_COUNT);
+        assert_eq!(event_weight(Some(&json!("many"))), 1);
     }
 }

@@ -10,7 +10,7 @@ pub mod dsn;
 pub mod event;
 pub mod normalize;
 
-pub use decode::{DecodeError, decode_events};
+pub use decode::{BatchItem, DecodeError, DecodedBody, decode_body, decode_events};
 pub use dsn::{Dsn, DsnError};
 pub use event::{Event, Frame, Kind, Location, Platform, Request, Sdk, Thread, Trace};
 pub use normalize::{fingerprint, frame_token, message_template, signature_frames};

@@ -31,6 +31,8 @@ pub enum ApiError {
     NoCrash,
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("{0}; the event will not be taken as sent: fix or drop it")]
+    Unstorable(String),
     #[error("internal error: {0}")]
     Store(#[from] StoreError),
     #[error("the clustering run failed: {0}")]
@@ -49,6 +51,7 @@ impl ApiError {
             | ApiError::BadRequest(_)
             | ApiError::NoCrash => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unstorable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::InvalidCursor) => StatusCode::BAD_REQUEST,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Job(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::BadParam { .. } | ApiError::BadRequest(_) => "invalid_parameter",
             ApiError::NoCrash => "no_crash_found",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Unstorable(_) => "unstorable_event",
             ApiError::Store(StoreError::InvalidCursor) => "invalid_cursor",
             ApiError::Store(_) => "storage_unavailable",
             ApiError::Job(_) => "clustering_failed",

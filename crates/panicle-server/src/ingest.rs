@@ -9,8 +9,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use flate2::read::GzDecoder;
-use panicle_protocol::decode::Decoded;
-use panicle_protocol::{decode_events, message_template, signature_frames};
+use panicle_protocol::decode::{Decoded, event_weight, storable_str, stored_timestamp};
+use panicle_protocol::{DecodedBody, decode_body, message_template, signature_frames};
 use panicle_store::NewEvent;
 use serde_json::json;
 
@@ -46,19 +46,150 @@ async fn accept(
     let IngestProject(project) = project?;
     let limit = state.config.max_body_bytes;
     let raw = read_body(headers, body, limit).await?;
-    let decoded = decode_events(&raw)?;
-    let events: Vec<NewEvent> = decoded.into_iter().map(to_new_event).collect();
-    let outcome = state.store.insert_events(project.id, &events).await?;
+    let received_ms = now_ms();
+    let max_age_ms = state.config.max_event_age_ms();
+    let mut events = Vec::new();
+    let mut rejected = Vec::new();
+    let body = decode_body(&raw)?;
+    let single = matches!(body, DecodedBody::One(_));
+    match body {
+        DecodedBody::One(d) => events.push(to_new_event(*d, received_ms, max_age_ms)),
+        DecodedBody::Batch(items) => {
+            let mut first_error = None;
+            for (index, item) in items.into_iter().enumerate() {
+                match item.result {
+                    Ok(d) => events.push(to_new_event(d, received_ms, max_age_ms)),
+                    Err(e) => {
+                        rejected.push(Rejected {
+                            index: Some(index),
+                            event_id: item.event_id,
+                            code: e.code(),
+                            message: e.to_string(),
+                        });
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            // Nothing to take: the batch is refused as a whole, as before.
+            if let (true, Some(e)) = (events.is_empty(), first_error) {
+                return Err(e.into());
+            }
+        }
+    }
+    let StoredEvents {
+        outcome,
+        unstorable,
+    } = store_events(state, project.id, &events).await?;
+    if single && let Some((_, message)) = unstorable.first() {
+        // One event the database refuses: a permanent, named refusal.
+        state.metrics.rejected(UNSTORABLE);
+        return Err(ApiError::Unstorable(message.clone()));
+    }
+    for (event, message) in unstorable {
+        rejected.push(Rejected {
+            index: None,
+            event_id: Some(event.event_id.clone()),
+            code: UNSTORABLE,
+            message,
+        });
+    }
     attach_in_background(state, project.id, outcome.inserted);
     let m = &state.metrics;
     m.events_accepted.inc_by(outcome.accepted.len() as u64);
     m.events_stored.inc_by(outcome.inserted as u64);
     m.events_duplicate
         .inc_by((outcome.accepted.len() - outcome.inserted) as u64);
+    for r in &rejected {
+        m.rejected(r.code);
+    }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"accepted": outcome.accepted, "stored": outcome.inserted})),
+        Json(json!({
+            "accepted": outcome.accepted,
+            "stored": outcome.inserted,
+            "rejected": rejected,
+        })),
     ))
+}
+
+/// `code` of an event the database refused although it decoded.
+const UNSTORABLE: &str = "unstorable_event";
+
+/// One event of a request that will never be taken as sent: the client
+/// moves it aside (the SDK's `rejected/`) and keeps sending the rest.
+#[derive(Debug, serde::Serialize)]
+struct Rejected {
+    /// Position in the request's array, for events that failed decoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    code: &'static str,
+    message: String,
+}
+
+struct StoredEvents<'a> {
+    outcome: panicle_store::InsertOutcome,
+    /// Events the database refused for their content, with why.
+    unstorable: Vec<(&'a NewEvent, String)>,
+}
+
+/// Stores a request's events in one transaction; when the database refuses
+/// the batch for the data in it (not for being unreachable), each event is
+/// stored alone so one poison event cannot hold back the others.
+async fn store_events<'a>(
+    state: &AppState,
+    project_id: i64,
+    events: &'a [NewEvent],
+) -> Result<StoredEvents<'a>, ApiError> {
+    let mut stored = StoredEvents {
+        outcome: panicle_store::InsertOutcome::default(),
+        unstorable: Vec::new(),
+    };
+    if events.is_empty() {
+        return Ok(stored);
+    }
+    match state.store.insert_events(project_id, events).await {
+        Ok(outcome) => {
+            stored.outcome = outcome;
+            return Ok(stored);
+        }
+        Err(e) if e.is_refused_data() => {
+            tracing::warn!(error = %e, project_id, events = events.len(), "the database refused a batch; storing its events one by one");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    for event in events {
+        match state
+            .store
+            .insert_events(project_id, std::slice::from_ref(event))
+            .await
+        {
+            Ok(one) => {
+                stored.outcome.accepted.extend(one.accepted);
+                stored.outcome.inserted += one.inserted;
+            }
+            Err(e) if e.is_refused_data() => {
+                tracing::warn!(error = %e, project_id, event_id = %event.event_id, "the database refused an event");
+                stored.unstorable.push((
+                    event,
+                    format!(
+                        "the database cannot store this event: {}",
+                        e.refusal_reason()
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(stored)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// New events may have made new groups: put them in clusters without
@@ -113,18 +244,35 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     }
 }
 
-/// Most panics one event may stand for: a storm is counted, not trusted
-/// without bound (counts are summed in BIGINT columns).
-pub const MAX_EVENT_WEIGHT: i64 = 1_000_000;
+/// Longest value kept in an indexed column (service, environment, release,
+/// pod, node, route): PostgreSQL refuses a B-tree entry over ~2.7 kB, and no
+/// real name is this long. The raw event keeps the whole value.
+pub const MAX_INDEXED_BYTES: usize = 512;
 
-/// Derives the stored columns from a validated wire event.
-pub fn to_new_event(decoded: Decoded) -> NewEvent {
+fn indexed(value: Option<String>) -> Option<String> {
+    value.map(|mut v| {
+        if v.len() > MAX_INDEXED_BYTES {
+            let mut cut = MAX_INDEXED_BYTES;
+            while !v.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            v.truncate(cut);
+        }
+        v
+    })
+}
+
+/// Derives the stored columns from a validated wire event. An implausible
+/// time (clock drift, year 0000 or 9999) is stored as the receive time; the
+/// raw event keeps what was sent.
+pub fn to_new_event(decoded: Decoded, received_ms: i64, max_age_ms: i64) -> NewEvent {
     let Decoded {
         event,
         timestamp_ms,
     } = decoded;
+    let timestamp_ms = stored_timestamp(timestamp_ms, received_ms, max_age_ms);
     let signature = signature_frames(&event);
-    let resource = |key: &str| event.resource_str(key).map(str::to_string);
+    let resource = |key: &str| indexed(event.resource_str(key).map(str::to_string));
     NewEvent {
         event_id: event.event_id.clone(),
         timestamp_ms,
@@ -142,22 +290,17 @@ pub fn to_new_event(decoded: Decoded) -> NewEvent {
         service: resource("service.name"),
         environment: resource("deployment.environment")
             .or_else(|| resource("deployment.environment.name")),
-        release: event.release.clone(),
+        release: indexed(event.release.clone()),
         trace_id: event
             .trace
             .as_ref()
             .map(|t| t.trace_id.to_ascii_lowercase()),
         pod: resource("k8s.pod.name"),
         node: resource("k8s.node.name"),
-        route: event.request.as_ref().and_then(|r| r.route.clone()),
+        route: indexed(event.request.as_ref().and_then(|r| r.route.clone())),
         depth: event.frames.len() as i64,
         // Storm control: one event standing for `count` panics.
-        weight: event
-            .extra
-            .get("count")
-            .and_then(serde_json::Value::as_i64)
-            .map(|n| n.clamp(1, MAX_EVENT_WEIGHT))
-            .unwrap_or(1),
+        weight: event_weight(event.extra.get("count")),
         fingerprint: panicle_protocol::fingerprint(&event),
         template: message_template(&event.message),
         culprit: signature.first().cloned(),
@@ -218,6 +361,7 @@ async fn accept_text(
     let IngestProject(project) = project?;
     let raw = read_body(headers, body, state.config.max_body_bytes).await?;
     let text = String::from_utf8_lossy(&raw);
+    let text = storable_str(&text);
     let crash = parse_crash(&text).ok_or(ApiError::NoCrash)?;
     let event_id = params
         .event_id
@@ -233,7 +377,7 @@ async fn accept_text(
         if let Some(v) = value.as_ref().map(|v| v.trim()).filter(|v| !v.is_empty()) {
             event
                 .resource
-                .insert(key.to_string(), Value::String(v.to_string()));
+                .insert(key.to_string(), Value::String(storable_str(v).into_owned()));
         }
     };
     put("service.name", &params.service);
@@ -242,7 +386,10 @@ async fn accept_text(
     put("k8s.namespace.name", &params.namespace);
     put("k8s.node.name", &params.node);
     put("k8s.container.name", &params.container);
-    event.release = params.release.clone();
+    event.release = params
+        .release
+        .as_deref()
+        .map(|r| storable_str(r).into_owned());
     event.tags.insert("capture".into(), "text".into());
     let decoded = panicle_protocol::decode::validate(event).map_err(|(field, message)| {
         ApiError::Decode(panicle_protocol::DecodeError::InvalidField {
@@ -250,10 +397,19 @@ async fn accept_text(
             message,
         })
     })?;
-    let outcome = state
-        .store
-        .insert_events(project.id, &[to_new_event(decoded)])
-        .await?;
+    let events = [to_new_event(
+        decoded,
+        now_ms(),
+        state.config.max_event_age_ms(),
+    )];
+    let StoredEvents {
+        outcome,
+        unstorable,
+    } = store_events(state, project.id, &events).await?;
+    if let Some((_, message)) = unstorable.first() {
+        state.metrics.rejected(UNSTORABLE);
+        return Err(ApiError::Unstorable(message.clone()));
+    }
     attach_in_background(state, project.id, outcome.inserted);
     state.metrics.events_accepted.inc();
     state.metrics.events_stored.inc_by(outcome.inserted as u64);

@@ -15,6 +15,7 @@ pub mod jobs;
 mod metrics;
 pub mod openapi;
 mod read;
+mod storable;
 mod web;
 
 use std::net::SocketAddr;
@@ -45,6 +46,9 @@ pub struct ServerConfig {
     pub trace_url_template: Option<String>,
     /// Silence after which a cluster back in a new release is a regression.
     pub regression_quiet_ms: i64,
+    /// How long events are kept; an event dated before this window (or more
+    /// than an hour ahead) is stored under its receive time.
+    pub retention_days: u32,
     /// Clustering parameters of the job.
     pub cluster: Params,
 }
@@ -56,8 +60,16 @@ impl Default for ServerConfig {
             public_url: "http://127.0.0.1:8471".into(),
             trace_url_template: None,
             regression_quiet_ms: 7 * 24 * 3_600_000,
+            retention_days: 90,
             cluster: Params::default(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// The oldest plausible event time, as an age in milliseconds.
+    pub fn max_event_age_ms(&self) -> i64 {
+        i64::from(self.retention_days.max(1)) * 86_400_000
     }
 }
 
@@ -100,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         }),
     )
     .fallback(web::fallback)
+    .layer(axum::middleware::from_fn(storable::refuse_nul))
     .with_state(state)
 }
 

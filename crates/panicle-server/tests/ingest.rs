@@ -43,10 +43,22 @@ fn agent() -> ureq::Agent {
     )
 }
 
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// An event an hour old: inside every retention window, whatever the date.
 fn event(message: &str) -> Value {
     json!({
         "event_id": uuid::Uuid::new_v4().to_string(),
-        "timestamp": "2026-11-26T10:00:00Z",
+        "timestamp": rfc3339(now_ms() - 3_600_000),
         "message": message,
         "platform": "rust",
         "frames": [{"function": "shop::orders::reserve", "file": "src/orders.rs", "line": 42, "in_app": true}],
@@ -244,6 +256,112 @@ panicle_store::backend_tests! {
         assert_eq!(status, 202);
         let (status, groups) = get(format!("{}/api/v1/groups", s.base), Some(s.token.clone())).await;
         assert_eq!(status, 200);
-        assert_eq!(groups["items"][0]["count"], 1000 + 1_000_000, "{groups}");
+        assert_eq!(groups["items"][0]["count"], 1000 + panicle_protocol::decode::MAX_EVENT_COUNT, "{groups}");
+    }
+
+    async fn nul_characters_are_stored_the_same_on_both_backends(db: &TestDb) {
+        let s = start(db, ServerConfig::default()).await;
+        let url = format!("{}/api/v1/events", s.base);
+        let key = || vec![("X-Panicle-Key", s.key.clone())];
+        let mut poison = event("bad\u{0}byte");
+        poison["release"] = json!("shop@1\u{0}");
+        poison["resource"]["service.name"] = json!("check\u{0}out");
+        poison["frames"][0]["function"] = json!("shop::\u{0}reserve");
+        poison["tags"] = json!({"k\u{0}": "v\u{0}"});
+        let body = json!([poison.clone(), event("after the poison")]);
+        let (status, answer) = post(url.clone(), key(), json_body(&body)).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["stored"], 2, "{answer}");
+        assert_eq!(answer["rejected"], json!([]));
+        let id = poison["event_id"].as_str().unwrap();
+        let (status, one) = get(format!("{}/api/v1/events/{id}", s.base), Some(s.token.clone())).await;
+        assert_eq!(status, 200, "{one}");
+        assert_eq!(one["message"], "bad\u{FFFD}byte");
+        assert_eq!(one["release"], "shop@1\u{FFFD}");
+        assert_eq!(one["service"], "check\u{FFFD}out");
+        assert_eq!(one["event"]["tags"]["k\u{FFFD}"], "v\u{FFFD}");
+
+        // Crash text and its metadata too.
+        let text = "thread 'main' panicked at src/main.rs:2:5:\nbad\u{0}byte\nnote: run with `RUST_BACKTRACE=1`\n";
+        let (status, answer) = post(format!("{}/api/v1/events/text?service=%00inv&pod=p%00", s.base), key(), text.as_bytes().to_vec()).await;
+        assert_eq!(status, 202, "{answer}");
+        let id = answer["accepted"][0].as_str().unwrap().to_string();
+        let (_, one) = get(format!("{}/api/v1/events/{id}", s.base), Some(s.token.clone())).await;
+        assert_eq!(one["service"], "\u{FFFD}inv", "{one}");
+        assert_eq!(one["pod"], "p\u{FFFD}");
+        assert!(one["message"].as_str().unwrap().contains('\u{FFFD}'), "{one}");
+
+        // A read parameter with a NUL can match nothing: a 400, never a 5xx.
+        for bad in ["api/v1/events?service=%00", "api/v1/events?q=a%00b", "api/v1/groups?release=%00", "api/v1/clusters?service=x%00", "api/v1/events/ab%00cd"] {
+            let (status, err) = get(format!("{}/{bad}", s.base), Some(s.token.clone())).await;
+            assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_parameter")), "{bad}: {err}");
+        }
+        // Values longer than an index entry can hold are cut, not refused.
+        let mut long = event("long release");
+        long["release"] = json!("r".repeat(10_000));
+        long["resource"]["service.name"] = json!("s".repeat(10_000));
+        let (status, answer) = post(url.clone(), key(), json_body(&long)).await;
+        assert_eq!(status, 202, "{answer}");
+        let id = long["event_id"].as_str().unwrap();
+        let (_, one) = get(format!("{}/api/v1/events/{id}", s.base), Some(s.token.clone())).await;
+        assert_eq!(one["release"].as_str().unwrap().len(), 512);
+        assert_eq!(one["event"]["release"].as_str().unwrap().len(), 10_000, "the raw event keeps it whole");
+    }
+
+    async fn one_bad_event_does_not_refuse_its_batch(db: &TestDb) {
+        let s = start(db, ServerConfig::default()).await;
+        let url = format!("{}/api/v1/events", s.base);
+        let key = || vec![("X-Panicle-Key", s.key.clone())];
+        let good: Vec<Value> = (0..20).map(|i| event(&format!("good {i}"))).collect();
+        let mut bad = event("bad time");
+        bad["timestamp"] = json!("yesterday");
+        let bad_id = bad["event_id"].as_str().unwrap().to_string();
+        let mut batch = vec![bad];
+        batch.extend(good.iter().cloned());
+        batch.push(json!({"no": "event"}));
+        let (status, answer) = post(url.clone(), key(), json_body(&Value::Array(batch))).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["stored"], 20);
+        assert_eq!(answer["accepted"].as_array().unwrap().len(), 20);
+        let rejected = answer["rejected"].as_array().unwrap();
+        assert_eq!(rejected.len(), 2, "{answer}");
+        assert_eq!(rejected[0]["index"], 0);
+        assert_eq!(rejected[0]["event_id"], bad_id.as_str());
+        assert_eq!(rejected[0]["code"], "invalid_field");
+        assert!(rejected[0]["message"].as_str().unwrap().contains("[0].timestamp"), "{answer}");
+        assert_eq!(rejected[1]["index"], 21);
+        assert!(rejected[1].get("event_id").is_none());
+        // Nothing good in it: the batch is refused as a whole, as before.
+        let (status, err) = post(url.clone(), key(), b"[{\"no\":1}]".to_vec()).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_json")));
+    }
+
+    async fn implausible_times_are_stored_as_received(db: &TestDb) {
+        let s = start(db, ServerConfig::default()).await;
+        let url = format!("{}/api/v1/events", s.base);
+        let before = now_ms();
+        let mut ancient = event("from year zero");
+        ancient["timestamp"] = json!("0000-01-01T00:00:00Z");
+        let mut future = event("from year 9999");
+        future["timestamp"] = json!("9999-12-31T23:59:59Z");
+        let mut drift = event("a little fast");
+        let fast = now_ms() + 30 * 60_000;
+        drift["timestamp"] = json!(rfc3339(fast));
+        let (status, answer) = post(url, vec![("X-Panicle-Key", s.key.clone())], json_body(&json!([ancient.clone(), future, drift]))).await;
+        assert_eq!(status, 202, "{answer}");
+        let after = now_ms();
+        let (_, groups) = get(format!("{}/api/v1/groups", s.base), Some(s.token.clone())).await;
+        for g in groups["items"].as_array().unwrap() {
+            let last = time::OffsetDateTime::parse(g["last_seen"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+            let last = (last.unix_timestamp_nanos() / 1_000_000) as i64;
+            if g["title"] == "a little fast" {
+                assert_eq!(last, fast, "half an hour ahead is plausible: {g}");
+            } else {
+                assert!((before..=after).contains(&last), "stored at receive time: {g}");
+            }
+        }
+        let id = ancient["event_id"].as_str().unwrap();
+        let (_, one) = get(format!("{}/api/v1/events/{id}", s.base), Some(s.token.clone())).await;
+        assert_eq!(one["event"]["timestamp"], "0000-01-01T00:00:00Z", "the raw event keeps the sent time");
     }
 }

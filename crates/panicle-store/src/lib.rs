@@ -58,7 +58,48 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// True when the database refused the statement for the data in it
+    /// (a value out of range, an encoding it cannot store, an index entry too
+    /// large): sending the same data again fails again. Unreachable, busy,
+    /// locked or deadlocked databases are not refusals: those pass.
+    pub fn is_refused_data(&self) -> bool {
+        let StoreError::Db(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        let Some(code) = db.code() else { return false };
+        let code = code.as_ref();
+        if code.len() == 5 {
+            // PostgreSQL SQLSTATE: 22 data exception, 23 integrity constraint
+            // violation, 54 program limit exceeded (index row too large).
+            return matches!(&code[..2], "22" | "23" | "54");
+        }
+        // SQLite result codes (primary code in the low byte): TOOBIG,
+        // CONSTRAINT, MISMATCH, RANGE.
+        code.parse::<i32>()
+            .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
+    }
+
+    /// What the database said, for a refused event's answer.
+    pub fn refusal_reason(&self) -> String {
+        match self {
+            StoreError::Db(sqlx::Error::Database(db)) => db.message().to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How long a request waits for a PostgreSQL connection before it is
+/// answered 503 + Retry-After: an outage must fail fast (the client's spool
+/// keeps the events), not hold every request and its memory for 30 s. A
+/// reconnect is tried at each acquire, so the server recovers by itself.
+pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// SQLite is a file beside the server: waiting means another writer holds
+/// the lock (its `busy_timeout` is 10 s), not an outage.
+pub const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The database behind every Panicle server and CLI command.
 #[derive(Clone)]
@@ -78,7 +119,7 @@ impl Store {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(
@@ -95,7 +136,7 @@ impl Store {
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                     .connect_with(options)
                     .await?
             }
