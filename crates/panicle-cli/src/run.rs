@@ -210,7 +210,7 @@ fn deliver(dsn: Option<&Dsn>, events: &[Event]) {
         );
         return;
     };
-    match panicle::spool::send_dir(&dir, dsn, SEND_BUDGET) {
+    match panicle::batch::send_dir(&dir, dsn, SEND_BUDGET) {
         Ok(report) if report.remaining == 0 => {}
         Ok(report) => eprintln!(
             "panicle: {} event(s) not delivered yet, kept in {}",

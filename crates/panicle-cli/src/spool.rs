@@ -40,7 +40,7 @@ fn send(args: SendArgs) -> Result<()> {
     if !args.dir.is_dir() {
         bail!("spool directory {} does not exist", args.dir.display());
     }
-    let report = panicle::spool::send_dir(&args.dir, &dsn, Duration::from_secs(args.timeout))
+    let report = panicle::batch::send_dir(&args.dir, &dsn, Duration::from_secs(args.timeout))
         .with_context(|| format!("cannot drain the spool {}", args.dir.display()))?;
     println!(
         "sent {} events, {} refused by the server (kept in {}/rejected), {} left",

@@ -57,6 +57,18 @@ impl TestDb {
         }
     }
 
+    /// Runs raw SQL on this database: test setup such as a trigger that
+    /// makes the database refuse a row.
+    pub async fn execute(&self, sql: &str) {
+        let mut conn = AnyConnection::connect(&self.url)
+            .await
+            .expect("connect to the test database");
+        conn.execute(AssertSqlSafe(sql.to_string()))
+            .await
+            .unwrap_or_else(|e| panic!("test SQL failed: {e}\n{sql}"));
+        let _ = conn.close().await;
+    }
+
     /// A migrated store on this database.
     pub async fn store(&self) -> Store {
         Store::connect(&self.url).await.expect("connect test store")

@@ -6,6 +6,7 @@
 //! - `exit`: a caught panic, then `std::process::exit(3)` at once (no guard drop).
 //! - `hang`: a caught panic, prints `PANICKED`, then sleeps until killed (kill -9).
 //! - `storm N`: the same panic N times in a tight loop (caught), then a normal exit.
+//! - `nul N`: a panic whose message holds a NUL byte, then `storm N`.
 //!
 //! ```sh
 //! PANICLE_DSN=http://KEY@127.0.0.1:8471/1 cargo run -p panicle --example delivery_demo -- storm 1000
@@ -34,7 +35,10 @@ fn main() {
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }
         }
-        "storm" => {
+        "storm" | "nul" => {
+            if mode == "nul" {
+                let _ = std::panic::catch_unwind(|| panic!("bad\0byte"));
+            }
             let n: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
             for i in 0..n {
                 let _ = std::panic::catch_unwind(|| orders::reserve(black_box(i)));
@@ -42,7 +46,7 @@ fn main() {
             println!("stats {:?}", panicle::delivery_stats());
         }
         other => {
-            eprintln!("unknown mode {other}: use ok, main, exit, hang or storm N");
+            eprintln!("unknown mode {other}: use ok, main, exit, hang, storm N or nul N");
             std::process::exit(2);
         }
     }

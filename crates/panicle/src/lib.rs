@@ -10,6 +10,7 @@
 //! With `PANICLE_DSN` unset, `init` still installs the hook, which only chains
 //! the previous one: the SDK can stay in every build.
 
+pub mod batch;
 #[cfg(feature = "tower")]
 pub mod breaker;
 mod capture;

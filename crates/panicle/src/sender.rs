@@ -14,16 +14,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use panicle_protocol::{Dsn, Event};
 
 use crate::Options;
+use crate::batch::{Backoff, DEFAULT_BATCH_EVENTS, ServerErrors, send_batch};
 use crate::spool::{Spool, SpoolEntry, SpoolError, default_spool_dir};
-use crate::transport::{HttpTransport, PostOutcome};
-
-/// Events per HTTP request.
-pub const DEFAULT_BATCH_EVENTS: usize = 100;
+use crate::transport::HttpTransport;
 
 /// How delivery behaves; part of [`Options`] as `options.delivery`.
 #[derive(Debug, Clone)]
@@ -138,48 +136,6 @@ pub fn delivery_stats() -> DeliveryStats {
 
 fn bump(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
-}
-
-/// Exponential backoff with jitter: 250 ms doubling to 30 s, each wait drawn
-/// from [half, full]; a server's `Retry-After` wins (up to ten minutes).
-#[derive(Debug)]
-pub struct Backoff {
-    attempt: u32,
-    seed: u64,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        Backoff {
-            attempt: 0,
-            seed: nanos ^ u64::from(std::process::id()).rotate_left(32) | 1,
-        }
-    }
-}
-
-impl Backoff {
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    pub fn next(&mut self, retry_after: Option<Duration>) -> Duration {
-        let exp = self.attempt.min(7);
-        self.attempt = self.attempt.saturating_add(1);
-        if let Some(ra) = retry_after {
-            return ra.min(Duration::from_secs(600));
-        }
-        let full = (250u64 << exp).min(30_000);
-        // xorshift64: jitter needs spread, not cryptography.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let half = full / 2;
-        Duration::from_millis(half + self.seed % (full - half + 1))
-    }
 }
 
 /// Milliseconds on a monotonic clock, for storm windows.
@@ -309,6 +265,7 @@ struct Core {
     known: HashSet<PathBuf>,
     reps: HashMap<usize, Event>,
     backoff: Backoff,
+    server_errors: ServerErrors,
     retry_at: Option<Instant>,
     next_storm: Instant,
 }
@@ -380,6 +337,7 @@ impl Delivery {
             known: HashSet::new(),
             reps: HashMap::new(),
             backoff: Backoff::default(),
+            server_errors: ServerErrors::default(),
             retry_at: None,
             next_storm: Instant::now() + opts.storm_report_interval,
         };
@@ -652,7 +610,7 @@ fn cycle(s: &Shared) -> Duration {
     if batch.is_empty() {
         return Duration::ZERO;
     }
-    let result = send_batch(&s.transport, spool, batch);
+    let result = send_batch(&s.transport, spool, batch, &mut core.server_errors);
     let resolved = result.acked.len() + result.rejected.len();
     for e in result.acked.iter().chain(&result.rejected) {
         core.known.remove(&e.path);
@@ -688,13 +646,25 @@ fn emit_storm_counts(s: &Shared, spool: &Spool, core: &mut Core) {
         // Pending before the count leaves its slot: a flush in between must
         // not find both at zero and let the process exit with it.
         s.pending.fetch_add(1, Ordering::AcqRel);
-        let n = slot.suppressed.swap(0, Ordering::AcqRel);
+        let mut n = slot.suppressed.swap(0, Ordering::AcqRel);
+        // The server bounds what one event may stand for: larger counts go
+        // out as several aggregates, so none is clamped away.
+        while n > MAX_COUNT {
+            s.pending.fetch_add(1, Ordering::AcqRel);
+            if !spool_storm_count(s, spool, core, idx, MAX_COUNT, now) {
+                s.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            n -= MAX_COUNT;
+        }
         let written = spool_storm_count(s, spool, core, idx, n, now);
         if !written {
             s.pending.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
+
+/// Most panics one aggregate carries (the server's bound).
+const MAX_COUNT: u64 = panicle_protocol::decode::MAX_EVENT_COUNT as u64;
 
 /// Writes the aggregate of `n` suppressed panics of storm slot `idx` and
 /// queues it; false when nothing was queued.
@@ -751,79 +721,6 @@ fn spool_storm_count(
     }
 }
 
-/// What one batch attempt resolved.
-#[derive(Debug, Default)]
-pub struct BatchResult {
-    pub acked: Vec<SpoolEntry>,
-    pub rejected: Vec<SpoolEntry>,
-    pub unsent: Vec<(SpoolEntry, Vec<u8>)>,
-    pub retry_after: Option<Duration>,
-    pub error: Option<String>,
-}
-
-/// Posts a batch; on 2xx deletes its files, on a refusal splits the batch to
-/// set aside only the event the server will never take, on anything else
-/// returns it unsent.
-pub fn send_batch(
-    t: &HttpTransport,
-    spool: &Spool,
-    batch: Vec<(SpoolEntry, Vec<u8>)>,
-) -> BatchResult {
-    let mut out = BatchResult::default();
-    send_into(t, spool, batch, &mut out);
-    out
-}
-
-fn send_into(
-    t: &HttpTransport,
-    spool: &Spool,
-    batch: Vec<(SpoolEntry, Vec<u8>)>,
-    out: &mut BatchResult,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    if out.error.is_some() {
-        out.unsent.extend(batch);
-        return;
-    }
-    let bodies: Vec<&[u8]> = batch.iter().map(|(_, j)| j.as_slice()).collect();
-    match t.post(&bodies) {
-        // A 2xx covers the whole batch: the server refuses before it accepts.
-        PostOutcome::Accepted(_) => {
-            for (e, _) in batch {
-                spool.remove(&e);
-                out.acked.push(e);
-            }
-        }
-        PostOutcome::Refused { status } => {
-            if batch.len() == 1 {
-                for (e, _) in batch {
-                    eprintln!(
-                        "panicle: server refused event {} (HTTP {status}); kept in rejected/",
-                        e.event_id
-                    );
-                    spool.reject(&e);
-                    out.rejected.push(e);
-                }
-            } else {
-                let mut first = batch;
-                let second = first.split_off(first.len() / 2);
-                send_into(t, spool, first, out);
-                send_into(t, spool, second, out);
-            }
-        }
-        PostOutcome::Retry {
-            retry_after,
-            reason,
-        } => {
-            out.retry_after = retry_after;
-            out.error = Some(reason);
-            out.unsent.extend(batch);
-        }
-    }
-}
-
 /// Test support for the delivery tests; not part of the API.
 #[doc(hidden)]
 pub mod test_support {
@@ -856,21 +753,6 @@ pub mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_honours_retry_after() {
-        let mut b = Backoff::default();
-        let first = b.next(None);
-        assert!(first >= Duration::from_millis(125) && first <= Duration::from_millis(250));
-        for _ in 0..10 {
-            b.next(None);
-        }
-        let late = b.next(None);
-        assert!(late >= Duration::from_secs(15) && late <= Duration::from_secs(30));
-        assert_eq!(b.next(Some(Duration::from_secs(7))), Duration::from_secs(7));
-        b.reset();
-        assert!(b.next(None) <= Duration::from_millis(250));
-    }
 
     #[test]
     fn storm_counts_after_the_first_and_restarts_after_the_window() {

@@ -261,14 +261,16 @@ impl Spool {
         }
     }
 
-    /// Moves an event the server refused for good out of the way.
-    pub fn reject(&self, entry: &SpoolEntry) {
+    /// Moves an event the server refused for good out of the way, with the
+    /// server's reason beside it (`<name>.reason`), for someone to read.
+    pub fn reject(&self, entry: &SpoolEntry, reason: &str) {
         let dir = self.dir.join(REJECTED_DIR);
         let moved = fs::create_dir_all(&dir).is_ok()
-            && entry
-                .path
-                .file_name()
-                .is_some_and(|n| fs::rename(&entry.path, dir.join(n)).is_ok());
+            && entry.path.file_name().is_some_and(|n| {
+                let target = dir.join(n);
+                let _ = fs::write(target.with_extension("reason"), format!("{reason}\n"));
+                fs::rename(&entry.path, target).is_ok()
+            });
         if moved {
             let _ = self
                 .bytes
@@ -308,65 +310,6 @@ impl Spool {
             dropped.push(e);
         }
         Ok(dropped)
-    }
-}
-
-/// What [`send_dir`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SendReport {
-    /// Events the server acknowledged (and that were deleted).
-    pub sent: usize,
-    /// Events the server refused for good, moved to `rejected/`.
-    pub rejected: usize,
-    /// Events still in the spool (server unreachable until the deadline).
-    pub remaining: usize,
-}
-
-/// Drains a spool directory to the server of `dsn`, retrying with backoff
-/// until everything is acknowledged or `timeout` has passed. This is what
-/// `panicle spool send DIR` runs, e.g. in a sidecar shipping what a dead pod
-/// left; resending is safe because the server dedups by event id.
-pub fn send_dir(dir: &Path, dsn: &Dsn, timeout: Duration) -> Result<SendReport, SpoolError> {
-    let spool = Spool::open(dir, false, u64::MAX / 4, u64::MAX / 4)?;
-    let transport = crate::transport::HttpTransport::new(
-        dsn,
-        Duration::from_secs(10).min(timeout.max(Duration::from_secs(1))),
-    );
-    let deadline = std::time::Instant::now() + timeout;
-    let mut report = SendReport::default();
-    let mut backoff = crate::sender::Backoff::default();
-    loop {
-        let entries = spool.list()?;
-        if entries.is_empty() {
-            return Ok(report);
-        }
-        let mut progress = false;
-        let mut retry_after = None;
-        for chunk in entries.chunks(crate::sender::DEFAULT_BATCH_EVENTS) {
-            let batch: Vec<(SpoolEntry, Vec<u8>)> = chunk
-                .iter()
-                .filter_map(|e| fs::read(&e.path).ok().map(|b| (e.clone(), b)))
-                .collect();
-            let result = crate::sender::send_batch(&transport, &spool, batch);
-            report.sent += result.acked.len();
-            report.rejected += result.rejected.len();
-            progress |= !result.acked.is_empty() || !result.rejected.is_empty();
-            if !result.unsent.is_empty() {
-                retry_after = Some(result.retry_after);
-                break;
-            }
-        }
-        if progress {
-            backoff.reset();
-            continue;
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            report.remaining = spool.list()?.len();
-            return Ok(report);
-        }
-        let wait = backoff.next(retry_after.flatten()).min(deadline - now);
-        std::thread::sleep(wait);
     }
 }
 

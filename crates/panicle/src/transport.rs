@@ -10,18 +10,33 @@ use panicle_protocol::Dsn;
 /// What the server's answer means for the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostOutcome {
-    /// 2xx: these ids are stored (or were already); delete them from the spool.
+    /// 2xx: `ids` are stored (or were already): delete them from the spool;
     /// `None` when the body did not list them: then the whole batch counts.
-    Accepted(Option<Vec<String>>),
+    /// `rejected` names events the server will never take as sent.
+    Accepted {
+        ids: Option<Vec<String>>,
+        rejected: Vec<RejectedEvent>,
+    },
     /// Connection error, 5xx, 429, 401/403: try again later, honouring
-    /// `Retry-After` when the server sent one.
+    /// `Retry-After` when the server sent one. `server_error` is the status
+    /// of a 5xx, which may come from one event the server cannot handle.
     Retry {
         retry_after: Option<Duration>,
         reason: String,
+        server_error: Option<u16>,
     },
     /// 400 / 413 / 422: the batch (or one of its events) will never be taken
     /// as is; the sender splits it to find the culprit.
-    Refused { status: u16 },
+    Refused { status: u16, reason: String },
+}
+
+/// One event of a 2xx answer's `rejected` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedEvent {
+    pub index: Option<usize>,
+    pub event_id: Option<String>,
+    /// `code: message`, as the server put it.
+    pub reason: String,
 }
 
 pub struct HttpTransport {
@@ -52,6 +67,7 @@ impl HttpTransport {
                 return PostOutcome::Retry {
                     retry_after: None,
                     reason: format!("gzip: {e}"),
+                    server_error: None,
                 };
             }
         };
@@ -68,6 +84,7 @@ impl HttpTransport {
                 return PostOutcome::Retry {
                     retry_after: None,
                     reason: e.to_string(),
+                    server_error: None,
                 };
             }
         };
@@ -78,22 +95,33 @@ impl HttpTransport {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        // Bodies are small JSON; a bound keeps a hostile answer from costing memory.
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
         match status {
-            200..=299 => {
-                let text = resp.body_mut().read_to_string().unwrap_or_default();
-                PostOutcome::Accepted(accepted_ids(&text))
-            }
-            400 | 413 | 422 => PostOutcome::Refused { status },
+            200..=299 => PostOutcome::Accepted {
+                ids: accepted_ids(&text),
+                rejected: rejected_events(&text),
+            },
+            400 | 413 | 422 => PostOutcome::Refused {
+                status,
+                reason: error_message(&text),
+            },
             _ => PostOutcome::Retry {
                 retry_after,
-                reason: format!("HTTP {status}"),
+                reason: format!("HTTP {status}: {}", error_message(&text)),
+                server_error: (500..=599).contains(&status).then_some(status),
             },
         }
     }
 
     /// One event, synchronously: the hook's fallback when the spool is unusable.
     pub fn send_now(&self, json: &[u8]) -> bool {
-        matches!(self.post(&[json]), PostOutcome::Accepted(_))
+        matches!(self.post(&[json]), PostOutcome::Accepted { rejected, .. } if rejected.is_empty())
     }
 }
 
@@ -127,6 +155,49 @@ fn accepted_ids(body: &str) -> Option<Vec<String>> {
     )
 }
 
+/// The `rejected` list of a 2xx body: `[{index?, event_id?, code, message}]`.
+fn rejected_events(body: &str) -> Vec<RejectedEvent> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let Some(items) = v.get("rejected").and_then(|r| r.as_array()) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|r| RejectedEvent {
+            index: r
+                .get("index")
+                .and_then(|i| i.as_u64())
+                .and_then(|i| usize::try_from(i).ok()),
+            event_id: r
+                .get("event_id")
+                .and_then(|i| i.as_str())
+                .map(str::to_string),
+            reason: format!(
+                "{}: {}",
+                r.get("code").and_then(|c| c.as_str()).unwrap_or("rejected"),
+                r.get("message").and_then(|m| m.as_str()).unwrap_or("")
+            ),
+        })
+        .collect()
+}
+
+/// `code: message` of an error body `{"error":{"code","message"}}`, else the
+/// body's start.
+fn error_message(body: &str) -> String {
+    let parsed = serde_json::from_str::<serde_json::Value>(body).ok();
+    let err = parsed.as_ref().and_then(|v| v.get("error"));
+    match err {
+        Some(e) => format!(
+            "{}: {}",
+            e.get("code").and_then(|c| c.as_str()).unwrap_or("error"),
+            e.get("message").and_then(|m| m.as_str()).unwrap_or("")
+        ),
+        None => body.chars().take(200).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +220,24 @@ mod tests {
             Some(vec!["x".to_string(), "y".to_string()])
         );
         assert_eq!(accepted_ids("not json"), None);
+    }
+
+    #[test]
+    fn reads_rejected_events_and_error_bodies() {
+        let body = r#"{"accepted":["a"],"stored":1,"rejected":[{"index":1,"event_id":"x","code":"invalid_field","message":"bad"}]}"#;
+        assert_eq!(
+            rejected_events(body),
+            vec![RejectedEvent {
+                index: Some(1),
+                event_id: Some("x".into()),
+                reason: "invalid_field: bad".into()
+            }]
+        );
+        assert!(rejected_events(r#"{"accepted":[]}"#).is_empty());
+        assert_eq!(
+            error_message(r#"{"error":{"code":"c","message":"m"}}"#),
+            "c: m"
+        );
+        assert_eq!(error_message("plain"), "plain");
     }
 }

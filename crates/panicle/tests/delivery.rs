@@ -82,13 +82,17 @@ impl Server {
     /// The database and project exist from the start; `listen` brings the
     /// HTTP side up later, on the port the DSN already names.
     fn prepare() -> Server {
+        Self::prepare_on(Backend::Sqlite)
+    }
+
+    fn prepare_on(backend: Backend) -> Server {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let (db, store, project) = rt.block_on(async {
-            let db = TestDb::new(Backend::Sqlite).await;
+            let db = TestDb::new(backend).await;
             let store = db.store().await;
             let project = store.create_project("shop").await.unwrap();
             (db, store, project)
@@ -119,6 +123,11 @@ impl Server {
             }));
         });
         self._shutdown = Some(tx);
+    }
+
+    /// Runs raw SQL on the server's database (test faults).
+    fn execute(&self, sql: &str) {
+        self.rt.block_on(self._db.execute(sql));
     }
 
     /// Stored events of the project: (message, count) with count from the
@@ -255,11 +264,11 @@ fn spool_send_dir_drains_what_a_dead_process_left() {
 
     // Nobody listening: the drain gives up at its deadline, keeping both.
     let dsn: panicle::protocol::Dsn = server.dsn.parse().unwrap();
-    let report = panicle::spool::send_dir(spool.path(), &dsn, Duration::from_millis(300)).unwrap();
+    let report = panicle::batch::send_dir(spool.path(), &dsn, Duration::from_millis(300)).unwrap();
     assert_eq!((report.sent, report.remaining), (0, 2));
 
     server.listen();
-    let report = panicle::spool::send_dir(spool.path(), &dsn, Duration::from_secs(20)).unwrap();
+    let report = panicle::batch::send_dir(spool.path(), &dsn, Duration::from_secs(20)).unwrap();
     assert_eq!((report.sent, report.rejected, report.remaining), (2, 0, 0));
     assert_eq!(spooled(spool.path()), 0);
     let events = server.events();
@@ -309,4 +318,125 @@ fn a_thousand_panics_become_a_few_events_with_exact_counts() {
     );
     assert!(events.iter().all(|(m, _)| m == MESSAGE));
     assert_eq!(spooled(spool.path()), 0);
+}
+
+/// Writes `good` valid events and, oldest of all, one `poison` event into a
+/// spool directory, as files an SDK would have left there.
+fn spool_with_poison(dir: &Path, poison: Value, good: usize) -> String {
+    let poison_id = poison["event_id"].as_str().unwrap().to_string();
+    std::fs::write(
+        dir.join(format!("0000000000000000001-{poison_id}.json")),
+        serde_json::to_vec(&poison).unwrap(),
+    )
+    .unwrap();
+    for i in 0..good {
+        let id = uuid_v4();
+        let event = serde_json::json!({
+            "event_id": id,
+            "timestamp": now_rfc3339(),
+            "message": format!("good event {i}"),
+            "platform": "rust",
+        });
+        std::fs::write(
+            dir.join(format!("{:019}-{id}.json", 1000 + i)),
+            serde_json::to_vec(&event).unwrap(),
+        )
+        .unwrap();
+    }
+    poison_id
+}
+
+fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn rejected_files(dir: &Path) -> Vec<(String, String)> {
+    let rejected = dir.join("rejected");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&rejected)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .map(|e| {
+                    let reason = std::fs::read_to_string(e.path().with_extension("reason"))
+                        .unwrap_or_default();
+                    (e.file_name().to_string_lossy().into_owned(), reason)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_nul_byte_in_a_panic_does_not_stop_delivery_on_postgres() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut server = Server::prepare_on(Backend::Postgres);
+    server.listen();
+    assert!(run(&demo(), &["nul", "25"], &server.dsn, spool.path()).success());
+    let events = server.events();
+    let total: u64 = events.iter().map(|(_, c)| c).sum();
+    assert_eq!(total, 26, "{events:?}");
+    assert!(
+        events.iter().any(|(m, _)| m == "bad\u{FFFD}byte"),
+        "the NUL is stored as U+FFFD: {events:?}"
+    );
+    assert_eq!(spooled(spool.path()), 0);
+    assert!(rejected_files(spool.path()).is_empty());
+}
+
+#[test]
+fn a_poison_event_in_the_spool_is_set_aside_and_the_rest_delivered_on_postgres() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut server = Server::prepare_on(Backend::Postgres);
+    server.listen();
+    let poison = serde_json::json!({
+        "event_id": uuid_v4(), "timestamp": "yesterday", "message": "written by a broken SDK",
+    });
+    let poison_id = spool_with_poison(spool.path(), poison, 20);
+    // The SDK's own sender ships the backlog it finds at start.
+    assert!(run(&demo(), &["ok"], &server.dsn, spool.path()).success());
+    assert_eq!(server.events().len(), 20);
+    assert_eq!(spooled(spool.path()), 0);
+    let rejected = rejected_files(spool.path());
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].0.contains(&poison_id));
+    assert!(
+        rejected[0].1.contains("timestamp"),
+        "the reason is kept: {rejected:?}"
+    );
+}
+
+#[test]
+fn a_5xx_that_repeats_for_one_event_is_narrowed_down_on_postgres() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut server = Server::prepare_on(Backend::Postgres);
+    server.listen();
+    // The database refuses one row with an error the server cannot tell
+    // from an outage: the server answers the whole batch 503.
+    server.execute(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+           IF NEW.message = 'poison' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; \
+           RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON events \
+           FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    );
+    let poison = serde_json::json!({
+        "event_id": uuid_v4(), "timestamp": now_rfc3339(), "message": "poison",
+    });
+    let poison_id = spool_with_poison(spool.path(), poison, 20);
+    let dsn: panicle::protocol::Dsn = server.dsn.parse().unwrap();
+    let report = panicle::batch::send_dir(spool.path(), &dsn, Duration::from_secs(60)).unwrap();
+    assert_eq!((report.sent, report.rejected, report.remaining), (20, 1, 0));
+    assert_eq!(server.events().len(), 20);
+    let rejected = rejected_files(spool.path());
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].0.contains(&poison_id));
+    assert!(rejected[0].1.contains("HTTP 503"), "{rejected:?}");
 }
