@@ -19,8 +19,10 @@ use crate::{ApiError, AppState};
 
 #[utoipa::path(post, path = "/api/v1/events", tag = "ingest",
     request_body(content = Object, description = "One schema-v1 event or an array of them; `Content-Encoding: gzip` accepted"),
-    responses((status = 202, description = "Accepted: `{accepted: [ids], stored: n}`; resent ids are stored once", body = Object),
-              (status = 400, description = "Invalid JSON or field (named)", body = crate::openapi::ErrorBody),
+    responses((status = 202, description = "Accepted: `{accepted: [ids], stored: n, rejected: [{index?, event_id?, code, message}]}`; resent ids are stored once. In an array each event is judged alone: `rejected` names those that will never be taken as sent (invalid, or refused by the database), the rest are stored", body = Object),
+              (status = 400, description = "Invalid JSON, an empty or oversized batch, a single invalid event, or an array without one valid event (the field is named)", body = crate::openapi::ErrorBody),
+              (status = 422, description = "A single event the database cannot store (code `unstorable_event`)", body = crate::openapi::ErrorBody),
+              (status = 503, description = "The database is unavailable (answered within ~2 s); retry after `Retry-After`", body = crate::openapi::ErrorBody),
               (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody),
               (status = 413, description = "Body over the limit, before or after gzip", body = crate::openapi::ErrorBody)),
     security(("ingest_key" = [])))]
