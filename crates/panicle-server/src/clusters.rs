@@ -134,7 +134,8 @@ fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", params(ClusterListParams),
     responses((status = 200, description = "Clusters with title, counts, trend, services, suggestion; `{items, next_cursor, total}`", body = Object),
               (status = 400, description = "Bad parameter", body = crate::openapi::ErrorBody),
-              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+              (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
 pub async fn list_clusters(
     State(state): State<AppState>,
     reader: Reader,
@@ -423,7 +424,7 @@ async fn load_cluster(
 #[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
     responses((status = 200, description = "Culprit, common path, groups and why merged, where, confinement, regression, traces, related clusters, trend, fix suggestion", body = Object),
-              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn get_cluster(
     State(state): State<AppState>,
     reader: Reader,
@@ -657,7 +658,7 @@ pub async fn get_cluster(
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/events", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
     responses((status = 200, description = "Events of the cluster, newest first, with trace links; `{items, next_cursor}`", body = Object),
-              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_events(
     State(state): State<AppState>,
     reader: Reader,
@@ -716,7 +717,7 @@ fn heatmap_json(h: &attribution::Heatmap, bucket: Bucket) -> Value {
     params(("id" = String, Path, description = "Cluster id"), HeatmapParams),
     responses((status = 200, description = "Call depth × time counts of the cluster and of the whole project: `{bucket, times, depths, cells, max, project}`", body = Object),
               (status = 400, description = "Bad bucket or range", body = crate::openapi::ErrorBody),
-              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_heatmap(
     State(state): State<AppState>,
     reader: Reader,
@@ -771,7 +772,7 @@ pub async fn cluster_heatmap(
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/paths", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
     responses((status = 200, description = "Tree of in-app call paths with event counts: `{root: {function, count, children}}`", body = Object),
-              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_paths(
     State(state): State<AppState>,
     reader: Reader,

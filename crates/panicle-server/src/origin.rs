@@ -38,7 +38,7 @@ pub fn is_same_origin(req: RequestOrigin<'_>, public_url: &str) -> bool {
         .origin
         .filter(|o| o.trim() != "null")
         .or(req.referer)
-        .map(|o| origin_of(o));
+        .map(origin_of);
     let claimed = match claimed {
         // No usable Origin or Referer: only the dashboard's header vouches.
         None => return req.dashboard_header,

@@ -189,9 +189,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(ListParams),
-    responses((status = 200, description = "Events, newest first: `{items, next_cursor}`", body = Object),
+    responses((status = 200, description = "Events of the token's projects, newest first: `{items, next_cursor}`", body = Object),
               (status = 400, description = "Bad parameter or cursor", body = crate::openapi::ErrorBody),
-              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+              (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
 pub async fn list_events(
     State(state): State<AppState>,
     reader: Reader,
@@ -275,8 +276,9 @@ pub async fn get_event(
 }
 
 #[utoipa::path(get, path = "/api/v1/groups", tag = "groups", params(ListParams),
-    responses((status = 200, description = "Groups (same fingerprint), most recently seen first: `{items, next_cursor}`", body = Object),
-              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Groups (same fingerprint) of the token's projects, most recently seen first: `{items, next_cursor}`", body = Object),
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+              (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
 pub async fn list_groups(
     State(state): State<AppState>,
     reader: Reader,
@@ -297,7 +299,7 @@ pub async fn list_groups(
 #[utoipa::path(get, path = "/api/v1/groups/{id}", tag = "groups",
     params(("id" = String, Path, description = "Group id")),
     responses((status = 200, description = "One group with count, first/last seen, cluster", body = Object),
-              (status = 404, description = "No such group", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such group in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn get_group(
     State(state): State<AppState>,
     reader: Reader,
