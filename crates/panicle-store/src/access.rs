@@ -189,7 +189,10 @@ impl Store {
         };
         let is_admin: i64 = row.try_get("is_admin")?;
         let last_used: Option<i64> = row.try_get("last_used_at")?;
-        self.touch_token(&hash, last_used).await?;
+        // Best effort: a busy database must not refuse a read over a timestamp.
+        if let Err(e) = self.touch_token(&hash, last_used).await {
+            tracing::warn!(error = %e, "could not record the token's last use");
+        }
         Ok(Some(Access {
             token_id: token_id(&hash),
             scope: self.scope_of(&hash, is_admin).await?,
@@ -315,11 +318,15 @@ impl Store {
             return Ok(None);
         }
         if now_ms - last_seen_at >= TOUCH_EVERY_MS {
-            sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+            // Best effort, like a token's last use: the next request tries again.
+            let touched = sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
                 .bind(now_ms)
                 .bind(&id_hash)
                 .execute(&self.pool)
-                .await?;
+                .await;
+            if let Err(e) = touched {
+                tracing::warn!(error = %e, "could not record the session's last use");
+            }
         }
         Ok(Some(Access {
             token_id: token_id(&token_hash),
