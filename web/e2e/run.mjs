@@ -158,6 +158,7 @@ await step('sign in: token in an HttpOnly cookie, nothing in web storage, back t
   const cookies = await context.cookies();
   const session = cookies.find((c) => c.name === 'panicle_session');
   assert(session && session.httpOnly, `session cookie: ${JSON.stringify(cookies)}`);
+  assert(session.value !== TOKEN && !session.value.includes(TOKEN), 'the cookie holds a session id, not the token');
   const seen = await page.evaluate(() => ({ cookie: document.cookie, local: localStorage.length, session: sessionStorage.length }));
   assert(!seen.cookie.includes(TOKEN), 'the token is readable from script');
   assert(seen.local === 0 && seen.session === 0, `web storage used: ${JSON.stringify(seen)}`);
@@ -389,11 +390,15 @@ await step('a hostile panic message shows as text and runs nothing', async () =>
   assert(problems.dialogs.length === 0, `dialogs opened: ${problems.dialogs}`);
 });
 
-await step('sign out clears the session', async () => {
+await step('sign out ends the session: the old cookie no longer works', async () => {
+  const before = (await context.cookies()).find((c) => c.name === 'panicle_session');
+  assert(before && before.value, 'signed in before signing out');
   await page.click('#signout');
   await page.waitForURL((u) => u.pathname === '/signin');
   const cookies = await context.cookies();
   assert(!cookies.some((c) => c.name === 'panicle_session' && c.value), 'cookie cleared');
+  const replay = await fetch(`${BASE_URL}/api/v1/session`, { headers: { Cookie: `panicle_session=${before.value}` } });
+  assert(replay.status === 401, `the ended session still answers ${replay.status}`);
   await page.goto(`${BASE_URL}/clusters`);
   await page.waitForSelector('#token');
 });

@@ -1,4 +1,6 @@
 // The read API, with the session cookie (never a token in script-visible storage).
+// Every request says it comes from the dashboard (X-Panicle-Dashboard): the
+// server accepts a change made with the cookie only from this origin.
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -14,7 +16,9 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
   try {
     res = await fetch(`/api/v1${path}`, {
       method,
-      headers: body === undefined ? { Accept: 'application/json' } : { 'Content-Type': 'application/json', Accept: 'application/json' },
+      headers: body === undefined
+        ? { Accept: 'application/json', 'X-Panicle-Dashboard': '1' }
+        : { 'Content-Type': 'application/json', Accept: 'application/json', 'X-Panicle-Dashboard': '1' },
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: 'same-origin',
       signal,

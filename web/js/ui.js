@@ -55,7 +55,8 @@ export async function firstRun(signal) {
     if (!isMissingRoute(e)) throw e;
   }
   const dsn = projects.length ? projects[0].dsn : null;
-  const dsnText = dsn || '<the DSN that panicle serve printed on its first start>';
+  // A project token does not see ingest keys (dsn is null): an admin has them.
+  const dsnText = dsn || (projects.length ? '<your project\u2019s DSN: ask an admin (panicle project list)>' : '<the DSN that panicle serve printed on its first start>');
   const parts = [
     h('h1', {}, 'No panics yet'),
     h('p', { class: 'lead' }, 'Panicle groups your services\u2019 panics by root cause. Send a first one in two steps.'),
@@ -68,7 +69,7 @@ export async function firstRun(signal) {
   if (projects.length > 1) {
     parts.push(
       h('p', { class: 'muted' }, 'Other projects:'),
-      h('ul', { class: 'dsns' }, projects.slice(1).map((p) => h('li', {}, h('strong', {}, p.name), ' ', h('code', {}, p.dsn)))),
+      h('ul', { class: 'dsns' }, projects.slice(1).map((p) => h('li', {}, h('strong', {}, p.name), ' ', p.dsn ? h('code', {}, p.dsn) : h('span', { class: 'muted' }, 'DSN shown to admins only')))),
     );
   }
   parts.push(

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use panicle_server::{AppState, ServerConfig};
-use panicle_store::Store;
+use panicle_store::{Store, TokenScope};
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_DATABASE_URL: &str = "sqlite://./panicle-data/panicle.db";
@@ -174,13 +174,31 @@ enum ProjectCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Create an API token and print it.
+    /// Create an API token and print it (its id goes to stderr). Without
+    /// --project it is an admin token: every project, ingest keys, changes.
     Create {
         #[command(flatten)]
         db: DbArgs,
         /// A note to tell tokens apart.
         #[arg(long, default_value = "cli")]
         label: String,
+        /// An admin token (the default when no --project is given).
+        #[arg(long, conflicts_with = "project")]
+        admin: bool,
+        /// Read-only access to this project (by name); repeat for several.
+        #[arg(long = "project", value_name = "NAME")]
+        project: Vec<String>,
+    },
+    /// List tokens: id, scope, created, last used, label (never the secret).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a token by its id (from `token list`); its dashboard sessions end too.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
@@ -270,18 +288,98 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Token {
-            command: TokenCommand::Create { db, label },
-        } => {
-            let store = open(&db).await?;
-            println!("{}", store.create_token(&label).await?);
-            Ok(())
-        }
+        Command::Token { command } => token(command).await,
         Command::Spool { command } => spool::run(command).await,
         Command::Run { .. } => {
             anyhow::bail!("`panicle run` is handled before the runtime starts")
         }
     }
+}
+
+async fn token(command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Create {
+            db,
+            label,
+            admin: _,
+            project,
+        } => {
+            let store = open(&db).await?;
+            let scope = if project.is_empty() {
+                TokenScope::Admin
+            } else {
+                let mut ids = std::collections::BTreeSet::new();
+                for name in &project {
+                    let p = store.project_by_name(name).await?.with_context(|| {
+                        format!("no project named `{name}` (see `panicle project list`)")
+                    })?;
+                    ids.insert(p.id);
+                }
+                TokenScope::Projects(ids)
+            };
+            let created = store.create_token_with_scope(&label, &scope).await?;
+            println!("{}", created.token);
+            eprintln!(
+                "token id {} ({})",
+                created.id,
+                scope_text(&store, &scope).await?
+            );
+            Ok(())
+        }
+        TokenCommand::List { db } => {
+            let store = open(&db).await?;
+            println!("ID\tSCOPE\tCREATED\tLAST USED\tLABEL");
+            for t in store.tokens().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    scope_text(&store, &t.scope).await?,
+                    rfc3339_ms(t.created_at),
+                    t.last_used_at
+                        .map(rfc3339_ms)
+                        .unwrap_or_else(|| "never".into()),
+                    t.label
+                );
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { id, db } => {
+            let store = open(&db).await?;
+            if !store.revoke_token(&id).await? {
+                anyhow::bail!("no token with id `{id}` (see `panicle token list`)");
+            }
+            eprintln!("token {id} revoked; its sessions ended");
+            Ok(())
+        }
+    }
+}
+
+/// `admin` or `projects:NAME,NAME`.
+async fn scope_text(store: &Store, scope: &TokenScope) -> Result<String> {
+    let TokenScope::Projects(ids) = scope else {
+        return Ok("admin".into());
+    };
+    let projects = store.projects().await?;
+    let names: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            projects
+                .iter()
+                .find(|p| p.id == *id)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| id.to_string())
+        })
+        .collect();
+    Ok(format!("projects:{}", names.join(",")))
+}
+
+/// Epoch milliseconds as RFC 3339 (UTC, seconds).
+fn rfc3339_ms(ms: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 async fn open(db: &DbArgs) -> Result<Store> {

@@ -153,6 +153,44 @@ fn project_and_token_commands_print_one_line() {
     let (code, stdout, _) = run(&["token", "create"]);
     assert_eq!(code, Some(0));
     assert!(stdout.trim().starts_with("pnk_") && stdout.lines().count() == 1);
+    let admin_token = stdout.trim().to_string();
+    let (code, stdout, stderr) = run(&["token", "create", "--project", "shop", "--label", "ci"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let scoped_token = stdout.trim().to_string();
+    assert!(scoped_token.starts_with("pnk_") && stdout.lines().count() == 1);
+    assert!(stderr.contains("projects:shop"), "{stderr}");
+    let (code, _, stderr) = run(&["token", "create", "--project", "nope"]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("no project named `nope`"), "{stderr}");
+    let (code, _, _) = run(&["token", "create", "--admin", "--project", "shop"]);
+    assert_ne!(code, Some(0), "--admin and --project exclude each other");
+
+    // List: id, scope, created, last used, label; never a secret.
+    let (code, list, stderr) = run(&["token", "list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !list.contains(&admin_token) && !list.contains(&scoped_token),
+        "{list}"
+    );
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{list}");
+    let scoped_row = rows.iter().find(|r| r[4] == "ci").expect("the ci token");
+    assert_eq!(scoped_row[1], "projects:shop");
+    assert_eq!(scoped_row[3], "never");
+    assert!(rows.iter().any(|r| r[1] == "admin"));
+
+    // Revoke by id; an unknown id is an error.
+    let (code, _, stderr) = run(&["token", "revoke", scoped_row[0]]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = run(&["token", "revoke", scoped_row[0]]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("no token with id"), "{stderr}");
+    let (_, list, _) = run(&["token", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
     let (code, _, stderr) = run(&["serve", "--database-url", "mysql://x"]);
     assert_ne!(code, Some(0));
     assert!(stderr.contains("unsupported database URL"), "{stderr}");

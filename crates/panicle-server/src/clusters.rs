@@ -17,7 +17,7 @@ use panicle_store::{ClusterEvent, EventFilter, GroupRow, HostColumn};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::Reader;
+use crate::auth::{Admin, Reader};
 use crate::error::ApiQuery;
 use crate::read::{ListParams, event_json, format_ms, page_json, parse_time};
 use crate::{ApiError, AppState};
@@ -134,15 +134,21 @@ fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", params(ClusterListParams),
     responses((status = 200, description = "Clusters with title, counts, trend, services, suggestion; `{items, next_cursor, total}`", body = Object),
               (status = 400, description = "Bad parameter", body = crate::openapi::ErrorBody),
-              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+              (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
 pub async fn list_clusters(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     ApiQuery(p): ApiQuery<ClusterListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let list = p.list();
     let limit = list.limit()? as usize;
-    let filter = event_filter(&list)?;
+    let mut filter = event_filter(&list)?;
+    let allowed = reader.list_projects(filter.project_id)?;
+    // A token of one project lists that project, as if it had asked for it.
+    if let (None, Some([only])) = (filter.project_id, allowed.as_deref()) {
+        filter.project_id = Some(*only);
+    }
     let sort = p.sort.as_deref().unwrap_or("last_seen");
     if !["last_seen", "events", "growth"].contains(&sort) {
         return Err(ApiError::BadParam {
@@ -157,7 +163,11 @@ pub async fn list_clusters(
         }
     };
     let store = &state.store;
-    let groups = store.all_groups(filter.project_id).await?;
+    let mut groups = store.all_groups(filter.project_id).await?;
+    // Everything below reaches events through these groups only.
+    if let Some(ids) = &allowed {
+        groups.retain(|g| ids.contains(&g.project_id));
+    }
     let mut by_cluster: HashMap<&str, Vec<&GroupRow>> = HashMap::new();
     let mut cluster_of: HashMap<&str, &str> = HashMap::new();
     for g in &groups {
@@ -394,8 +404,17 @@ pub fn trace_url(state: &AppState, trace_id: Option<&str>) -> Option<String> {
     Some(template.replace("{trace_id}", trace_id?))
 }
 
-async fn load_cluster(state: &AppState, id: &str) -> Result<Vec<GroupRow>, ApiError> {
-    let groups = state.store.cluster_groups(id).await?;
+/// A cluster's groups; 404 when it does not exist or is outside the
+/// caller's projects (and when `project=` names one outside them).
+async fn load_cluster(
+    state: &AppState,
+    reader: &Reader,
+    id: &str,
+    project: Option<i64>,
+) -> Result<Vec<GroupRow>, ApiError> {
+    reader.list_projects(project)?;
+    let mut groups = state.store.cluster_groups(id).await?;
+    groups.retain(|g| reader.scope().allows(g.project_id));
     if groups.is_empty() {
         return Err(ApiError::NotFound("cluster"));
     }
@@ -405,14 +424,14 @@ async fn load_cluster(state: &AppState, id: &str) -> Result<Vec<GroupRow>, ApiEr
 #[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
     responses((status = 200, description = "Culprit, common path, groups and why merged, where, confinement, regression, traces, related clusters, trend, fix suggestion", body = Object),
-              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn get_cluster(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let groups = load_cluster(&state, &id).await?;
+    let groups = load_cluster(&state, &reader, &id, p.project).await?;
     let filter = event_filter(&p)?;
     let events = state
         .store
@@ -639,14 +658,14 @@ pub async fn get_cluster(
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/events", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
     responses((status = 200, description = "Events of the cluster, newest first, with trace links; `{items, next_cursor}`", body = Object),
-              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_events(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let groups = load_cluster(&state, &id).await?;
+    let groups = load_cluster(&state, &reader, &id, p.project).await?;
     let q = p.event_query(Some(groups.into_iter().map(|g| g.id).collect()))?;
     let page = state.store.list_events(&q).await?;
     Ok(Json(page_json(&page, |e| {
@@ -698,14 +717,14 @@ fn heatmap_json(h: &attribution::Heatmap, bucket: Bucket) -> Value {
     params(("id" = String, Path, description = "Cluster id"), HeatmapParams),
     responses((status = 200, description = "Call depth × time counts of the cluster and of the whole project: `{bucket, times, depths, cells, max, project}`", body = Object),
               (status = 400, description = "Bad bucket or range", body = crate::openapi::ErrorBody),
-              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_heatmap(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<HeatmapParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let groups = load_cluster(&state, &id).await?;
+    let groups = load_cluster(&state, &reader, &id, None).await?;
     let bucket_name = p.bucket.clone().unwrap_or_else(|| "1h".into());
     let bucket = parse_bucket(&bucket_name).ok_or_else(|| ApiError::BadParam {
         name: "bucket",
@@ -753,14 +772,14 @@ pub async fn cluster_heatmap(
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/paths", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
     responses((status = 200, description = "Tree of in-app call paths with event counts: `{root: {function, count, children}}`", body = Object),
-              (status = 404, description = "No such cluster", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_paths(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    load_cluster(&state, &id).await?;
+    load_cluster(&state, &reader, &id, p.project).await?;
     let filter = event_filter(&p)?;
     let events = state
         .store
@@ -775,8 +794,9 @@ pub async fn cluster_paths(
 
 #[utoipa::path(post, path = "/api/v1/clusters/recompute", tag = "clusters",
     responses((status = 200, description = "Run report: `{ran, projects, groups, clusters, merges, splits, millis}`", body = Object),
-              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
-pub async fn recompute(State(state): State<AppState>, _: Reader) -> Result<Json<Value>, ApiError> {
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+              (status = 403, description = "Not an admin token, or a session cookie sent from another site", body = crate::openapi::ErrorBody)))]
+pub async fn recompute(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
     // Its own task: a client that hangs up does not cancel a run holding the lock.
     let job = state.job.clone();
     let report = tokio::spawn(async move { job.run().await })
@@ -790,19 +810,25 @@ pub async fn recompute(State(state): State<AppState>, _: Reader) -> Result<Json<
 }
 
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
-    responses((status = 200, description = "Projects with their DSNs: `{items: [{id, name, dsn}]}`", body = Object)))]
+    responses((status = 200, description = "The projects the token may read: `{items: [{id, name, dsn}]}`; `dsn` (it holds the ingest key) only for admin tokens, null otherwise", body = Object),
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 pub async fn list_projects(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
 ) -> Result<Json<Value>, ApiError> {
     let base = state.config.public_url.trim_end_matches('/').to_string();
     let (scheme, host) = base.split_once("://").unwrap_or(("http", base.as_str()));
+    let admin = reader.scope().is_admin();
     let items: Vec<Value> = state
         .store
         .projects()
         .await?
         .into_iter()
-        .map(|p| json!({"id": p.id, "name": p.name, "dsn": format!("{scheme}://{}@{host}/{}", p.ingest_key, p.id)}))
+        .filter(|p| reader.scope().allows(p.id))
+        .map(|p| {
+            let dsn = admin.then(|| format!("{scheme}://{}@{host}/{}", p.ingest_key, p.id));
+            json!({"id": p.id, "name": p.name, "dsn": dsn})
+        })
         .collect();
     Ok(Json(json!({"items": items})))
 }

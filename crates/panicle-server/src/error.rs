@@ -15,6 +15,14 @@ pub enum ApiError {
         "missing or invalid API token: send `Authorization: Bearer <token>` (create one with `panicle token create`)"
     )]
     BadToken,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(
+        "cross-site request refused: a request made with the session cookie that changes something must come from the dashboard (Origin or Referer of this server); scripts use `Authorization: Bearer`"
+    )]
+    CrossOrigin,
+    #[error("event `{id}` is in several of your projects ({projects}): add `?project=ID`")]
+    AmbiguousEvent { id: String, projects: String },
     #[error("request body is larger than the limit of {limit} bytes: send smaller batches")]
     TooLarge { limit: usize },
     #[error("body is not valid gzip: {0}")]
@@ -43,6 +51,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadIngestKey | ApiError::BadToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::CrossOrigin => StatusCode::FORBIDDEN,
+            ApiError::AmbiguousEvent { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadGzip(_)
@@ -63,6 +73,9 @@ impl ApiError {
         match self {
             ApiError::BadIngestKey => "invalid_ingest_key",
             ApiError::BadToken => "invalid_token",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::CrossOrigin => "cross_origin_request",
+            ApiError::AmbiguousEvent { .. } => "ambiguous_event",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::BadGzip(_) => "invalid_gzip",
             ApiError::BadEncoding(_) => "unsupported_encoding",

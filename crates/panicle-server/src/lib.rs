@@ -9,11 +9,13 @@
 
 mod auth;
 mod clusters;
+mod cookie;
 mod error;
 mod ingest;
 pub mod jobs;
 mod metrics;
 pub mod openapi;
+mod origin;
 mod read;
 mod storable;
 mod web;
@@ -26,7 +28,7 @@ use axum::routing::get;
 use jobs::ClusterJob;
 use panicle_cluster::Params;
 use panicle_rules::RuleSet;
-use panicle_store::Store;
+use panicle_store::{SessionPolicy, Store};
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -51,6 +53,8 @@ pub struct ServerConfig {
     pub retention_days: u32,
     /// Clustering parameters of the job.
     pub cluster: Params,
+    /// How long a dashboard session lives (12 h idle, 7 d at most).
+    pub session: SessionPolicy,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +66,7 @@ impl Default for ServerConfig {
             regression_quiet_ms: 7 * 24 * 3_600_000,
             retention_days: 90,
             cluster: Params::default(),
+            session: SessionPolicy::default(),
         }
     }
 }

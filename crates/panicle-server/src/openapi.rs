@@ -45,7 +45,7 @@ impl Modify for Security {
         components.add_security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
-                crate::auth::SESSION_COOKIE,
+                crate::cookie::SESSION_COOKIE,
             ))),
         );
         components.add_security_scheme(

@@ -74,6 +74,7 @@ impl ListParams {
         };
         Ok(EventQuery {
             project_id: self.project,
+            project_ids: None,
             group_ids,
             service: self.service.clone(),
             environment: self.environment.clone(),
@@ -196,15 +197,17 @@ fn not_ready(why: &str) -> (StatusCode, Json<Value>) {
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(ListParams),
-    responses((status = 200, description = "Events, newest first: `{items, next_cursor}`", body = Object),
+    responses((status = 200, description = "Events of the token's projects, newest first: `{items, next_cursor}`", body = Object),
               (status = 400, description = "Bad parameter or cursor", body = crate::openapi::ErrorBody),
-              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+              (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
 pub async fn list_events(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = p.event_query(None)?;
+    let mut q = p.event_query(None)?;
+    q.project_ids = reader.list_projects(p.project)?;
     let page = state.store.list_events(&q).await?;
     Ok(Json(page_json(&page, |e| {
         let mut v = event_json(e);
@@ -216,23 +219,59 @@ pub async fn list_events(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ProjectParam {
-    /// Narrows to one project when ids collide across projects.
+    /// The project the event belongs to. Event ids are made by clients, so
+    /// two projects may hold the same one: without `project`, the event is
+    /// looked up in the projects the token may read, and when several hold
+    /// it the answer is 409 `ambiguous_event` asking for `project`.
     pub project: Option<i64>,
 }
 
+/// `GET /api/v1/events/{id}`: like Sentry's event-id lookup across an
+/// organisation, the id is resolved within the caller's projects only, and
+/// never silently picks one of several copies.
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
     params(("id" = String, Path, description = "Event id"), ProjectParam),
     responses((status = 200, description = "The stored columns plus `event`, the whole event as received", body = Object),
-              (status = 404, description = "No such event", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such event in the token's projects", body = crate::openapi::ErrorBody),
+              (status = 409, description = "Several of the token's projects hold this event id: add `?project=`", body = crate::openapi::ErrorBody)))]
 pub async fn get_event(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ProjectParam>,
 ) -> Result<Json<Value>, ApiError> {
+    let project = match p.project {
+        Some(project) => {
+            reader.check_project(project, "event")?;
+            project
+        }
+        None => {
+            let holders: Vec<i64> = state
+                .store
+                .event_projects(&id)
+                .await?
+                .into_iter()
+                .filter(|p| reader.scope().allows(*p))
+                .collect();
+            match holders.as_slice() {
+                [] => return Err(ApiError::NotFound("event")),
+                [one] => *one,
+                many => {
+                    return Err(ApiError::AmbiguousEvent {
+                        id,
+                        projects: many
+                            .iter()
+                            .map(i64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+            }
+        }
+    };
     let row = state
         .store
-        .get_event(&id, p.project)
+        .get_event(&id, Some(project))
         .await?
         .ok_or(ApiError::NotFound("event"))?;
     let mut out = event_json(&row.summary);
@@ -245,14 +284,16 @@ pub async fn get_event(
 }
 
 #[utoipa::path(get, path = "/api/v1/groups", tag = "groups", params(ListParams),
-    responses((status = 200, description = "Groups (same fingerprint), most recently seen first: `{items, next_cursor}`", body = Object),
-              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Groups (same fingerprint) of the token's projects, most recently seen first: `{items, next_cursor}`", body = Object),
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+              (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
 pub async fn list_groups(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let q = GroupQuery {
+        project_ids: reader.list_projects(p.project)?,
         project_id: p.project,
         cluster_id: None,
         since_ms: p.since_ms()?,
@@ -266,10 +307,10 @@ pub async fn list_groups(
 #[utoipa::path(get, path = "/api/v1/groups/{id}", tag = "groups",
     params(("id" = String, Path, description = "Group id")),
     responses((status = 200, description = "One group with count, first/last seen, cluster", body = Object),
-              (status = 404, description = "No such group", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "No such group in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn get_group(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let g = state
@@ -277,5 +318,6 @@ pub async fn get_group(
         .get_group(&id)
         .await?
         .ok_or(ApiError::NotFound("group"))?;
+    reader.check_project(g.project_id, "group")?;
     Ok(Json(group_json(&g)))
 }

@@ -42,7 +42,9 @@ pub async fn fallback(uri: Uri) -> Response {
                     (header::CONTENT_TYPE, mime),
                     (header::CONTENT_SECURITY_POLICY, CSP.to_string()),
                     (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
-                    (header::REFERRER_POLICY, "no-referrer".to_string()),
+                    // Same-origin requests keep their Origin (which the
+                    // cookie's cross-site guard checks); other sites get nothing.
+                    (header::REFERRER_POLICY, "same-origin".to_string()),
                     (header::CACHE_CONTROL, "no-cache".to_string()),
                 ],
                 asset.data.into_owned(),

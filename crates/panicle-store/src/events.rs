@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::clusters::EventFilter;
-use crate::page::{bind_all, page_of, push_in};
+use crate::page::{bind_all, page_of, push_in, push_in_ids};
 use crate::{Cursor, Page, Result, Store};
 
 /// An event ready to store: the wire event plus what ingest derived from it.
@@ -79,6 +79,8 @@ pub struct EventRow {
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     pub project_id: Option<i64>,
+    /// Only these projects (a project-scoped token's); `None` for all.
+    pub project_ids: Option<Vec<i64>>,
     pub group_ids: Option<Vec<String>>,
     pub service: Option<String>,
     pub environment: Option<String>,
@@ -240,14 +242,23 @@ impl Store {
             group_id: None,
         }
         .to_filter();
+        let nothing = || {
+            page_of(Vec::new(), 1, |e: &EventSummary| Cursor {
+                ts: e.timestamp_ms,
+                id: e.event_id.clone(),
+            })
+        };
         if let Some(ids) = &q.group_ids {
             if ids.is_empty() {
-                return Ok(page_of(Vec::new(), 1, |e: &EventSummary| Cursor {
-                    ts: e.timestamp_ms,
-                    id: e.event_id.clone(),
-                }));
+                return Ok(nothing());
             }
             push_in(&mut f, "e.group_id", ids);
+        }
+        if let Some(ids) = &q.project_ids {
+            if ids.is_empty() {
+                return Ok(nothing());
+            }
+            push_in_ids(&mut f, "e.project_id", ids);
         }
         if let Some(c) = &q.cursor {
             f.after("e.ts", "e.event_id", c);
@@ -271,7 +282,21 @@ impl Store {
         }))
     }
 
-    /// One event by id; `project_id` narrows it when ids collide across projects.
+    /// The projects holding an event with this id (event ids are the
+    /// client's, so two projects may hold the same one), lowest first.
+    pub async fn event_projects(&self, event_id: &str) -> Result<Vec<i64>> {
+        let rows =
+            sqlx::query("SELECT project_id FROM events WHERE event_id = $1 ORDER BY project_id")
+                .bind(event_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get::<i64, _>("project_id").map_err(Into::into))
+            .collect()
+    }
+
+    /// One event by id; `project_id` narrows it when ids collide across
+    /// projects (without it, the copy in the lowest project).
     pub async fn get_event(
         &self,
         event_id: &str,

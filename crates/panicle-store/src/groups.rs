@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::page::{Bind, Filter, bind_all, page_of};
+use crate::page::{Bind, Filter, bind_all, page_of, push_in_ids};
 use crate::{Cursor, Page, Result, Store};
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +33,8 @@ pub struct GroupRow {
 #[derive(Debug, Clone, Default)]
 pub struct GroupQuery {
     pub project_id: Option<i64>,
+    /// Only these projects (a project-scoped token's); `None` for all.
+    pub project_ids: Option<Vec<i64>>,
     pub cluster_id: Option<String>,
     pub since_ms: Option<i64>,
     pub limit: u32,
@@ -72,6 +74,15 @@ impl Store {
         }
         if let Some(c) = &q.cluster_id {
             f.push("cluster_id = ?", Bind::Text(c.clone()));
+        }
+        if let Some(ids) = &q.project_ids {
+            if ids.is_empty() {
+                return Ok(page_of(Vec::new(), 1, |g: &GroupRow| Cursor {
+                    ts: g.last_seen_ms,
+                    id: g.id.clone(),
+                }));
+            }
+            push_in_ids(&mut f, "project_id", ids);
         }
         if let Some(t) = q.since_ms {
             f.push("last_seen >= ?", Bind::Int(t));

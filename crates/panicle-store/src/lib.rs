@@ -6,6 +6,7 @@
 //!
 //! Architecture invariant: this crate knows SQL and nothing of HTTP.
 
+mod access;
 mod clusters;
 mod events;
 mod groups;
@@ -22,6 +23,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
+pub use access::{Access, NewToken, SessionPolicy, TokenInfo, TokenScope};
 pub use clusters::{
     ClusterChange, ClusterEvent, EventFilter, GroupAggregate, GroupAssignment, HostColumn, JobLock,
 };
@@ -52,6 +54,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a project named `{0}` already exists")]
     ProjectExists(String),
+    #[error("invalid token scope: {0}")]
+    InvalidScope(String),
     #[error("invalid cursor: pass back the `next_cursor` of a previous page")]
     InvalidCursor,
     #[error("database error: {0}")]
@@ -168,6 +172,11 @@ impl Store {
                     "filter_indexes",
                     include_str!("../../../migrations/sqlite/0003_filter_indexes.sql"),
                 ),
+                (
+                    4,
+                    "access",
+                    include_str!("../../../migrations/sqlite/0004_access.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (
@@ -184,6 +193,11 @@ impl Store {
                     3,
                     "filter_indexes",
                     include_str!("../../../migrations/postgres/0003_filter_indexes.sql"),
+                ),
+                (
+                    4,
+                    "access",
+                    include_str!("../../../migrations/postgres/0004_access.sql"),
                 ),
             ],
         };

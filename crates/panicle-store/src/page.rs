@@ -100,6 +100,15 @@ pub(crate) fn push_in(f: &mut Filter, column: &str, values: &[String]) {
     );
 }
 
+/// `column IN ($n, …)` over integer ids (a token's projects).
+pub(crate) fn push_in_ids(f: &mut Filter, column: &str, values: &[i64]) {
+    let marks = vec!["?"; values.len()].join(", ");
+    f.push_many(
+        &format!("{column} IN ({marks})"),
+        values.iter().map(|v| Bind::Int(*v)).collect(),
+    );
+}
+
 /// A page from `limit + 1` fetched rows: the extra row says a next page
 /// exists, and the last row kept is where it starts.
 pub(crate) fn page_of<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {

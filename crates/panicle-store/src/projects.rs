@@ -86,7 +86,9 @@ impl Store {
         rows.iter().map(project_from_row).collect()
     }
 
-    /// Creates an API token for the read API and returns it; only its hash is kept.
+    /// Creates an admin API token (every project; the schema's default
+    /// scope) and returns it; only its hash is kept. Scoped tokens:
+    /// `create_token_with_scope`.
     pub async fn create_token(&self, label: &str) -> Result<String> {
         let token = format!("pnk_{}", random_hex(24));
         sqlx::query("INSERT INTO api_tokens (token_hash, label, created_at) VALUES ($1, $2, $3)")

@@ -1,6 +1,63 @@
 //! One contract suite, run on SQLite and on PostgreSQL.
 
-use panicle_store::{EventQuery, GroupQuery, NewEvent, StoreError};
+use std::borrow::Cow;
+
+use panicle_store::{
+    Backend, EventQuery, GroupQuery, NewEvent, SessionPolicy, StoreError, TokenScope, hash_token,
+};
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// Applies migrations 0001–0003 only: the schema before access control.
+async fn migrate_before_access(db: &panicle_store::testing::TestDb) -> sqlx::AnyPool {
+    let dir = match db.backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let files: [(i64, &str, &'static str, &'static str); 3] = [
+        (
+            1,
+            "init",
+            include_str!("../../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../../migrations/postgres/0001_init.sql"),
+        ),
+        (
+            2,
+            "clusters",
+            include_str!("../../../migrations/sqlite/0002_clusters.sql"),
+            include_str!("../../../migrations/postgres/0002_clusters.sql"),
+        ),
+        (
+            3,
+            "filter_indexes",
+            include_str!("../../../migrations/sqlite/0003_filter_indexes.sql"),
+            include_str!("../../../migrations/postgres/0003_filter_indexes.sql"),
+        ),
+    ];
+    let migrations = files
+        .iter()
+        .map(|(v, name, lite, pg)| {
+            let sql = if dir == "sqlite" { *lite } else { *pg };
+            Migration::new(
+                *v,
+                Cow::Borrowed(*name),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let url = match db.backend {
+        Backend::Sqlite => format!("{}?mode=rwc", db.url),
+        Backend::Postgres => db.url.clone(),
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    Migrator::with_migrations(migrations)
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}
 
 fn new_event(fingerprint: &str, ts: i64, service: &str) -> NewEvent {
     NewEvent {
@@ -128,5 +185,148 @@ panicle_store::backend_tests! {
             .unwrap();
         assert!(window.items.iter().all(|e| (1_050..1_100).contains(&e.timestamp_ms)));
         assert_eq!(window.items.len(), 10);
+    }
+
+    async fn tokens_from_before_access_control_stay_admin(db: &TestDb) {
+        sqlx::any::install_default_drivers();
+        let pool = migrate_before_access(db).await;
+        sqlx::query("INSERT INTO api_tokens (token_hash, label, created_at) VALUES ($1, 'old', 1)")
+            .bind(hash_token("pnk_old"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let store = db.store().await;
+        let access = store.token_access("pnk_old").await.unwrap().unwrap();
+        assert_eq!(access.scope, TokenScope::Admin);
+        let listed = store.tokens().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, access.token_id);
+        assert_eq!(listed[0].label, "old");
+    }
+
+    async fn token_scopes_list_and_revoke(db: &TestDb) {
+        let store = db.store().await;
+        let shop = store.create_project("shop").await.unwrap();
+        let web = store.create_project("web").await.unwrap();
+        let admin = store.create_token("first start").await.unwrap();
+        let scoped = store
+            .create_token_with_scope("web", &TokenScope::Projects([web.id].into()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create_token_with_scope("none", &TokenScope::Projects(Default::default())).await,
+            Err(StoreError::InvalidScope(_))
+        ));
+        assert!(matches!(
+            store.create_token_with_scope("ghost", &TokenScope::Projects([web.id + 100].into())).await,
+            Err(StoreError::InvalidScope(_))
+        ));
+        assert_eq!(store.token_access(&admin).await.unwrap().unwrap().scope, TokenScope::Admin);
+        let access = store.token_access(&scoped.token).await.unwrap().unwrap();
+        assert_eq!(access.token_id, scoped.id);
+        assert_eq!(access.scope, TokenScope::Projects([web.id].into()));
+        assert!(access.scope.allows(web.id) && !access.scope.allows(shop.id));
+
+        // Listed without secrets; last use recorded.
+        let listed = store.tokens().await.unwrap();
+        assert_eq!(listed.len(), 2);
+        let row = listed.iter().find(|t| t.id == scoped.id).unwrap();
+        assert_eq!(row.label, "web");
+        assert!(row.last_used_at.is_some());
+        assert!(!format!("{listed:?}").contains(&scoped.token));
+
+        // Revoke: the token and its sessions stop working; others live on.
+        let now = 1_000_000;
+        let policy = SessionPolicy::default();
+        let (session, _) = store.open_session(&scoped.token, policy, now).await.unwrap().unwrap();
+        let (admin_session, _) = store.open_session(&admin, policy, now).await.unwrap().unwrap();
+        assert!(store.session_access(&session, policy, now).await.unwrap().is_some());
+        assert!(!store.revoke_token("0123456789abcdef").await.unwrap());
+        assert!(!store.revoke_token("not an id").await.unwrap());
+        assert!(store.revoke_token(&scoped.id).await.unwrap());
+        assert!(store.token_access(&scoped.token).await.unwrap().is_none());
+        assert!(store.session_access(&session, policy, now).await.unwrap().is_none());
+        assert!(store.session_access(&admin_session, policy, now).await.unwrap().is_some());
+        assert!(store.open_session(&scoped.token, policy, now).await.unwrap().is_none());
+        assert_eq!(store.tokens().await.unwrap().len(), 1);
+    }
+
+    async fn sessions_end_and_expire(db: &TestDb) {
+        let store = db.store().await;
+        let web = store.create_project("web").await.unwrap();
+        let token = store
+            .create_token_with_scope("web", &TokenScope::Projects([web.id].into()))
+            .await
+            .unwrap();
+        let policy = SessionPolicy { idle_ms: 1_000_000, absolute_ms: 5_000_000 };
+        let t0 = 10_000_000;
+        let (session, access) = store.open_session(&token.token, policy, t0).await.unwrap().unwrap();
+        assert_ne!(session, token.token);
+        assert_eq!(access.scope, TokenScope::Projects([web.id].into()));
+        // The session carries the token's scope.
+        let got = store.session_access(&session, policy, t0 + 1).await.unwrap().unwrap();
+        assert_eq!(got, access);
+        assert!(store.session_access("nope", policy, t0).await.unwrap().is_none());
+        assert!(store.session_access(&token.token, policy, t0).await.unwrap().is_none(), "a token is not a session id");
+
+        // Used every ~half idle period, it lives until the absolute limit.
+        let mut t = t0;
+        while t + 500_000 <= t0 + 5_000_000 {
+            t += 500_000;
+            assert!(store.session_access(&session, policy, t).await.unwrap().is_some(), "at {t}");
+        }
+        assert!(store.session_access(&session, policy, t0 + 5_000_001).await.unwrap().is_none());
+        // Refused once expired, and gone (not revived by an earlier clock).
+        assert!(store.session_access(&session, policy, t0 + 1).await.unwrap().is_none());
+
+        // Idle: unused for longer than the idle limit.
+        let (idle, _) = store.open_session(&token.token, policy, t0).await.unwrap().unwrap();
+        assert!(store.session_access(&idle, policy, t0 + 1_000_001).await.unwrap().is_none());
+
+        // Sign-out ends it at once.
+        let (out, _) = store.open_session(&token.token, policy, t0).await.unwrap().unwrap();
+        assert!(store.end_session(&out).await.unwrap());
+        assert!(!store.end_session(&out).await.unwrap());
+        assert!(store.session_access(&out, policy, t0).await.unwrap().is_none());
+    }
+
+    async fn lists_narrow_to_a_set_of_projects(db: &TestDb) {
+        let store = db.store().await;
+        let a = store.create_project("a").await.unwrap();
+        let b = store.create_project("b").await.unwrap();
+        let c = store.create_project("c").await.unwrap();
+        let shared = new_event("f", 1_000, "svc");
+        for p in [&a, &b, &c] {
+            store.insert_events(p.id, &[shared.clone(), new_event("g", 2_000, "svc")]).await.unwrap();
+        }
+        let events = store
+            .list_events(&EventQuery { project_ids: Some(vec![a.id, c.id]), limit: 100, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(events.items.len(), 4);
+        assert!(events.items.iter().all(|e| e.project_id != b.id));
+        let none = store
+            .list_events(&EventQuery { project_ids: Some(vec![]), limit: 100, ..Default::default() })
+            .await
+            .unwrap();
+        assert!(none.items.is_empty());
+        let groups = store
+            .list_groups(&GroupQuery { project_ids: Some(vec![b.id]), limit: 100, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(groups.items.len(), 2);
+        assert!(groups.items.iter().all(|g| g.project_id == b.id));
+        assert!(store
+            .list_groups(&GroupQuery { project_ids: Some(vec![]), limit: 100, ..Default::default() })
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+        // The same event id in three projects: each holder is named.
+        assert_eq!(store.event_projects(&shared.event_id).await.unwrap(), vec![a.id, b.id, c.id]);
+        assert!(store.event_projects("missing").await.unwrap().is_empty());
+        let copy = store.get_event(&shared.event_id, Some(b.id)).await.unwrap().unwrap();
+        assert_eq!(copy.summary.project_id, b.id);
     }
 }

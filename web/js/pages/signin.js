@@ -44,7 +44,7 @@ export async function signInPage(ctx) {
       h('code', {}, 'panicle serve'),
       ' prints one; ',
       h('code', {}, 'panicle token create'),
-      ' makes another. It is kept in an HttpOnly session cookie for 7 days.',
+      ' makes another. Signing in opens a session (an HttpOnly cookie, never the token) that ends when you sign out, after 12 hours idle, or after 7 days.',
     ),
     error,
     button,
