@@ -7,8 +7,8 @@ use panicle_protocol::{Event, Kind, Location, Platform, Sdk, Thread};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::Options;
 use crate::context::Resource;
+use crate::options::Options;
 use crate::{scope, symbolize};
 
 /// The panic's message, whatever the payload type.

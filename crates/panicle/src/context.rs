@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::Options;
+use crate::options::Options;
 
 #[derive(Debug, Clone, Default)]
 pub struct Resource {

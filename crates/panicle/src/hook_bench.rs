@@ -5,9 +5,9 @@ use std::sync::OnceLock;
 
 use panicle_protocol::Event;
 
-use crate::Options;
 use crate::capture::build_event;
 use crate::context::Resource;
+use crate::options::Options;
 use crate::symbolize;
 
 fn resource() -> &'static Resource {

@@ -35,12 +35,12 @@ use std::time::Duration;
 
 #[cfg(feature = "tower")]
 pub use layer::{PanicleLayer, PanicleService, REQUEST_ID_HEADER, ResponseFuture, Route};
-pub use options::Options;
+pub use options::{DeliveryOptions, Options};
 pub use panicle_protocol as protocol;
 pub use scope::{Scoped, remove_tag, scoped, set_tag, take_last_event_id};
 #[doc(hidden)]
 pub use sender::test_support as __delivery_test_support;
-pub use sender::{DeliveryOptions, DeliveryStats, delivery_stats};
+pub use sender::{DeliveryStats, delivery_stats};
 
 /// What the installed hook shares with `flush` and the guard.
 struct Client {

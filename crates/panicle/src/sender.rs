@@ -18,67 +18,10 @@ use std::time::{Duration, Instant};
 
 use panicle_protocol::{Dsn, Event};
 
-use crate::Options;
-use crate::batch::{Backoff, DEFAULT_BATCH_EVENTS, ServerErrors, send_batch};
+use crate::batch::{Backoff, ServerErrors, send_batch};
+use crate::options::{DeliveryOptions, Options};
 use crate::spool::{Spool, SpoolEntry, SpoolError, default_spool_dir};
 use crate::transport::HttpTransport;
-
-/// How delivery behaves; part of [`Options`] as `options.delivery`.
-#[derive(Debug, Clone)]
-pub struct DeliveryOptions {
-    /// Spool directory; `None`: `PANICLE_SPOOL_DIR`, else
-    /// `$XDG_CACHE_HOME/panicle/spool/<service>/<project>@<host>` (or under
-    /// `~/.cache`, or the temp dir): one per server and project.
-    pub spool_dir: Option<PathBuf>,
-    /// fsync each spooled event (and its directory): survives a node crash,
-    /// costs a disk flush per panic. Off: the page cache already survives the
-    /// death of the process.
-    pub spool_fsync: bool,
-    /// Spool cap; over it the oldest events are dropped (and counted).
-    pub spool_max_bytes: u64,
-    pub spool_max_files: u64,
-    /// Capacity of the hand-off queue to the sender; when full, the sender
-    /// finds the event by rescanning the spool, so nothing is lost.
-    pub queue_capacity: usize,
-    /// Events per request.
-    pub batch_events: usize,
-    /// Within this window after a fingerprint's first event, further panics
-    /// with the same fingerprint are only counted (storm control). Zero: off.
-    pub storm_window: Duration,
-    /// How often counted panics are shipped as one event with a `count`.
-    pub storm_report_interval: Duration,
-    /// In a `panic = "abort"` build the process dies right after the hook:
-    /// the hook waits this long for the sender to deliver (the event is
-    /// spooled either way).
-    pub abort_flush_timeout: Duration,
-    /// Bound of the synchronous send from the hook when the spool is unusable.
-    pub fallback_send_timeout: Duration,
-}
-
-impl Default for DeliveryOptions {
-    fn default() -> Self {
-        DeliveryOptions {
-            spool_dir: None,
-            spool_fsync: false,
-            spool_max_bytes: 64 * 1024 * 1024,
-            spool_max_files: 10_000,
-            queue_capacity: 1024,
-            batch_events: DEFAULT_BATCH_EVENTS,
-            storm_window: Duration::from_secs(60),
-            storm_report_interval: Duration::from_secs(2),
-            abort_flush_timeout: Duration::from_secs(1),
-            fallback_send_timeout: Duration::from_millis(500),
-        }
-    }
-}
-
-impl Options {
-    /// Where events are spooled before they are sent.
-    pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.delivery.spool_dir = Some(dir.into());
-        self
-    }
-}
 
 /// Counters of what delivery did in this process (see [`delivery_stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

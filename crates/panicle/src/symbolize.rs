@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use panicle_protocol::Frame;
 
-use crate::Options;
 use crate::modules::{self, Module};
+use crate::options::Options;
 
 /// Roots whose frames are the panic machinery on top of every panic stack.
 const MACHINERY_ROOTS: &[&str] = &[
