@@ -37,7 +37,9 @@ fn spool_with_poison(dir: &Path, poison: &Value) {
     .unwrap();
     for i in 0..20 {
         let id = uuid::Uuid::new_v4().to_string();
-        let event = json!({"event_id": id, "timestamp": now_rfc3339(), "message": format!("good event {i}"), "platform": "rust"});
+        // The first carries a NUL: stored, as U+FFFD.
+        let nul = if i == 0 { "\u{0}" } else { "" };
+        let event = json!({"event_id": id, "timestamp": now_rfc3339(), "message": format!("good event {i}{nul}"), "platform": "rust"});
         std::fs::write(
             dir.join(format!("{:019}-{id}.json", 1000 + i)),
             serde_json::to_vec(&event).unwrap(),
@@ -103,7 +105,12 @@ fn spool_send_sets_a_poison_event_aside() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("sent 20 events, 1 refused"), "{stdout}");
-    assert_eq!(stored(&server).len(), 20);
+    let messages = stored(&server);
+    assert_eq!(messages.len(), 20);
+    assert!(
+        messages.iter().any(|m| m == "good event 0\u{FFFD}"),
+        "{messages:?}"
+    );
     assert_eq!(left_in_spool(dir.path()), 0);
     let rejected = rejected(dir.path());
     assert_eq!(rejected.len(), 1, "{rejected:?}");

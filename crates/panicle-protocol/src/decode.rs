@@ -242,10 +242,11 @@ pub fn stored_timestamp(sent_ms: i64, received_ms: i64, max_age_ms: i64) -> i64 
 }
 
 /// Most panics one event may stand for (storm control's `"count"`). The SDK
-/// ships a storm's count every 2 s, and its hook costs at least ~20 µs a
-/// panic, so one process on a few cores cannot count more than this in one
-/// report; `panicle run` splits a larger aggregate over several events. A
-/// larger count is clamped to this, never trusted.
+/// ships a storm's count every 2 s and its hook costs at least ~20 µs a
+/// panic, so one thread counts at most ~100,000 in a report; the SDK and
+/// `panicle run` send a larger count as several events, so an exact total
+/// still arrives. One event claiming more is clamped to this, never trusted
+/// (a hostile `"count": 1e18` adds 100,000, not 10^18).
 pub const MAX_EVENT_COUNT: i64 = 100_000;
 
 /// The weight an event adds to its group: its storm `count`, bounded.

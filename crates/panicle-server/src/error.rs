@@ -63,7 +63,10 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unstorable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::InvalidCursor) => StatusCode::BAD_REQUEST,
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            // The database answered, and refused the statement: retrying the
+            // same request may fail the same way (a client narrows it down).
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Job(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,7 +88,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Unstorable(_) => "unstorable_event",
             ApiError::Store(StoreError::InvalidCursor) => "invalid_cursor",
-            ApiError::Store(_) => "storage_unavailable",
+            ApiError::Store(e) if e.is_unavailable() => "storage_unavailable",
+            ApiError::Store(_) => "database_error",
             ApiError::Job(_) => "clustering_failed",
         }
     }
@@ -98,10 +102,15 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let message = match &self {
+            ApiError::Store(e @ StoreError::InvalidCursor) => e.to_string(),
             // Do not leak database internals; the log has them.
-            ApiError::Store(e) if !matches!(e, StoreError::InvalidCursor) => {
+            ApiError::Store(e) if e.is_unavailable() => {
                 "the database is unavailable; retry later".to_string()
             }
+            ApiError::Store(e) => format!(
+                "the database refused the request ({}); see the server log",
+                e.refusal_reason()
+            ),
             other => other.to_string(),
         };
         let body = Json(json!({"error": {"code": self.code(), "message": message}}));

@@ -18,10 +18,11 @@ use crate::auth::IngestProject;
 use crate::{ApiError, AppState};
 
 #[utoipa::path(post, path = "/api/v1/events", tag = "ingest",
+    params(("X-Panicle-Partial-Batch" = Option<String>, Header, description = "`1`: judge each event of an array alone and list the refused ones in the 202's `rejected` (without it, one invalid event refuses the whole array, as older clients expect)")),
     request_body(content = Object, description = "One schema-v1 event or an array of them; `Content-Encoding: gzip` accepted"),
-    responses((status = 202, description = "Accepted: `{accepted: [ids], stored: n, rejected: [{index?, event_id?, code, message}]}`; resent ids are stored once. In an array each event is judged alone: `rejected` names those that will never be taken as sent (invalid, or refused by the database), the rest are stored", body = Object),
-              (status = 400, description = "Invalid JSON, an empty or oversized batch, a single invalid event, or an array without one valid event (the field is named)", body = crate::openapi::ErrorBody),
-              (status = 422, description = "A single event the database cannot store (code `unstorable_event`)", body = crate::openapi::ErrorBody),
+    responses((status = 202, description = "Accepted: `{accepted: [ids], stored: n, rejected: [{index?, event_id?, code, message}]}`; resent ids are stored once. With `X-Panicle-Partial-Batch: 1` each event of an array is judged alone: `rejected` names those that will never be taken as sent (invalid, or refused by the database), the rest are stored", body = Object),
+              (status = 400, description = "Invalid JSON, an empty or oversized batch, or an invalid event (the field is named; with `X-Panicle-Partial-Batch: 1` only for a single event)", body = crate::openapi::ErrorBody),
+              (status = 422, description = "An event the database cannot store (code `unstorable_event`; with `X-Panicle-Partial-Batch: 1` only for a single event)", body = crate::openapi::ErrorBody),
               (status = 503, description = "The database is unavailable (answered within ~2 s); retry after `Retry-After`", body = crate::openapi::ErrorBody),
               (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody),
               (status = 413, description = "Body over the limit, before or after gzip", body = crate::openapi::ErrorBody)),
@@ -50,31 +51,30 @@ async fn accept(
     let raw = read_body(headers, body, limit).await?;
     let received_ms = now_ms();
     let max_age_ms = state.config.max_event_age_ms();
+    // Per-event answers only for clients that say they read them: an older
+    // client takes any 2xx for the whole batch and would delete the events
+    // a `rejected` list names; it gets the whole-batch refusal it splits.
+    let partial = headers
+        .get(PARTIAL_BATCH_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1");
     let mut events = Vec::new();
     let mut rejected = Vec::new();
     let body = decode_body(&raw)?;
-    let single = matches!(body, DecodedBody::One(_));
+    let whole = !partial || matches!(body, DecodedBody::One(_));
     match body {
         DecodedBody::One(d) => events.push(to_new_event(*d, received_ms, max_age_ms)),
         DecodedBody::Batch(items) => {
-            let mut first_error = None;
             for (index, item) in items.into_iter().enumerate() {
                 match item.result {
                     Ok(d) => events.push(to_new_event(d, received_ms, max_age_ms)),
-                    Err(e) => {
-                        rejected.push(Rejected {
-                            index: Some(index),
-                            event_id: item.event_id,
-                            code: e.code(),
-                            message: e.to_string(),
-                        });
-                        first_error.get_or_insert(e);
-                    }
+                    Err(e) if !partial => return Err(e.into()),
+                    Err(e) => rejected.push(Rejected {
+                        index: Some(index),
+                        event_id: item.event_id,
+                        code: e.code(),
+                        message: e.to_string(),
+                    }),
                 }
-            }
-            // Nothing to take: the batch is refused as a whole, as before.
-            if let (true, Some(e)) = (events.is_empty(), first_error) {
-                return Err(e.into());
             }
         }
     }
@@ -82,10 +82,15 @@ async fn accept(
         outcome,
         unstorable,
     } = store_events(state, project.id, &events).await?;
-    if single && let Some((_, message)) = unstorable.first() {
-        // One event the database refuses: a permanent, named refusal.
+    if whole && let Some((event, message)) = unstorable.first() {
+        // A permanent, named refusal; the other events of the batch are
+        // stored, so the client's resend of them stores nothing twice.
         state.metrics.rejected(UNSTORABLE);
-        return Err(ApiError::Unstorable(message.clone()));
+        attach_in_background(state, project.id, outcome.inserted);
+        return Err(ApiError::Unstorable(format!(
+            "event {}: {message}",
+            event.event_id
+        )));
     }
     for (event, message) in unstorable {
         rejected.push(Rejected {
@@ -113,6 +118,10 @@ async fn accept(
         })),
     ))
 }
+
+/// A client sends `X-Panicle-Partial-Batch: 1` when it reads the per-event
+/// `rejected` list of a 202 (the SDK, `panicle spool send`, `panicle run`).
+pub const PARTIAL_BATCH_HEADER: &str = "x-panicle-partial-batch";
 
 /// `code` of an event the database refused although it decoded.
 const UNSTORABLE: &str = "unstorable_event";
@@ -173,13 +182,7 @@ async fn store_events<'a>(
             }
             Err(e) if e.is_refused_data() => {
                 tracing::warn!(error = %e, project_id, event_id = %event.event_id, "the database refused an event");
-                stored.unstorable.push((
-                    event,
-                    format!(
-                        "the database cannot store this event: {}",
-                        e.refusal_reason()
-                    ),
-                ));
+                stored.unstorable.push((event, e.refusal_reason()));
             }
             Err(e) => return Err(e.into()),
         }

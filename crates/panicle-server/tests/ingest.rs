@@ -292,6 +292,12 @@ panicle_store::backend_tests! {
         assert!(one["message"].as_str().unwrap().contains('\u{FFFD}'), "{one}");
 
         // A read parameter with a NUL can match nothing: a 400, never a 5xx.
+        // Nor may a cursor decode to one (hex of `1|\0x`).
+        for bad in ["api/v1/events?cursor=317c0078", "api/v1/groups?cursor=317c0078"] {
+            let (status, err) = get(format!("{}/{bad}", s.base), Some(s.token.clone())).await;
+            assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_cursor")), "{bad}: {err}");
+            assert!(!err["error"]["message"].as_str().unwrap().contains("internal"), "{err}");
+        }
         for bad in ["api/v1/events?service=%00", "api/v1/events?q=a%00b", "api/v1/groups?release=%00", "api/v1/clusters?service=x%00", "api/v1/events/ab%00cd"] {
             let (status, err) = get(format!("{}/{bad}", s.base), Some(s.token.clone())).await;
             assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_parameter")), "{bad}: {err}");
@@ -319,7 +325,16 @@ panicle_store::backend_tests! {
         let mut batch = vec![bad];
         batch.extend(good.iter().cloned());
         batch.push(json!({"no": "event"}));
-        let (status, answer) = post(url.clone(), key(), json_body(&Value::Array(batch))).await;
+        // An older client, which takes any 2xx for the whole batch, gets the
+        // whole-batch refusal it splits, as before.
+        let (status, err) = post(url.clone(), key(), json_body(&Value::Array(batch.clone()))).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_field")), "{err}");
+        let partial = || {
+            let mut h = key();
+            h.push(("X-Panicle-Partial-Batch", "1".into()));
+            h
+        };
+        let (status, answer) = post(url.clone(), partial(), json_body(&Value::Array(batch))).await;
         assert_eq!(status, 202, "{answer}");
         assert_eq!(answer["stored"], 20);
         assert_eq!(answer["accepted"].as_array().unwrap().len(), 20);
@@ -331,8 +346,12 @@ panicle_store::backend_tests! {
         assert!(rejected[0]["message"].as_str().unwrap().contains("[0].timestamp"), "{answer}");
         assert_eq!(rejected[1]["index"], 21);
         assert!(rejected[1].get("event_id").is_none());
-        // Nothing good in it: the batch is refused as a whole, as before.
-        let (status, err) = post(url.clone(), key(), b"[{\"no\":1}]".to_vec()).await;
+        // Nothing good in it: every event is named.
+        let (status, answer) = post(url.clone(), partial(), b"[{\"no\":1}]".to_vec()).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["rejected"][0]["code"], "invalid_json");
+        // A single invalid event is still a 400.
+        let (status, err) = post(url.clone(), partial(), b"{\"no\":1}".to_vec()).await;
         assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_json")));
     }
 

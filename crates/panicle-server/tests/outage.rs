@@ -114,7 +114,35 @@ impl OwnPostgres {
         );
     }
 
+    /// Sends `signal` to the whole cluster: the postmaster and its children
+    /// (each backend runs in a session of its own, so no process group
+    /// holds them all).
+    fn signal_all(&self, signal: &str) {
+        let pid_file = self.dir.path().join("data/postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(pid_file) else {
+            return;
+        };
+        let Some(postmaster) = text.lines().next().map(|p| p.trim().to_string()) else {
+            return;
+        };
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid …: comm may hold spaces, so split after ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(postmaster.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let _ = Command::new("kill").arg(signal).args(&pids).status();
+    }
+
     fn stop(&self) {
+        self.signal_all("-CONT");
         let _ = pg_command(&self.bin, "pg_ctl")
             .arg("-D")
             .arg(self.dir.path().join("data"))
@@ -243,6 +271,39 @@ async fn a_postgres_outage_fails_fast_and_the_server_recovers() {
     }
     let (status, _, body) = send("POST", ingest.clone(), key.clone(), Some(event("after"))).await;
     assert_eq!(status, 202, "{body}");
+
+    // A hung database (every process stopped, connections open): the same.
+    pg.signal_all("-STOP");
+    let t = Instant::now();
+    let (status, _, body) = send("POST", ingest.clone(), key.clone(), Some(event("hung"))).await;
+    let ingest_took = t.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        ingest_took < Duration::from_secs(5),
+        "ingest answered in {ingest_took:?}"
+    );
+    let t = Instant::now();
+    let (status, _, _) = send("GET", format!("{base}/readyz"), None, None).await;
+    let ready_took = t.elapsed();
+    assert_eq!(status, 503);
+    assert!(
+        ready_took < Duration::from_secs(3),
+        "/readyz answered in {ready_took:?}"
+    );
+    eprintln!("database hung: ingest 503 in {ingest_took:?}, /readyz 503 in {ready_took:?}");
+    pg.signal_all("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, _) = send("GET", format!("{base}/readyz"), None, None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not recover after the database resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let page = store
         .list_events(&panicle_store::EventQuery {
             limit: 10,

@@ -84,10 +84,40 @@ impl StoreError {
             .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
     }
 
-    /// What the database said, for a refused event's answer.
+    /// True when the database could not be used at all (unreachable, pool
+    /// exhausted, shutting down, out of disk, locked, a deadlock or
+    /// serialization failure): the same request may succeed later, so the
+    /// client should keep the events and retry. Other database errors are
+    /// answers about the statement itself.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Db(e) = self else {
+            return true;
+        };
+        let sqlx::Error::Database(db) = e else {
+            // Io, Tls, PoolTimedOut, PoolClosed, Protocol, WorkerCrashed, …
+            return true;
+        };
+        let Some(code) = db.code() else { return true };
+        let code = code.as_ref();
+        if code.len() == 5 {
+            // PostgreSQL: 08 connection, 40 rollback (deadlock,
+            // serialization), 53 resources, 55 lock not available,
+            // 57 operator intervention (shutdown), 58 system error.
+            return matches!(&code[..2], "08" | "40" | "53" | "55" | "57" | "58");
+        }
+        // SQLite: BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN.
+        code.parse::<i32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14))
+    }
+
+    /// What a client may be told about a refused statement: the class of
+    /// the refusal, not the database's own text (it names tables and indexes).
     pub fn refusal_reason(&self) -> String {
         match self {
-            StoreError::Db(sqlx::Error::Database(db)) => db.message().to_string(),
+            StoreError::Db(sqlx::Error::Database(db)) => format!(
+                "the database refused a value of it (code {})",
+                db.code().as_deref().unwrap_or("unknown")
+            ),
             other => other.to_string(),
         }
     }
@@ -109,6 +139,9 @@ pub const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// One connection of its own for `ping`: a readiness probe must not
+    /// queue behind a busy pool and report a loaded server as down.
+    health: AnyPool,
     backend: Backend,
 }
 
@@ -134,18 +167,27 @@ impl Store {
                             Ok(())
                         })
                     })
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await?
             }
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await?
             }
         };
-        let store = Store { pool, backend };
+        let health = AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_lazy_with(options.clone());
+        let store = Store {
+            pool,
+            health,
+            backend,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -221,7 +263,7 @@ impl Store {
 
     /// Readiness: the database answers a query.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.health).await?;
         Ok(())
     }
 

@@ -23,6 +23,10 @@ impl Cursor {
     pub fn decode(s: &str) -> Result<Cursor, StoreError> {
         let bytes = hex::decode(s).map_err(|_| StoreError::InvalidCursor)?;
         let text = String::from_utf8(bytes).map_err(|_| StoreError::InvalidCursor)?;
+        // No NUL: PostgreSQL cannot compare one, and no stored id holds it.
+        if text.contains('\0') {
+            return Err(StoreError::InvalidCursor);
+        }
         let (ts, id) = text.split_once('|').ok_or(StoreError::InvalidCursor)?;
         Ok(Cursor {
             ts: ts.parse().map_err(|_| StoreError::InvalidCursor)?,

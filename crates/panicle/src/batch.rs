@@ -69,14 +69,25 @@ impl Backoff {
 }
 
 /// Memory of server errors across attempts: which events were in batches
-/// answered 5xx, and whether the server took anything since. Kept by the
-/// caller from one batch to the next.
+/// answered with a server error, how often each failed sent alone, and
+/// whether the server took anything since. Kept by the caller from one batch
+/// to the next. Only errors that may come from the events themselves count
+/// (see [`PostOutcome::Retry`]): a 503 or a gateway error is an outage, and
+/// an outage never sets an event aside.
 #[derive(Debug, Default)]
-pub struct ServerErrors {
-    /// Event id → (5xx answers seen, `acks` when the first one came).
-    strikes: HashMap<String, (u32, u64)>,
+pub(crate) struct ServerErrors {
+    /// Event id → its record.
+    strikes: HashMap<String, Strikes>,
     /// Events the server took, ever: proof that it is healthy for others.
     acks: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    /// Failures of the event sent alone.
+    alone: u32,
+    /// `acks` when the event was first in a failing batch.
+    acks_then: u64,
 }
 
 /// Ids remembered at most; past it the memory starts over (a strike count
@@ -84,17 +95,22 @@ pub struct ServerErrors {
 const MAX_REMEMBERED: usize = 10_000;
 
 impl ServerErrors {
-    fn strike(&mut self, id: &str) -> u32 {
+    /// Records that `id` was in a batch answered with a server error.
+    fn failed(&mut self, id: &str, alone: bool) {
         if self.strikes.len() >= MAX_REMEMBERED && !self.strikes.contains_key(id) {
             self.strikes.clear();
         }
         let acks = self.acks;
-        let s = self.strikes.entry(id.to_string()).or_insert((0, acks));
-        s.0 = s.0.saturating_add(1);
-        s.0
+        let s = self.strikes.entry(id.to_string()).or_insert(Strikes {
+            alone: 0,
+            acks_then: acks,
+        });
+        if alone {
+            s.alone = s.alone.saturating_add(1);
+        }
     }
 
-    fn struck_before(&self, id: &str) -> bool {
+    fn failed_before(&self, id: &str) -> bool {
         self.strikes.contains_key(id)
     }
 
@@ -107,35 +123,66 @@ impl ServerErrors {
     fn is_poison(&self, id: &str) -> bool {
         self.strikes
             .get(id)
-            .is_some_and(|&(n, acks_then)| n >= POISON_STRIKES && self.acks > acks_then)
+            .is_some_and(|s| s.alone >= POISON_STRIKES && self.acks > s.acks_then)
     }
 }
 
+/// The same event id whatever its spelling (case, hyphens, braces): the
+/// server answers in lower-case hyphenated form.
+fn same_id(answered: &str, ours: &str) -> bool {
+    match (uuid::Uuid::parse_str(answered), uuid::Uuid::parse_str(ours)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => answered.eq_ignore_ascii_case(ours),
+    }
+}
+
+type Batch = Vec<(SpoolEntry, Vec<u8>)>;
+
 /// What one batch attempt resolved.
 #[derive(Debug, Default)]
-pub struct BatchResult {
+pub(crate) struct BatchResult {
     pub acked: Vec<SpoolEntry>,
     pub rejected: Vec<SpoolEntry>,
-    pub unsent: Vec<(SpoolEntry, Vec<u8>)>,
+    pub unsent: Batch,
     pub retry_after: Option<Duration>,
     pub error: Option<String>,
 }
 
 /// Posts a batch; deletes what the server took, moves what it refused for
-/// good to `rejected/` (splitting a refused batch to find the culprit), and
+/// good to `rejected/` (splitting a refused batch to find the culprit, and
+/// narrowing down a server error that repeats for the same events), and
 /// returns the rest unsent.
-pub fn send_batch(
+pub(crate) fn send_batch(
     t: &HttpTransport,
     spool: &Spool,
-    batch: Vec<(SpoolEntry, Vec<u8>)>,
+    batch: Batch,
     errors: &mut ServerErrors,
 ) -> BatchResult {
-    // Each split costs a request: a bound keeps an outage cheap.
+    // Each split costs requests: a bound keeps a bad day cheap.
     let mut round = Round {
         out: BatchResult::default(),
         requests_left: 2 * (usize::BITS - batch.len().leading_zeros()) as usize + 2,
     };
-    round.send(t, spool, batch, errors);
+    if let Sent::ServerError {
+        batch,
+        repeat,
+        retry_after,
+        reason,
+    } = round.send(t, spool, batch, errors)
+    {
+        if repeat && batch.len() > 1 {
+            round.narrow(t, spool, batch, errors, retry_after, &reason);
+        } else {
+            round.alone_or_unsent(spool, batch, errors, retry_after, &reason);
+        }
+    }
+    if !round.out.rejected.is_empty() {
+        eprintln!(
+            "panicle: the server refused {} event(s) for good; kept with the reason in {}",
+            round.out.rejected.len(),
+            spool.dir().join(crate::spool::REJECTED_DIR).display()
+        );
+    }
     round.out
 }
 
@@ -144,28 +191,37 @@ struct Round {
     requests_left: usize,
 }
 
-/// How a sub-batch went, for the caller deciding whether to go on.
-#[derive(PartialEq, Eq)]
+/// How one post went.
 enum Sent {
-    Resolved,
-    ServerError,
-    Stopped,
+    /// Every event is acked, rejected or set aside as unsent for a reason
+    /// that ends the round.
+    Done,
+    /// A server error that may come from an event of `batch`: the caller
+    /// decides whether to narrow it down. `repeat`: some of these events
+    /// failed like this before.
+    ServerError {
+        batch: Batch,
+        repeat: bool,
+        retry_after: Option<Duration>,
+        reason: String,
+    },
 }
 
 impl Round {
+    /// Posts `batch` once (a 4xx refusal is split to find its culprit).
     fn send(
         &mut self,
         t: &HttpTransport,
         spool: &Spool,
-        batch: Vec<(SpoolEntry, Vec<u8>)>,
+        batch: Batch,
         errors: &mut ServerErrors,
     ) -> Sent {
         if batch.is_empty() {
-            return Sent::Resolved;
+            return Sent::Done;
         }
         if self.out.error.is_some() || self.requests_left == 0 {
             self.out.unsent.extend(batch);
-            return Sent::Stopped;
+            return Sent::Done;
         }
         self.requests_left -= 1;
         let bodies: Vec<&[u8]> = batch.iter().map(|(_, j)| j.as_slice()).collect();
@@ -173,9 +229,14 @@ impl Round {
             PostOutcome::Accepted { ids, rejected } => {
                 for (i, (entry, json)) in batch.into_iter().enumerate() {
                     let refusal = rejected.iter().find(|r| {
-                        r.index == Some(i) || r.event_id.as_deref() == Some(&entry.event_id)
+                        r.index == Some(i)
+                            || r.event_id
+                                .as_deref()
+                                .is_some_and(|id| same_id(id, &entry.event_id))
                     });
-                    let taken = ids.as_ref().is_none_or(|ids| ids.contains(&entry.event_id));
+                    let taken = ids
+                        .as_ref()
+                        .is_none_or(|ids| ids.iter().any(|id| same_id(id, &entry.event_id)));
                     if let Some(r) = refusal {
                         self.reject(spool, entry, &r.reason);
                     } else if taken {
@@ -187,63 +248,40 @@ impl Round {
                         self.out.unsent.push((entry, json));
                     }
                 }
-                Sent::Resolved
+                Sent::Done
             }
             PostOutcome::Refused { status, reason } => {
                 if batch.len() == 1 {
                     for (e, _) in batch {
-                        self.reject(spool, e, &format!("HTTP {status}: {reason}"));
+                        self.reject(spool, e, &format!("HTTP {status} {reason}"));
                     }
-                    Sent::Resolved
                 } else {
                     let mut first = batch;
                     let second = first.split_off(first.len() / 2);
-                    self.send(t, spool, first, errors);
-                    self.send(t, spool, second, errors)
+                    for half in [first, second] {
+                        if let Sent::ServerError { batch, .. } = self.send(t, spool, half, errors) {
+                            self.out.unsent.extend(batch);
+                        }
+                    }
                 }
+                Sent::Done
             }
             PostOutcome::Retry {
                 retry_after,
                 reason,
-                server_error: Some(status),
+                server_error: Some(_),
             } => {
-                let repeat = batch.iter().any(|(e, _)| errors.struck_before(&e.event_id));
+                let repeat = batch.iter().any(|(e, _)| errors.failed_before(&e.event_id));
+                let alone = batch.len() == 1;
                 for (e, _) in &batch {
-                    errors.strike(&e.event_id);
+                    errors.failed(&e.event_id, alone);
                 }
-                if batch.len() == 1 {
-                    let id = &batch[0].0.event_id;
-                    if errors.is_poison(id) {
-                        let reason = format!(
-                            "the server answered HTTP {status} ({reason}) {POISON_STRIKES} times for this event sent alone, while it took other events"
-                        );
-                        for (e, _) in batch {
-                            self.reject(spool, e, &reason);
-                        }
-                        return Sent::Resolved;
-                    }
+                Sent::ServerError {
+                    batch,
+                    repeat,
+                    retry_after,
+                    reason,
                 }
-                if !repeat || batch.len() == 1 {
-                    self.out.retry_after = self.out.retry_after.or(retry_after);
-                    self.out.unsent.extend(batch);
-                    return Sent::ServerError;
-                }
-                // The same events failed before: narrow down which one.
-                let mut first = batch;
-                let second = first.split_off(first.len() / 2);
-                let a = self.send(t, spool, first, errors);
-                if a == Sent::Stopped {
-                    self.out.unsent.extend(second);
-                    return Sent::Stopped;
-                }
-                let b = self.send(t, spool, second, errors);
-                if a == Sent::ServerError && b == Sent::ServerError {
-                    // Both halves fail: not one event, the server. Stop here.
-                    self.out.error = Some(format!("HTTP {status}: {reason}"));
-                    self.out.retry_after = self.out.retry_after.or(retry_after);
-                    return Sent::Stopped;
-                }
-                b
             }
             PostOutcome::Retry {
                 retry_after,
@@ -253,17 +291,88 @@ impl Round {
                 self.out.retry_after = retry_after;
                 self.out.error = Some(reason);
                 self.out.unsent.extend(batch);
-                Sent::Stopped
+                Sent::Done
             }
         }
     }
 
+    /// `batch` failed with a server error again: post both halves; when both
+    /// fail the server fails, not one event (stop); else go down the half
+    /// that failed. Costs two requests a level.
+    fn narrow(
+        &mut self,
+        t: &HttpTransport,
+        spool: &Spool,
+        mut batch: Batch,
+        errors: &mut ServerErrors,
+        retry_after: Option<Duration>,
+        reason: &str,
+    ) {
+        let second = batch.split_off(batch.len() / 2);
+        let a = self.send(t, spool, batch, errors);
+        let b = self.send(t, spool, second, errors);
+        match (a, b) {
+            (Sent::ServerError { batch: a, .. }, Sent::ServerError { batch: b, .. }) => {
+                self.out.unsent.extend(a);
+                self.out.unsent.extend(b);
+                self.out.retry_after = self.out.retry_after.or(retry_after);
+                self.out.error = Some(reason.to_string());
+            }
+            (
+                Sent::ServerError {
+                    batch,
+                    reason,
+                    retry_after,
+                    ..
+                },
+                Sent::Done,
+            )
+            | (
+                Sent::Done,
+                Sent::ServerError {
+                    batch,
+                    reason,
+                    retry_after,
+                    ..
+                },
+            ) => {
+                if batch.len() > 1 {
+                    self.narrow(t, spool, batch, errors, retry_after, &reason);
+                } else {
+                    self.alone_or_unsent(spool, batch, errors, retry_after, &reason);
+                }
+            }
+            (Sent::Done, Sent::Done) => {}
+        }
+    }
+
+    /// A batch the server failed: one event that keeps failing alone while
+    /// others go through is set aside; everything else waits for a retry.
+    fn alone_or_unsent(
+        &mut self,
+        spool: &Spool,
+        batch: Batch,
+        errors: &ServerErrors,
+        retry_after: Option<Duration>,
+        reason: &str,
+    ) {
+        if let [(entry, _)] = batch.as_slice()
+            && errors.is_poison(&entry.event_id)
+        {
+            let why = format!(
+                "sent alone, it failed {POISON_STRIKES} times ({reason}) while the server took other events"
+            );
+            for (e, _) in batch {
+                self.reject(spool, e, &why);
+            }
+            return;
+        }
+        self.out.retry_after = self.out.retry_after.or(retry_after);
+        self.out.error.get_or_insert_with(|| reason.to_string());
+        self.out.unsent.extend(batch);
+    }
+
     fn reject(&mut self, spool: &Spool, entry: SpoolEntry, reason: &str) {
-        eprintln!(
-            "panicle: server refused event {} for good ({reason}); kept in {}",
-            entry.event_id,
-            spool.dir().join(crate::spool::REJECTED_DIR).display()
-        );
         spool.reject(&entry, reason);
         self.out.rejected.push(entry);
     }
@@ -350,21 +459,244 @@ mod tests {
     }
 
     #[test]
-    fn an_event_is_poison_only_after_strikes_while_others_got_through() {
+    fn an_event_is_poison_only_after_failing_alone_while_others_got_through() {
         let mut e = ServerErrors::default();
         for _ in 0..POISON_STRIKES {
-            e.strike("p");
+            e.failed("p", true);
         }
         // The server took nothing since: an outage, not a poison event.
         assert!(!e.is_poison("p"));
         let mut e = ServerErrors::default();
-        e.strike("p");
+        e.failed("p", false);
         e.acked("good");
-        e.strike("p");
-        assert!(!e.is_poison("p"), "two strikes are not enough");
-        e.strike("p");
+        for _ in 0..5 {
+            e.failed("p", false);
+        }
+        assert!(!e.is_poison("p"), "failures in batches do not count");
+        e.failed("p", true);
+        e.failed("p", true);
+        assert!(!e.is_poison("p"), "two failures alone are not enough");
+        e.failed("p", true);
         assert!(e.is_poison("p"));
         e.acked("p");
-        assert!(!e.struck_before("p"));
+        assert!(!e.failed_before("p"));
+    }
+
+    #[test]
+    fn ids_match_whatever_their_spelling() {
+        let id = "0b9a4f8e-7c1d-4e2a-9f3b-1a2b3c4d5e6f";
+        assert!(same_id(id, "0B9A4F8E7C1D4E2A9F3B1A2B3C4D5E6F"));
+        assert!(same_id(id, "{0b9a4f8e-7c1d-4e2a-9f3b-1a2b3c4d5e6f}"));
+        assert!(!same_id(id, "0b9a4f8e-7c1d-4e2a-9f3b-1a2b3c4d5e60"));
+        assert!(same_id("x-1", "X-1"));
+    }
+
+    /// A loopback HTTP server whose answers a test scripts: `answer(n, ids)`
+    /// gets the request's number and the event ids in its batch. Real HTTP,
+    /// so the transport's parsing is exercised too.
+    struct Scripted {
+        dsn: Dsn,
+        requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    fn scripted(
+        answer: impl Fn(usize, &[String]) -> (u16, String) + Send + Sync + 'static,
+    ) -> Scripted {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = requests.clone();
+        let answer = std::sync::Arc::new(answer);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let counter = counter.clone();
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let mut length = 0usize;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                length = v.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let mut json = String::new();
+                        flate2::read::GzDecoder::new(&body[..])
+                            .read_to_string(&mut json)
+                            .unwrap();
+                        let events: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+                        let ids: Vec<String> = events
+                            .iter()
+                            .map(|e| e["event_id"].as_str().unwrap().to_string())
+                            .collect();
+                        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let (status, text) = answer(n, &ids);
+                        let head = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            text.len()
+                        );
+                        if conn.write_all(head.as_bytes()).is_err()
+                            || conn.write_all(text.as_bytes()).is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Scripted {
+            dsn: format!("http://key@127.0.0.1:{port}/1").parse().unwrap(),
+            requests,
+        }
+    }
+
+    fn accepted(ids: &[String]) -> (u16, String) {
+        (
+            202,
+            serde_json::json!({"accepted": ids, "stored": ids.len(), "rejected": []}).to_string(),
+        )
+    }
+
+    fn error(status: u16) -> (u16, String) {
+        (
+            status,
+            r#"{"error":{"code":"e","message":"m"}}"#.to_string(),
+        )
+    }
+
+    /// A spool with `n` events; returns it with the batch to send.
+    fn spool_of(dir: &Path, n: usize) -> (Spool, Batch) {
+        let spool = Spool::open(dir, false, u64::MAX / 4, u64::MAX / 4).unwrap();
+        let batch = (0..n)
+            .map(|i| {
+                let id = uuid::Uuid::new_v4().to_string();
+                let json = format!(r#"{{"event_id":"{id}","n":{i}}}"#).into_bytes();
+                (spool.write(&id, &json).unwrap(), json)
+            })
+            .collect();
+        (spool, batch)
+    }
+
+    /// Sends like the background sender: each round takes what is unsent.
+    fn rounds(s: &Scripted, spool: &Spool, mut batch: Batch, max: usize) -> (usize, usize, Batch) {
+        let t = HttpTransport::new(&s.dsn, Duration::from_secs(5));
+        let mut errors = ServerErrors::default();
+        let (mut acked, mut rejected) = (0, 0);
+        for _ in 0..max {
+            if batch.is_empty() {
+                break;
+            }
+            let r = send_batch(&t, spool, batch, &mut errors);
+            acked += r.acked.len();
+            rejected += r.rejected.len();
+            batch = r.unsent;
+        }
+        (acked, rejected, batch)
+    }
+
+    #[test]
+    fn an_outage_costs_one_request_a_round_and_sets_nothing_aside() {
+        for status in [502, 503, 504] {
+            let s = scripted(move |_, _| error(status));
+            let dir = tempfile::tempdir().unwrap();
+            let (spool, batch) = spool_of(dir.path(), 40);
+            let (acked, rejected, left) = rounds(&s, &spool, batch, 6);
+            assert_eq!((acked, rejected, left.len()), (0, 0, 40));
+            assert_eq!(
+                s.requests.load(std::sync::atomic::Ordering::SeqCst),
+                6,
+                "HTTP {status}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_database_that_comes_and_goes_never_sets_an_event_aside() {
+        // 503, 503, 202, 503, 503, 202, …: a failover, a restart, a lock.
+        let s = scripted(|n, ids| {
+            if n % 3 == 2 {
+                accepted(ids)
+            } else {
+                error(503)
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, mut batch) = spool_of(dir.path(), 200);
+        let t = HttpTransport::new(&s.dsn, Duration::from_secs(5));
+        let mut errors = ServerErrors::default();
+        let mut acked = 0;
+        // In batches of 10, as a sender with a small batch size would.
+        for _ in 0..100 {
+            if batch.is_empty() {
+                break;
+            }
+            let rest = batch.split_off(batch.len().min(10));
+            let r = send_batch(&t, &spool, batch, &mut errors);
+            assert!(r.rejected.is_empty(), "set aside: {:?}", r.rejected);
+            acked += r.acked.len();
+            batch = r.unsent;
+            batch.extend(rest);
+        }
+        assert_eq!(acked, 200);
+        assert!(!dir.path().join(crate::spool::REJECTED_DIR).exists());
+    }
+
+    #[test]
+    fn a_server_error_on_every_request_costs_three_requests_a_round() {
+        let s = scripted(|_, _| error(500));
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, batch) = spool_of(dir.path(), 100);
+        // Round one: the batch fails. Every later round: it and its two
+        // halves fail, which is not one event: stop.
+        let (acked, rejected, left) = rounds(&s, &spool, batch, 4);
+        assert_eq!((acked, rejected, left.len()), (0, 0, 100));
+        assert_eq!(
+            s.requests.load(std::sync::atomic::Ordering::SeqCst),
+            1 + 3 * 3
+        );
+    }
+
+    #[test]
+    fn one_event_that_fails_the_server_is_found_and_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, batch) = spool_of(dir.path(), 21);
+        let poison = batch[7].0.event_id.clone();
+        let p = poison.clone();
+        let s = scripted(move |_, ids| {
+            if ids.contains(&p) {
+                error(500)
+            } else {
+                accepted(ids)
+            }
+        });
+        let (acked, rejected, left) = rounds(&s, &spool, batch, 10);
+        assert_eq!((acked, rejected, left.len()), (20, 1, 0));
+        let reasons: Vec<_> = std::fs::read_dir(dir.path().join(crate::spool::REJECTED_DIR))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".reason"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        assert_eq!(reasons.len(), 1);
+        assert!(reasons[0].contains("HTTP 500"), "{reasons:?}");
+        let requests = s.requests.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            requests <= 25,
+            "{requests} requests to find one event among 21"
+        );
     }
 }

@@ -268,8 +268,11 @@ impl Spool {
         let moved = fs::create_dir_all(&dir).is_ok()
             && entry.path.file_name().is_some_and(|n| {
                 let target = dir.join(n);
-                let _ = fs::write(target.with_extension("reason"), format!("{reason}\n"));
-                fs::rename(&entry.path, target).is_ok()
+                let moved = fs::rename(&entry.path, &target).is_ok();
+                if moved {
+                    let _ = fs::write(target.with_extension("reason"), format!("{reason}\n"));
+                }
+                moved
             });
         if moved {
             let _ = self

@@ -19,7 +19,9 @@ pub enum PostOutcome {
     },
     /// Connection error, 5xx, 429, 401/403: try again later, honouring
     /// `Retry-After` when the server sent one. `server_error` is the status
-    /// of a 5xx, which may come from one event the server cannot handle.
+    /// of a 5xx that may come from one event the server cannot handle (500
+    /// and the like); 502, 503 and 504 say the server or the database is
+    /// unavailable, which no event causes, so they carry `None`.
     Retry {
         retry_after: Option<Duration>,
         reason: String,
@@ -77,6 +79,8 @@ impl HttpTransport {
             .header("X-Panicle-Key", &self.key)
             .header("Content-Type", "application/json")
             .header("Content-Encoding", "gzip")
+            // We read the 202's per-event `rejected` list (see `batch`).
+            .header("X-Panicle-Partial-Batch", "1")
             .send(&body[..]);
         let mut resp = match sent {
             Ok(r) => r,
@@ -114,7 +118,8 @@ impl HttpTransport {
             _ => PostOutcome::Retry {
                 retry_after,
                 reason: format!("HTTP {status}: {}", error_message(&text)),
-                server_error: (500..=599).contains(&status).then_some(status),
+                server_error: ((500..=599).contains(&status) && !matches!(status, 502..=504))
+                    .then_some(status),
             },
         }
     }

@@ -438,5 +438,5 @@ fn a_5xx_that_repeats_for_one_event_is_narrowed_down_on_postgres() {
     let rejected = rejected_files(spool.path());
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert!(rejected[0].0.contains(&poison_id));
-    assert!(rejected[0].1.contains("HTTP 503"), "{rejected:?}");
+    assert!(rejected[0].1.contains("HTTP 500"), "{rejected:?}");
 }
