@@ -1,0 +1,190 @@
+//! Between the stderr reader and the spool: crashes are counted into the
+//! [`Aggregator`] as they are parsed, and a writer thread writes what it
+//! queues (first crashes at once, counts every report interval) to the spool
+//! while the child runs. The reader never waits on the disk: it only takes a
+//! short lock, and a full queue is counted, never waited for.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use panicle::spool::Spool;
+use panicle_protocol::Event;
+
+use super::aggregate::{Aggregator, Observed, Ready, StormLimits};
+use super::notices::{Failure, Notices};
+
+/// Spool caps of the wrapper (the spool refuses at twice these).
+const SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const SPOOL_MAX_FILES: u64 = 10_000;
+/// How often the writer looks for counts due when nothing wakes it.
+const TICK: Duration = Duration::from_millis(200);
+
+/// The aggregator and the notices, shared by the reader, the writer and the
+/// main thread.
+pub struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    started: Instant,
+}
+
+struct State {
+    aggregator: Aggregator,
+    notices: Notices,
+    /// Crashes seen (each counts once, whether written, counted or lost).
+    crashes: u64,
+    closing: bool,
+}
+
+/// What the writer did, for the messages at exit.
+pub struct WriterReport {
+    pub dir: PathBuf,
+    pub crashes: u64,
+    pub spooled: u64,
+    pub notices: Notices,
+}
+
+impl Shared {
+    pub fn new(limits: StormLimits) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                aggregator: Aggregator::new(limits),
+                notices: Notices::default(),
+                crashes: 0,
+                closing: false,
+            }),
+            wake: Condvar::new(),
+            started: Instant::now(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counts that are still right.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// One parsed crash, as an event.
+    pub fn crash(&self, event: Event) {
+        let key = panicle_protocol::fingerprint(&event);
+        let now = self.now_ms();
+        let mut state = self.lock();
+        state.crashes += 1;
+        match state.aggregator.observe(&key, event, now) {
+            Observed::Counted => {}
+            Observed::First | Observed::Single => {
+                drop(state);
+                self.wake.notify_one();
+            }
+            Observed::Dropped => {
+                let line = state.notices.record(Failure::QueueFull, 1, "queue full");
+                drop(state);
+                if let Some(line) = line {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
+    /// Starts the writer thread over the spool directory `dir` (opened at
+    /// the first event to write, so a run without a crash leaves no trace).
+    pub fn start_writer(self: &Arc<Self>, dir: PathBuf) -> std::io::Result<Writer> {
+        let shared = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("panicle-spool".into())
+            .spawn(move || shared.write_loop(dir))?;
+        Ok(Writer {
+            shared: Arc::clone(self),
+            thread,
+        })
+    }
+
+    fn write_loop(&self, dir: PathBuf) -> WriterReport {
+        let mut spool: Option<Spool> = None;
+        let mut unavailable = false;
+        let mut spooled = 0u64;
+        let mut stamp = || (uuid::Uuid::new_v4().to_string(), crate::now_rfc3339());
+        loop {
+            let (batch, closing) = {
+                let mut state = self.lock();
+                let now = self.now_ms();
+                if state.closing {
+                    state.aggregator.flush(now, &mut stamp);
+                } else {
+                    state.aggregator.tick(now, &mut stamp);
+                }
+                (state.aggregator.take_ready(), state.closing)
+            };
+            if closing && batch.is_empty() {
+                break;
+            }
+            if !batch.is_empty() {
+                if spool.is_none() && !unavailable {
+                    match Spool::open(&dir, false, SPOOL_MAX_BYTES, SPOOL_MAX_FILES) {
+                        Ok(s) => spool = Some(s),
+                        Err(e) => {
+                            unavailable = true;
+                            self.notify(Failure::SpoolUnavailable, 0, &e.to_string());
+                        }
+                    }
+                }
+                spooled += self.write_batch(spool.as_ref(), batch);
+                continue;
+            }
+            let state = self.lock();
+            if !state.closing {
+                let _ = self.wake.wait_timeout(state, TICK);
+            }
+        }
+        let mut state = self.lock();
+        WriterReport {
+            dir,
+            crashes: state.crashes,
+            spooled,
+            notices: std::mem::take(&mut state.notices),
+        }
+    }
+
+    /// Writes a batch; returns how many were written. Failures are counted
+    /// by kind, the first of each told at once.
+    fn write_batch(&self, spool: Option<&Spool>, batch: Vec<Ready>) -> u64 {
+        let Some(spool) = spool else {
+            self.notify(Failure::SpoolUnavailable, batch.len() as u64, "");
+            return 0;
+        };
+        let mut written = 0;
+        for ready in batch {
+            match spool.write(&ready.event_id, &ready.json) {
+                Ok(_) => written += 1,
+                Err(e) => self.notify(Failure::SpoolWrite, 1, &e.to_string()),
+            }
+        }
+        written
+    }
+
+    fn notify(&self, kind: Failure, n: u64, detail: &str) {
+        let line = self.lock().notices.record(kind, n, detail);
+        if let Some(line) = line {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// The running writer thread.
+pub struct Writer {
+    shared: Arc<Shared>,
+    thread: JoinHandle<WriterReport>,
+}
+
+impl Writer {
+    /// Writes every count still held and what is queued, then stops.
+    pub fn finish(self) -> Option<WriterReport> {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_all();
+        self.thread.join().ok()
+    }
+}
