@@ -67,9 +67,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
         std::thread::Builder::new()
             .name("panicle-stderr".into())
             .spawn(move || {
-                let _ = done_tx.send(pump_stderr(stderr, |crash| {
-                    shared.crash(maker.event(crash, None));
-                }));
+                let detector = pump_stderr(
+                    stderr,
+                    |crash| shared.crash(maker.event(crash, None)),
+                    || shared.take_notices(),
+                );
+                let _ = done_tx.send(detector);
             })
             .context("cannot start the stderr reader")?;
     }
@@ -137,8 +140,14 @@ fn max_line_bytes() -> usize {
 
 /// Copies stderr through byte for byte as it arrives (unbuffered: each read
 /// is written and flushed at once), and feeds whole lines to the crash
-/// detector; each finished crash goes to `on_crash` at once.
-fn pump_stderr(mut stderr: impl Read, mut on_crash: impl FnMut(ParsedCrash)) -> CrashDetector {
+/// detector; each finished crash goes to `on_crash` at once. The wrapper's
+/// own notices (`notices`) are written only where the child's output is at
+/// a line end, never inside one of its lines.
+fn pump_stderr(
+    mut stderr: impl Read,
+    mut on_crash: impl FnMut(ParsedCrash),
+    mut notices: impl FnMut() -> Vec<String>,
+) -> CrashDetector {
     let mut detector = CrashDetector::new();
     let mut out = std::io::stderr();
     let mut buf = [0u8; 8192];
@@ -153,6 +162,11 @@ fn pump_stderr(mut stderr: impl Read, mut on_crash: impl FnMut(ParsedCrash)) -> 
         };
         let chunk = &buf[..n];
         let _ = out.write_all(chunk);
+        if chunk.last() == Some(&b'\n') {
+            for notice in notices() {
+                let _ = writeln!(out, "{notice}");
+            }
+        }
         let _ = out.flush();
         let mut rest = chunk;
         while !rest.is_empty() {

@@ -248,3 +248,93 @@ fn nix_kill(pid: u32, sig: i32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// True once `pid` has ended: gone from /proc, or a zombie waiting for
+/// whichever process adopted it to reap it.
+fn has_ended(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the parenthesized command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    matches!(state, Some('Z' | 'X'))
+}
+
+#[test]
+fn the_child_dies_when_the_wrapper_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let mut wrapper = Command::new(PANICLE)
+        .args(["run", "--", "sh", "-c"])
+        .arg(format!(
+            "echo $$ > '{}'; exec sleep 300",
+            pid_file.display()
+        ))
+        .env_remove("PANICLE_DSN")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let child_pid = loop {
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse::<u32>() {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!has_ended(child_pid));
+    // SIGKILL: the wrapper cannot forward it; the kernel must end the child.
+    wrapper.kill().unwrap();
+    wrapper.wait().unwrap();
+    // Generous: the kernel sends the signal as the wrapper exits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !has_ended(child_pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child {child_pid} outlived the killed wrapper"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn stderr_passes_through_unbuffered() {
+    use std::io::Read;
+    // Half a line, then silence: it must show before any line end or exit.
+    let mut wrapper = Command::new(PANICLE)
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "printf 'half a line' >&2; exec sleep 300",
+        ])
+        .env_remove("PANICLE_DSN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = wrapper.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if seen.ends_with(b"half a line") {
+                let _ = tx.send(seen.clone());
+            }
+        }
+    });
+    let seen = rx.recv_timeout(std::time::Duration::from_secs(20));
+    wrapper.kill().unwrap();
+    wrapper.wait().unwrap();
+    assert_eq!(seen.ok().as_deref(), Some(&b"half a line"[..]));
+}

@@ -51,11 +51,13 @@ impl Default for StormLimits {
     }
 }
 
-/// One event to write to the spool: its id and its JSON.
+/// One event to write to the spool: its id, its JSON and how many crashes
+/// it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ready {
     pub event_id: String,
     pub json: Vec<u8>,
+    pub weight: u64,
 }
 
 /// What [`Aggregator::observe`] did with a crash.
@@ -107,6 +109,7 @@ impl Aggregator {
     }
 
     /// Crashes lost because the queue was full and their fingerprint untracked.
+    #[cfg(test)]
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -117,6 +120,7 @@ impl Aggregator {
     }
 
     /// Distinct fingerprints tracked now.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.slots.len()
     }
@@ -141,7 +145,11 @@ impl Aggregator {
         }
         let trackable = self.has_room_for(template_bytes);
         let event_id = template.event_id.clone();
-        let queued = self.enqueue(Ready { event_id, json });
+        let queued = self.enqueue(Ready {
+            event_id,
+            json,
+            weight: 1,
+        });
         if !trackable {
             if queued {
                 return Observed::Single;
@@ -175,7 +183,11 @@ impl Aggregator {
         let json = serde_json::to_vec(&event).unwrap_or_default();
         let new_bytes = json.len();
         let event_id = event.event_id.clone();
-        let queued = self.enqueue(Ready { event_id, json });
+        let queued = self.enqueue(Ready {
+            event_id,
+            json,
+            weight: 1,
+        });
         let Some(slot) = self.slots.get_mut(key) else {
             return Observed::Dropped;
         };
@@ -262,6 +274,7 @@ impl Aggregator {
             let ready = Ready {
                 event_id: event.event_id,
                 json,
+                weight: n,
             };
             if !self.enqueue(ready) {
                 return;
@@ -305,4 +318,187 @@ impl Aggregator {
 fn strip_for_template(mut event: Event) -> Event {
     event.extra.remove("threads");
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crash(message: &str, id: u64) -> Event {
+        let mut event = Event::new(
+            format!("id-{id}"),
+            "2026-01-02T03:04:05Z".into(),
+            message.into(),
+        );
+        event.extra.insert(
+            "threads".into(),
+            Value::String("other goroutines".repeat(100)),
+        );
+        event
+    }
+
+    fn limits() -> StormLimits {
+        StormLimits {
+            window_ms: 60_000,
+            report_every_ms: 2_000,
+            max_slots: 4,
+            max_template_bytes: 1 << 20,
+            max_queued: 8,
+            max_queued_bytes: 1 << 20,
+            max_count: 1_000_000,
+        }
+    }
+
+    fn stamper() -> impl FnMut() -> (String, String) {
+        let mut n = 0;
+        move || {
+            n += 1;
+            (format!("agg-{n}"), "2026-01-02T03:04:06Z".into())
+        }
+    }
+
+    /// The panics one written event stands for.
+    fn weight(ready: &Ready) -> u64 {
+        let v: Value = serde_json::from_slice(&ready.json).unwrap_or(Value::Null);
+        let weight = v.get("count").and_then(Value::as_u64).unwrap_or(1);
+        assert_eq!(weight, ready.weight);
+        weight
+    }
+
+    #[test]
+    fn a_storm_leaves_as_its_first_event_and_counts() {
+        let mut agg = Aggregator::new(limits());
+        let mut stamp = stamper();
+        assert_eq!(agg.observe("fp", crash("boom", 0), 0), Observed::First);
+        for i in 1..10_000 {
+            assert_eq!(
+                agg.observe("fp", crash("boom", i), i / 10),
+                Observed::Counted
+            );
+        }
+        let first = agg.take_ready();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].event_id, "id-0");
+        agg.tick(1_999, &mut stamp);
+        assert!(agg.take_ready().is_empty(), "no report before the interval");
+        agg.tick(2_000, &mut stamp);
+        let counts = agg.take_ready();
+        assert_eq!(counts.len(), 1);
+        assert_eq!(weight(&counts[0]), 9_999);
+        let event: Value = serde_json::from_slice(&counts[0].json).unwrap_or(Value::Null);
+        assert_eq!(event["event_id"], "agg-1");
+        assert_eq!(event["message"], "boom");
+        assert_eq!(event["tags"]["panicle.storm.first_event_id"], "id-0");
+        assert!(
+            event.get("threads").is_none(),
+            "the template keeps no threads"
+        );
+        assert_eq!(agg.unsent(), 0);
+    }
+
+    #[test]
+    fn a_new_window_starts_with_a_first_event_again() {
+        let mut agg = Aggregator::new(limits());
+        let mut stamp = stamper();
+        agg.observe("fp", crash("boom", 0), 0);
+        agg.observe("fp", crash("boom", 1), 59_999);
+        assert_eq!(agg.observe("fp", crash("boom", 2), 60_000), Observed::First);
+        agg.flush(60_001, &mut stamp);
+        let ready = agg.take_ready();
+        let ids: Vec<&str> = ready.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(ids, ["id-0", "id-2", "agg-1"]);
+        assert_eq!(ready.iter().map(weight).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn ended_windows_free_their_slots() {
+        let mut agg = Aggregator::new(limits());
+        let mut stamp = stamper();
+        for i in 0..4 {
+            agg.observe(&format!("fp{i}"), crash("boom", i), 0);
+        }
+        assert_eq!(agg.tracked(), 4);
+        agg.tick(60_000, &mut stamp);
+        assert_eq!(agg.tracked(), 0, "nothing left to report");
+        assert_eq!(
+            agg.observe("fp9", crash("boom", 9), 60_001),
+            Observed::First
+        );
+    }
+
+    #[test]
+    fn every_crash_is_written_counted_or_told_dropped() {
+        let mut agg = Aggregator::new(limits());
+        let mut stamp = stamper();
+        let mut written = Vec::new();
+        let mut observed = 0u64;
+        for round in 0..50u64 {
+            for i in 0..40u64 {
+                // Six fingerprints, more than the four slots.
+                let key = format!("fp{}", i % 6);
+                agg.observe(&key, crash(&key, round * 100 + i), round * 500);
+                observed += 1;
+            }
+            if round % 3 == 0 {
+                agg.tick(round * 500, &mut stamp);
+                written.extend(agg.take_ready());
+            }
+        }
+        for _ in 0..10 {
+            agg.flush(1_000_000, &mut stamp);
+            written.extend(agg.take_ready());
+        }
+        assert!(agg.dropped() > 0, "the small queue overflowed");
+        assert_eq!(agg.unsent(), 0);
+        assert_eq!(
+            written.iter().map(weight).sum::<u64>() + agg.dropped(),
+            observed
+        );
+    }
+
+    #[test]
+    fn a_first_that_finds_the_queue_full_leaves_in_the_count() {
+        let mut agg = Aggregator::new(StormLimits {
+            max_queued: 1,
+            ..limits()
+        });
+        let mut stamp = stamper();
+        assert_eq!(agg.observe("a", crash("a", 0), 0), Observed::First);
+        assert_eq!(agg.observe("b", crash("b", 1), 0), Observed::Counted);
+        assert_eq!(agg.unsent(), 1);
+        let mut written = agg.take_ready();
+        agg.flush(1, &mut stamp);
+        written.extend(agg.take_ready());
+        assert_eq!(written.len(), 2);
+        assert_eq!(written.iter().map(weight).sum::<u64>(), 2);
+        assert_eq!(agg.dropped(), 0);
+    }
+
+    #[test]
+    fn a_count_above_the_servers_bound_leaves_as_several_events() {
+        let mut agg = Aggregator::new(StormLimits {
+            max_count: 1_000,
+            ..limits()
+        });
+        let mut stamp = stamper();
+        for i in 0..2_501 {
+            agg.observe("fp", crash("boom", i), 0);
+        }
+        agg.flush(1, &mut stamp);
+        let weights: Vec<u64> = agg.take_ready().iter().map(weight).collect();
+        assert_eq!(weights, [1, 1_000, 1_000, 500]);
+    }
+
+    #[test]
+    fn template_bytes_bound_what_is_tracked() {
+        let big = serde_json::to_vec(&crash("boom", 0)).map_or(0, |j| j.len());
+        let mut agg = Aggregator::new(StormLimits {
+            max_template_bytes: big * 2,
+            ..limits()
+        });
+        assert_eq!(agg.observe("a", crash("boom", 0), 0), Observed::First);
+        assert_eq!(agg.observe("b", crash("boom", 1), 0), Observed::First);
+        assert_eq!(agg.observe("c", crash("boom", 2), 0), Observed::Single);
+        assert_eq!(agg.tracked(), 2);
+    }
 }

@@ -50,7 +50,7 @@ pub struct Notices {
 const MAX_DETAIL_BYTES: usize = 512;
 
 impl Notices {
-    /// Records `n` crash events hit by `kind`; the line to print now when it
+    /// Records `n` crashes hit by `kind`; the line to print now when it
     /// is the first of its kind.
     pub fn record(&mut self, kind: Failure, n: u64, detail: &str) -> Option<String> {
         let i = kind.index();
@@ -61,11 +61,12 @@ impl Notices {
         let detail = cut(detail, MAX_DETAIL_BYTES);
         self.first[i] = Some(detail.to_string());
         Some(format!(
-            "panicle: crash event {} ({detail}); further failures are counted and reported at exit",
+            "panicle: crash {} ({detail}); further failures are counted and reported at exit",
             kind.what()
         ))
     }
 
+    #[cfg(test)]
     pub fn count(&self, kind: Failure) -> u64 {
         self.counts[kind.index()]
     }
@@ -78,7 +79,7 @@ impl Notices {
             .map(|&k| {
                 let detail = self.first[k.index()].as_deref().unwrap_or("");
                 format!(
-                    "panicle: {} crash event(s) {} (first error: {detail})",
+                    "panicle: {} crash(es) {} (first error: {detail})",
                     self.counts[k.index()],
                     k.what()
                 )
@@ -120,9 +121,9 @@ mod tests {
         assert!(notices.record(Failure::QueueFull, 3, "").is_some());
         let summary = notices.summary();
         assert_eq!(summary.len(), 2, "{summary:?}");
-        assert!(summary[0].contains("100001 crash event(s) could not be spooled"));
+        assert!(summary[0].contains("100001 crash(es) could not be spooled"));
         assert!(summary[0].contains("disk full"));
-        assert!(summary[1].starts_with("panicle: 3 crash event(s) dropped"));
+        assert!(summary[1].starts_with("panicle: 3 crash(es) dropped"));
         assert_eq!(notices.count(Failure::SpoolUnavailable), 0);
     }
 

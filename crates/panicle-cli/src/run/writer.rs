@@ -5,6 +5,7 @@
 //! short lock, and a full queue is counted, never waited for.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ pub struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     started: Instant,
+    /// Set when a notice waits in `State::to_tell`.
+    telling: AtomicBool,
 }
 
 struct State {
@@ -35,6 +38,9 @@ struct State {
     /// Crashes seen (each counts once, whether written, counted or lost).
     crashes: u64,
     closing: bool,
+    /// Notices waiting for the child's output to reach a line end (at most
+    /// one per kind of failure).
+    to_tell: Vec<String>,
 }
 
 /// What the writer did, for the messages at exit.
@@ -53,9 +59,11 @@ impl Shared {
                 notices: Notices::default(),
                 crashes: 0,
                 closing: false,
+                to_tell: Vec::new(),
             }),
             wake: Condvar::new(),
             started: Instant::now(),
+            telling: AtomicBool::new(false),
         })
     }
 
@@ -81,10 +89,9 @@ impl Shared {
                 self.wake.notify_one();
             }
             Observed::Dropped => {
-                let line = state.notices.record(Failure::QueueFull, 1, "queue full");
-                drop(state);
-                if let Some(line) = line {
-                    eprintln!("{line}");
+                if let Some(line) = state.notices.record(Failure::QueueFull, 1, "queue full") {
+                    state.to_tell.push(line);
+                    self.telling.store(true, Ordering::Release);
                 }
             }
         }
@@ -141,6 +148,14 @@ impl Shared {
             }
         }
         let mut state = self.lock();
+        // Counts that never found room in the queue (not expected: the
+        // queue is emptied before each flush).
+        let unsent = state.aggregator.unsent();
+        if unsent > 0 {
+            state
+                .notices
+                .record(Failure::QueueFull, unsent, "no room at exit");
+        }
         WriterReport {
             dir,
             crashes: state.crashes,
@@ -153,24 +168,38 @@ impl Shared {
     /// by kind, the first of each told at once.
     fn write_batch(&self, spool: Option<&Spool>, batch: Vec<Ready>) -> u64 {
         let Some(spool) = spool else {
-            self.notify(Failure::SpoolUnavailable, batch.len() as u64, "");
+            let crashes = batch.iter().map(|r| r.weight).sum();
+            self.notify(Failure::SpoolUnavailable, crashes, "");
             return 0;
         };
         let mut written = 0;
         for ready in batch {
             match spool.write(&ready.event_id, &ready.json) {
                 Ok(_) => written += 1,
-                Err(e) => self.notify(Failure::SpoolWrite, 1, &e.to_string()),
+                Err(e) => self.notify(Failure::SpoolWrite, ready.weight, &e.to_string()),
             }
         }
         written
     }
 
+    /// Counts a failure; the first of its kind waits to be told between
+    /// two lines of the child's stderr (see [`Shared::take_notices`]).
     fn notify(&self, kind: Failure, n: u64, detail: &str) {
-        let line = self.lock().notices.record(kind, n, detail);
-        if let Some(line) = line {
-            eprintln!("{line}");
+        let mut state = self.lock();
+        if let Some(line) = state.notices.record(kind, n, detail) {
+            state.to_tell.push(line);
+            self.telling.store(true, Ordering::Release);
         }
+    }
+
+    /// Notices to print now, called by the stderr reader where the child's
+    /// output is at a line end, so a notice never splits one of its lines.
+    /// Those still waiting at exit are said by the summary.
+    pub fn take_notices(&self) -> Vec<String> {
+        if !self.telling.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.lock().to_tell)
     }
 }
 
