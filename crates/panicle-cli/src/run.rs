@@ -5,6 +5,7 @@
 
 mod aggregate;
 mod notices;
+mod sender;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -57,8 +58,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
     let shared = Shared::new(StormLimits::default());
     let dir = panicle::spool::default_spool_dir(maker.service(), args.dsn.as_ref());
+    let nudge = match &args.dsn {
+        Some(dsn) => {
+            Some(sender::start(dir.clone(), dsn.clone()).context("cannot start the sender")?)
+        }
+        None => None,
+    };
     let writer = shared
-        .start_writer(dir)
+        .start_writer(dir, nudge)
         .context("cannot start the spool writer")?;
     let (done_tx, done_rx) = mpsc::channel::<CrashDetector>();
     {

@@ -338,3 +338,29 @@ fn stderr_passes_through_unbuffered() {
     wrapper.wait().unwrap();
     assert_eq!(seen.ok().as_deref(), Some(&b"half a line"[..]));
 }
+
+#[test]
+fn a_crash_is_delivered_while_the_child_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, server) = server();
+    // A thread's panic does not end a process: the event must not wait for
+    // the exit (the note line ends the block).
+    let mut wrapper = Command::new(PANICLE)
+        .args(["run", "--dsn", &server.dsn, "--service", "daemon", "--", "sh", "-c"])
+        .arg(
+            "printf \"thread 'worker' panicked at src/worker.rs:3:5:\\nboom in a thread\\n\
+             note: run with \\`RUST_BACKTRACE=1\\` environment variable to display a backtrace\\n\" >&2; \
+             exec sleep 300",
+        )
+        .env("PANICLE_SPOOL_DIR", dir.path().join("spool"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let full = only_event(&server);
+    let running = wrapper.try_wait().unwrap().is_none();
+    wrapper.kill().unwrap();
+    wrapper.wait().unwrap();
+    assert!(running, "delivered before the child ended");
+    assert_eq!(full["event"]["message"], "boom in a thread");
+    assert_eq!(full["event"]["resource"]["service.name"], "daemon");
+}

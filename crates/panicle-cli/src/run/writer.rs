@@ -15,6 +15,7 @@ use panicle_protocol::Event;
 
 use super::aggregate::{Aggregator, Observed, Ready, StormLimits};
 use super::notices::{Failure, Notices};
+use super::sender::Nudge;
 
 /// Spool caps of the wrapper (the spool refuses at twice these).
 const SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -98,19 +99,24 @@ impl Shared {
     }
 
     /// Starts the writer thread over the spool directory `dir` (opened at
-    /// the first event to write, so a run without a crash leaves no trace).
-    pub fn start_writer(self: &Arc<Self>, dir: PathBuf) -> std::io::Result<Writer> {
+    /// the first event to write, so a run without a crash leaves no trace);
+    /// `nudge` hears of every batch written.
+    pub fn start_writer(
+        self: &Arc<Self>,
+        dir: PathBuf,
+        nudge: Option<Nudge>,
+    ) -> std::io::Result<Writer> {
         let shared = Arc::clone(self);
         let thread = std::thread::Builder::new()
             .name("panicle-spool".into())
-            .spawn(move || shared.write_loop(dir))?;
+            .spawn(move || shared.write_loop(dir, nudge))?;
         Ok(Writer {
             shared: Arc::clone(self),
             thread,
         })
     }
 
-    fn write_loop(&self, dir: PathBuf) -> WriterReport {
+    fn write_loop(&self, dir: PathBuf, nudge: Option<Nudge>) -> WriterReport {
         let mut spool: Option<Spool> = None;
         let mut unavailable = false;
         let mut spooled = 0u64;
@@ -139,7 +145,11 @@ impl Shared {
                         }
                     }
                 }
-                spooled += self.write_batch(spool.as_ref(), batch);
+                let written = self.write_batch(spool.as_ref(), batch);
+                if let Some(nudge) = nudge.as_ref().filter(|_| written > 0) {
+                    nudge.spooled();
+                }
+                spooled += written;
                 continue;
             }
             let state = self.lock();
