@@ -85,6 +85,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
 
     let status = child.wait().context("waiting for the child")?;
+    shared.exited(exit_tags(status));
     // The pid is reaped now and may be reused: stop forwarding at once.
     #[cfg(unix)]
     if let Some(handle) = forwarder {
@@ -201,6 +202,22 @@ fn pump_stderr(
     detector
 }
 
+/// How the child ended, as event tags.
+fn exit_tags(status: ExitStatus) -> Vec<(String, String)> {
+    let mut tags = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            tags.push(("process.signal".to_string(), sig.to_string()));
+        }
+    }
+    if let Some(code) = status.code() {
+        tags.push(("process.exit_code".to_string(), code.to_string()));
+    }
+    tags
+}
+
 fn exit_code(status: ExitStatus) -> i32 {
     #[cfg(unix)]
     {
@@ -246,8 +263,12 @@ impl EventMaker {
         }
     }
 
+    /// The service the spool directory is named after: the events' own.
     fn service(&self) -> Option<&str> {
-        self.service.as_deref()
+        self.resource
+            .get("service.name")
+            .and_then(Value::as_str)
+            .or(self.service.as_deref())
     }
 
     /// The event of one crash; `status` when the crash ended the process.
@@ -258,18 +279,7 @@ impl EventMaker {
             .tags
             .insert("process.command".into(), self.command.clone());
         if let Some(status) = status {
-            #[cfg(unix)]
-            {
-                use std::os::unix::process::ExitStatusExt;
-                if let Some(sig) = status.signal() {
-                    event.tags.insert("process.signal".into(), sig.to_string());
-                }
-            }
-            if let Some(code) = status.code() {
-                event
-                    .tags
-                    .insert("process.exit_code".into(), code.to_string());
-            }
+            event.tags.extend(exit_tags(status));
         }
         event.tags.insert("capture".into(), "panicle-run".into());
         event.release = self.release.clone();

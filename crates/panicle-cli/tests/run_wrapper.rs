@@ -153,6 +153,9 @@ fn rust_binary_without_sdk_is_captured() {
         "called `Option::unwrap()` on a `None` value"
     );
     assert_eq!(event["resource"]["service.name"], "billing");
+    // The panic ended the process: its event says how it ended, though the
+    // block was complete (note line) before the exit.
+    assert_eq!(event["tags"]["process.exit_code"], "101", "{event}");
     assert!(
         event["location"]["file"]
             .as_str()

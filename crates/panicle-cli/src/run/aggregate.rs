@@ -58,6 +58,8 @@ pub struct Ready {
     pub event_id: String,
     pub json: Vec<u8>,
     pub weight: u64,
+    /// When it was queued (the caller's milliseconds).
+    pub queued_at: u64,
 }
 
 /// What [`Aggregator::observe`] did with a crash.
@@ -149,6 +151,7 @@ impl Aggregator {
             event_id,
             json,
             weight: 1,
+            queued_at: now,
         });
         if !trackable {
             if queued {
@@ -187,6 +190,7 @@ impl Aggregator {
             event_id,
             json,
             weight: 1,
+            queued_at: now,
         });
         let Some(slot) = self.slots.get_mut(key) else {
             return Observed::Dropped;
@@ -245,8 +249,16 @@ impl Aggregator {
 
     /// The events waiting to be written, oldest first.
     pub fn take_ready(&mut self) -> Vec<Ready> {
-        self.queued_bytes = 0;
-        self.queue.drain(..).collect()
+        self.take_ready_until(u64::MAX)
+    }
+
+    /// The events queued at or before `until`, oldest first; younger ones
+    /// stay queued.
+    pub fn take_ready_until(&mut self, until: u64) -> Vec<Ready> {
+        let n = self.queue.partition_point(|r| r.queued_at <= until);
+        let taken: Vec<Ready> = self.queue.drain(..n).collect();
+        self.queued_bytes -= taken.iter().map(|r| r.json.len()).sum::<usize>();
+        taken
     }
 
     /// Queues the count of one slot as events of at most `max_count` each;
@@ -275,6 +287,7 @@ impl Aggregator {
                 event_id: event.event_id,
                 json,
                 weight: n,
+                queued_at: now,
             };
             if !self.enqueue(ready) {
                 return;
@@ -408,6 +421,17 @@ mod tests {
         let ids: Vec<&str> = ready.iter().map(|r| r.event_id.as_str()).collect();
         assert_eq!(ids, ["id-0", "id-2", "agg-1"]);
         assert_eq!(ready.iter().map(weight).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn young_events_can_wait_in_the_queue() {
+        let mut agg = Aggregator::new(limits());
+        agg.observe("a", crash("a", 0), 10);
+        agg.observe("b", crash("b", 1), 20);
+        let old = agg.take_ready_until(15);
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].event_id, "id-0");
+        assert_eq!(agg.take_ready().len(), 1);
     }
 
     #[test]

@@ -21,7 +21,11 @@ use super::sender::Nudge;
 const SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 const SPOOL_MAX_FILES: u64 = 10_000;
 /// How often the writer looks for counts due when nothing wakes it.
-const TICK: Duration = Duration::from_millis(200);
+const TICK: Duration = Duration::from_millis(100);
+/// How long a queued event waits before it is written: a crash that ends
+/// the process (a Rust main thread's panic) is followed by the exit within
+/// this time, and then carries the exit code like a crash parsed at exit.
+const HOLD_MS: u64 = 100;
 
 /// The aggregator and the notices, shared by the reader, the writer and the
 /// main thread.
@@ -38,6 +42,8 @@ struct State {
     notices: Notices,
     /// Crashes seen (each counts once, whether written, counted or lost).
     crashes: u64,
+    /// Set when the child has exited: when, and the tags that say how.
+    exit: Option<(u64, Vec<(String, String)>)>,
     closing: bool,
     /// Notices waiting for the child's output to reach a line end (at most
     /// one per kind of failure).
@@ -59,6 +65,7 @@ impl Shared {
                 aggregator: Aggregator::new(limits),
                 notices: Notices::default(),
                 crashes: 0,
+                exit: None,
                 closing: false,
                 to_tell: Vec::new(),
             }),
@@ -80,8 +87,8 @@ impl Shared {
     /// One parsed crash, as an event.
     pub fn crash(&self, event: Event) {
         let key = panicle_protocol::fingerprint(&event);
-        let now = self.now_ms();
         let mut state = self.lock();
+        let now = self.now_ms();
         state.crashes += 1;
         match state.aggregator.observe(&key, event, now) {
             Observed::Counted => {}
@@ -122,16 +129,31 @@ impl Shared {
         let mut spooled = 0u64;
         let mut stamp = || (uuid::Uuid::new_v4().to_string(), crate::now_rfc3339());
         loop {
-            let (batch, closing) = {
+            let (mut batch, closing, exit) = {
                 let mut state = self.lock();
                 let now = self.now_ms();
-                if state.closing {
+                let batch = if state.closing {
                     state.aggregator.flush(now, &mut stamp);
+                    state.aggregator.take_ready()
+                } else if state.exit.is_some() {
+                    // Exited: hold everything for the exit tags at closing.
+                    Vec::new()
                 } else {
                     state.aggregator.tick(now, &mut stamp);
-                }
-                (state.aggregator.take_ready(), state.closing)
+                    state
+                        .aggregator
+                        .take_ready_until(now.saturating_sub(HOLD_MS))
+                };
+                let exit = state.exit.clone().filter(|_| state.closing);
+                (batch, state.closing, exit)
             };
+            if let Some((exited_at, tags)) = exit {
+                for ready in batch.iter_mut() {
+                    if ready.weight == 1 && ready.queued_at + HOLD_MS >= exited_at {
+                        ready.json = with_tags(&ready.json, &tags);
+                    }
+                }
+            }
             if closing && batch.is_empty() {
                 break;
             }
@@ -202,6 +224,14 @@ impl Shared {
         }
     }
 
+    /// The child has exited: the crashes queued just before (within the
+    /// hold) and after get `tags` (exit code, signal).
+    pub fn exited(&self, tags: Vec<(String, String)>) {
+        let mut state = self.lock();
+        let now = self.now_ms();
+        state.exit = Some((now, tags));
+    }
+
     /// Notices to print now, called by the stderr reader where the child's
     /// output is at a line end, so a notice never splits one of its lines.
     /// Those still waiting at exit are said by the summary.
@@ -226,4 +256,24 @@ impl Writer {
         self.shared.wake.notify_all();
         self.thread.join().ok()
     }
+}
+
+/// `json` with `tags` added to its tags (those already set are kept).
+fn with_tags(json: &[u8], tags: &[(String, String)]) -> Vec<u8> {
+    let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return json.to_vec();
+    };
+    let Some(object) = event.as_object_mut() else {
+        return json.to_vec();
+    };
+    let entry = object
+        .entry("tags")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    if let Some(map) = entry.as_object_mut() {
+        for (k, v) in tags {
+            map.entry(k.clone())
+                .or_insert_with(|| serde_json::Value::String(v.clone()));
+        }
+    }
+    serde_json::to_vec(&event).unwrap_or_else(|_| json.to_vec())
 }
