@@ -2,6 +2,11 @@
 //! untouched, and turns the crash text on its stderr (Rust panics, Go
 //! `panic:`/`fatal error:` dumps) into events, even when the crash cannot be
 //! caught inside the process (Go's concurrent map writes).
+//!
+//! Threads: the main thread spawns and waits for the child; `panicle-stderr`
+//! copies stderr through and parses it; `panicle-spool` writes what the storm
+//! aggregator queues; `panicle-send` ships the spool while the child runs;
+//! `panicle-signals` forwards signals.
 
 mod aggregate;
 mod notices;
@@ -42,6 +47,18 @@ pub fn run(args: RunArgs) -> Result<i32> {
         bail!("nothing to run: use `panicle run -- CMD ARGS…`");
     };
     let maker = Arc::new(EventMaker::new(&args));
+    // Threads first: a failure to start one must not leave a child behind.
+    let shared = Shared::new(StormLimits::default());
+    let dir = panicle::spool::default_spool_dir(maker.service(), args.dsn.as_ref());
+    let nudge = match &args.dsn {
+        Some(dsn) => {
+            Some(sender::start(dir.clone(), dsn.clone()).context("cannot start the sender")?)
+        }
+        None => None,
+    };
+    let writer = shared
+        .start_writer(dir, nudge)
+        .context("cannot start the spool writer")?;
     let mut command = Command::new(program);
     command
         .args(rest)
@@ -56,17 +73,6 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let forwarder = forward_signals(pid);
     let stderr = child.stderr.take().context("child stderr is not piped")?;
 
-    let shared = Shared::new(StormLimits::default());
-    let dir = panicle::spool::default_spool_dir(maker.service(), args.dsn.as_ref());
-    let nudge = match &args.dsn {
-        Some(dsn) => {
-            Some(sender::start(dir.clone(), dsn.clone()).context("cannot start the sender")?)
-        }
-        None => None,
-    };
-    let writer = shared
-        .start_writer(dir, nudge)
-        .context("cannot start the spool writer")?;
     let (done_tx, done_rx) = mpsc::channel::<CrashDetector>();
     {
         let shared = Arc::clone(&shared);
