@@ -127,9 +127,11 @@ fn a_storm_of_200k_panics_is_a_few_events_counting_exactly_200k_in_bounded_memor
     );
     let events = server.get("/api/v1/events?limit=500").1;
     let events = events["items"].as_array().cloned().unwrap_or_default();
-    // The first crash on its own, then one count per 2 s report interval
-    // (and one at the end): a few events however long the storm took.
-    let most = 2 + elapsed.as_secs() as usize / 2;
+    // The first crash on its own (again each 60 s window), one count per
+    // 2 s report interval and one at the end: a few events, however long
+    // the storm took on a loaded machine.
+    let secs = elapsed.as_secs() as usize;
+    let most = 3 + secs / 2 + secs / 60;
     assert!(
         !events.is_empty() && events.len() <= most,
         "{} events in {elapsed:?}",
