@@ -31,9 +31,9 @@ impl Failure {
     /// What the crash events of this kind suffered.
     fn what(self) -> &'static str {
         match self {
-            Failure::SpoolUnavailable => "not kept (spool unavailable)",
+            Failure::SpoolUnavailable => "not kept: spool unavailable",
             Failure::SpoolWrite => "could not be spooled",
-            Failure::QueueFull => "dropped (the spool writer could not keep up)",
+            Failure::QueueFull => "dropped: the spool writer could not keep up",
         }
     }
 }
