@@ -332,7 +332,7 @@ fn deliver(dsn: Option<&Dsn>, report: WriterReport) {
     if report.spooled == 0 && !dir.is_dir() {
         return;
     }
-    match panicle::spool::send_dir(dir, dsn, SEND_BUDGET) {
+    match send_spool(dir, dsn, SEND_BUDGET) {
         Ok(sent) if sent.remaining == 0 => {}
         Ok(sent) => eprintln!(
             "panicle: {} event(s) not delivered yet, kept in {}",
@@ -344,6 +344,16 @@ fn deliver(dsn: Option<&Dsn>, report: WriterReport) {
             dir.display()
         ),
     }
+}
+
+/// Drains the spool to the server: the SDK's `send_dir` (the one place that
+/// names it, for both the sender thread and the send at exit).
+fn send_spool(
+    dir: &std::path::Path,
+    dsn: &Dsn,
+    budget: Duration,
+) -> Result<panicle::spool::SendReport, panicle::spool::SpoolError> {
+    panicle::spool::send_dir(dir, dsn, budget)
 }
 
 /// How long stderr may stay open after the child exited (a grandchild holding it).

@@ -31,9 +31,9 @@ pub struct StormLimits {
     /// counted) when its fingerprint is not tracked.
     pub max_queued: usize,
     pub max_queued_bytes: usize,
-    /// Largest count one event carries: the server's bound on the weight of
-    /// one event (`MAX_EVENT_WEIGHT` in panicle-server's ingest). A larger
-    /// count leaves as several events.
+    /// Largest count one event carries, at most the server's bound on the
+    /// weight of one event (a count above it would be cut, not stored). A
+    /// larger count leaves as several events.
     pub max_count: u64,
 }
 
@@ -46,10 +46,15 @@ impl Default for StormLimits {
             max_template_bytes: 4 * 1024 * 1024,
             max_queued: 64,
             max_queued_bytes: 4 * 1024 * 1024,
-            max_count: 1_000_000,
+            max_count: MAX_COUNT_PER_EVENT,
         }
     }
 }
+
+/// The server's bound on one event's count (100,000 since issue 12 item 6:
+/// `panicle_protocol::decode::MAX_EVENT_COUNT` once that lands; the server
+/// before it allowed 1,000,000).
+pub const MAX_COUNT_PER_EVENT: u64 = 100_000;
 
 /// One event to write to the spool: its id, its JSON and how many crashes
 /// it stands for.

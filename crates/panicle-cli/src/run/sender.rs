@@ -62,7 +62,7 @@ fn send_loop(dir: &std::path::Path, dsn: &Dsn, nudges: &Receiver<()>) {
         // More of the burst lands meanwhile.
         std::thread::sleep(SETTLE);
         while nudges.try_recv().is_ok() {}
-        let left = panicle::spool::send_dir(dir, dsn, ATTEMPT_BUDGET)
+        let left = super::send_spool(dir, dsn, ATTEMPT_BUDGET)
             .map(|report| report.remaining)
             .unwrap_or(1);
         if left == 0 {
