@@ -2,16 +2,30 @@
 //! untouched, and turns the crash text on its stderr (Rust panics, Go
 //! `panic:`/`fatal error:` dumps) into events, even when the crash cannot be
 //! caught inside the process (Go's concurrent map writes).
+//!
+//! Threads: the main thread spawns and waits for the child; `panicle-stderr`
+//! copies stderr through and parses it; `panicle-spool` writes what the storm
+//! aggregator queues; `panicle-send` ships the spool while the child runs;
+//! `panicle-signals` forwards signals.
 
+mod aggregate;
+mod notices;
+mod sender;
+mod writer;
+
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use panicle_protocol::crashtext::{CrashDetector, ParsedCrash};
+use panicle_protocol::crashtext::{CrashDetector, DetectorLimits, ParsedCrash};
 use panicle_protocol::{Dsn, Event};
 use serde_json::Value;
+
+use aggregate::StormLimits;
+use writer::{Shared, WriterReport};
 
 /// Options of one wrapped run.
 pub struct RunArgs {
@@ -23,60 +37,136 @@ pub struct RunArgs {
 }
 
 /// Runs the child to its end; returns the exit code the wrapper must exit with.
+///
+/// Memory stays bounded whatever the child prints: crash text is cut out by
+/// the streaming detector (bounded per crash), each crash is counted into
+/// the storm aggregator as soon as it is parsed, and a writer thread spools
+/// what that queues while the child runs.
 pub fn run(args: RunArgs) -> Result<i32> {
     let Some((program, rest)) = args.command.split_first() else {
         bail!("nothing to run: use `panicle run -- CMD ARGS…`");
     };
-    let mut child = Command::new(program)
+    let maker = Arc::new(EventMaker::new(&args));
+    // Threads first: a failure to start one must not leave a child behind.
+    let shared = Shared::new(StormLimits::default());
+    let dir = panicle::spool::default_spool_dir(maker.service(), args.dsn.as_ref());
+    let nudge = match &args.dsn {
+        Some(dsn) => {
+            Some(sender::start(dir.clone(), dsn.clone()).context("cannot start the sender")?)
+        }
+        None => None,
+    };
+    let writer = shared
+        .start_writer(dir, nudge)
+        .context("cannot start the spool writer")?;
+    let mut command = Command::new(program);
+    command
         .args(rest)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut command);
+    let mut child = command
         .spawn()
         .with_context(|| format!("cannot start `{program}`"))?;
     let pid = child.id();
     let forwarder = forward_signals(pid);
     let stderr = child.stderr.take().context("child stderr is not piped")?;
 
-    // Crashes seen while the child runs (a Rust thread panic does not end the process).
-    let (crash_tx, crash_rx) = mpsc::channel::<ParsedCrash>();
     let (done_tx, done_rx) = mpsc::channel::<CrashDetector>();
-    std::thread::Builder::new()
-        .name("panicle-stderr".into())
-        .spawn(move || {
-            let _ = done_tx.send(pump_stderr(stderr, crash_tx));
-        })
-        .context("cannot start the stderr reader")?;
+    {
+        let shared = Arc::clone(&shared);
+        let maker = Arc::clone(&maker);
+        std::thread::Builder::new()
+            .name("panicle-stderr".into())
+            .spawn(move || {
+                let detector = pump_stderr(
+                    stderr,
+                    |crash| shared.crash(maker.event(crash, None)),
+                    || shared.take_notices(),
+                );
+                let _ = done_tx.send(detector);
+            })
+            .context("cannot start the stderr reader")?;
+    }
 
     let status = child.wait().context("waiting for the child")?;
+    shared.exited(exit_tags(status));
     // The pid is reaped now and may be reused: stop forwarding at once.
     #[cfg(unix)]
     if let Some(handle) = forwarder {
         handle.close();
     }
     // A grandchild may hold the stderr pipe open: drain for a bounded time.
-    let detector = done_rx.recv_timeout(STDERR_DRAIN).ok();
-    let mut crashes: Vec<ParsedCrash> = crash_rx.try_iter().collect();
-    crashes.extend(detector.map(CrashDetector::finish_all).unwrap_or_default());
-
-    let code = exit_code(status);
-    if !crashes.is_empty() {
-        let events: Vec<Event> = crashes
-            .into_iter()
-            .map(|c| to_event(c, &args, status))
-            .collect();
-        deliver(args.dsn.as_ref(), &events);
+    // The crash in progress at the exit is the one that ended the process.
+    if let Ok(detector) = done_rx.recv_timeout(STDERR_DRAIN) {
+        for crash in detector.finish_all() {
+            shared.crash(maker.event(crash, Some(status)));
+        }
     }
-    Ok(code)
+    if let Some(report) = writer.finish() {
+        deliver(args.dsn.as_ref(), report);
+    }
+    Ok(exit_code(status))
 }
 
-/// Copies stderr through byte for byte as it arrives, and feeds whole lines
-/// to the crash detector.
-fn pump_stderr(mut stderr: impl Read, crashes: mpsc::Sender<ParsedCrash>) -> CrashDetector {
+/// Makes the child die with the wrapper: if the wrapper is killed (even by
+/// SIGKILL, which it cannot forward), the kernel sends the child SIGKILL
+/// rather than leave it running unwatched. PR_SET_PDEATHSIG fires when the
+/// thread that forked the child ends; `run` forks from the main thread,
+/// which lives until the wrapper exits.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (prctl, getppid), allocating nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The wrapper may have died between fork and prctl: then the
+            // signal will never come, so do not start the program at all.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+/// Longest stderr line looked at; the detector cuts lines shorter anyway,
+/// and the pass-through is never cut.
+fn max_line_bytes() -> usize {
+    DetectorLimits::default().max_line_bytes
+}
+
+/// Copies stderr through byte for byte as it arrives (unbuffered: each read
+/// is written and flushed at once), and feeds whole lines to the crash
+/// detector; each finished crash goes to `on_crash` at once. The wrapper's
+/// own notices (`notices`) are written only where the child's output is at
+/// a line end, never inside one of its lines.
+fn pump_stderr(
+    mut stderr: impl Read,
+    mut on_crash: impl FnMut(ParsedCrash),
+    mut notices: impl FnMut() -> Vec<String>,
+) -> CrashDetector {
     let mut detector = CrashDetector::new();
     let mut out = std::io::stderr();
     let mut buf = [0u8; 8192];
-    let mut line: Vec<u8> = Vec::new();
+    let max_line = max_line_bytes();
+    let mut line: Vec<u8> = Vec::with_capacity(256);
     loop {
         let n = match stderr.read(&mut buf) {
             Ok(0) => break,
@@ -84,17 +174,31 @@ fn pump_stderr(mut stderr: impl Read, crashes: mpsc::Sender<ParsedCrash>) -> Cra
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        let _ = out.write_all(&buf[..n]);
+        let chunk = &buf[..n];
+        let _ = out.write_all(chunk);
+        if chunk.last() == Some(&b'\n') {
+            for notice in notices() {
+                let _ = writeln!(out, "{notice}");
+            }
+        }
         let _ = out.flush();
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                detector.push_line(&String::from_utf8_lossy(&line));
-                line.clear();
-                while let Some(crash) = detector.take_complete() {
-                    let _ = crashes.send(crash);
-                }
-            } else if line.len() < 64 * 1024 {
-                line.push(b);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (part, ended) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], Some(i + 1)),
+                None => (rest, None),
+            };
+            let room = max_line.saturating_sub(line.len());
+            line.extend_from_slice(&part[..part.len().min(room)]);
+            let Some(next) = ended else { break };
+            rest = &rest[next..];
+            detector.push_line(&String::from_utf8_lossy(&line));
+            line.clear();
+            if line.capacity() > 4 * 1024 {
+                line.shrink_to(256);
+            }
+            while let Some(crash) = detector.take_complete() {
+                on_crash(crash);
             }
         }
     }
@@ -102,6 +206,22 @@ fn pump_stderr(mut stderr: impl Read, crashes: mpsc::Sender<ParsedCrash>) -> Cra
         detector.push_line(&String::from_utf8_lossy(&line));
     }
     detector
+}
+
+/// How the child ended, as event tags.
+fn exit_tags(status: ExitStatus) -> Vec<(String, String)> {
+    let mut tags = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            tags.push(("process.signal".to_string(), sig.to_string()));
+        }
+    }
+    if let Some(code) = status.code() {
+        tags.push(("process.exit_code".to_string(), code.to_string()));
+    }
+    tags
 }
 
 fn exit_code(status: ExitStatus) -> i32 {
@@ -115,46 +235,66 @@ fn exit_code(status: ExitStatus) -> i32 {
     status.code().unwrap_or(1)
 }
 
-fn to_event(crash: ParsedCrash, args: &RunArgs, status: ExitStatus) -> Event {
-    let mut event = crash.into_event(uuid::Uuid::new_v4().to_string(), crate::now_rfc3339());
-    let command = args.command.join(" ");
-    let service = args.service.clone().or_else(|| {
-        std::path::Path::new(&args.command[0])
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-    });
-    let options = panicle::Options {
-        service_name: service,
-        ..panicle::Options::from_env()
-    };
-    event.resource = panicle::detect_resource(&options);
-    event
-        .tags
-        .insert("process.command".into(), truncate(&command, 1024));
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(sig) = status.signal() {
-            event.tags.insert("process.signal".into(), sig.to_string());
+/// What every event of this run carries, worked out once (the environment
+/// is read at the start, not once per crash).
+struct EventMaker {
+    service: Option<String>,
+    resource: BTreeMap<String, Value>,
+    command: String,
+    release: Option<String>,
+}
+
+impl EventMaker {
+    fn new(args: &RunArgs) -> Self {
+        let service = args.service.clone().or_else(|| {
+            args.command.first().and_then(|program| {
+                std::path::Path::new(program)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+        });
+        let options = panicle::Options {
+            service_name: service.clone(),
+            ..panicle::Options::from_env()
+        };
+        let mut resource = panicle::detect_resource(&options);
+        if let Some(env) = &args.environment {
+            resource.insert("deployment.environment".into(), Value::String(env.clone()));
+        }
+        EventMaker {
+            service,
+            resource,
+            command: truncate(&args.command.join(" "), 1024),
+            release: args.release.clone(),
         }
     }
-    if let Some(code) = status.code() {
+
+    /// The service the spool directory is named after: the events' own.
+    fn service(&self) -> Option<&str> {
+        self.resource
+            .get("service.name")
+            .and_then(Value::as_str)
+            .or(self.service.as_deref())
+    }
+
+    /// The event of one crash; `status` when the crash ended the process.
+    fn event(&self, crash: ParsedCrash, status: Option<ExitStatus>) -> Event {
+        let mut event = crash.into_event(uuid::Uuid::new_v4().to_string(), crate::now_rfc3339());
+        event.resource = self.resource.clone();
         event
             .tags
-            .insert("process.exit_code".into(), code.to_string());
-    }
-    event.tags.insert("capture".into(), "panicle-run".into());
-    event.release = args.release.clone();
-    if let Some(env) = &args.environment {
+            .insert("process.command".into(), self.command.clone());
+        if let Some(status) = status {
+            event.tags.extend(exit_tags(status));
+        }
+        event.tags.insert("capture".into(), "panicle-run".into());
+        event.release = self.release.clone();
+        event.sdk = Some(panicle_protocol::Sdk {
+            name: "panicle-run".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        });
         event
-            .resource
-            .insert("deployment.environment".into(), Value::String(env.clone()));
     }
-    event.sdk = Some(panicle_protocol::Sdk {
-        name: "panicle-run".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    });
-    event
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -168,53 +308,35 @@ fn truncate(s: &str, max: usize) -> String {
     s[..cut].to_string()
 }
 
-/// Spools the crash events like the SDK does (one file each, written
-/// atomically), then drains the spool to the server. What cannot be sent now
+/// After the writer spooled every crash of the run: one line per kind of
+/// failure, then the spool is drained to the server. What cannot be sent now
 /// stays for the next run or `panicle spool send`. Never fatal to the exit code.
-fn deliver(dsn: Option<&Dsn>, events: &[Event]) {
-    let service = events
-        .first()
-        .and_then(|e| e.resource_str("service.name"))
-        .map(str::to_string);
-    let dir = panicle::spool::default_spool_dir(service.as_deref(), dsn);
-    let spool = match panicle::spool::Spool::open(&dir, false, SPOOL_MAX_BYTES, SPOOL_MAX_FILES) {
-        Ok(spool) => spool,
-        Err(e) => {
-            eprintln!(
-                "panicle: spool unavailable ({e}); {} crash event(s) not kept",
-                events.len()
-            );
-            return;
-        }
-    };
-    for event in events {
-        let written = serde_json::to_vec(event)
-            .map_err(|e| e.to_string())
-            .and_then(|json| {
-                spool
-                    .write(&event.event_id, &json)
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = written {
-            eprintln!(
-                "panicle: could not spool crash event {}: {e}",
-                event.event_id
-            );
-        }
+fn deliver(dsn: Option<&Dsn>, report: WriterReport) {
+    for line in report.notices.summary() {
+        eprintln!("{line}");
     }
+    if report.crashes == 0 {
+        return;
+    }
+    let dir = &report.dir;
     let Some(dsn) = dsn else {
-        eprintln!(
-            "panicle: PANICLE_DSN is not set: {} crash event(s) kept in {} (ship them with `panicle spool send`)",
-            events.len(),
-            dir.display()
-        );
+        if report.spooled > 0 {
+            eprintln!(
+                "panicle: PANICLE_DSN is not set: {} crash event(s) kept in {} (ship them with `panicle spool send`)",
+                report.spooled,
+                dir.display()
+            );
+        }
         return;
     };
-    match panicle::batch::send_dir(&dir, dsn, SEND_BUDGET) {
-        Ok(report) if report.remaining == 0 => {}
-        Ok(report) => eprintln!(
+    if report.spooled == 0 && !dir.is_dir() {
+        return;
+    }
+    match send_spool(dir, dsn, SEND_BUDGET) {
+        Ok(sent) if sent.remaining == 0 => {}
+        Ok(sent) => eprintln!(
             "panicle: {} event(s) not delivered yet, kept in {}",
-            report.remaining,
+            sent.remaining,
             dir.display()
         ),
         Err(e) => eprintln!(
@@ -224,10 +346,18 @@ fn deliver(dsn: Option<&Dsn>, events: &[Event]) {
     }
 }
 
+/// Drains the spool to the server: the SDK's `send_dir` (the one place that
+/// names it, for both the sender thread and the send at exit).
+fn send_spool(
+    dir: &std::path::Path,
+    dsn: &Dsn,
+    budget: Duration,
+) -> Result<panicle::batch::SendReport, panicle::spool::SpoolError> {
+    panicle::batch::send_dir(dir, dsn, budget)
+}
+
 /// How long stderr may stay open after the child exited (a grandchild holding it).
 const STDERR_DRAIN: Duration = Duration::from_secs(2);
-const SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
-const SPOOL_MAX_FILES: u64 = 10_000;
 /// How long the wrapper may delay its own exit to deliver.
 const SEND_BUDGET: Duration = Duration::from_secs(5);
 

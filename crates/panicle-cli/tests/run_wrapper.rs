@@ -153,6 +153,9 @@ fn rust_binary_without_sdk_is_captured() {
         "called `Option::unwrap()` on a `None` value"
     );
     assert_eq!(event["resource"]["service.name"], "billing");
+    // The panic ended the process: its event says how it ended, though the
+    // block was complete (note line) before the exit.
+    assert_eq!(event["tags"]["process.exit_code"], "101", "{event}");
     assert!(
         event["location"]["file"]
             .as_str()
@@ -247,4 +250,120 @@ fn nix_kill(pid: u32, sig: i32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// True once `pid` has ended: gone from /proc, or a zombie waiting for
+/// whichever process adopted it to reap it.
+fn has_ended(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the parenthesized command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    matches!(state, Some('Z' | 'X'))
+}
+
+#[test]
+fn the_child_dies_when_the_wrapper_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let mut wrapper = Command::new(PANICLE)
+        .args(["run", "--", "sh", "-c"])
+        .arg(format!(
+            "echo $$ > '{}'; exec sleep 300",
+            pid_file.display()
+        ))
+        .env_remove("PANICLE_DSN")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let child_pid = loop {
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse::<u32>() {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!has_ended(child_pid));
+    // SIGKILL: the wrapper cannot forward it; the kernel must end the child.
+    wrapper.kill().unwrap();
+    wrapper.wait().unwrap();
+    // Generous: the kernel sends the signal as the wrapper exits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !has_ended(child_pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child {child_pid} outlived the killed wrapper"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn stderr_passes_through_unbuffered() {
+    use std::io::Read;
+    // Half a line, then silence: it must show before any line end or exit.
+    let mut wrapper = Command::new(PANICLE)
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "printf 'half a line' >&2; exec sleep 300",
+        ])
+        .env_remove("PANICLE_DSN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = wrapper.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if seen.ends_with(b"half a line") {
+                let _ = tx.send(seen.clone());
+            }
+        }
+    });
+    let seen = rx.recv_timeout(std::time::Duration::from_secs(20));
+    wrapper.kill().unwrap();
+    wrapper.wait().unwrap();
+    assert_eq!(seen.ok().as_deref(), Some(&b"half a line"[..]));
+}
+
+#[test]
+fn a_crash_is_delivered_while_the_child_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, server) = server();
+    // A thread's panic does not end a process: the event must not wait for
+    // the exit (the note line ends the block).
+    let mut wrapper = Command::new(PANICLE)
+        .args(["run", "--dsn", &server.dsn, "--service", "daemon", "--", "sh", "-c"])
+        .arg(
+            "printf \"thread 'worker' panicked at src/worker.rs:3:5:\\nboom in a thread\\n\
+             note: run with \\`RUST_BACKTRACE=1\\` environment variable to display a backtrace\\n\" >&2; \
+             exec sleep 300",
+        )
+        .env("PANICLE_SPOOL_DIR", dir.path().join("spool"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let full = only_event(&server);
+    let running = wrapper.try_wait().unwrap().is_none();
+    wrapper.kill().unwrap();
+    wrapper.wait().unwrap();
+    assert!(running, "delivered before the child ended");
+    assert_eq!(full["event"]["message"], "boom in a thread");
+    assert_eq!(full["event"]["resource"]["service.name"], "daemon");
 }

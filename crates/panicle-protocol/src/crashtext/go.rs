@@ -197,7 +197,10 @@ pub(crate) fn parse_from(lines: &[&str], start: usize) -> Option<ParsedCrash> {
             {
                 break;
             }
-            if RE_SIGNAL.is_match(line) {
+            if *line == first && kind == Kind::Fatal {
+                // Another thread hit the same throw at the same moment and
+                // printed it too (concurrent map writes do): one message.
+            } else if RE_SIGNAL.is_match(line) {
                 signal = RE_SIGNAL.captures(line);
             } else if line.starts_with(char::is_whitespace)
                 && (trimmed.starts_with("panic: ") || trimmed.starts_with("fatal error: "))
@@ -501,6 +504,18 @@ mod tests {
         assert!(!app("internal/runtime/maps.fatal"));
         assert!(!app("panic"));
         assert!(!app("type:.eq.main.T"));
+    }
+
+    #[test]
+    fn a_fatal_error_printed_by_two_threads_is_one_message() {
+        let text = "fatal error: concurrent map writes\nfatal error: concurrent map writes\n\n\
+                    goroutine 19 [running]:\nmain.reserve(...)\n\t/app/main.go:15\n";
+        let lines: Vec<&str> = text.lines().collect();
+        let crash = parse_from(&lines, 0);
+        assert_eq!(
+            crash.map(|c| (c.message, c.extra.contains_key("panic_chain"))),
+            Some(("concurrent map writes".to_string(), false))
+        );
     }
 
     #[test]
