@@ -13,6 +13,9 @@ mod page;
 mod projects;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod wal;
+#[cfg(feature = "testing")]
+pub mod wal_load;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -29,6 +32,7 @@ pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
 pub use groups::{GroupQuery, GroupRow};
 pub use page::{Cursor, Page};
 pub use projects::{Project, hash_token};
+pub use wal::{Checkpoint, WAL_SIZE_LIMIT, WalCheckpointer, WalLook, WalPolicy, should_truncate};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite's database file and write-ahead log (`wal.rs`); None on PostgreSQL.
+    wal: Option<std::sync::Arc<wal::WalFile>>,
 }
 
 impl Store {
@@ -83,7 +89,8 @@ impl Store {
                         Box::pin(async move {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                                 PRAGMA journal_size_limit = 16777216;", // wal::WAL_SIZE_LIMIT
                             )
                             .await?;
                             Ok(())
@@ -100,7 +107,8 @@ impl Store {
                     .await?
             }
         };
-        let store = Store { pool, backend };
+        let wal = wal::WalFile::of_url(&url);
+        let store = Store { pool, backend, wal };
         store.migrate().await?;
         Ok(store)
     }
