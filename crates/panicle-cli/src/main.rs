@@ -5,6 +5,7 @@ mod run;
 mod spool;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -117,6 +118,28 @@ struct ServeSettings {
     /// Extra fix-suggestion rules (*.toml); a rule with a built-in id replaces it.
     #[arg(long, env = "PANICLE_RULES_DIR")]
     rules_dir: Option<std::path::PathBuf>,
+    /// Seconds a client has to send a request's headers (also the keep-alive idle limit).
+    #[arg(long, env = "PANICLE_HEADER_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a client has to send a request's body after its headers (else 408).
+    #[arg(long, env = "PANICLE_BODY_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 30)]
+    body_timeout: u64,
+    /// Seconds within which a request is answered (else 503 + Retry-After).
+    #[arg(long, env = "PANICLE_REQUEST_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 60)]
+    request_timeout: u64,
+    /// Connections served at once; more wait until one ends.
+    #[arg(long, env = "PANICLE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), default_value_t = 1024)]
+    max_connections: u32,
+    /// SQLite: milliseconds between looks at the write-ahead log's size (0: no checkpointer).
+    #[arg(
+        long,
+        env = "PANICLE_WAL_CHECKPOINT_INTERVAL_MS",
+        default_value_t = 250
+    )]
+    wal_checkpoint_interval_ms: u64,
+    /// SQLite: write-ahead log size in bytes past which it is checkpointed and truncated.
+    #[arg(long, env = "PANICLE_WAL_TRUNCATE_BYTES", default_value_t = panicle_store::WAL_SIZE_LIMIT)]
+    wal_truncate_bytes: u64,
     #[command(flatten)]
     cluster: ClusterParams,
 }
@@ -456,6 +479,10 @@ async fn serve(
             public_url: base.clone(),
             trace_url_template: settings.trace_url_template,
             cluster,
+            header_timeout: Duration::from_secs(settings.header_timeout),
+            body_timeout: Duration::from_secs(settings.body_timeout),
+            request_timeout: Duration::from_secs(settings.request_timeout),
+            max_connections: settings.max_connections as usize,
             ..ServerConfig::default()
         },
         rules,
@@ -465,7 +492,17 @@ async fn serve(
             .job
             .spawn_interval(std::time::Duration::from_secs(settings.cluster_interval));
     }
+    let checkpointer = (settings.wal_checkpoint_interval_ms > 0)
+        .then(|| {
+            store.spawn_wal_checkpointer(panicle_store::WalPolicy {
+                interval: Duration::from_millis(settings.wal_checkpoint_interval_ms),
+                truncate_above: settings.wal_truncate_bytes,
+                ..panicle_store::WalPolicy::default()
+            })
+        })
+        .flatten();
     panicle_server::serve(listener, state, shutdown_signal()).await?;
+    drop(checkpointer);
     store.close().await;
     Ok(())
 }

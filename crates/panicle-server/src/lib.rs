@@ -9,6 +9,7 @@
 
 mod auth;
 mod clusters;
+mod connections;
 mod cookie;
 mod error;
 mod ingest;
@@ -18,10 +19,11 @@ pub mod openapi;
 mod origin;
 mod read;
 mod storable;
+mod timeouts;
 mod web;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -55,6 +57,15 @@ pub struct ServerConfig {
     pub cluster: Params,
     /// How long a dashboard session lives (12 h idle, 7 d at most).
     pub session: SessionPolicy,
+    /// A request head (or the next one on a kept-alive connection) must be
+    /// complete within this, else the connection is closed.
+    pub header_timeout: Duration,
+    /// A request body must be complete within this after its head: 408.
+    pub body_timeout: Duration,
+    /// A whole request must be answered within this: 503 + Retry-After.
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +78,10 @@ impl Default for ServerConfig {
             retention_days: 90,
             cluster: Params::default(),
             session: SessionPolicy::default(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         }
     }
 }
@@ -128,16 +143,31 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Binds and serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, then lets open requests finish.
+///
+/// Slow clients cannot hold the server: see `ServerConfig`'s timeouts and
+/// connection limit. Handlers get `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let config = state.config.clone();
+    let metrics = state.metrics.clone();
+    let timeouts = timeouts::RequestTimeouts {
+        body: config.body_timeout,
+        request: config.request_timeout,
+        metrics: metrics.clone(),
+    };
+    let app = router(state).layer(axum::middleware::from_fn_with_state(
+        timeouts,
+        timeouts::enforce,
+    ));
+    let limits = connections::ConnectionLimits {
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+    };
+    connections::serve_connections(listener, app, limits, metrics, shutdown).await
 }
 
 impl AppState {

@@ -9,6 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::AppState;
@@ -18,6 +19,11 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
 /// Counters of what ingest did; every rejection has a named reason.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -25,6 +31,12 @@ pub struct Metrics {
     pub events_stored: Counter,
     pub events_duplicate: Counter,
     pub requests_rejected: Family<ReasonLabel, Counter>,
+    /// Open HTTP connections (at most `max_connections`).
+    pub http_connections: Gauge,
+    /// Requests cut by a timeout, by stage: header, body, request.
+    pub http_timeouts: Family<StageLabel, Counter>,
+    /// Size of the SQLite write-ahead log, refreshed when /metrics is read.
+    pub sqlite_wal_bytes: Gauge,
 }
 
 impl Metrics {
@@ -34,6 +46,9 @@ impl Metrics {
         let events_stored = Counter::default();
         let events_duplicate = Counter::default();
         let requests_rejected = Family::<ReasonLabel, Counter>::default();
+        let http_connections = Gauge::default();
+        let http_timeouts = Family::<StageLabel, Counter>::default();
+        let sqlite_wal_bytes = Gauge::default();
         registry.register(
             "events_accepted",
             "Events answered 202 (new or resent)",
@@ -54,13 +69,37 @@ impl Metrics {
             "Ingest requests refused, by reason (the error code)",
             requests_rejected.clone(),
         );
+        registry.register(
+            "http_connections",
+            "Open HTTP connections",
+            http_connections.clone(),
+        );
+        registry.register(
+            "http_timeouts",
+            "Requests cut by a timeout, by stage (header, body, request)",
+            http_timeouts.clone(),
+        );
+        registry.register(
+            "sqlite_wal_bytes",
+            "Size of the SQLite write-ahead log file (0 on PostgreSQL)",
+            sqlite_wal_bytes.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             events_accepted,
             events_stored,
             events_duplicate,
             requests_rejected,
+            http_connections,
+            http_timeouts,
+            sqlite_wal_bytes,
         }
+    }
+
+    pub fn timed_out(&self, stage: &'static str) {
+        self.http_timeouts
+            .get_or_create(&StageLabel { stage })
+            .inc();
     }
 
     pub fn rejected(&self, reason: &str) {
@@ -89,6 +128,12 @@ impl Default for Metrics {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    if let Some(bytes) = state.store.wal_bytes() {
+        state
+            .metrics
+            .sqlite_wal_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
     (
         [(
             header::CONTENT_TYPE,

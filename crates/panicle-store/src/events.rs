@@ -140,6 +140,7 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<InsertOutcome> {
         let received_at = crate::now_ms();
+        let _pass = self.wal_writer_pass().await;
         let mut tx = self.pool.begin().await?;
         // Rows are locked in one global order (event ids, then group ids), so
         // two concurrent batches on PostgreSQL cannot deadlock each other.

@@ -14,6 +14,9 @@ mod page;
 mod projects;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod wal;
+#[cfg(feature = "testing")]
+pub mod wal_load;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -31,6 +34,7 @@ pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
 pub use groups::{GroupQuery, GroupRow};
 pub use page::{Cursor, Page};
 pub use projects::{Project, hash_token};
+pub use wal::{Checkpoint, WAL_SIZE_LIMIT, WalCheckpointer, WalLook, WalPolicy, should_truncate};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +147,8 @@ pub struct Store {
     /// queue behind a busy pool and report a loaded server as down.
     health: AnyPool,
     backend: Backend,
+    /// SQLite's database file and write-ahead log (`wal.rs`); None on PostgreSQL.
+    wal: Option<std::sync::Arc<wal::WalFile>>,
 }
 
 impl Store {
@@ -161,7 +167,8 @@ impl Store {
                         Box::pin(async move {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                                 PRAGMA journal_size_limit = 16777216;", // wal::WAL_SIZE_LIMIT
                             )
                             .await?;
                             Ok(())
@@ -183,10 +190,12 @@ impl Store {
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(1))
             .connect_lazy_with(options.clone());
+        let wal = wal::WalFile::of_url(&url);
         let store = Store {
             pool,
             health,
             backend,
+            wal,
         };
         store.migrate().await?;
         Ok(store)
