@@ -441,6 +441,13 @@ async fn serve(
     public_url: Option<String>,
     settings: ServeSettings,
 ) -> Result<()> {
+    if settings.request_timeout <= settings.body_timeout {
+        anyhow::bail!(
+            "--request-timeout ({} s) must be longer than --body-timeout ({} s): a client too slow to send its body gets 408 before the server is taken for the slow one (503)",
+            settings.request_timeout,
+            settings.body_timeout
+        );
+    }
     let mut rules = panicle_rules::RuleSet::builtin().context("the built-in rules do not load")?;
     if let Some(dir) = &settings.rules_dir {
         let n = rules

@@ -165,6 +165,10 @@ pub async fn serve(
     ));
     let limits = connections::ConnectionLimits {
         header_timeout: config.header_timeout,
+        // A response that makes no progress this long: the client stopped
+        // reading, as a stalled body is a client that stopped sending.
+        write_timeout: config.body_timeout,
+        shutdown_grace: config.request_timeout,
         max_connections: config.max_connections,
     };
     connections::serve_connections(listener, app, limits, metrics, shutdown).await

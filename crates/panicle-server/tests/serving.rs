@@ -128,6 +128,24 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<St
 
 /// 1,000 slow connections and the server's side of them need about 2,100
 /// descriptors: raise the soft limit to the hard one if it is lower.
+/// A 1 KiB receive buffer: the server's writes stall as soon as a client
+/// stops reading.
+fn shrink_receive_buffer(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 1024;
+    // SAFETY: setsockopt reads `size` for the given length on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+}
+
 fn raise_fd_limit(needed: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -317,8 +335,56 @@ panicle_store::backend_tests! {
         let _ = s.shutdown.take().unwrap().send(());
         let done = tokio::time::timeout(Duration::from_secs(5), &mut s.served).await;
         assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
-        // And nothing listens any more.
-        assert!(TcpStream::connect(s.addr).await.is_err());
+    }
+
+    async fn clients_that_stop_reading_lose_their_slot_and_do_not_hold_shutdown(db: &TestDb) {
+        let config = ServerConfig {
+            max_connections: 2,
+            body_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            ..ServerConfig::default()
+        };
+        let mut s = start(db, config).await;
+        // Two clients ask for a large answer again and again and never read:
+        // their socket buffers fill and the server's writes stall.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let stream = std::net::TcpStream::connect(s.addr).unwrap();
+            shrink_receive_buffer(&stream);
+            let mut stream = TcpStream::from_std({
+                stream.set_nonblocking(true).unwrap();
+                stream
+            })
+            .unwrap();
+            let one = format!("GET /api/v1/openapi.json HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
+            let many = one.repeat(200);
+            // The server may stop reading too: write what fits, no more.
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(many.as_bytes())).await;
+            held.push(stream);
+        }
+        let started = Instant::now();
+        let served = tokio::time::timeout(Duration::from_secs(15), call("GET", format!("http://{}/healthz", s.addr), vec![], vec![])).await;
+        let waited = started.elapsed();
+        let (status, body) = served.expect("no slot came free: clients that do not read hold them");
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        assert!(waited < Duration::from_secs(10), "a slot came free after {waited:?}");
+        // Two more that stop reading, then a shutdown: bounded by the grace.
+        for _ in 0..2 {
+            let stream = std::net::TcpStream::connect(s.addr).unwrap();
+            shrink_receive_buffer(&stream);
+            let mut stream = TcpStream::from_std({
+                stream.set_nonblocking(true).unwrap();
+                stream
+            })
+            .unwrap();
+            let many = format!("GET /api/v1/openapi.json HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).repeat(200);
+            let _ = tokio::time::timeout(Duration::from_millis(500), stream.write_all(many.as_bytes())).await;
+            held.push(stream);
+        }
+        let _ = s.shutdown.take().unwrap().send(());
+        let done = tokio::time::timeout(Duration::from_secs(10), &mut s.served).await;
+        assert!(matches!(done, Ok(Ok(Ok(())))), "shutdown waited on clients that do not read: {done:?}");
+        drop(held);
     }
 
     async fn metrics_show_the_write_ahead_log(db: &TestDb) {

@@ -166,7 +166,7 @@ async fn checkpoint_loop(file: Arc<WalFile>, policy: WalPolicy) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        match checkpoint(c, &file.writers).await {
+        match checkpoint(c, &file.writers, policy.busy_timeout).await {
             Ok((done, held)) => {
                 tracing::debug!(
                     wal_bytes = now.len,
@@ -222,13 +222,25 @@ impl Backoff {
 /// readers of older snapshots are done, and empties the file. Returns how
 /// long the writers were held (from closing the gate, in-flight inserts
 /// finishing included).
+///
+/// Closing the gate waits for in-flight inserts, which may sit in SQLite's
+/// busy handler behind writers that do not pass the gate; new inserts queue
+/// behind a waiting close. So the close is bounded by `gate_wait`: past it
+/// the round counts as busy (and backs off) rather than holding ingest.
 async fn checkpoint(
     conn: &mut SqliteConnection,
     writers: &RwLock<()>,
+    gate_wait: Duration,
 ) -> Result<(Checkpoint, Duration), sqlx::Error> {
-    run_checkpoint(conn, "PRAGMA wal_checkpoint(PASSIVE)").await?;
+    let passive = run_checkpoint(conn, "PRAGMA wal_checkpoint(PASSIVE)").await?;
     let started = Instant::now();
-    let _held = writers.write().await;
+    let Ok(_held) = tokio::time::timeout(gate_wait, writers.write()).await else {
+        let busy = Checkpoint {
+            busy: true,
+            ..passive
+        };
+        return Ok((busy, started.elapsed()));
+    };
     let done = run_checkpoint(conn, "PRAGMA wal_checkpoint(TRUNCATE)").await?;
     Ok((done, started.elapsed()))
 }
