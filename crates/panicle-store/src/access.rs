@@ -21,6 +21,10 @@ const TOKEN_ID_LEN: usize = 16;
 /// often, so that reading does not turn every request into a write.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
+/// Longest a request waits to record a last use: a read is not held up
+/// behind a busy database over a timestamp.
+const TOUCH_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a token may read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,9 +193,12 @@ impl Store {
         };
         let is_admin: i64 = row.try_get("is_admin")?;
         let last_used: Option<i64> = row.try_get("last_used_at")?;
-        // Best effort: a busy database must not refuse a read over a timestamp.
-        if let Err(e) = self.touch_token(&hash, last_used).await {
-            tracing::warn!(error = %e, "could not record the token's last use");
+        // Best effort and brief: a busy database (SQLite's busy handler waits
+        // up to 10 s) must neither refuse nor hold a read over a timestamp.
+        match tokio::time::timeout(TOUCH_WAIT, self.touch_token(&hash, last_used)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not record the token's last use"),
+            Err(_) => tracing::debug!("recording the token's last use timed out; next time"),
         }
         Ok(Some(Access {
             token_id: token_id(&hash),
@@ -319,13 +326,14 @@ impl Store {
         }
         if now_ms - last_seen_at >= TOUCH_EVERY_MS {
             // Best effort, like a token's last use: the next request tries again.
-            let touched = sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+            let touch = sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
                 .bind(now_ms)
                 .bind(&id_hash)
-                .execute(&self.pool)
-                .await;
-            if let Err(e) = touched {
-                tracing::warn!(error = %e, "could not record the session's last use");
+                .execute(&self.pool);
+            match tokio::time::timeout(TOUCH_WAIT, touch).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not record the session's last use"),
+                Err(_) => tracing::debug!("recording the session's last use timed out; next time"),
             }
         }
         Ok(Some(Access {
