@@ -35,6 +35,16 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("the clustering run failed: {0}")]
     Job(String),
+    /// A rate limit or quota (see `limits.rs`): 429 with `Retry-After`.
+    #[error("{message}")]
+    Limited {
+        code: &'static str,
+        /// Which limit: `rate`, `daily_quota` or `monthly_quota`.
+        limit: &'static str,
+        message: String,
+        /// Seconds until the request may fit.
+        retry_after: u64,
+    },
 }
 
 impl ApiError {
@@ -52,6 +62,7 @@ impl ApiError {
             ApiError::Store(StoreError::InvalidCursor) => StatusCode::BAD_REQUEST,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Job(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -70,6 +81,7 @@ impl ApiError {
             ApiError::Store(StoreError::InvalidCursor) => "invalid_cursor",
             ApiError::Store(_) => "storage_unavailable",
             ApiError::Job(_) => "clustering_failed",
+            ApiError::Limited { code, .. } => code,
         }
     }
 }
@@ -87,12 +99,25 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = Json(json!({"error": {"code": self.code(), "message": message}}));
+        let mut error = json!({"code": self.code(), "message": message});
+        if let ApiError::Limited {
+            limit, retry_after, ..
+        } = &self
+        {
+            error["limit"] = json!(limit);
+            error["retry_after"] = json!(retry_after);
+        }
+        let body = Json(json!({ "error": error }));
         let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let ApiError::Limited { retry_after, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         response
     }

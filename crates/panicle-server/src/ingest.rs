@@ -1,6 +1,6 @@
 //! Ingest: decode → validate → normalize → fingerprint → store (one
-//! transaction per request). Refusals (401/400/413) come before any 202; an
-//! event answered 202 is committed.
+//! transaction per request). Refusals (401/400/413/429) come before any 202;
+//! an event answered 202 is committed. Rate limits and quotas: `limits.rs`.
 
 use std::io::Read;
 
@@ -22,7 +22,8 @@ use crate::{ApiError, AppState};
     responses((status = 202, description = "Accepted: `{accepted: [ids], stored: n}`; resent ids are stored once", body = Object),
               (status = 400, description = "Invalid JSON or field (named)", body = crate::openapi::ErrorBody),
               (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody),
-              (status = 413, description = "Body over the limit, before or after gzip", body = crate::openapi::ErrorBody)),
+              (status = 413, description = "Body over the limit, before or after gzip", body = crate::openapi::ErrorBody),
+              (status = 429, description = "Over the project's rate limit (`rate_limited`) or quota (`quota_exceeded`); nothing of the batch was stored; `Retry-After` says when to retry", body = crate::openapi::ErrorBody)),
     security(("ingest_key" = [])))]
 pub async fn post_events(
     State(state): State<AppState>,
@@ -44,17 +45,20 @@ async fn accept(
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let IngestProject(project) = project?;
+    let admitted = state.limits.precheck(&state.store, &state.metrics, &project).await?;
     let limit = state.config.max_body_bytes;
     let raw = read_body(headers, body, limit).await?;
     let decoded = decode_events(&raw)?;
     let events: Vec<NewEvent> = decoded.into_iter().map(to_new_event).collect();
-    let outcome = state.store.insert_events(project.id, &events).await?;
+    state.limits.admit(&state.metrics, &project, &admitted, events.len())?;
+    let outcome = state.limits.insert(&state.store, &state.metrics, &project, &admitted, &events).await?;
     attach_in_background(state, project.id, outcome.inserted);
     let m = &state.metrics;
     m.events_accepted.inc_by(outcome.accepted.len() as u64);
     m.events_stored.inc_by(outcome.inserted as u64);
     m.events_duplicate
         .inc_by((outcome.accepted.len() - outcome.inserted) as u64);
+    m.events_sampled.inc_by(outcome.sampled as u64);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"accepted": outcome.accepted, "stored": outcome.inserted})),
@@ -189,7 +193,8 @@ pub struct TextParams {
     request_body(content = String, description = "Raw crash text: a Rust panic or a Go panic / fatal error dump", content_type = "text/plain"),
     responses((status = 202, description = "Accepted: `{accepted: [id], stored: n}`", body = Object),
               (status = 400, description = "No crash found in the text", body = crate::openapi::ErrorBody),
-              (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody)),
+              (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody),
+              (status = 429, description = "Over the project's rate limit or quota; `Retry-After` says when to retry", body = crate::openapi::ErrorBody)),
     security(("ingest_key" = [])))]
 pub async fn post_text(
     State(state): State<AppState>,
@@ -216,6 +221,7 @@ async fn accept_text(
     use serde_json::Value;
 
     let IngestProject(project) = project?;
+    let admitted = state.limits.precheck(&state.store, &state.metrics, &project).await?;
     let raw = read_body(headers, body, state.config.max_body_bytes).await?;
     let text = String::from_utf8_lossy(&raw);
     let crash = parse_crash(&text).ok_or(ApiError::NoCrash)?;
@@ -250,10 +256,8 @@ async fn accept_text(
             message,
         })
     })?;
-    let outcome = state
-        .store
-        .insert_events(project.id, &[to_new_event(decoded)])
-        .await?;
+    state.limits.admit(&state.metrics, &project, &admitted, 1)?;
+    let outcome = state.limits.insert(&state.store, &state.metrics, &project, &admitted, &[to_new_event(decoded)]).await?;
     attach_in_background(state, project.id, outcome.inserted);
     state.metrics.events_accepted.inc();
     state.metrics.events_stored.inc_by(outcome.inserted as u64);

@@ -12,9 +12,12 @@ mod clusters;
 mod error;
 mod ingest;
 pub mod jobs;
+pub mod limits;
 mod metrics;
 pub mod openapi;
 mod read;
+pub mod retention;
+mod token_bucket;
 mod web;
 
 use std::net::SocketAddr;
@@ -32,6 +35,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use limits::{LimitDefaults, Limits};
+pub use retention::{RetentionConfig, RetentionJob};
 pub use metrics::Metrics;
 
 /// Settings a running server needs.
@@ -47,6 +52,11 @@ pub struct ServerConfig {
     pub regression_quiet_ms: i64,
     /// Clustering parameters of the job.
     pub cluster: Params,
+    /// Rate limits, quotas and the per-group cap every project gets unless
+    /// it sets its own.
+    pub limits: LimitDefaults,
+    /// How long events are kept and how the purge runs.
+    pub retention: RetentionConfig,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +67,8 @@ impl Default for ServerConfig {
             trace_url_template: None,
             regression_quiet_ms: 7 * 24 * 3_600_000,
             cluster: Params::default(),
+            limits: LimitDefaults::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -69,6 +81,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub job: Arc<ClusterJob>,
     pub rules: Arc<RuleSet>,
+    pub limits: Arc<Limits>,
+    pub retention: Arc<RetentionJob>,
 }
 
 /// The whole HTTP surface.
@@ -130,12 +144,17 @@ impl AppState {
 
     pub fn with_rules(store: Store, config: ServerConfig, rules: RuleSet) -> AppState {
         let job = ClusterJob::new(store.clone(), config.cluster);
+        let metrics = Arc::new(Metrics::new());
+        let limits = Arc::new(Limits::new(config.limits));
+        let retention = RetentionJob::new(store.clone(), config.retention, metrics.clone());
         AppState {
             store,
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             job,
             rules: Arc::new(rules),
+            limits,
+            retention,
         }
     }
 }

@@ -9,8 +9,10 @@
 mod clusters;
 mod events;
 mod groups;
+mod limits;
 mod page;
 mod projects;
+mod retention;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -27,6 +29,8 @@ pub use clusters::{
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
 pub use groups::{GroupQuery, GroupRow};
+pub use limits::{InsertLimits, ProjectLimits, QuotaPeriod, UsagePeriods, keep_sampled};
+pub use retention::PurgeReport;
 pub use page::{Cursor, Page};
 pub use projects::{Project, hash_token};
 
@@ -54,6 +58,14 @@ pub enum StoreError {
     ProjectExists(String),
     #[error("invalid cursor: pass back the `next_cursor` of a previous page")]
     InvalidCursor,
+    #[error("the {period} quota of {limit} events is used up ({used} stored)")]
+    QuotaExceeded {
+        period: QuotaPeriod,
+        limit: i64,
+        used: i64,
+    },
+    #[error("no project named `{0}`")]
+    NoSuchProject(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -127,6 +139,11 @@ impl Store {
                     "filter_indexes",
                     include_str!("../../../migrations/sqlite/0003_filter_indexes.sql"),
                 ),
+                (
+                    5,
+                    "limits",
+                    include_str!("../../../migrations/sqlite/0005_limits.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (
@@ -143,6 +160,11 @@ impl Store {
                     3,
                     "filter_indexes",
                     include_str!("../../../migrations/postgres/0003_filter_indexes.sql"),
+                ),
+                (
+                    5,
+                    "limits",
+                    include_str!("../../../migrations/postgres/0005_limits.sql"),
                 ),
             ],
         };
