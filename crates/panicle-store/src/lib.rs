@@ -29,7 +29,9 @@ pub use clusters::{
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
 pub use groups::{GroupQuery, GroupRow};
-pub use limits::{InsertLimits, ProjectLimits, QuotaPeriod, UsagePeriods, keep_sampled};
+pub use limits::{
+    InsertLimits, LimitsUpdate, ProjectLimits, QuotaPeriod, UsagePeriods, keep_sampled,
+};
 pub use retention::PurgeReport;
 pub use page::{Cursor, Page};
 pub use projects::{Project, hash_token};
