@@ -1,0 +1,282 @@
+//! One noisy project floods ingest while a quiet one sends a steady trickle:
+//! the quiet project's ingest latency (p50/p99) (a) alone, (b) under the flood
+//! with no limits, (c) under the flood with the noisy project rate-limited.
+//! Real HTTP on loopback, SQLite and PostgreSQL.
+//!
+//! `cargo bench -p panicle-server --bench flood [-- sqlite|postgres]`
+//! Env: `FLOOD_SECS` (per phase, default 10), `FLOOD_CLIENTS` (noisy
+//! clients, default 8), `FLOOD_BATCH` (events per noisy request, 100),
+//! `FLOOD_RATE` / `FLOOD_BURST` (noisy project's limit in (c), 500 / 1000),
+//! `FLOOD_HONOUR` (1: noisy clients sleep Retry-After; default 0, an attacker
+//! that ignores it and retries at once).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use panicle_server::{AppState, ServerConfig};
+use panicle_store::testing::TestDb;
+use panicle_store::{Backend, LimitsUpdate, Store};
+use serde_json::json;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn event(message: &str) -> serde_json::Value {
+    json!({
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "timestamp": time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+        "message": message,
+        "platform": "rust",
+        "frames": [{"function": "shop::orders::reserve", "file": "src/orders.rs", "line": 42, "in_app": true},
+                   {"function": "shop::main", "file": "src/main.rs", "line": 7, "in_app": true}],
+        "resource": {"service.name": "checkout", "k8s.pod.name": "checkout-1"},
+    })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build(),
+    )
+}
+
+struct Server {
+    base: String,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+fn start(rt: &tokio::runtime::Runtime, store: &Store) -> Server {
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState::new(store.clone(), ServerConfig::default()).unwrap();
+        tokio::spawn(panicle_server::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            base: format!("http://{addr}"),
+            _shutdown: tx,
+        }
+    })
+}
+
+#[derive(Default)]
+struct FloodCounts {
+    accepted_events: AtomicU64,
+    refused_429: AtomicU64,
+    other: AtomicU64,
+}
+
+/// Noisy clients post batches as fast as they can until `stop`.
+fn flood(
+    base: &str,
+    key: &str,
+    clients: u64,
+    batch: u64,
+    honour: bool,
+    stop: Arc<AtomicBool>,
+    counts: Arc<FloodCounts>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..clients)
+        .map(|c| {
+            let url = format!("{base}/api/v1/events");
+            let key = key.to_string();
+            let stop = stop.clone();
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                let agent = agent();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let body: Vec<serde_json::Value> = (0..batch)
+                        .map(|i| event(&format!("noisy {c} {n} {i}: called `Option::unwrap()` on a `None` value")))
+                        .collect();
+                    n += 1;
+                    let body = serde_json::to_vec(&body).unwrap();
+                    match agent
+                        .post(&url)
+                        .header("X-Panicle-Key", &key)
+                        .header("Content-Type", "application/json")
+                        .send(&body[..])
+                    {
+                        Ok(resp) if resp.status().as_u16() == 202 => {
+                            counts.accepted_events.fetch_add(batch, Ordering::Relaxed);
+                        }
+                        Ok(resp) if resp.status().as_u16() == 429 => {
+                            counts.refused_429.fetch_add(1, Ordering::Relaxed);
+                            if honour {
+                                let secs: u64 = resp
+                                    .headers()
+                                    .get("retry-after")
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| v.parse().ok())
+                                    .unwrap_or(1);
+                                let until = Instant::now() + Duration::from_secs(secs);
+                                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                                    std::thread::sleep(Duration::from_millis(50));
+                                }
+                            }
+                        }
+                        _ => {
+                            counts.other.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// The quiet project: one event every 50 ms for `secs`; each request's latency.
+fn quiet(base: &str, key: &str, secs: u64) -> (Vec<Duration>, u64) {
+    let agent = agent();
+    let url = format!("{base}/api/v1/events");
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut next = Instant::now();
+    let mut i = 0;
+    while Instant::now() < end {
+        let body = serde_json::to_vec(&event(&format!("quiet {i}: index out of bounds"))).unwrap();
+        i += 1;
+        let t = Instant::now();
+        let ok = agent
+            .post(&url)
+            .header("X-Panicle-Key", key)
+            .header("Content-Type", "application/json")
+            .send(&body[..])
+            .map(|r| r.status().as_u16() == 202)
+            .unwrap_or(false);
+        lat.push(t.elapsed());
+        if !ok {
+            failed += 1;
+        }
+        next += Duration::from_millis(50);
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    (lat, failed)
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn phase(
+    name: &str,
+    server: &Server,
+    noisy_key: Option<&str>,
+    quiet_key: &str,
+    secs: u64,
+) -> Duration {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(FloodCounts::default());
+    let clients = env("FLOOD_CLIENTS", 8);
+    let handles = match noisy_key {
+        Some(k) => flood(
+            &server.base,
+            k,
+            clients,
+            env("FLOOD_BATCH", 100),
+            env("FLOOD_HONOUR", 0) == 1,
+            stop.clone(),
+            counts.clone(),
+        ),
+        None => Vec::new(),
+    };
+    // Let the flood get going before measuring.
+    if noisy_key.is_some() {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (lat, failed) = quiet(&server.base, quiet_key, secs);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    let p99 = pct(&lat, 0.99);
+    println!(
+        "{name:<28} quiet: n={} p50 {} p99 {} max {} failed {failed} | noisy: {} events accepted ({:.0}/s), {} × 429, {} other",
+        lat.len(),
+        ms(pct(&lat, 0.5)),
+        ms(p99),
+        ms(pct(&lat, 1.0)),
+        counts.accepted_events.load(Ordering::Relaxed),
+        counts.accepted_events.load(Ordering::Relaxed) as f64 / (secs as f64 + 1.0),
+        counts.refused_429.load(Ordering::Relaxed),
+        counts.other.load(Ordering::Relaxed),
+    );
+    p99
+}
+
+fn run(backend: Backend) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let secs = env("FLOOD_SECS", 10);
+    let (_db, store, noisy, quiet_p) = rt.block_on(async {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let noisy = store.create_project("noisy").await.unwrap();
+        let quiet = store.create_project("quiet").await.unwrap();
+        (db, store, noisy, quiet)
+    });
+    println!("--- {backend:?}: {secs} s per phase, {} noisy clients × {} events per request", env("FLOOD_CLIENTS", 8), env("FLOOD_BATCH", 100));
+    let server = start(&rt, &store);
+    let alone = phase("(a) quiet alone", &server, None, &quiet_p.ingest_key, secs);
+    let open = phase("(b) flood, no limits", &server, Some(&noisy.ingest_key), &quiet_p.ingest_key, secs);
+    drop(server);
+    let (rate, burst) = (env("FLOOD_RATE", 500) as i64, env("FLOOD_BURST", 1000) as i64);
+    rt.block_on(store.update_project_limits(
+        "noisy",
+        &LimitsUpdate {
+            rate: Some(Some(rate)),
+            burst: Some(Some(burst)),
+            ..LimitsUpdate::default()
+        },
+    ))
+    .unwrap();
+    let server = start(&rt, &store);
+    let limited = phase(
+        &format!("(c) flood, {rate}/s burst {burst}"),
+        &server,
+        Some(&noisy.ingest_key),
+        &quiet_p.ingest_key,
+        secs,
+    );
+    println!(
+        "quiet p99 vs alone: no limits {:.1}x, limits on {:.1}x (target <= 3x)",
+        open.as_secs_f64() / alone.as_secs_f64(),
+        limited.as_secs_f64() / alone.as_secs_f64()
+    );
+    drop(server);
+    rt.block_on(store.close());
+}
+
+fn main() {
+    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let all = which.is_empty();
+    if all || which.iter().any(|w| w == "sqlite") {
+        run(Backend::Sqlite);
+    }
+    if all || which.iter().any(|w| w == "postgres") {
+        run(Backend::Postgres);
+    }
+}
