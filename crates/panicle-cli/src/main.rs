@@ -128,10 +128,18 @@ struct ServeSettings {
 #[derive(Args, Clone, Copy)]
 struct LimitArgs {
     /// Events per second per project (0: unlimited). Over it: 429 + Retry-After.
-    #[arg(long = "rate-limit", env = "PANICLE_RATE_LIMIT", default_value_t = 1000)]
+    #[arg(
+        long = "rate-limit",
+        env = "PANICLE_RATE_LIMIT",
+        default_value_t = 1000
+    )]
     rate: u64,
     /// Events a project may send at once above the rate (0: the rate).
-    #[arg(long = "rate-burst", env = "PANICLE_RATE_BURST", default_value_t = 10_000)]
+    #[arg(
+        long = "rate-burst",
+        env = "PANICLE_RATE_BURST",
+        default_value_t = 10_000
+    )]
     burst: u64,
     /// Events per project per UTC day (0: unlimited).
     #[arg(long, env = "PANICLE_DAILY_QUOTA", default_value_t = 0)]
@@ -500,9 +508,11 @@ async fn serve(
         rules,
     );
     if settings.limits.retention_interval > 0 {
-        state.retention.spawn_interval(std::time::Duration::from_secs(
-            settings.limits.retention_interval,
-        ));
+        state
+            .retention
+            .spawn_interval(std::time::Duration::from_secs(
+                settings.limits.retention_interval,
+            ));
     }
     if settings.cluster_interval > 0 {
         state

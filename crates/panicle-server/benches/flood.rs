@@ -4,10 +4,10 @@
 //! Real HTTP on loopback, SQLite and PostgreSQL.
 //!
 //! `cargo bench -p panicle-server --bench flood [-- sqlite|postgres]`
-//! Env: `FLOOD_SECS` (per phase, default 10), `FLOOD_CLIENTS` (noisy
+//! Env: `FLOOD_SECS` (per phase and round, default 5), `FLOOD_ROUNDS` (3), `FLOOD_CLIENTS` (noisy
 //! clients, default 8), `FLOOD_BATCH` (events per noisy request, 100),
 //! `FLOOD_RATE` / `FLOOD_BURST` (noisy project's limit in (c), 500 / 1000),
-//! `FLOOD_HONOUR` (1: noisy clients sleep Retry-After; default 0, an attacker
+//! `FLOOD_QUIET_MS` (the quiet project's interval, 20), `FLOOD_HONOUR` (1: noisy clients sleep Retry-After; default 0, an attacker
 //! that ignores it and retries at once).
 
 use std::net::SocketAddr;
@@ -99,7 +99,11 @@ fn flood(
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let body: Vec<serde_json::Value> = (0..batch)
-                        .map(|i| event(&format!("noisy {c} {n} {i}: called `Option::unwrap()` on a `None` value")))
+                        .map(|i| {
+                            event(&format!(
+                                "noisy {c} {n} {i}: called `Option::unwrap()` on a `None` value"
+                            ))
+                        })
                         .collect();
                     n += 1;
                     let body = serde_json::to_vec(&body).unwrap();
@@ -127,8 +131,17 @@ fn flood(
                                 }
                             }
                         }
-                        _ => {
-                            counts.other.fetch_add(1, Ordering::Relaxed);
+                        other => {
+                            if counts.other.fetch_add(1, Ordering::Relaxed) == 0 {
+                                match other {
+                                    Ok(mut r) => eprintln!(
+                                        "noisy: first failure {} {}",
+                                        r.status(),
+                                        r.body_mut().read_to_string().unwrap_or_default()
+                                    ),
+                                    Err(e) => eprintln!("noisy: first failure {e}"),
+                                }
+                            }
                         }
                     }
                 }
@@ -137,7 +150,8 @@ fn flood(
         .collect()
 }
 
-/// The quiet project: one event every 50 ms for `secs`; each request's latency.
+/// The quiet project: one event every `FLOOD_QUIET_MS` (20) ms for `secs`;
+/// each request's latency.
 fn quiet(base: &str, key: &str, secs: u64) -> (Vec<Duration>, u64) {
     let agent = agent();
     let url = format!("{base}/api/v1/events");
@@ -155,13 +169,22 @@ fn quiet(base: &str, key: &str, secs: u64) -> (Vec<Duration>, u64) {
             .header("X-Panicle-Key", key)
             .header("Content-Type", "application/json")
             .send(&body[..])
-            .map(|r| r.status().as_u16() == 202)
+            .map(|mut r| {
+                let status = r.status().as_u16();
+                if status != 202 && failed == 0 {
+                    eprintln!(
+                        "quiet: first failure {status} {}",
+                        r.body_mut().read_to_string().unwrap_or_default()
+                    );
+                }
+                status == 202
+            })
             .unwrap_or(false);
         lat.push(t.elapsed());
         if !ok {
             failed += 1;
         }
-        next += Duration::from_millis(50);
+        next += Duration::from_millis(env("FLOOD_QUIET_MS", 20));
         if let Some(d) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
@@ -179,16 +202,48 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn phase(
-    name: &str,
-    server: &Server,
-    noisy_key: Option<&str>,
-    quiet_key: &str,
-    secs: u64,
-) -> Duration {
+/// What one phase measured.
+#[derive(Default)]
+struct Outcome {
+    quiet: Vec<Duration>,
+    quiet_failed: u64,
+    noisy_accepted: u64,
+    noisy_429: u64,
+    noisy_other: u64,
+    secs: f64,
+}
+
+impl Outcome {
+    fn add(&mut self, o: Outcome) {
+        self.quiet.extend(o.quiet);
+        self.quiet_failed += o.quiet_failed;
+        self.noisy_accepted += o.noisy_accepted;
+        self.noisy_429 += o.noisy_429;
+        self.noisy_other += o.noisy_other;
+        self.secs += o.secs;
+    }
+
+    fn print(&self, name: &str) {
+        println!(
+            "{name:<28} quiet: n={} p50 {} p99 {} max {} failed {} | noisy: {} events accepted ({:.0}/s), {} × 429, {} other",
+            self.quiet.len(),
+            ms(pct(&self.quiet, 0.5)),
+            ms(pct(&self.quiet, 0.99)),
+            ms(pct(&self.quiet, 1.0)),
+            self.quiet_failed,
+            self.noisy_accepted,
+            self.noisy_accepted as f64 / self.secs,
+            self.noisy_429,
+            self.noisy_other,
+        );
+    }
+}
+
+fn phase(server: &Server, noisy_key: Option<&str>, quiet_key: &str, secs: u64) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(FloodCounts::default());
     let clients = env("FLOOD_CLIENTS", 8);
+    let started = Instant::now();
     let handles = match noisy_key {
         Some(k) => flood(
             &server.base,
@@ -205,73 +260,117 @@ fn phase(
     if noisy_key.is_some() {
         std::thread::sleep(Duration::from_secs(1));
     }
-    let (lat, failed) = quiet(&server.base, quiet_key, secs);
+    let (quiet, quiet_failed) = quiet(&server.base, quiet_key, secs);
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
     }
-    let p99 = pct(&lat, 0.99);
-    println!(
-        "{name:<28} quiet: n={} p50 {} p99 {} max {} failed {failed} | noisy: {} events accepted ({:.0}/s), {} × 429, {} other",
-        lat.len(),
-        ms(pct(&lat, 0.5)),
-        ms(p99),
-        ms(pct(&lat, 1.0)),
-        counts.accepted_events.load(Ordering::Relaxed),
-        counts.accepted_events.load(Ordering::Relaxed) as f64 / (secs as f64 + 1.0),
-        counts.refused_429.load(Ordering::Relaxed),
-        counts.other.load(Ordering::Relaxed),
-    );
-    p99
+    Outcome {
+        quiet,
+        quiet_failed,
+        noisy_accepted: counts.accepted_events.load(Ordering::Relaxed),
+        noisy_429: counts.refused_429.load(Ordering::Relaxed),
+        noisy_other: counts.other.load(Ordering::Relaxed),
+        secs: started.elapsed().as_secs_f64(),
+    }
 }
 
+/// A fresh database with the two projects; the noisy one limited when asked.
+fn setup(
+    rt: &tokio::runtime::Runtime,
+    backend: Backend,
+    limit: Option<(i64, i64)>,
+) -> (TestDb, Store, String, String) {
+    rt.block_on(async {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let noisy = store.create_project("noisy").await.unwrap();
+        let quiet = store.create_project("quiet").await.unwrap();
+        if let Some((rate, burst)) = limit {
+            store
+                .update_project_limits(
+                    "noisy",
+                    &LimitsUpdate {
+                        rate: Some(Some(rate)),
+                        burst: Some(Some(burst)),
+                        ..LimitsUpdate::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        (db, store, noisy.ingest_key, quiet.ingest_key)
+    })
+}
+
+/// Each phase on a database of its own, so one phase's leftovers (a big
+/// WAL, bloated tables) do not weigh on the next; the three phases take
+/// turns for `FLOOD_ROUNDS` rounds so a busy machine weighs on all alike.
 fn run(backend: Backend) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let secs = env("FLOOD_SECS", 10);
-    let (_db, store, noisy, quiet_p) = rt.block_on(async {
-        let db = TestDb::new(backend).await;
-        let store = db.store().await;
-        let noisy = store.create_project("noisy").await.unwrap();
-        let quiet = store.create_project("quiet").await.unwrap();
-        (db, store, noisy, quiet)
-    });
-    println!("--- {backend:?}: {secs} s per phase, {} noisy clients × {} events per request", env("FLOOD_CLIENTS", 8), env("FLOOD_BATCH", 100));
-    let server = start(&rt, &store);
-    let alone = phase("(a) quiet alone", &server, None, &quiet_p.ingest_key, secs);
-    let open = phase("(b) flood, no limits", &server, Some(&noisy.ingest_key), &quiet_p.ingest_key, secs);
-    drop(server);
-    let (rate, burst) = (env("FLOOD_RATE", 500) as i64, env("FLOOD_BURST", 1000) as i64);
-    rt.block_on(store.update_project_limits(
-        "noisy",
-        &LimitsUpdate {
-            rate: Some(Some(rate)),
-            burst: Some(Some(burst)),
-            ..LimitsUpdate::default()
-        },
-    ))
-    .unwrap();
-    let server = start(&rt, &store);
-    let limited = phase(
-        &format!("(c) flood, {rate}/s burst {burst}"),
-        &server,
-        Some(&noisy.ingest_key),
-        &quiet_p.ingest_key,
-        secs,
+    let secs = env("FLOOD_SECS", 5);
+    let rounds = env("FLOOD_ROUNDS", 3);
+    println!(
+        "--- {backend:?}: {rounds} rounds × {secs} s per phase, {} noisy clients × {} events per request, noisy clients {} Retry-After",
+        env("FLOOD_CLIENTS", 8),
+        env("FLOOD_BATCH", 100),
+        if env("FLOOD_HONOUR", 0) == 1 {
+            "honour"
+        } else {
+            "ignore"
+        }
     );
+    let (rate, burst) = (
+        env("FLOOD_RATE", 500) as i64,
+        env("FLOOD_BURST", 1000) as i64,
+    );
+    let phases = [
+        ("(a) quiet alone".to_string(), false, None),
+        ("(b) flood, no limits".to_string(), true, None),
+        (
+            format!("(c) flood, {rate}/s burst {burst}"),
+            true,
+            Some((rate, burst)),
+        ),
+    ];
+    let mut totals: Vec<Outcome> = phases.iter().map(|_| Outcome::default()).collect();
+    for round in 0..rounds {
+        for ((name, flooding, limit), total) in phases.iter().zip(totals.iter_mut()) {
+            let (db, store, noisy, quiet_key) = setup(&rt, backend, *limit);
+            let server = start(&rt, &store);
+            let o = phase(
+                &server,
+                flooding.then_some(noisy.as_str()),
+                &quiet_key,
+                secs,
+            );
+            o.print(&format!("  round {round} {name}"));
+            total.add(o);
+            drop(server);
+            rt.block_on(store.close());
+            drop(db);
+        }
+    }
+    println!("all rounds:");
+    for ((name, _, _), total) in phases.iter().zip(&totals) {
+        total.print(name);
+    }
+    let p99 = |o: &Outcome| pct(&o.quiet, 0.99).as_secs_f64();
     println!(
         "quiet p99 vs alone: no limits {:.1}x, limits on {:.1}x (target <= 3x)",
-        open.as_secs_f64() / alone.as_secs_f64(),
-        limited.as_secs_f64() / alone.as_secs_f64()
+        p99(&totals[1]) / p99(&totals[0]),
+        p99(&totals[2]) / p99(&totals[0])
     );
-    drop(server);
-    rt.block_on(store.close());
 }
 
 fn main() {
-    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let all = which.is_empty();
     if all || which.iter().any(|w| w == "sqlite") {
         run(Backend::Sqlite);

@@ -138,7 +138,10 @@ fn run(backend: Backend) {
             store.insert_events(project.id, &batch).await.unwrap();
         }
         store.analyze().await.unwrap();
-        println!("--- {backend:?}: loaded {total} old events in {:.1} s", load.elapsed().as_secs_f64());
+        println!(
+            "--- {backend:?}: loaded {total} old events in {:.1} s",
+            load.elapsed().as_secs_f64()
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -189,7 +192,10 @@ fn run(backend: Backend) {
 }
 
 fn main() {
-    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let all = which.is_empty();
     if all || which.iter().any(|w| w == "sqlite") {
         run(Backend::Sqlite);

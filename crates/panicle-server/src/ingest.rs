@@ -45,13 +45,21 @@ async fn accept(
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let IngestProject(project) = project?;
-    let admitted = state.limits.precheck(&state.store, &state.metrics, &project).await?;
+    let admitted = state
+        .limits
+        .precheck(&state.store, &state.metrics, &project)
+        .await?;
     let limit = state.config.max_body_bytes;
     let raw = read_body(headers, body, limit).await?;
     let decoded = decode_events(&raw)?;
     let events: Vec<NewEvent> = decoded.into_iter().map(to_new_event).collect();
-    state.limits.admit(&state.metrics, &project, &admitted, events.len())?;
-    let outcome = state.limits.insert(&state.store, &state.metrics, &project, &admitted, &events).await?;
+    state
+        .limits
+        .admit(&state.metrics, &project, &admitted, events.len())?;
+    let outcome = state
+        .limits
+        .insert(&state.store, &state.metrics, &project, &admitted, &events)
+        .await?;
     attach_in_background(state, project.id, outcome.inserted);
     let m = &state.metrics;
     m.events_accepted.inc_by(outcome.accepted.len() as u64);
@@ -221,7 +229,10 @@ async fn accept_text(
     use serde_json::Value;
 
     let IngestProject(project) = project?;
-    let admitted = state.limits.precheck(&state.store, &state.metrics, &project).await?;
+    let admitted = state
+        .limits
+        .precheck(&state.store, &state.metrics, &project)
+        .await?;
     let raw = read_body(headers, body, state.config.max_body_bytes).await?;
     let text = String::from_utf8_lossy(&raw);
     let crash = parse_crash(&text).ok_or(ApiError::NoCrash)?;
@@ -257,7 +268,16 @@ async fn accept_text(
         })
     })?;
     state.limits.admit(&state.metrics, &project, &admitted, 1)?;
-    let outcome = state.limits.insert(&state.store, &state.metrics, &project, &admitted, &[to_new_event(decoded)]).await?;
+    let outcome = state
+        .limits
+        .insert(
+            &state.store,
+            &state.metrics,
+            &project,
+            &admitted,
+            &[to_new_event(decoded)],
+        )
+        .await?;
     attach_in_background(state, project.id, outcome.inserted);
     state.metrics.events_accepted.inc();
     state.metrics.events_stored.inc_by(outcome.inserted as u64);

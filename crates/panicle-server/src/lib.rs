@@ -36,8 +36,8 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use limits::{LimitDefaults, Limits};
-pub use retention::{RetentionConfig, RetentionJob};
 pub use metrics::Metrics;
+pub use retention::{RetentionConfig, RetentionJob};
 
 /// Settings a running server needs.
 #[derive(Debug, Clone)]

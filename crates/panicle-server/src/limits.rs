@@ -209,7 +209,9 @@ impl Limits {
                         s.read_at = Some(Instant::now());
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read project limits; using the cached ones"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read project limits; using the cached ones")
+                }
             }
         }
         let own = self
@@ -378,7 +380,11 @@ mod tests {
             group_event_cap: 5,
         };
         let none = Effective::resolve(&ProjectLimits::default(), &d);
-        assert_eq!((none.rate, none.burst, none.daily_quota), (100, 100, 1000), "burst 0: the rate");
+        assert_eq!(
+            (none.rate, none.burst, none.daily_quota),
+            (100, 100, 1000),
+            "burst 0: the rate"
+        );
         let own = ProjectLimits {
             rate: Some(0),
             burst: Some(7),

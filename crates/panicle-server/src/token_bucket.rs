@@ -95,7 +95,10 @@ mod tests {
         let mut b = TokenBucket::new(10, 50, t0);
         assert_eq!(b.take(50, t0), Ok(()), "a full burst at once");
         let wait = b.take(1, t0).unwrap_err();
-        assert!(close(wait, 100 * MS), "one token comes every 100 ms: {wait:?}");
+        assert!(
+            close(wait, 100 * MS),
+            "one token comes every 100 ms: {wait:?}"
+        );
         assert!(b.take(1, t0 + 99 * MS).is_err());
         assert_eq!(b.take(1, t0 + 100 * MS), Ok(()));
         // 20 events need 2 s of refill.
@@ -108,10 +111,16 @@ mod tests {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(10, 20, t0);
         assert_eq!(b.take(5, t0), Ok(()));
-        assert!(close(b.take(100, t0).unwrap_err(), 500 * MS), "until 20 are there");
+        assert!(
+            close(b.take(100, t0).unwrap_err(), 500 * MS),
+            "until 20 are there"
+        );
         assert_eq!(b.take(100, t0 + 500 * MS), Ok(()));
         // 80 in debt plus 1: 8.1 s at 10/s.
-        assert!(close(b.wait_for(1, t0 + 500 * MS), Duration::from_millis(8100)));
+        assert!(close(
+            b.wait_for(1, t0 + 500 * MS),
+            Duration::from_millis(8100)
+        ));
     }
 
     #[test]

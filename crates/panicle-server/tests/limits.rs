@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 
 use panicle_server::{AppState, LimitDefaults, RetentionConfig, ServerConfig};
-use panicle_store::testing::TestDb;
 use panicle_store::{EventQuery, LimitsUpdate, NewEvent, Store};
 use serde_json::{Value, json};
 
@@ -50,7 +49,11 @@ fn now_rfc3339() -> String {
 }
 
 fn batch(n: usize) -> Value {
-    Value::Array((0..n).map(|i| event(&format!("boom {i}"), &now_rfc3339())).collect())
+    Value::Array(
+        (0..n)
+            .map(|i| event(&format!("boom {i}"), &now_rfc3339()))
+            .collect(),
+    )
 }
 
 /// An old event of a group of its own, stored directly.

@@ -6,8 +6,8 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::clusters::EventFilter;
-use crate::page::{bind_all, page_of, push_in};
 use crate::limits::{InsertLimits, QuotaPeriod, UsagePeriods, keep_sampled};
+use crate::page::{bind_all, page_of, push_in};
 use crate::{Cursor, Page, Result, Store, StoreError};
 
 /// An event ready to store: the wire event plus what ingest derived from it.
@@ -166,7 +166,7 @@ impl Store {
         limits: &InsertLimits,
     ) -> Result<InsertOutcome> {
         let received_at = crate::now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Rows are locked in one global order (event ids, then group ids,
         // then usage), so two concurrent batches on PostgreSQL cannot
         // deadlock each other.

@@ -32,9 +32,9 @@ pub use groups::{GroupQuery, GroupRow};
 pub use limits::{
     InsertLimits, LimitsUpdate, ProjectLimits, QuotaPeriod, UsagePeriods, keep_sampled,
 };
-pub use retention::PurgeReport;
 pub use page::{Cursor, Page};
 pub use projects::{Project, hash_token};
+pub use retention::PurgeReport;
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +186,17 @@ impl Store {
             .run(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// `BEGIN IMMEDIATE` (waiting up to the busy timeout): a transaction that
+    /// reads first and writes later would fail at once with "database is
+    /// locked" (SQLITE_BUSY_SNAPSHOT) when another writer committed between.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// Readiness: the database answers a query.

@@ -145,7 +145,8 @@ fn limits_from_row(row: &sqlx::any::AnyRow) -> Result<ProjectLimits> {
     })
 }
 
-const LIMIT_COLUMNS: &str = "id, rate_limit, rate_burst, daily_quota, monthly_quota, retention_days";
+const LIMIT_COLUMNS: &str =
+    "id, rate_limit, rate_burst, daily_quota, monthly_quota, retention_days";
 
 impl Store {
     /// The limits every project has set, by project id.
@@ -166,7 +167,7 @@ impl Store {
         name: &str,
         update: &LimitsUpdate,
     ) -> Result<ProjectLimits> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {LIMIT_COLUMNS} FROM projects WHERE name = $1"
         )))
@@ -237,7 +238,10 @@ mod tests {
         assert_eq!(p.day_ends_ms, 1_796_256_000_000); // 2026-12-03T00:00:00Z
         assert_eq!(p.month_ends_ms, 1_798_761_600_000); // 2027-01-01T00:00:00Z
         let leap = UsagePeriods::at(days_from_civil(2028, 2, 29) * DAY_MS + 1);
-        assert_eq!((leap.day.as_str(), leap.month.as_str()), ("d2028-02-29", "m2028-02"));
+        assert_eq!(
+            (leap.day.as_str(), leap.month.as_str()),
+            ("d2028-02-29", "m2028-02")
+        );
         assert_eq!(leap.month_ends_ms, days_from_civil(2028, 3, 1) * DAY_MS);
         assert_eq!(UsagePeriods::day_key_before(0, 1), "d1969-12-31");
         for days in [-800_000, -1, 0, 1, 19_000, 20_454, 2_000_000] {

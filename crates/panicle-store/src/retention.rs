@@ -63,7 +63,7 @@ impl Store {
         let batch = batch.max(1);
         let mut report = PurgeReport::default();
         let mut removed: BTreeMap<String, Removed> = BTreeMap::new();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (table, sampled) in [("events", false), ("sampled_events", true)] {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE project_id = $1 AND event_id IN \
@@ -117,11 +117,10 @@ impl Store {
     /// ones are few and kept).
     pub async fn prune_usage(&self, now_ms: i64, keep_days: i64) -> Result<u64> {
         let oldest = UsagePeriods::day_key_before(now_ms, keep_days);
-        let done =
-            sqlx::query("DELETE FROM project_usage WHERE period LIKE 'd%' AND period < $1")
-                .bind(oldest)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query("DELETE FROM project_usage WHERE period LIKE 'd%' AND period < $1")
+            .bind(oldest)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

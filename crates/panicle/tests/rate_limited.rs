@@ -208,14 +208,24 @@ fn sdk_sender_waits_out_retry_after_and_delivers_each_event_once() {
         let r = std::panic::catch_unwind(move || panic!("{m}"));
         assert!(r.is_err());
     }
-    assert!(panicle::flush(Duration::from_secs(60)), "delivered within 60 s");
+    assert!(
+        panicle::flush(Duration::from_secs(60)),
+        "delivered within 60 s"
+    );
 
     let refused = server.check_waits();
-    assert!(refused >= 1, "the drained bucket refused the SDK at least once");
+    assert!(
+        refused >= 1,
+        "the drained bucket refused the SDK at least once"
+    );
     let stored = server.messages();
     assert_eq!(stored.len(), 12, "{stored:?}");
     assert_eq!(stored.into_iter().collect::<BTreeSet<_>>(), expected);
-    assert_eq!(server.state.metrics.events_duplicate.get(), 0, "nothing was sent again after a 202");
+    assert_eq!(
+        server.state.metrics.events_duplicate.get(),
+        0,
+        "nothing was sent again after a 202"
+    );
     assert!(
         std::fs::read_dir(spool.path())
             .unwrap()
