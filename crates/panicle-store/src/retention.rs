@@ -8,6 +8,8 @@
 //! `sampled_events` = its rows in `sampled_events`. A group left with no
 //! rows in either is deleted, which takes it out of its cluster (clusters
 //! are read from their groups; nothing else stores a cluster's counts).
+//! A group's `first_seen` / `last_seen` / `first_release` are its history
+//! and stay as they were.
 
 use std::collections::BTreeMap;
 
