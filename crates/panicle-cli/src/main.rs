@@ -142,6 +142,46 @@ struct ServeSettings {
     wal_truncate_bytes: u64,
     #[command(flatten)]
     cluster: ClusterParams,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Per-project limits every project gets unless it sets its own
+/// (`panicle project update`), and retention. 0: unlimited.
+#[derive(Args, Clone, Copy)]
+struct LimitArgs {
+    /// Events per second per project (0: unlimited). Over it: 429 + Retry-After.
+    #[arg(
+        long = "rate-limit",
+        env = "PANICLE_RATE_LIMIT",
+        default_value_t = 1000
+    )]
+    rate: u64,
+    /// Events a project may send at once above the rate (0: the rate).
+    #[arg(
+        long = "rate-burst",
+        env = "PANICLE_RATE_BURST",
+        default_value_t = 10_000
+    )]
+    burst: u64,
+    /// Events per project per UTC day (0: unlimited).
+    #[arg(long, env = "PANICLE_DAILY_QUOTA", default_value_t = 0)]
+    daily_quota: u64,
+    /// Events per project per UTC month (0: unlimited).
+    #[arg(long, env = "PANICLE_MONTHLY_QUOTA", default_value_t = 0)]
+    monthly_quota: u64,
+    /// Days events are kept (0: forever); a project may set its own.
+    #[arg(long, env = "PANICLE_RETENTION_DAYS", default_value_t = 90)]
+    retention_days: u64,
+    /// Seconds between retention runs (0: never).
+    #[arg(long, env = "PANICLE_RETENTION_INTERVAL", default_value_t = 3600)]
+    retention_interval: u64,
+    /// Events deleted per retention transaction.
+    #[arg(long, env = "PANICLE_RETENTION_BATCH", default_value_t = 500)]
+    retention_batch: u64,
+    /// Events a group keeps in full; beyond it new ones are sampled (counts stay exact). 0: no cap.
+    #[arg(long, env = "PANICLE_GROUP_EVENT_CAP", default_value_t = 10_000)]
+    group_event_cap: u64,
 }
 
 /// DBSCAN parameters, shared by `serve` and `cluster`.
@@ -186,6 +226,28 @@ enum ProjectCommand {
         #[arg(long, env = "PANICLE_PUBLIC_URL")]
         public_url: Option<String>,
     },
+    /// Change a project's limits: a number, `0`/`none` for unlimited (retention:
+    /// keep forever), or `default` for the server's default.
+    Update {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Events per second.
+        #[arg(long, value_parser = parse_limit)]
+        rate: Option<Limit>,
+        /// Events at once above the rate.
+        #[arg(long, value_parser = parse_limit)]
+        burst: Option<Limit>,
+        /// Events per UTC day.
+        #[arg(long, value_parser = parse_limit)]
+        daily_quota: Option<Limit>,
+        /// Events per UTC month.
+        #[arg(long, value_parser = parse_limit)]
+        monthly_quota: Option<Limit>,
+        /// Days events are kept.
+        #[arg(long, value_parser = parse_limit)]
+        retention_days: Option<Limit>,
+    },
     /// List projects with their DSNs.
     List {
         #[command(flatten)]
@@ -223,6 +285,42 @@ enum TokenCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+/// A limit as typed: a number (0: unlimited) or the server's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Value(i64),
+    Default,
+}
+
+fn parse_limit(s: &str) -> std::result::Result<Limit, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "none" | "unlimited" => Ok(Limit::Value(0)),
+        "default" => Ok(Limit::Default),
+        n => n
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 0)
+            .map(Limit::Value)
+            .ok_or_else(|| format!("`{s}` is not a number >= 0, `none` or `default`")),
+    }
+}
+
+/// `Some(None)` resets to the default; `None` leaves the setting alone.
+fn to_update(limit: Option<Limit>) -> Option<Option<i64>> {
+    limit.map(|l| match l {
+        Limit::Value(v) => Some(v),
+        Limit::Default => None,
+    })
+}
+
+fn show(v: Option<i64>) -> String {
+    match v {
+        None => "default".into(),
+        Some(0) => "none".into(),
+        Some(n) => n.to_string(),
+    }
 }
 
 fn main() -> Result<()> {
@@ -299,6 +397,41 @@ async fn run(cli: Cli) -> Result<()> {
             let store = open(&db).await?;
             let project = store.create_project(&name).await?;
             println!("{}", dsn(&public_url_or_listen(public_url), &project));
+            Ok(())
+        }
+        Command::Project {
+            command:
+                ProjectCommand::Update {
+                    name,
+                    db,
+                    rate,
+                    burst,
+                    daily_quota,
+                    monthly_quota,
+                    retention_days,
+                },
+        } => {
+            let store = open(&db).await?;
+            let now = store
+                .update_project_limits(
+                    &name,
+                    &panicle_store::LimitsUpdate {
+                        rate: to_update(rate),
+                        burst: to_update(burst),
+                        daily_quota: to_update(daily_quota),
+                        monthly_quota: to_update(monthly_quota),
+                        retention_days: to_update(retention_days),
+                    },
+                )
+                .await?;
+            println!(
+                "{name}: rate {} burst {} daily-quota {} monthly-quota {} retention-days {}",
+                show(now.rate),
+                show(now.burst),
+                show(now.daily_quota),
+                show(now.monthly_quota),
+                show(now.retention_days)
+            );
             Ok(())
         }
         Command::Project {
@@ -490,10 +623,29 @@ async fn serve(
             body_timeout: Duration::from_secs(settings.body_timeout),
             request_timeout: Duration::from_secs(settings.request_timeout),
             max_connections: settings.max_connections as usize,
+            limits: panicle_server::LimitDefaults {
+                rate: settings.limits.rate,
+                burst: settings.limits.burst,
+                daily_quota: settings.limits.daily_quota,
+                monthly_quota: settings.limits.monthly_quota,
+                group_event_cap: settings.limits.group_event_cap,
+            },
+            retention: panicle_server::RetentionConfig {
+                days: settings.limits.retention_days,
+                batch: settings.limits.retention_batch.max(1),
+                ..panicle_server::RetentionConfig::default()
+            },
             ..ServerConfig::default()
         },
         rules,
     );
+    if settings.limits.retention_interval > 0 {
+        state
+            .retention
+            .spawn_interval(std::time::Duration::from_secs(
+                settings.limits.retention_interval,
+            ));
+    }
     if settings.cluster_interval > 0 {
         state
             .job
@@ -549,6 +701,18 @@ pub(crate) fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_parse_numbers_none_and_default() {
+        assert_eq!(parse_limit("50"), Ok(Limit::Value(50)));
+        assert_eq!(parse_limit("0"), Ok(Limit::Value(0)));
+        assert_eq!(parse_limit("None"), Ok(Limit::Value(0)));
+        assert_eq!(parse_limit("default"), Ok(Limit::Default));
+        assert!(parse_limit("-1").is_err());
+        assert!(parse_limit("lots").is_err());
+        assert_eq!(to_update(Some(Limit::Default)), Some(None));
+        assert_eq!(to_update(None), None);
+    }
 
     #[test]
     fn passwords_are_redacted() {

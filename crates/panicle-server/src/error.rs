@@ -45,6 +45,16 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("the clustering run failed: {0}")]
     Job(String),
+    /// A rate limit or quota (see `limits.rs`): 429 with `Retry-After`.
+    #[error("{message}")]
+    Limited {
+        code: &'static str,
+        /// Which limit: `rate`, `daily_quota` or `monthly_quota`.
+        limit: &'static str,
+        message: String,
+        /// Seconds until the request may fit.
+        retry_after: u64,
+    },
 }
 
 impl ApiError {
@@ -68,6 +78,7 @@ impl ApiError {
             // same request may fail the same way (a client narrows it down).
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Job(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -91,6 +102,7 @@ impl ApiError {
             ApiError::Store(e) if e.is_unavailable() => "storage_unavailable",
             ApiError::Store(_) => "database_error",
             ApiError::Job(_) => "clustering_failed",
+            ApiError::Limited { code, .. } => code,
         }
     }
 }
@@ -113,12 +125,25 @@ impl IntoResponse for ApiError {
             ),
             other => other.to_string(),
         };
-        let body = Json(json!({"error": {"code": self.code(), "message": message}}));
+        let mut error = json!({"code": self.code(), "message": message});
+        if let ApiError::Limited {
+            limit, retry_after, ..
+        } = &self
+        {
+            error["limit"] = json!(limit);
+            error["retry_after"] = json!(retry_after);
+        }
+        let body = Json(json!({ "error": error }));
         let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let ApiError::Limited { retry_after, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         response
     }

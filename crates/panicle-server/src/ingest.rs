@@ -1,6 +1,6 @@
 //! Ingest: decode → validate → normalize → fingerprint → store (one
-//! transaction per request). Refusals (401/400/413) come before any 202; an
-//! event answered 202 is committed.
+//! transaction per request). Refusals (401/400/413/429) come before any 202;
+//! an event answered 202 is committed. Rate limits and quotas: `limits.rs`.
 
 use std::io::Read;
 
@@ -25,7 +25,8 @@ use crate::{ApiError, AppState};
               (status = 422, description = "An event the database cannot store (code `unstorable_event`; with `X-Panicle-Partial-Batch: 1` only for a single event)", body = crate::openapi::ErrorBody),
               (status = 503, description = "The database is unavailable (answered within ~2 s); retry after `Retry-After`", body = crate::openapi::ErrorBody),
               (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody),
-              (status = 413, description = "Body over the limit, before or after gzip", body = crate::openapi::ErrorBody)),
+              (status = 413, description = "Body over the limit, before or after gzip", body = crate::openapi::ErrorBody),
+              (status = 429, description = "Over the project's rate limit (`rate_limited`) or quota (`quota_exceeded`); nothing of the batch was stored; `Retry-After` says when to retry", body = crate::openapi::ErrorBody)),
     security(("ingest_key" = [])))]
 pub async fn post_events(
     State(state): State<AppState>,
@@ -47,10 +48,14 @@ async fn accept(
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let IngestProject(project) = project?;
+    let admitted = state
+        .limits
+        .precheck(&state.store, &state.metrics, &project)
+        .await?;
     let limit = state.config.max_body_bytes;
     let raw = read_body(headers, body, limit).await?;
     let received_ms = now_ms();
-    let max_age_ms = state.config.max_event_age_ms();
+    let max_age_ms = state.config.max_event_age_ms(admitted.retention_days);
     // Per-event answers only for clients that say they read them: an older
     // client takes any 2xx for the whole batch and would delete the events
     // a `rejected` list names; it gets the whole-batch refusal it splits.
@@ -78,10 +83,13 @@ async fn accept(
             }
         }
     }
+    state
+        .limits
+        .admit(&state.metrics, &project, &admitted, events.len())?;
     let StoredEvents {
         outcome,
         unstorable,
-    } = store_events(state, project.id, &events).await?;
+    } = store_events(state, &project, &admitted, &events).await?;
     if whole && let Some((event, message)) = unstorable.first() {
         // A permanent, named refusal; the other events of the batch are
         // stored, so the client's resend of them stores nothing twice.
@@ -109,6 +117,7 @@ async fn accept(
     for r in &rejected {
         m.rejected(r.code);
     }
+    m.events_sampled.inc_by(outcome.sampled as u64);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -145,12 +154,14 @@ struct StoredEvents<'a> {
     unstorable: Vec<(&'a NewEvent, String)>,
 }
 
-/// Stores a request's events in one transaction; when the database refuses
-/// the batch for the data in it (not for being unreachable), each event is
-/// stored alone so one poison event cannot hold back the others.
+/// Stores a request's events in one transaction, within the project's
+/// quotas; when the database refuses the batch for the data in it (not for
+/// being unreachable), each event is stored alone so one poison event cannot
+/// hold back the others.
 async fn store_events<'a>(
     state: &AppState,
-    project_id: i64,
+    project: &panicle_store::Project,
+    admitted: &crate::limits::Effective,
     events: &'a [NewEvent],
 ) -> Result<StoredEvents<'a>, ApiError> {
     let mut stored = StoredEvents {
@@ -160,31 +171,33 @@ async fn store_events<'a>(
     if events.is_empty() {
         return Ok(stored);
     }
-    match state.store.insert_events(project_id, events).await {
+    let insert = |batch: &'a [NewEvent]| {
+        state
+            .limits
+            .insert(&state.store, &state.metrics, project, admitted, batch)
+    };
+    match insert(events).await {
         Ok(outcome) => {
             stored.outcome = outcome;
             return Ok(stored);
         }
-        Err(e) if e.is_refused_data() => {
-            tracing::warn!(error = %e, project_id, events = events.len(), "the database refused a batch; storing its events one by one");
+        Err(ApiError::Store(e)) if e.is_refused_data() => {
+            tracing::warn!(error = %e, project_id = project.id, events = events.len(), "the database refused a batch; storing its events one by one");
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     }
     for event in events {
-        match state
-            .store
-            .insert_events(project_id, std::slice::from_ref(event))
-            .await
-        {
+        match insert(std::slice::from_ref(event)).await {
             Ok(one) => {
                 stored.outcome.accepted.extend(one.accepted);
                 stored.outcome.inserted += one.inserted;
+                stored.outcome.sampled += one.sampled;
             }
-            Err(e) if e.is_refused_data() => {
-                tracing::warn!(error = %e, project_id, event_id = %event.event_id, "the database refused an event");
+            Err(ApiError::Store(e)) if e.is_refused_data() => {
+                tracing::warn!(error = %e, project_id = project.id, event_id = %event.event_id, "the database refused an event");
                 stored.unstorable.push((event, e.refusal_reason()));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     Ok(stored)
@@ -337,7 +350,8 @@ pub struct TextParams {
     request_body(content = String, description = "Raw crash text: a Rust panic or a Go panic / fatal error dump", content_type = "text/plain"),
     responses((status = 202, description = "Accepted: `{accepted: [id], stored: n}`", body = Object),
               (status = 400, description = "No crash found in the text", body = crate::openapi::ErrorBody),
-              (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody)),
+              (status = 401, description = "Missing or unknown X-Panicle-Key", body = crate::openapi::ErrorBody),
+              (status = 429, description = "Over the project's rate limit or quota; `Retry-After` says when to retry", body = crate::openapi::ErrorBody)),
     security(("ingest_key" = [])))]
 pub async fn post_text(
     State(state): State<AppState>,
@@ -364,6 +378,10 @@ async fn accept_text(
     use serde_json::Value;
 
     let IngestProject(project) = project?;
+    let admitted = state
+        .limits
+        .precheck(&state.store, &state.metrics, &project)
+        .await?;
     let raw = read_body(headers, body, state.config.max_body_bytes).await?;
     let text = String::from_utf8_lossy(&raw);
     let text = storable_str(&text);
@@ -402,15 +420,16 @@ async fn accept_text(
             message,
         })
     })?;
+    state.limits.admit(&state.metrics, &project, &admitted, 1)?;
     let events = [to_new_event(
         decoded,
         now_ms(),
-        state.config.max_event_age_ms(),
+        state.config.max_event_age_ms(admitted.retention_days),
     )];
     let StoredEvents {
         outcome,
         unstorable,
-    } = store_events(state, project.id, &events).await?;
+    } = store_events(state, &project, &admitted, &events).await?;
     if let Some((_, message)) = unstorable.first() {
         state.metrics.rejected(UNSTORABLE);
         return Err(ApiError::Unstorable(message.clone()));

@@ -14,12 +14,15 @@ mod cookie;
 mod error;
 mod ingest;
 pub mod jobs;
+pub mod limits;
 mod metrics;
 pub mod openapi;
 mod origin;
 mod read;
+pub mod retention;
 mod storable;
 mod timeouts;
+mod token_bucket;
 mod web;
 
 use std::sync::Arc;
@@ -37,7 +40,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use limits::{LimitDefaults, Limits};
 pub use metrics::Metrics;
+pub use retention::{RetentionConfig, RetentionJob};
 
 /// Settings a running server needs.
 #[derive(Debug, Clone)]
@@ -50,9 +55,6 @@ pub struct ServerConfig {
     pub trace_url_template: Option<String>,
     /// Silence after which a cluster back in a new release is a regression.
     pub regression_quiet_ms: i64,
-    /// How long events are kept; an event dated before this window (or more
-    /// than an hour ahead) is stored under its receive time.
-    pub retention_days: u32,
     /// Clustering parameters of the job.
     pub cluster: Params,
     /// How long a dashboard session lives (12 h idle, 7 d at most).
@@ -66,6 +68,11 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Connections served at once; more wait in the accept queue.
     pub max_connections: usize,
+    /// Rate limits, quotas and the per-group cap every project gets unless
+    /// it sets its own.
+    pub limits: LimitDefaults,
+    /// How long events are kept and how the purge runs.
+    pub retention: RetentionConfig,
 }
 
 impl Default for ServerConfig {
@@ -75,21 +82,30 @@ impl Default for ServerConfig {
             public_url: "http://127.0.0.1:8471".into(),
             trace_url_template: None,
             regression_quiet_ms: 7 * 24 * 3_600_000,
-            retention_days: 90,
             cluster: Params::default(),
             session: SessionPolicy::default(),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            limits: LimitDefaults::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
 
 impl ServerConfig {
-    /// The oldest plausible event time, as an age in milliseconds.
-    pub fn max_event_age_ms(&self) -> i64 {
-        i64::from(self.retention_days.max(1)) * 86_400_000
+    /// The oldest plausible event time, as an age in milliseconds: the
+    /// project's retention (else the server's); an event dated before it
+    /// (or more than an hour ahead) is stored under its receive time. Kept
+    /// forever (0 days): ten years, so a year-0000 clock is still caught.
+    pub fn max_event_age_ms(&self, project_retention_days: Option<u64>) -> i64 {
+        const FOREVER_DAYS: u64 = 3653;
+        let days = match project_retention_days.unwrap_or(self.retention.days) {
+            0 => FOREVER_DAYS,
+            d => d,
+        };
+        i64::try_from(days.min(FOREVER_DAYS)).unwrap_or(0) * 86_400_000
     }
 }
 
@@ -101,6 +117,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub job: Arc<ClusterJob>,
     pub rules: Arc<RuleSet>,
+    pub limits: Arc<Limits>,
+    pub retention: Arc<RetentionJob>,
 }
 
 /// The whole HTTP surface.
@@ -182,12 +200,17 @@ impl AppState {
 
     pub fn with_rules(store: Store, config: ServerConfig, rules: RuleSet) -> AppState {
         let job = ClusterJob::new(store.clone(), config.cluster);
+        let metrics = Arc::new(Metrics::new());
+        let limits = Arc::new(Limits::new(config.limits));
+        let retention = RetentionJob::new(store.clone(), config.retention, metrics.clone());
         AppState {
             store,
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             job,
             rules: Arc::new(rules),
+            limits,
+            retention,
         }
     }
 }

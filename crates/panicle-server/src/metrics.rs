@@ -24,6 +24,12 @@ pub struct StageLabel {
     pub stage: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectReasonLabel {
+    pub project: String,
+    pub reason: String,
+}
+
 /// Counters of what ingest did; every rejection has a named reason.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -37,6 +43,12 @@ pub struct Metrics {
     pub http_timeouts: Family<StageLabel, Counter>,
     /// Size of the SQLite write-ahead log, refreshed when /metrics is read.
     pub sqlite_wal_bytes: Gauge,
+    /// Refusals by a rate limit or quota, per project and reason.
+    pub requests_limited: Family<ProjectReasonLabel, Counter>,
+    /// Rows the retention job deleted (events and sampled ones).
+    pub events_purged: Counter,
+    /// New events counted but not kept in full (their group was over its cap).
+    pub events_sampled: Counter,
 }
 
 impl Metrics {
@@ -84,8 +96,29 @@ impl Metrics {
             "Size of the SQLite write-ahead log file (0 on PostgreSQL)",
             sqlite_wal_bytes.clone(),
         );
+        let requests_limited = Family::<ProjectReasonLabel, Counter>::default();
+        registry.register(
+            "ingest_limited",
+            "Ingest requests refused by a rate limit or quota, by project and reason",
+            requests_limited.clone(),
+        );
+        let events_purged = Counter::default();
+        registry.register(
+            "events_purged",
+            "Events deleted by retention",
+            events_purged.clone(),
+        );
+        let events_sampled = Counter::default();
+        registry.register(
+            "events_sampled",
+            "New events counted in their group but not kept in full (group over its cap)",
+            events_sampled.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            requests_limited,
+            events_purged,
+            events_sampled,
             events_accepted,
             events_stored,
             events_duplicate,
@@ -105,6 +138,16 @@ impl Metrics {
     pub fn rejected(&self, reason: &str) {
         self.requests_rejected
             .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A refusal by a limit; also counted in `ingest_rejected` by the handler.
+    pub fn limited(&self, project: &str, reason: &str) {
+        self.requests_limited
+            .get_or_create(&ProjectReasonLabel {
+                project: project.to_string(),
                 reason: reason.to_string(),
             })
             .inc();

@@ -6,8 +6,9 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::clusters::EventFilter;
+use crate::limits::{InsertLimits, QuotaPeriod, UsagePeriods, keep_sampled};
 use crate::page::{bind_all, page_of, push_in, push_in_ids};
-use crate::{Cursor, Page, Result, Store};
+use crate::{Cursor, Page, Result, Store, StoreError};
 
 /// An event ready to store: the wire event plus what ingest derived from it.
 #[derive(Debug, Clone)]
@@ -45,6 +46,9 @@ pub struct InsertOutcome {
     pub accepted: Vec<String>,
     /// How many were new (the rest were resends).
     pub inserted: usize,
+    /// Of the new ones, how many were counted but not kept in full (their
+    /// group was over its cap).
+    pub sampled: usize,
 }
 
 /// The columns a list shows; `payload` has the rest.
@@ -126,6 +130,9 @@ pub fn group_id(project_id: i64, fingerprint: &str) -> String {
 struct GroupDelta<'a> {
     first: &'a NewEvent,
     count: i64,
+    /// New rows in `events` and in `sampled_events`.
+    stored: i64,
+    sampled: i64,
     first_seen: i64,
     last_seen: i64,
     first_release: Option<&'a str>,
@@ -133,64 +140,153 @@ struct GroupDelta<'a> {
 
 impl Store {
     /// Stores a batch in one transaction (group commit). Resent ids are
-    /// accepted and stored nothing twice.
+    /// accepted and stored nothing twice. No quota, no per-group cap.
     pub async fn insert_events(
         &self,
         project_id: i64,
         events: &[NewEvent],
     ) -> Result<InsertOutcome> {
+        self.insert_events_with(project_id, events, &InsertLimits::default())
+            .await
+    }
+
+    /// [`Store::insert_events`] within quotas and a per-group cap.
+    ///
+    /// New events are counted in `project_usage` (UTC day and month) in the
+    /// same transaction; when that takes a count over its quota the whole
+    /// batch is rolled back and [`StoreError::QuotaExceeded`] returned, so a
+    /// batch is stored whole or not at all and the counters survive restarts.
+    ///
+    /// A group holding `group_cap` events keeps only a sample of further
+    /// ones ([`keep_sampled`]); the others go to `sampled_events` (id, time,
+    /// weight), so resends stay idempotent and counts stay exact:
+    /// `event_count = Σ events.weight + Σ sampled_events.weight` per group.
+    pub async fn insert_events_with(
+        &self,
+        project_id: i64,
+        events: &[NewEvent],
+        limits: &InsertLimits,
+    ) -> Result<InsertOutcome> {
         let received_at = crate::now_ms();
         let _pass = self.wal_writer_pass().await;
-        let mut tx = self.pool.begin().await?;
-        // Rows are locked in one global order (event ids, then group ids), so
-        // two concurrent batches on PostgreSQL cannot deadlock each other.
+        let mut tx = self.begin_write().await?;
+        // Rows are locked in one global order (event ids, then group ids,
+        // then usage), so two concurrent batches on PostgreSQL cannot
+        // deadlock each other.
         let mut ordered: Vec<&NewEvent> = events.iter().collect();
         ordered.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         let mut deltas: BTreeMap<String, GroupDelta<'_>> = BTreeMap::new();
         let mut outcome = InsertOutcome {
             accepted: events.iter().map(|e| e.event_id.clone()).collect(),
             inserted: 0,
+            sampled: 0,
         };
+        // (stored, sampled) rows per group as this batch goes, read once per
+        // group only when a cap applies.
+        let mut counters: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for e in ordered {
             let gid = group_id(project_id, &e.fingerprint);
-            let done = sqlx::query(
-                "INSERT INTO events (project_id, event_id, group_id, ts, received_at, platform, \
-                 kind, message, service, environment, release, trace_id, pod, node, route, depth, payload, weight) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-                 ON CONFLICT (project_id, event_id) DO NOTHING",
-            )
-            .bind(project_id)
-            .bind(&e.event_id)
-            .bind(&gid)
-            .bind(e.timestamp_ms)
-            .bind(received_at)
-            .bind(&e.platform)
-            .bind(&e.kind)
-            .bind(&e.message)
-            .bind(e.service.as_deref())
-            .bind(e.environment.as_deref())
-            .bind(e.release.as_deref())
-            .bind(e.trace_id.as_deref())
-            .bind(e.pod.as_deref())
-            .bind(e.node.as_deref())
-            .bind(e.route.as_deref())
-            .bind(e.depth)
-            .bind(&e.payload)
-            .bind(e.weight.max(1))
-            .execute(&mut *tx)
-            .await?;
+            let (stored, sampled) = if limits.group_cap > 0 {
+                match counters.get(&gid) {
+                    Some(c) => *c,
+                    None => {
+                        let row = sqlx::query(
+                            "SELECT stored_events, sampled_events FROM event_groups WHERE id = $1",
+                        )
+                        .bind(&gid)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let c = match row {
+                            Some(r) => (r.try_get("stored_events")?, r.try_get("sampled_events")?),
+                            None => (0, 0),
+                        };
+                        counters.insert(gid.clone(), c);
+                        c
+                    }
+                }
+            } else {
+                (0, 0)
+            };
+            let keep = keep_sampled(stored, stored + sampled, limits.group_cap);
+            let weight = e.weight.max(1);
+            let done = if !keep {
+                // Only the id, time and weight; never when the full event is stored.
+                sqlx::query(
+                    "INSERT INTO sampled_events (project_id, event_id, group_id, ts, weight) \
+                     SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+                     (SELECT 1 FROM events WHERE project_id = $1 AND event_id = $2) \
+                     ON CONFLICT (project_id, event_id) DO NOTHING",
+                )
+                .bind(project_id)
+                .bind(&e.event_id)
+                .bind(&gid)
+                .bind(e.timestamp_ms)
+                .bind(weight)
+                .execute(&mut *tx)
+                .await?
+            } else {
+                // A group that has sampled may hold this id as sampled already.
+                let values = if sampled > 0 {
+                    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 \
+                     WHERE NOT EXISTS (SELECT 1 FROM sampled_events WHERE project_id = $1 AND event_id = $2)"
+                } else {
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                };
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO events (project_id, event_id, group_id, ts, received_at, platform, \
+                     kind, message, service, environment, release, trace_id, pod, node, route, depth, payload, weight) \
+                     {values} ON CONFLICT (project_id, event_id) DO NOTHING"
+                )))
+                .bind(project_id)
+                .bind(&e.event_id)
+                .bind(&gid)
+                .bind(e.timestamp_ms)
+                .bind(received_at)
+                .bind(&e.platform)
+                .bind(&e.kind)
+                .bind(&e.message)
+                .bind(e.service.as_deref())
+                .bind(e.environment.as_deref())
+                .bind(e.release.as_deref())
+                .bind(e.trace_id.as_deref())
+                .bind(e.pod.as_deref())
+                .bind(e.node.as_deref())
+                .bind(e.route.as_deref())
+                .bind(e.depth)
+                .bind(&e.payload)
+                .bind(weight)
+                .execute(&mut *tx)
+                .await?
+            };
             if done.rows_affected() == 0 {
                 continue;
             }
             outcome.inserted += 1;
+            if !keep {
+                outcome.sampled += 1;
+            }
+            if let Some(c) = counters.get_mut(&gid) {
+                if keep {
+                    c.0 += 1;
+                } else {
+                    c.1 += 1;
+                }
+            }
             let d = deltas.entry(gid).or_insert(GroupDelta {
                 first: e,
                 count: 0,
+                stored: 0,
+                sampled: 0,
                 first_seen: e.timestamp_ms,
                 last_seen: e.timestamp_ms,
                 first_release: e.release.as_deref(),
             });
-            d.count = d.count.saturating_add(e.weight.max(1));
+            d.count = d.count.saturating_add(weight);
+            if keep {
+                d.stored += 1;
+            } else {
+                d.sampled += 1;
+            }
             if e.timestamp_ms < d.first_seen {
                 d.first_seen = e.timestamp_ms;
                 d.first_release = e.release.as_deref();
@@ -201,10 +297,13 @@ impl Store {
             let frames = serde_json::to_string(&d.first.signature).unwrap_or_else(|_| "[]".into());
             sqlx::query(
                 "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \
-                 culprit, frames, event_count, first_seen, last_seen, first_release, sample_message) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 culprit, frames, event_count, first_seen, last_seen, first_release, sample_message, \
+                 stored_events, sampled_events) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT (id) DO UPDATE SET \
                  event_count = event_groups.event_count + excluded.event_count, \
+                 stored_events = event_groups.stored_events + excluded.stored_events, \
+                 sampled_events = event_groups.sampled_events + excluded.sampled_events, \
                  first_release = CASE WHEN excluded.first_seen < event_groups.first_seen \
                      THEN excluded.first_release ELSE event_groups.first_release END, \
                  first_seen = CASE WHEN excluded.first_seen < event_groups.first_seen \
@@ -225,8 +324,38 @@ impl Store {
             .bind(d.last_seen)
             .bind(d.first_release)
             .bind(&d.first.message)
+            .bind(d.stored)
+            .bind(d.sampled)
             .execute(&mut *tx)
             .await?;
+        }
+        if outcome.inserted > 0 {
+            let periods = UsagePeriods::at(received_at);
+            let n = outcome.inserted as i64;
+            for (key, period, quota) in [
+                (&periods.day, QuotaPeriod::Daily, limits.daily_quota),
+                (&periods.month, QuotaPeriod::Monthly, limits.monthly_quota),
+            ] {
+                let used: i64 = sqlx::query(
+                    "INSERT INTO project_usage (project_id, period, count) VALUES ($1, $2, $3) \
+                     ON CONFLICT (project_id, period) DO UPDATE SET count = project_usage.count + excluded.count \
+                     RETURNING count",
+                )
+                .bind(project_id)
+                .bind(key)
+                .bind(n)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("count")?;
+                if quota > 0 && used > quota {
+                    // Dropping the transaction rolls the whole batch back.
+                    return Err(StoreError::QuotaExceeded {
+                        period,
+                        limit: quota,
+                        used: used - n,
+                    });
+                }
+            }
         }
         tx.commit().await?;
         Ok(outcome)

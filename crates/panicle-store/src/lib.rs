@@ -10,8 +10,10 @@ mod access;
 mod clusters;
 mod events;
 mod groups;
+mod limits;
 mod page;
 mod projects;
+mod retention;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod wal;
@@ -32,8 +34,12 @@ pub use clusters::{
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
 pub use groups::{GroupQuery, GroupRow};
+pub use limits::{
+    InsertLimits, LimitsUpdate, ProjectLimits, QuotaPeriod, UsagePeriods, keep_sampled,
+};
 pub use page::{Cursor, Page};
 pub use projects::{Project, hash_token};
+pub use retention::PurgeReport;
 pub use wal::{Checkpoint, WAL_SIZE_LIMIT, WalCheckpointer, WalLook, WalPolicy, should_truncate};
 
 /// Which database a [`Store`] talks to.
@@ -62,6 +68,14 @@ pub enum StoreError {
     InvalidScope(String),
     #[error("invalid cursor: pass back the `next_cursor` of a previous page")]
     InvalidCursor,
+    #[error("the {period} quota of {limit} events is used up ({used} stored)")]
+    QuotaExceeded {
+        period: QuotaPeriod,
+        limit: i64,
+        used: i64,
+    },
+    #[error("no project named `{0}`")]
+    NoSuchProject(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -228,6 +242,11 @@ impl Store {
                     "access",
                     include_str!("../../../migrations/sqlite/0004_access.sql"),
                 ),
+                (
+                    5,
+                    "limits",
+                    include_str!("../../../migrations/sqlite/0005_limits.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (
@@ -250,6 +269,11 @@ impl Store {
                     "access",
                     include_str!("../../../migrations/postgres/0004_access.sql"),
                 ),
+                (
+                    5,
+                    "limits",
+                    include_str!("../../../migrations/postgres/0005_limits.sql"),
+                ),
             ],
         };
         let migrations = files
@@ -268,6 +292,17 @@ impl Store {
             .run(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// `BEGIN IMMEDIATE` (waiting up to the busy timeout): a transaction that
+    /// reads first and writes later would fail at once with "database is
+    /// locked" (SQLITE_BUSY_SNAPSHOT) when another writer committed between.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// Readiness: the database answers a query.

@@ -210,6 +210,9 @@ struct Core {
     backoff: Backoff,
     server_errors: ServerErrors,
     retry_at: Option<Instant>,
+    /// `retry_at` is the server's `Retry-After` (a 429 or 503): even a flush
+    /// waits for it, where it skips our own backoff.
+    retry_at_from_server: bool,
     next_storm: Instant,
 }
 
@@ -282,6 +285,7 @@ impl Delivery {
             backoff: Backoff::default(),
             server_errors: ServerErrors::default(),
             retry_at: None,
+            retry_at_from_server: false,
             next_storm: Instant::now() + opts.storm_report_interval,
         };
         for entry in backlog {
@@ -528,7 +532,7 @@ fn cycle(s: &Shared) -> Duration {
     }
     if let Some(at) = core.retry_at
         && now < at
-        && !flushing
+        && (!flushing || core.retry_at_from_server)
     {
         return at - now;
     }
@@ -573,7 +577,10 @@ fn cycle(s: &Shared) -> Duration {
         });
     }
     let wait = core.backoff.next(result.retry_after);
-    core.retry_at = Some(now + wait);
+    // Counted from the answer, not from when the request left: a
+    // `Retry-After` is a wait after the response (RFC 9110).
+    core.retry_at = Some(Instant::now() + wait);
+    core.retry_at_from_server = result.retry_after.is_some();
     s.flush_requested.store(false, Ordering::Release);
     wait
 }
