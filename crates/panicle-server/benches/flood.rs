@@ -8,7 +8,9 @@
 //! clients, default 8), `FLOOD_BATCH` (events per noisy request, 100),
 //! `FLOOD_RATE` / `FLOOD_BURST` (noisy project's limit in (c), 500 / 1000),
 //! `FLOOD_QUIET_MS` (the quiet project's interval, 20), `FLOOD_HONOUR` (1: noisy clients sleep Retry-After; default 0, an attacker
-//! that ignores it and retries at once).
+//! that ignores it and retries at once), `FLOOD_CHECKPOINT` (SQLite: 1, the default, runs the WAL
+//! checkpointer `panicle serve` runs; 0 leaves the log to SQLite alone, the baseline). Each phase
+//! reports the peak size of the SQLite write-ahead log, sampled every 50 ms.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,11 +56,16 @@ fn agent() -> ureq::Agent {
 
 struct Server {
     base: String,
+    store: Store,
+    _checkpointer: Option<panicle_store::WalCheckpointer>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 fn start(rt: &tokio::runtime::Runtime, store: &Store) -> Server {
     rt.block_on(async {
+        let checkpointer = (env("FLOOD_CHECKPOINT", 1) == 1)
+            .then(|| store.spawn_wal_checkpointer(panicle_store::WalPolicy::default()))
+            .flatten();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -68,6 +75,8 @@ fn start(rt: &tokio::runtime::Runtime, store: &Store) -> Server {
         }));
         Server {
             base: format!("http://{addr}"),
+            store: store.clone(),
+            _checkpointer: checkpointer,
             _shutdown: tx,
         }
     })
@@ -224,6 +233,8 @@ struct Outcome {
     noisy_429: u64,
     noisy_other: u64,
     secs: f64,
+    /// Largest SQLite write-ahead log seen (0 on PostgreSQL).
+    peak_wal: u64,
 }
 
 impl Outcome {
@@ -234,11 +245,12 @@ impl Outcome {
         self.noisy_429 += o.noisy_429;
         self.noisy_other += o.noisy_other;
         self.secs += o.secs;
+        self.peak_wal = self.peak_wal.max(o.peak_wal);
     }
 
     fn print(&self, name: &str) {
         println!(
-            "{name:<28} quiet: n={} p50 {} p99 {} max {} failed {} | noisy: {} events accepted ({:.0}/s), {} × 429, {} other",
+            "{name:<28} quiet: n={} p50 {} p99 {} max {} failed {} | noisy: {} events accepted ({:.0}/s), {} × 429, {} other | peak WAL {:.1} MiB",
             self.quiet.len(),
             ms(pct(&self.quiet, 0.5)),
             ms(pct(&self.quiet, 0.99)),
@@ -248,6 +260,7 @@ impl Outcome {
             self.noisy_accepted as f64 / self.secs,
             self.noisy_429,
             self.noisy_other,
+            self.peak_wal as f64 / (1024.0 * 1024.0),
         );
     }
 }
@@ -269,6 +282,16 @@ fn phase(server: &Server, noisy_key: Option<&str>, quiet_key: &str, secs: u64) -
         ),
         None => Vec::new(),
     };
+    let peak_wal = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, peak, store) = (stop.clone(), peak_wal.clone(), server.store.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(store.wal_bytes().unwrap_or(0), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     // Let the flood get going before measuring.
     if noisy_key.is_some() {
         std::thread::sleep(Duration::from_secs(1));
@@ -278,6 +301,7 @@ fn phase(server: &Server, noisy_key: Option<&str>, quiet_key: &str, secs: u64) -
     for h in handles {
         let _ = h.join();
     }
+    let _ = sampler.join();
     Outcome {
         quiet,
         quiet_failed,
@@ -285,6 +309,7 @@ fn phase(server: &Server, noisy_key: Option<&str>, quiet_key: &str, secs: u64) -
         noisy_429: counts.refused_429.load(Ordering::Relaxed),
         noisy_other: counts.other.load(Ordering::Relaxed),
         secs: started.elapsed().as_secs_f64(),
+        peak_wal: peak_wal.load(Ordering::Relaxed),
     }
 }
 
