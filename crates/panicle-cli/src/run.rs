@@ -50,11 +50,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // Threads first: a failure to start one must not leave a child behind.
     let shared = Shared::new(StormLimits::default());
     let dir = panicle::spool::default_spool_dir(maker.service(), args.dsn.as_ref());
-    let nudge = match &args.dsn {
+    let (nudge, sender_thread) = match &args.dsn {
         Some(dsn) => {
-            Some(sender::start(dir.clone(), dsn.clone()).context("cannot start the sender")?)
+            let (nudge, thread) =
+                sender::start(dir.clone(), dsn.clone()).context("cannot start the sender")?;
+            (Some(nudge), Some(thread))
         }
-        None => None,
+        None => (None, None),
     };
     let writer = shared
         .start_writer(dir, nudge)
@@ -66,11 +68,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped());
     die_with_parent(&mut command);
+    // Signals are caught before the child exists, so a SIGTERM that comes
+    // while it starts waits to be forwarded instead of killing the wrapper.
+    let caught = catch_signals();
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start `{program}`"))?;
     let pid = child.id();
-    let forwarder = forward_signals(pid);
+    let forwarder = forward_signals(caught, pid);
     let stderr = child.stderr.take().context("child stderr is not piped")?;
 
     let (done_tx, done_rx) = mpsc::channel::<CrashDetector>();
@@ -104,7 +109,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
             shared.crash(maker.event(crash, Some(status)));
         }
     }
-    if let Some(report) = writer.finish() {
+    // The writer's end drops the sender's nudge: its attempt in flight
+    // finishes before the send at exit takes the spool over.
+    let report = writer.finish();
+    if let Some(thread) = sender_thread {
+        sender::finish(thread);
+    }
+    if let Some(report) = report {
         deliver(args.dsn.as_ref(), report);
     }
     Ok(exit_code(status))
@@ -361,9 +372,26 @@ const STDERR_DRAIN: Duration = Duration::from_secs(2);
 /// How long the wrapper may delay its own exit to deliver.
 const SEND_BUDGET: Duration = Duration::from_secs(5);
 
-/// Forwards SIGTERM, SIGINT and SIGHUP to the child while it runs.
+/// Catches SIGTERM, SIGINT and SIGHUP for the child, which gets them
+/// forwarded while it runs.
 #[cfg(unix)]
-fn forward_signals(pid: u32) -> Option<signal_hook::iterator::Handle> {
+fn catch_signals() -> Option<signal_hook::iterator::Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).ok()
+}
+
+#[cfg(not(unix))]
+fn catch_signals() -> Option<()> {
+    None
+}
+
+/// Forwards what `caught` receives (from before the child started on) to
+/// the child.
+#[cfg(unix)]
+fn forward_signals(
+    caught: Option<signal_hook::iterator::Signals>,
+    pid: u32,
+) -> Option<signal_hook::iterator::Handle> {
     use std::io::IsTerminal;
 
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -376,7 +404,7 @@ fn forward_signals(pid: u32) -> Option<signal_hook::iterator::Handle> {
     } else {
         &[SIGTERM, SIGINT, SIGHUP]
     };
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).ok()?;
+    let mut signals = caught?;
     let handle = signals.handle();
     let pid = nix::unistd::Pid::from_raw(pid as i32);
     std::thread::Builder::new()
@@ -396,6 +424,6 @@ fn forward_signals(pid: u32) -> Option<signal_hook::iterator::Handle> {
 }
 
 #[cfg(not(unix))]
-fn forward_signals(_pid: u32) -> Option<()> {
+fn forward_signals(_caught: Option<()>, _pid: u32) -> Option<()> {
     None
 }

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use panicle_protocol::Dsn;
@@ -31,12 +32,29 @@ impl Nudge {
 }
 
 /// Starts the sender thread for spool `dir`.
-pub fn start(dir: PathBuf, dsn: Dsn) -> std::io::Result<Nudge> {
+pub fn start(dir: PathBuf, dsn: Dsn) -> std::io::Result<(Nudge, JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("panicle-send".into())
         .spawn(move || send_loop(&dir, &dsn, &rx))?;
-    Ok(Nudge(tx))
+    Ok((Nudge(tx), thread))
+}
+
+/// Longest the send at exit waits for the sender's attempt in flight (its
+/// budget and the settle time): two senders on one spool would post the
+/// same events twice and race to move a refused one to `rejected/`.
+pub const FINISH_WAIT: Duration = Duration::from_millis(6_000);
+
+/// Waits up to [`FINISH_WAIT`] for the sender thread (its nudge dropped) to
+/// end; past that the send at exit goes ahead (resends are deduplicated).
+pub fn finish(thread: JoinHandle<()>) {
+    let deadline = Instant::now() + FINISH_WAIT;
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if thread.is_finished() {
+        let _ = thread.join();
+    }
 }
 
 fn send_loop(dir: &std::path::Path, dsn: &Dsn, nudges: &Receiver<()>) {
