@@ -48,11 +48,22 @@ pub fn is_same_origin(req: RequestOrigin<'_>, public_url: &str) -> bool {
     if origin_of(public_url).is_some_and(|own| own == claimed) {
         return true;
     }
-    let authority = claimed.split_once("://").map(|(_, a)| a);
-    match (authority, req.host) {
-        (Some(a), Some(host)) => a == host.trim().to_ascii_lowercase(),
-        _ => false,
+    let Some((scheme, authority)) = claimed.split_once("://") else {
+        return false;
+    };
+    // The public address is https: a page of that same host over plain http
+    // (which a network attacker can write) is another origin.
+    let public = origin_of(public_url);
+    if scheme == "http"
+        && public
+            .as_deref()
+            .and_then(|p| p.strip_prefix("https://"))
+            .is_some_and(|public_authority| public_authority == authority)
+    {
+        return false;
     }
+    req.host
+        .is_some_and(|host| authority == host.trim().to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -68,6 +79,29 @@ mod tests {
             host: Some("127.0.0.1:8471"),
             dashboard_header: false,
         }
+    }
+
+    #[test]
+    fn plain_http_of_an_https_server_is_another_origin() {
+        let on_host = |origin| RequestOrigin {
+            origin: Some(origin),
+            referer: None,
+            host: Some("panicle.example.com"),
+            dashboard_header: false,
+        };
+        assert!(is_same_origin(
+            on_host("https://panicle.example.com"),
+            PUBLIC
+        ));
+        assert!(!is_same_origin(
+            on_host("http://panicle.example.com"),
+            PUBLIC
+        ));
+        // A server on plain http (the default) takes its own host either way.
+        assert!(is_same_origin(
+            on_host("http://panicle.example.com"),
+            "http://127.0.0.1:8471"
+        ));
     }
 
     #[test]
