@@ -127,7 +127,7 @@ struct ServeSettings {
     /// Seconds within which a request is answered (else 503 + Retry-After).
     #[arg(long, env = "PANICLE_REQUEST_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 60)]
     request_timeout: u64,
-    /// Connections served at once; more wait until one ends.
+    /// Connections served at once; at the limit a new one replaces the connection idle longest.
     #[arg(long, env = "PANICLE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), default_value_t = 1024)]
     max_connections: u32,
     /// SQLite: milliseconds between looks at the write-ahead log's size (0: no checkpointer).

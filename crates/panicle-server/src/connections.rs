@@ -5,15 +5,20 @@
 //! never end) held a connection and its file descriptor forever. Here hyper
 //! closes a connection whose request head is not complete within
 //! `header_timeout` (the timer also runs while a keep-alive connection sits
-//! idle), and a connection beyond the limit waits in the kernel's accept
-//! queue until one ends: nothing is refused and nothing crashes. A client
+//! idle). At the limit a new connection takes the place of the one that has
+//! waited longest for a request head (a slowloris or an idle keep-alive;
+//! one in the middle of a request is never cut), and only when every
+//! connection is busy with a request does it wait for one to end: nothing is
+//! refused and nothing crashes. A client
 //! that stops reading its answer holds its slot only until a write makes no
 //! progress for `write_timeout`, and a shutdown waits at most
 //! `shutdown_grace` for open connections before it drops them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -22,7 +27,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::metrics::Metrics;
@@ -56,13 +61,8 @@ pub async fn serve_connections(
         .header_read_timeout(limits.header_timeout);
     let builder = Arc::new(builder);
     let mut last_accept_warning: Option<std::time::Instant> = None;
+    let idle = Arc::new(IdleConnections::default());
     loop {
-        // A slot first: at the limit, new connections wait in the accept queue.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot,
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -82,17 +82,56 @@ pub async fn serve_connections(
                 continue;
             }
         };
+        // At the limit: the connection idle longest makes room; while every
+        // one is inside a request (or idle only a moment), wait for one to end.
+        let slot = loop {
+            if let Ok(slot) = slots.clone().try_acquire_owned() {
+                break Some(slot);
+            }
+            let evicted = idle.close_oldest(EVICTABLE_AFTER);
+            if evicted {
+                metrics.timed_out("evicted");
+            }
+            let wait = if evicted {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            tokio::select! {
+                slot = slots.clone().acquire_owned() => break slot.ok(),
+                () = tokio::time::sleep(wait) => {}
+                () = &mut shutdown => break None,
+            }
+        };
+        let Some(slot) = slot else { break };
         let _ = stream.set_nodelay(true);
-        let service =
-            TowerToHyperService::new(app.clone().map_request(move |mut req: Request<Incoming>| {
-                req.extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(remote));
-                req
-            }));
+        let (id, activity) = idle.register();
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(move |mut req: Request<Incoming>| {
+                    req.extensions_mut()
+                        .insert(ConnectInfo::<SocketAddr>(remote));
+                    req
+                })
+                .map_future({
+                    let activity = activity.clone();
+                    move |answer| {
+                        // Busy from the head until the body is written out.
+                        let busy = activity.begin();
+                        async move {
+                            let answer: Result<axum::response::Response, _> = answer.await;
+                            answer.map(|r| {
+                                r.map(|body| axum::body::Body::new(BusyBody { body, _busy: busy }))
+                            })
+                        }
+                    }
+                }),
+        );
         let builder = builder.clone();
         let metrics = metrics.clone();
         let mut stop = stop_rx.clone();
         let grace = limits.shutdown_grace;
+        let idle = idle.clone();
         let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
         stream.set_write_timeout(Some(limits.write_timeout));
         tokio::spawn(async move {
@@ -105,7 +144,11 @@ pub async fn serve_connections(
                     conn.as_mut().graceful_shutdown();
                     tokio::time::timeout(grace, conn).await.ok()
                 }
+                // Idle (waiting for a head) for a while: dropped at once;
+                // hyper's graceful shutdown would wait for the head.
+                () = activity.evicted.notified() => None,
             };
+            idle.remove(id);
             if let Some(Err(e)) = result {
                 if e.is_timeout() {
                     metrics.timed_out("header");
@@ -129,6 +172,119 @@ pub async fn serve_connections(
     .await;
     Ok(())
 }
+
+/// The open connections and since when each has waited for a request head,
+/// so that at the limit the longest-waiting one can be asked to close.
+#[derive(Default)]
+struct IdleConnections {
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+/// One connection: requests in progress, when it last became idle, and how
+/// to ask it to close.
+struct Activity {
+    in_requests: AtomicUsize,
+    idle_since: Mutex<Instant>,
+    evicted: Notify,
+}
+
+/// Held while a request is answered; its drop makes the connection idle.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_requests.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+}
+
+/// A response body that keeps its connection busy until it is written out
+/// (or dropped with the connection).
+struct BusyBody {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for BusyBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut since) = self.0.idle_since.lock() {
+            *since = Instant::now();
+        }
+        self.0.in_requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl IdleConnections {
+    fn register(&self) -> (u64, Arc<Activity>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let activity = Arc::new(Activity {
+            in_requests: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            evicted: Notify::new(),
+        });
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(id, activity.clone());
+        }
+        (id, activity)
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(&id);
+        }
+    }
+
+    /// Asks the connection that has waited longest for a request head, for
+    /// at least `idle_for`, to close; false when there is none (every
+    /// connection is inside a request, or has been idle only a moment: a
+    /// response may still be on its way out).
+    fn close_oldest(&self, idle_for: Duration) -> bool {
+        let Ok(mut open) = self.open.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        let oldest = open
+            .iter()
+            .filter(|(_, a)| a.in_requests.load(Ordering::Acquire) == 0)
+            .filter_map(|(id, a)| a.idle_since.lock().ok().map(|since| (*since, *id)))
+            .filter(|(since, _)| now.duration_since(*since) >= idle_for)
+            .min();
+        match oldest.and_then(|(_, id)| open.remove(&id)) {
+            Some(activity) => {
+                // `notify_one` keeps the permit if the task is not waiting yet.
+                activity.evicted.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// How long a connection must have waited for a request head before it
+/// may be closed to make room (a connection is busy until its answer is
+/// written out, so this only spares one that just finished).
+const EVICTABLE_AFTER: Duration = Duration::from_millis(50);
 
 /// File descriptors kept for the database pool, the spool of the WAL
 /// checkpointer and logs, besides client connections.

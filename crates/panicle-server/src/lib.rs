@@ -66,7 +66,8 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// A whole request must be answered within this: 503 + Retry-After.
     pub request_timeout: Duration,
-    /// Connections served at once; more wait in the accept queue.
+    /// Connections served at once; at the limit a new one replaces the
+    /// connection idle longest (waiting for a head), else it waits.
     pub max_connections: usize,
     /// Rate limits, quotas and the per-group cap every project gets unless
     /// it sets its own.

@@ -88,7 +88,7 @@ impl Metrics {
         );
         registry.register(
             "http_timeouts",
-            "Requests cut by a timeout, by stage (header, body, request)",
+            "Connections or requests cut short, by stage (header, body, request timeouts; evicted: idle, closed to make room at the connection limit)",
             http_timeouts.clone(),
         );
         registry.register(
