@@ -240,6 +240,11 @@ pub async fn get_event(
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ProjectParam>,
 ) -> Result<Json<Value>, ApiError> {
+    // Ids are stored hyphenated and lowercase (as ingest canonicalizes
+    // them): find one however the caller spells it.
+    let id = uuid::Uuid::parse_str(id.trim())
+        .map(|u| u.hyphenated().to_string())
+        .unwrap_or(id);
     let project = match p.project {
         Some(project) => {
             reader.check_project(project, "event")?;

@@ -131,6 +131,10 @@ panicle_store::backend_tests! {
         let (status, one) = get(format!("{}/api/v1/events/{id}", s.base), Some(s.token.clone())).await;
         assert_eq!(status, 200);
         assert_eq!(one["event"]["frames"][0]["function"], "shop::orders::reserve");
+        // However the id is spelled (ingest stores it hyphenated, lowercase).
+        let other_spelling = id.replace('-', "").to_ascii_uppercase();
+        let (status, _) = get(format!("{}/api/v1/events/{other_spelling}", s.base), Some(s.token.clone())).await;
+        assert_eq!(status, 200);
         assert_eq!(one["service"], "checkout");
     }
 
