@@ -248,16 +248,7 @@ impl Spool {
     /// (another process sharing the spool sent it).
     pub fn remove(&self, entry: &SpoolEntry) {
         if fs::remove_file(&entry.path).is_ok() {
-            let _ = self
-                .bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                    Some(b.saturating_sub(entry.size))
-                });
-            let _ = self
-                .files
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                    Some(f.saturating_sub(1))
-                });
+            self.forget(entry);
         }
     }
 
@@ -265,29 +256,31 @@ impl Spool {
     /// server's reason beside it (`<name>.reason`), for someone to read.
     pub fn reject(&self, entry: &SpoolEntry, reason: &str) {
         let dir = self.dir.join(REJECTED_DIR);
-        let moved = fs::create_dir_all(&dir).is_ok()
-            && entry.path.file_name().is_some_and(|n| {
-                let target = dir.join(n);
-                let moved = fs::rename(&entry.path, &target).is_ok();
-                if moved {
-                    let _ = fs::write(target.with_extension("reason"), format!("{reason}\n"));
-                }
-                moved
-            });
-        if moved {
-            let _ = self
-                .bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                    Some(b.saturating_sub(entry.size))
-                });
-            let _ = self
-                .files
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                    Some(f.saturating_sub(1))
-                });
-        } else {
-            self.remove(entry);
+        let target = entry.path.file_name().map(|n| dir.join(n));
+        let moved = target.filter(|target| {
+            fs::create_dir_all(&dir).is_ok() && fs::rename(&entry.path, target).is_ok()
+        });
+        match moved {
+            Some(target) => {
+                let _ = fs::write(target.with_extension("reason"), format!("{reason}\n"));
+                self.forget(entry);
+            }
+            None => self.remove(entry),
         }
+    }
+
+    /// Takes an event that left the spool out of the accounting.
+    fn forget(&self, entry: &SpoolEntry) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(entry.size))
+            });
+        let _ = self
+            .files
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                Some(f.saturating_sub(1))
+            });
     }
 
     /// True when the accounting says the cap is exceeded.
