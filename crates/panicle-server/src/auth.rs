@@ -86,10 +86,6 @@ fn request_origin(headers: &HeaderMap) -> RequestOrigin<'_> {
     }
 }
 
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
@@ -106,7 +102,7 @@ impl FromRequestParts<AppState> for Reader {
             }
             state
                 .store
-                .session_access(&session, state.config.session, now_ms())
+                .session_access(&session, state.config.session, crate::now_ms())
                 .await?
         } else {
             None
@@ -187,7 +183,7 @@ pub async fn sign_in(
     let policy = state.config.session;
     let (session, access) = state
         .store
-        .open_session(token, policy, now_ms())
+        .open_session(token, policy, crate::now_ms())
         .await?
         .ok_or(ApiError::BadToken)?;
     // Served over https (as the public URL says): the cookie never travels in clear.

@@ -76,10 +76,6 @@ fn event_filter(p: &ListParams) -> Result<EventFilter, ApiError> {
     })
 }
 
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// The group that stands for a cluster: the one with most events.
 fn representative<'a>(groups: &[&'a GroupRow]) -> Option<&'a GroupRow> {
     groups
@@ -109,7 +105,7 @@ fn culprit_of_group(g: &GroupRow) -> Value {
 /// whose last one holds `until` (the current hour is never left out).
 /// Returns the filter narrowed to the window, its start and the bucket width.
 fn trend_window(filter: &EventFilter) -> (EventFilter, i64, i64) {
-    let until = filter.until_ms.unwrap_or_else(now_ms);
+    let until = filter.until_ms.unwrap_or_else(crate::now_ms);
     let since = filter.since_ms.unwrap_or(until - DAY_MS);
     let width = ((until - since) / TREND_BUCKETS).max(60_000);
     let last = (until - 1).div_euclid(width);
@@ -730,7 +726,7 @@ pub async fn cluster_heatmap(
         name: "bucket",
         message: format!("`{bucket_name}`: use e.g. 15m, 1h, 1d or hour_of_day"),
     })?;
-    let until = parse_time("until", p.until.as_deref())?.unwrap_or_else(now_ms);
+    let until = parse_time("until", p.until.as_deref())?.unwrap_or_else(crate::now_ms);
     let since = parse_time("since", p.since.as_deref())?.unwrap_or(until - 7 * DAY_MS);
     if since >= until {
         return Err(ApiError::BadParam {

@@ -54,7 +54,7 @@ async fn accept(
         .await?;
     let limit = state.config.max_body_bytes;
     let raw = read_body(headers, body, limit).await?;
-    let received_ms = now_ms();
+    let received_ms = crate::now_ms();
     let max_age_ms = state.config.max_event_age_ms(admitted.retention_days);
     // Per-event answers only for clients that say they read them: an older
     // client takes any 2xx for the whole batch and would delete the events
@@ -201,13 +201,6 @@ async fn store_events<'a>(
         }
     }
     Ok(stored)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// New events may have made new groups: put them in clusters without
@@ -423,7 +416,7 @@ async fn accept_text(
     state.limits.admit(&state.metrics, &project, &admitted, 1)?;
     let events = [to_new_event(
         decoded,
-        now_ms(),
+        crate::now_ms(),
         state.config.max_event_age_ms(admitted.retention_days),
     )];
     let StoredEvents {

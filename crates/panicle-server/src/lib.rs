@@ -110,6 +110,11 @@ impl ServerConfig {
     }
 }
 
+/// Milliseconds since the Unix epoch, UTC: the unit of every stored time.
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {

@@ -124,10 +124,6 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp() * 1000
-}
-
 /// Whole seconds for `Retry-After`, rounded up, at least 1.
 fn retry_secs(wait: Duration) -> u64 {
     wait.as_millis().div_ceil(1000).max(1) as u64
@@ -235,7 +231,7 @@ impl Limits {
         project: &Project,
     ) -> Result<Effective, ApiError> {
         let e = self.effective(store, project.id).await;
-        let now = now_ms();
+        let now = crate::now_ms();
         let exhausted = self
             .exhausted
             .lock()
@@ -310,7 +306,7 @@ impl Limits {
                 used,
             }) => {
                 let (limit, used) = (limit.max(0) as u64, used.max(0) as u64);
-                let now = now_ms();
+                let now = crate::now_ms();
                 if used >= limit {
                     let periods = UsagePeriods::at(now);
                     let until_ms = match period {

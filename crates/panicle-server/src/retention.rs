@@ -94,8 +94,7 @@ impl RetentionJob {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-                if let Err(e) = job.run(now).await {
+                if let Err(e) = job.run(crate::now_ms()).await {
                     tracing::warn!(error = %e, "retention run failed; will retry next interval");
                 }
             }
