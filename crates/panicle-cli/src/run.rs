@@ -275,7 +275,7 @@ impl EventMaker {
         EventMaker {
             service,
             resource,
-            command: truncate(&args.command.join(" "), 1024),
+            command: panicle_protocol::truncate_str(&args.command.join(" "), 1024).to_string(),
             release: args.release.clone(),
         }
     }
@@ -306,17 +306,6 @@ impl EventMaker {
         });
         event
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s[..cut].to_string()
 }
 
 /// After the writer spooled every crash of the run: one line per kind of

@@ -204,13 +204,8 @@ pub fn validate(mut event: Event) -> Result<Decoded, (&'static str, String)> {
     })?;
     let timestamp_ms = i64::try_from(ts.unix_timestamp_nanos() / 1_000_000)
         .map_err(|_| ("timestamp", "out of range".to_string()))?;
-    if event.message.len() > MAX_MESSAGE_BYTES {
-        let mut cut = MAX_MESSAGE_BYTES;
-        while !event.message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        event.message.truncate(cut);
-    }
+    let kept = crate::truncate_str(&event.message, MAX_MESSAGE_BYTES).len();
+    event.message.truncate(kept);
     if let Some(trace) = &event.trace
         && (trace.trace_id.len() != 32 || !trace.trace_id.bytes().all(|b| b.is_ascii_hexdigit()))
     {

@@ -10,6 +10,7 @@ pub mod dsn;
 pub mod event;
 pub mod normalize;
 
+pub use crashtext::truncate_str;
 pub use decode::{BatchItem, DecodeError, DecodedBody, decode_body, decode_events};
 pub use dsn::{Dsn, DsnError};
 pub use event::{Event, Frame, Kind, Location, Platform, Request, Sdk, Thread, Trace};

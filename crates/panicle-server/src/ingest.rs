@@ -262,13 +262,7 @@ pub const MAX_INDEXED_BYTES: usize = 512;
 
 fn indexed(value: Option<String>) -> Option<String> {
     value.map(|mut v| {
-        if v.len() > MAX_INDEXED_BYTES {
-            let mut cut = MAX_INDEXED_BYTES;
-            while !v.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            v.truncate(cut);
-        }
+        v.truncate(panicle_protocol::truncate_str(&v, MAX_INDEXED_BYTES).len());
         v
     })
 }

@@ -58,7 +58,7 @@ impl Notices {
         if self.first[i].is_some() {
             return None;
         }
-        let detail = cut(detail, MAX_DETAIL_BYTES);
+        let detail = panicle_protocol::truncate_str(detail, MAX_DETAIL_BYTES);
         self.first[i] = Some(detail.to_string());
         Some(format!(
             "panicle: crash {} ({detail}); further failures are counted and reported at exit",
@@ -86,17 +86,6 @@ impl Notices {
             })
             .collect()
     }
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ pub fn parse_crash(text: &str) -> Option<ParsedCrash> {
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-pub(crate) fn truncate_str(s: &str, max: usize) -> &str {
+pub fn truncate_str(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
