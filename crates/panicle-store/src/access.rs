@@ -25,6 +25,19 @@ const TOUCH_EVERY_MS: i64 = 60_000;
 /// behind a busy database over a timestamp.
 const TOUCH_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Runs a last-use update for at most [`TOUCH_WAIT`]; a failure or a
+/// timeout is logged, never returned (the next request tries again).
+async fn record_last_use<T>(
+    what: &str,
+    update: impl std::future::Future<Output = std::result::Result<T, impl std::fmt::Display>>,
+) {
+    match tokio::time::timeout(TOUCH_WAIT, update).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not record the {what}'s last use"),
+        Err(_) => tracing::debug!("recording the {what}'s last use timed out; next time"),
+    }
+}
+
 /// What a token may read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -195,11 +208,7 @@ impl Store {
         let last_used: Option<i64> = row.try_get("last_used_at")?;
         // Best effort and brief: a busy database (SQLite's busy handler waits
         // up to 10 s) must neither refuse nor hold a read over a timestamp.
-        match tokio::time::timeout(TOUCH_WAIT, self.touch_token(&hash, last_used)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not record the token's last use"),
-            Err(_) => tracing::debug!("recording the token's last use timed out; next time"),
-        }
+        record_last_use("token", self.touch_token(&hash, last_used)).await;
         Ok(Some(Access {
             token_id: token_id(&hash),
             scope: self.scope_of(&hash, is_admin).await?,
@@ -330,11 +339,7 @@ impl Store {
                 .bind(now_ms)
                 .bind(&id_hash)
                 .execute(&self.pool);
-            match tokio::time::timeout(TOUCH_WAIT, touch).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not record the session's last use"),
-                Err(_) => tracing::debug!("recording the session's last use timed out; next time"),
-            }
+            record_last_use("session", touch).await;
         }
         Ok(Some(Access {
             token_id: token_id(&token_hash),
