@@ -218,15 +218,29 @@ impl ClusterJob {
     /// Runs the job every `interval` until the process ends.
     pub fn spawn_interval(self: &Arc<Self>, interval: Duration) {
         let job = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = job.run().await {
-                    tracing::warn!(error = %e, "clustering run failed; will retry next interval");
-                }
-            }
+        spawn_every(interval, "clustering", move || {
+            let job = Arc::clone(&job);
+            async move { job.run().await.map(|_| ()) }
         });
     }
+}
+
+/// Runs `run` every `interval` until the process ends; a failed run is
+/// logged and the next interval tries again.
+pub(crate) fn spawn_every<F, Fut, E>(interval: Duration, what: &'static str, mut run: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = run().await {
+                tracing::warn!(error = %e, "{what} run failed; will retry next interval");
+            }
+        }
+    });
 }

@@ -89,15 +89,9 @@ impl RetentionJob {
     /// Runs every `interval` until the process ends.
     pub fn spawn_interval(self: &Arc<Self>, interval: Duration) {
         let job = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = job.run(crate::now_ms()).await {
-                    tracing::warn!(error = %e, "retention run failed; will retry next interval");
-                }
-            }
+        crate::jobs::spawn_every(interval, "retention", move || {
+            let job = Arc::clone(&job);
+            async move { job.run(crate::now_ms()).await.map(|_| ()) }
         });
     }
 }
