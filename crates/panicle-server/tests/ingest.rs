@@ -359,6 +359,51 @@ panicle_store::backend_tests! {
         assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_json")));
     }
 
+    async fn an_event_the_database_refuses_is_named_and_the_rest_stored(db: &TestDb) {
+        let s = start(db, ServerConfig::default()).await;
+        // A row the database refuses for its data (SQLSTATE class 22 on
+        // PostgreSQL, SQLITE_CONSTRAINT on SQLite), as a value no decoding
+        // can foresee would be.
+        db.execute(match db.backend {
+            panicle_store::Backend::Postgres => "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.message = 'poison' THEN RAISE EXCEPTION 'internal trigger text' USING ERRCODE = '22023'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql; \
+               CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+            panicle_store::Backend::Sqlite => "CREATE TRIGGER refuse_poison BEFORE INSERT ON events \
+                 WHEN NEW.message = 'poison' BEGIN SELECT RAISE(ABORT, 'internal trigger text'); END;",
+        })
+        .await;
+        let url = format!("{}/api/v1/events", s.base);
+        let key = || vec![("X-Panicle-Key", s.key.clone())];
+        let partial = || {
+            let mut h = key();
+            h.push(("X-Panicle-Partial-Batch", "1".into()));
+            h
+        };
+        let poison = event("poison");
+        let poison_id = poison["event_id"].as_str().unwrap().to_string();
+        let (status, answer) = post(url.clone(), partial(), json_body(&json!([poison.clone(), event("good 1"), event("good 2")]))).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["stored"], 2, "{answer}");
+        assert_eq!(answer["rejected"][0]["event_id"], poison_id.as_str());
+        assert_eq!(answer["rejected"][0]["code"], "unstorable_event");
+        assert!(!answer["rejected"][0]["message"].as_str().unwrap().contains("internal trigger text"), "the database's own text stays in the log: {answer}");
+        // Alone it is a permanent refusal, not a 5xx to retry forever.
+        let (status, err) = post(url.clone(), key(), json_body(&poison)).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (422, Some("unstorable_event")), "{err}");
+        // An older client (no header) gets the whole-batch refusal it splits;
+        // the good event is stored already, so its resend stores nothing twice.
+        let good = event("good 3");
+        let (status, _) = post(url.clone(), key(), json_body(&json!([poison, good.clone()]))).await;
+        assert_eq!(status, 422);
+        let (status, answer) = post(url.clone(), key(), json_body(&good)).await;
+        assert_eq!((status, answer["stored"].as_u64()), (202, Some(0)), "{answer}");
+        let (status, _) = get(format!("{}/readyz", s.base), None).await;
+        assert_eq!(status, 200);
+        let (_, list) = get(format!("{}/api/v1/events?limit=10", s.base), Some(s.token.clone())).await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
+    }
+
     async fn implausible_times_are_stored_as_received(db: &TestDb) {
         let s = start(db, ServerConfig::default()).await;
         let url = format!("{}/api/v1/events", s.base);
