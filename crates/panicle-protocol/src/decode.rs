@@ -211,6 +211,9 @@ pub fn validate(mut event: Event) -> Result<Decoded, (&'static str, String)> {
     {
         return Err(("trace.trace_id", "expected 32 hex digits".into()));
     }
+    if let Some(storm) = &mut event.storm {
+        storm.validate().map_err(|e| ("storm", e))?;
+    }
     Ok(Decoded {
         event,
         timestamp_ms,

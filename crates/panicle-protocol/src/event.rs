@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::storm::StormRecord;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Made by the client; the idempotency key.
@@ -40,6 +42,10 @@ pub struct Event {
     pub tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdk: Option<Sdk>,
+    /// Set on a storm aggregate (an event with a `"count"`): the folded
+    /// panics' ids and a sample of their traces, requests and messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormRecord>,
     /// Fields this version does not know; kept, never a reason to reject.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -101,8 +107,14 @@ pub struct Thread {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Frame {
+    /// The name shown and grouped on: path kept, generic arguments dropped
+    /// (`shop::order::{async fn}`, `panicle::layer::ResponseFuture::poll`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
+    /// The full demangled name when `function` was shortened (Sentry's
+    /// `raw_function`): generic arguments and all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_function: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +174,7 @@ impl Event {
             release: None,
             tags: BTreeMap::new(),
             sdk: None,
+            storm: None,
             extra: Map::new(),
         }
     }

@@ -950,6 +950,7 @@ fn finish(raw: &RawFrame) -> Frame {
     let module = modules::find(raw.instruction_addr);
     Frame {
         function,
+        raw_function: None,
         file,
         line: raw.line,
         column: raw.column,
