@@ -60,6 +60,7 @@ pub fn capture_event_cold(options: &Options) -> Event {
 pub fn warm_up() {
     let _ = resource();
     symbolize::warm_up();
+    crate::capture::prewarm();
 }
 
 /// True once the warm-up loaded the debug info.

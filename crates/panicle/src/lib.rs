@@ -83,6 +83,7 @@ pub fn init(options: Options) -> Guard {
     if CLIENT.set(client.clone()).is_ok() {
         // Debug info loads off the main thread: the first panic must not pay it.
         symbolize::warm_up();
+        capture::prewarm();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             hook(&client, info);

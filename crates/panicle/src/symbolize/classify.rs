@@ -1,0 +1,441 @@
+//! The cut and the classification: the panic machinery above the panicking
+//! frame dropped, each remaining frame made a schema frame with a readable
+//! path, its package and whether it is the service's own code.
+
+use panicle_protocol::Frame;
+
+use super::demangle::{has_path, symbol_root};
+use super::names::is_panic_entry;
+use super::{MAX_FRAMES, RawFrame};
+use crate::modules;
+use crate::options::Options;
+
+/// Roots whose frames are the panic machinery on top of every panic stack.
+pub(super) const MACHINERY_ROOTS: &[&str] = &[
+    "std",
+    "core",
+    "alloc",
+    "backtrace",
+    "panicle",
+    "panic_unwind",
+    "__rustc",
+];
+
+/// Crates that are never the service's own code.
+pub(super) const DEPENDENCY_ROOTS: &[&str] = &[
+    "std",
+    "core",
+    "alloc",
+    "backtrace",
+    "panicle",
+    "panic_unwind",
+    "tokio",
+    "futures",
+    "futures_util",
+    "futures_core",
+    "futures_executor",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "http",
+    "http_body",
+    "http_body_util",
+    "tower",
+    "tower_http",
+    "tower_service",
+    "tower_layer",
+    "axum",
+    "axum_core",
+    "tracing",
+    "tracing_core",
+    "tracing_subscriber",
+    "tracing_opentelemetry",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "serde",
+    "serde_json",
+    "sqlx",
+    "sqlx_core",
+    "reqwest",
+    "ureq",
+    "rayon",
+    "rayon_core",
+    "async_trait",
+    "__rustc",
+    "test",
+    "libc",
+    "criterion",
+    "addr2line",
+    "gimli",
+];
+
+/// This crate's source directory as the compiler saw it (relative in its
+/// own workspace, absolute as a path or registry dependency), so frames of
+/// the SDK are recognised even when inlined under a bare name.
+pub(super) fn sdk_source_dir() -> &'static str {
+    let this = file!();
+    this.strip_suffix("/symbolize/classify.rs").unwrap_or(this)
+}
+
+#[test]
+fn sdk_source_dir_is_the_crates_src() {
+    assert!(
+        sdk_source_dir().ends_with("panicle/src"),
+        "{}",
+        sdk_source_dir()
+    );
+}
+
+pub(super) fn is_machinery(frame: &RawFrame) -> bool {
+    let by_name = match frame.function.as_deref() {
+        None => true,
+        Some(f) => {
+            f.starts_with("rust_begin_unwind")
+                || f.starts_with("__rust")
+                || MACHINERY_ROOTS.contains(&symbol_root(f))
+        }
+    };
+    // Line-tables-only DWARF names inlined functions without their path
+    // (`unwrap<u32>`): their file tells where they come from.
+    let by_file = frame.file.as_deref().is_some_and(|file| {
+        file.starts_with("/rustc/")
+            || file.contains(sdk_source_dir())
+            || file.contains("/backtrace-0.")
+            || file.contains("/panic_unwind/")
+    });
+    by_name || by_file
+}
+
+/// Drops the machinery above the panicking frame and classifies the rest.
+pub fn to_frames(raw: Vec<RawFrame>, options: &Options) -> Vec<Frame> {
+    // A stripped binary names no frame: the machinery cannot be told apart,
+    // so every address is kept for the server to symbolize. Otherwise the
+    // search starts at std's panic entry when it is on the stack: a hook
+    // installed around ours (user code, not machinery by name) sits above it.
+    let start = if raw.iter().all(|f| f.function.is_none()) {
+        0
+    } else {
+        let entry = raw
+            .iter()
+            .position(|f| f.function.as_deref().is_some_and(is_panic_entry))
+            .unwrap_or(0);
+        // An unnamed frame past that point was not symbolized (the loader
+        // was busy): kept, with its address, for the server.
+        raw.iter()
+            .skip(entry)
+            .position(|f| f.function.is_none() || !is_machinery(f))
+            .map_or(raw.len(), |i| entry + i)
+    };
+    raw.into_iter()
+        .skip(start)
+        .take(MAX_FRAMES)
+        .map(|f| classify(f, options))
+        .collect()
+}
+
+/// The schema frame, with `in_app` as the options' include/exclude
+/// prefixes override it.
+pub(super) fn classify(raw: RawFrame, options: &Options) -> Frame {
+    let mut frame = match raw.finished {
+        Some(done) => Frame::clone(&done),
+        None => finish(&raw),
+    };
+    let matches = |prefixes: &[String]| {
+        frame.function.as_deref().is_some_and(|f| {
+            prefixes
+                .iter()
+                .any(|p| f.trim_start_matches('<').starts_with(p.as_str()))
+        })
+    };
+    if matches(&options.in_app_include) {
+        frame.in_app = Some(true);
+    } else if matches(&options.in_app_exclude) {
+        frame.in_app = Some(false);
+    }
+    frame
+}
+
+/// The schema frame of a symbolized one: readable path, package, `in_app`
+/// by default (the service's own crates), address, build-id and offset.
+pub(super) fn finish(raw: &RawFrame) -> Frame {
+    let (file, package_from_path) = match raw.file.as_deref() {
+        Some(path) => {
+            let (file, pkg) = clean_path(path);
+            (Some(file), pkg)
+        }
+        None => (None, None),
+    };
+    let from_dependency_path =
+        package_from_path.is_some() || file.as_deref().is_some_and(|f| f.starts_with("library/"));
+    let function = raw.function.clone();
+    let root = function.as_deref().map(symbol_root).unwrap_or("");
+    // A name without a module path is a C symbol (`main`, `_start`, `__rust_try`).
+    let rust_path = function.as_deref().is_some_and(has_path);
+    let in_app = rust_path && !from_dependency_path && !DEPENDENCY_ROOTS.contains(&root);
+    let package = package_from_path.or_else(|| (!root.is_empty()).then(|| root.to_string()));
+    let module = modules::find(raw.instruction_addr);
+    Frame {
+        function,
+        raw_function: None,
+        file,
+        line: raw.line,
+        column: raw.column,
+        in_app: Some(in_app),
+        package,
+        instruction_addr: Some(format!("{:#x}", raw.instruction_addr)),
+        build_id: module.and_then(|m| m.build_id.clone()),
+        module_offset: module.map(|m| format!("{:#x}", m.relative(raw.instruction_addr))),
+    }
+}
+
+/// Makes a build path readable and says which package it belongs to:
+/// registry sources become `crate-x.y.z/src/…` (package `crate@x.y.z`'s name),
+/// the standard library `library/…`, workspace files relative to their crate
+/// root (`src/orders.rs`). An absolute build path is never returned as is.
+pub fn clean_path(path: &str) -> (String, Option<String>) {
+    let path = path.replace('\\', "/");
+    if let Some(rest) = path.strip_prefix("/rustc/")
+        && let Some((_, lib)) = rest.split_once('/')
+    {
+        return (lib.to_string(), None);
+    }
+    if let Some(i) = path.find("/library/")
+        && [
+            "/library/std/",
+            "/library/core/",
+            "/library/alloc/",
+            "/library/panic_unwind/",
+        ]
+        .iter()
+        .any(|l| path[i..].starts_with(l))
+    {
+        return (path[i + 1..].to_string(), None);
+    }
+    // `$CARGO_HOME/registry/src/index.crates.io-<hash>/<crate>-<version>/src/…`,
+    // whatever CARGO_HOME is (`~/.cargo`, `/usr/local/cargo` in Docker images).
+    if let Some(rest) = after_cargo_home(&path, "/registry/src/")
+        && let Some((_index, crate_path)) = rest.split_once('/')
+    {
+        let crate_dir = crate_path.split('/').next().unwrap_or("");
+        return (crate_path.to_string(), Some(crate_name(crate_dir)));
+    }
+    if let Some(rest) = after_cargo_home(&path, "/git/checkouts/") {
+        let parts: Vec<&str> = rest.splitn(3, '/').collect();
+        if let [repo, _rev, inner] = parts[..] {
+            let name = repo.rsplit_once('-').map(|(n, _)| n).unwrap_or(repo);
+            return (format!("{name}/{inner}"), Some(name.to_string()));
+        }
+    }
+    // Relative to the crate root: from its last `src`, `examples`, `tests`,
+    // `benches` or `build.rs` on.
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if let Some(at) = parts
+        .iter()
+        .rposition(|p| matches!(*p, "src" | "examples" | "tests" | "benches"))
+    {
+        return (parts[at..].join("/"), None);
+    }
+    if !path.starts_with('/') {
+        return (parts.join("/"), None);
+    }
+    (parts.last().copied().unwrap_or("").to_string(), None)
+}
+
+/// What follows `$CARGO_HOME` + `marker` in a build path: under `~/.cargo`
+/// anything, elsewhere only cargo's `<name>-<16 hex>` directory, so a
+/// workspace that happens to have a `registry/src` folder stays a workspace.
+pub(super) fn after_cargo_home<'a>(path: &'a str, marker: &str) -> Option<&'a str> {
+    let at = path.find(marker)?;
+    let rest = &path[at + marker.len()..];
+    let under_dot_cargo = path[..at].ends_with("/.cargo");
+    let hashed = rest.split('/').next().is_some_and(|dir| {
+        dir.rsplit_once('-')
+            .is_some_and(|(_, h)| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    (under_dot_cargo || hashed).then_some(rest)
+}
+
+/// `tokio-1.50.0` → `tokio`.
+pub(super) fn crate_name(dir: &str) -> String {
+    match dir.rfind('-') {
+        Some(i) if dir[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => dir[..i].to_string(),
+        _ => dir.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bare;
+    use super::*;
+
+    fn raw(function: &str, file: &str) -> RawFrame {
+        RawFrame {
+            function: Some(function.into()),
+            file: Some(file.into()),
+            line: Some(1),
+            column: None,
+            instruction_addr: 0x1000,
+            finished: None,
+        }
+    }
+
+    #[test]
+    fn paths_are_cleaned() {
+        assert_eq!(
+            clean_path(
+                "/rustc/90b35a6239c3d8bdabc530a6a0816f7ff89a0aaf/library/core/src/option.rs"
+            ),
+            ("library/core/src/option.rs".into(), None)
+        );
+        assert_eq!(
+            clean_path(
+                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.50.0/src/runtime/task/mod.rs"
+            ),
+            (
+                "tokio-1.50.0/src/runtime/task/mod.rs".into(),
+                Some("tokio".into())
+            )
+        );
+        assert_eq!(
+            clean_path(
+                "/usr/local/cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hyper-1.5.0/src/proto/mod.rs"
+            ),
+            ("hyper-1.5.0/src/proto/mod.rs".into(), Some("hyper".into()))
+        );
+        assert_eq!(
+            clean_path(
+                "/usr/local/cargo/git/checkouts/sqlx-0a1b2c3d4e5f6a7b/8c9d0e1/sqlx-core/src/pool.rs"
+            ),
+            ("sqlx/sqlx-core/src/pool.rs".into(), Some("sqlx".into()))
+        );
+        assert_eq!(
+            clean_path("/builds/registry/src/orders/src/lib.rs"),
+            ("src/lib.rs".into(), None)
+        );
+        assert_eq!(clean_path("src/orders.rs"), ("src/orders.rs".into(), None));
+        assert_eq!(
+            clean_path("/builds/ci/x9/shop/src/orders.rs"),
+            ("src/orders.rs".into(), None)
+        );
+        assert_eq!(
+            clean_path("/work/main/crates/panicle/examples/demo.rs"),
+            ("examples/demo.rs".into(), None)
+        );
+        assert_eq!(
+            clean_path("/home/me/generated.rs"),
+            ("generated.rs".into(), None)
+        );
+        assert_eq!(
+            clean_path("/opt/rust/lib/rustlib/src/rust/library/std/src/panicking.rs"),
+            ("library/std/src/panicking.rs".into(), None)
+        );
+    }
+
+    #[test]
+    fn machinery_is_cut_and_in_app_marked() {
+        let frames = vec![
+            raw(
+                "backtrace::backtrace::trace",
+                "/root/.cargo/registry/src/i/backtrace-0.3.7/src/lib.rs",
+            ),
+            raw("panicle::hook", "crates/panicle/src/lib.rs"),
+            raw(
+                "std::panicking::panic_with_hook",
+                "/rustc/abc/library/std/src/panicking.rs",
+            ),
+            raw(
+                "core::panicking::panic_fmt",
+                "/rustc/abc/library/core/src/panicking.rs",
+            ),
+            raw(
+                "core::option::unwrap_failed",
+                "/rustc/abc/library/core/src/option.rs",
+            ),
+            raw("shop::orders::reserve", "src/orders.rs"),
+            raw(
+                "serde_json::de::from_str",
+                "/root/.cargo/registry/src/i/serde_json-1.0.1/src/de.rs",
+            ),
+            raw(
+                "tokio::runtime::task::raw::poll",
+                "/root/.cargo/registry/src/i/tokio-1.50.0/src/runtime/task/raw.rs",
+            ),
+            raw("shop::main", "src/main.rs"),
+        ];
+        let out = to_frames(frames, &Options::default());
+        let names: Vec<_> = out.iter().map(|f| f.function.clone().unwrap()).collect();
+        assert_eq!(names[0], "shop::orders::reserve");
+        let in_app: Vec<_> = out.iter().map(|f| f.in_app.unwrap()).collect();
+        assert_eq!(in_app, vec![true, false, false, true]);
+        assert_eq!(out[1].package.as_deref(), Some("serde_json"));
+        assert_eq!(out[1].file.as_deref(), Some("serde_json-1.0.1/src/de.rs"));
+    }
+
+    #[test]
+    fn a_hook_installed_around_ours_is_cut_too() {
+        let frames = vec![
+            raw("panicle::hook", "crates/panicle/src/lib.rs"),
+            raw("shop::main::{closure}", "src/main.rs"),
+            raw(
+                "std::panicking::panic_with_hook",
+                "/rustc/abc/library/std/src/panicking.rs",
+            ),
+            raw(
+                "core::panicking::panic_fmt",
+                "/rustc/abc/library/core/src/panicking.rs",
+            ),
+            raw(
+                "core::option::Option<T>::unwrap",
+                "/rustc/abc/library/core/src/option.rs",
+            ),
+            raw("shop::orders::reserve", "src/orders.rs"),
+            raw("shop::main", "src/main.rs"),
+        ];
+        let out = to_frames(frames, &Options::default());
+        let names: Vec<_> = out.iter().map(|f| f.function.clone().unwrap()).collect();
+        assert_eq!(names, ["shop::orders::reserve", "shop::main"]);
+    }
+
+    #[test]
+    fn frames_the_loader_could_not_name_are_kept() {
+        let frames = vec![
+            RawFrame {
+                function: Some("panicle::hook".into()),
+                ..bare(0x10)
+            },
+            RawFrame {
+                function: Some("core::panicking::panic_fmt".into()),
+                ..bare(0x20)
+            },
+            bare(0x30),
+            bare(0x40),
+        ];
+        let out = to_frames(frames, &Options::default());
+        let addrs: Vec<_> = out.iter().map(|f| f.instruction_addr.clone()).collect();
+        assert_eq!(addrs, [Some("0x30".into()), Some("0x40".into())]);
+    }
+
+    #[test]
+    fn include_and_exclude_override() {
+        let options = Options {
+            in_app_include: vec!["serde_json::".into()],
+            in_app_exclude: vec!["shop::vendored".into()],
+            ..Options::default()
+        };
+        let out = to_frames(
+            vec![
+                raw("shop::vendored::thing", "src/vendored.rs"),
+                raw(
+                    "serde_json::de::from_str",
+                    "/root/.cargo/registry/src/i/serde_json-1.0.1/src/de.rs",
+                ),
+            ],
+            &options,
+        );
+        assert_eq!(out[0].in_app, Some(false));
+        assert_eq!(out[1].in_app, Some(true));
+    }
+}
