@@ -15,5 +15,7 @@ pub use crashtext::truncate_str;
 pub use decode::{BatchItem, DecodeError, DecodedBody, decode_body, decode_events};
 pub use dsn::{Dsn, DsnError};
 pub use event::{Event, Frame, Kind, Location, Platform, Request, Sdk, Thread, Trace};
-pub use normalize::{fingerprint, frame_token, message_template, signature_frames};
+pub use normalize::{
+    fingerprint, frame_token, message_template, short_function_name, signature_frames,
+};
 pub use storm::{StormRecord, StormSample};

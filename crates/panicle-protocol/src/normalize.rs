@@ -147,33 +147,67 @@ pub fn normalize_function(function: &str) -> String {
     let f = RE_CLOSURE.replace_all(&f, "{closure}");
     let f = RE_GO_CLOSURE.replace_all(&f, ".$1");
     let f = RE_GO_ARGS.replace(&f, "");
-    strip_generic_args(&f)
+    short_function_name(&f)
 }
 
-/// Removes turbofish generic arguments (`foo::<T>` → `foo`) but keeps the
-/// `<T as Trait>` qualifier, which names the implementation.
-fn strip_generic_args(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// The name a frame is shown and grouped by: generic arguments dropped
+/// wherever they stand (`Core<T,S>::poll::{closure}<F>` → `Core::poll::{closure}`,
+/// turbofish `parse::<u32>` → `parse`), the `<T as Trait>` qualifier kept
+/// (it names the implementation) with its own arguments dropped, and an
+/// async fn's marker dropped before the block or closure inside it
+/// (`load::{async fn}::{async block}` → `load::{async block}`).
+pub fn short_function_name(name: &str) -> String {
+    let mut out = strip_generics_from(name.trim(), true);
+    while let Some(at) = out.find("::{async fn}::{") {
+        out.replace_range(at..at + "::{async fn}".len(), "");
+    }
+    out
+}
+
+/// The end (exclusive) of the `<…>` group opening at `open`; `->` does
+/// not close one.
+fn matching_angle(bytes: &[u8], open: usize) -> usize {
+    let mut depth = 0usize;
+    for (i, &b) in bytes.iter().enumerate().skip(open) {
+        match b {
+            b'<' => depth += 1,
+            b'>' if i > 0 && bytes[i - 1] == b'-' => {}
+            b'>' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    bytes.len()
+}
+
+fn strip_generics_from(s: &str, at_start: bool) -> String {
     let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i..].starts_with("::<") {
-            let mut depth = 0usize;
-            let mut j = i + 2;
-            while j < s.len() {
-                match bytes[j] {
-                    b'<' => depth += 1,
-                    b'>' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            break;
-                        }
+        if bytes[i] == b'<' {
+            let end = matching_angle(bytes, i);
+            if at_start && i == 0 {
+                // `<T as Trait>::f`: kept, shortened inside.
+                let inner = &s[1..end.saturating_sub(1).max(1)];
+                out.push('<');
+                match inner.split_once(" as ") {
+                    Some((ty, tr)) => {
+                        out.push_str(&strip_generics_from(ty, true));
+                        out.push_str(" as ");
+                        out.push_str(&strip_generics_from(tr, true));
                     }
-                    _ => {}
+                    None => out.push_str(&strip_generics_from(inner, true)),
                 }
-                j += 1;
+                out.push('>');
+            } else if out.ends_with("::") {
+                out.truncate(out.len() - 2);
             }
-            i = j + 1;
+            i = end;
             continue;
         }
         let ch = s[i..].chars().next().unwrap_or(' ');
@@ -299,11 +333,56 @@ mod tests {
             normalize_function("<shop::Cart as core::ops::drop::Drop>::drop"),
             "<shop::Cart as core::ops::drop::Drop>::drop"
         );
+        assert_eq!(
+            normalize_function(
+                "<F as axum::handler::Handler<(M,T1),S>>::call::{closure}<fn() -> u8, S>"
+            ),
+            "<F as axum::handler::Handler>::call::{closure}"
+        );
         assert_eq!(normalize_function("main.worker.func2"), "main.worker.func");
         assert_eq!(
             normalize_function("main.(*Store).Put(0xc000010000, 0x1)"),
             "main.(*Store).Put"
         );
+    }
+
+    #[test]
+    fn short_names_drop_generic_arguments_and_keep_the_qualifier() {
+        for (full, short) in [
+            (
+                "panicle::layer::{closure}<axum::routing::route::RouteFuture<core::convert::Infallible>, axum_core::body::Body>::{closure}<axum::routing::route::RouteFuture<core::convert::Infallible>>",
+                "panicle::layer::{closure}::{closure}",
+            ),
+            (
+                "tokio::runtime::task::core::Core<T,S>::poll::{closure}",
+                "tokio::runtime::task::core::Core::poll::{closure}",
+            ),
+            (
+                "<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll",
+                "<tracing::instrument::Instrumented as core::future::future::Future>::poll",
+            ),
+            (
+                "std::panicking::catch_unwind<(), core::panic::AssertUnwindSafe<fn(u8) -> u8>>",
+                "std::panicking::catch_unwind",
+            ),
+            ("shop::parse::<u32>", "shop::parse"),
+            (
+                "shop::order::load::{async fn}::{async block}",
+                "shop::order::load::{async block}",
+            ),
+            (
+                "shop::order::load::{async fn}",
+                "shop::order::load::{async fn}",
+            ),
+            (
+                "core::ops::function::FnOnce::call_once{{vtable.shim}}",
+                "core::ops::function::FnOnce::call_once{{vtable.shim}}",
+            ),
+            ("main.(*Store).Put", "main.(*Store).Put"),
+            ("broken<unclosed", "broken"),
+        ] {
+            assert_eq!(short_function_name(full), short, "{full}");
+        }
     }
 
     #[test]
