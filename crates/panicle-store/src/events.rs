@@ -84,6 +84,8 @@ pub struct EventSummary {
     pub node: Option<String>,
     pub route: Option<String>,
     pub depth: i64,
+    /// Panics this event stands for (a storm aggregate's count, else 1).
+    pub weight: i64,
 }
 
 /// A stored event with its raw payload.
@@ -110,7 +112,7 @@ pub struct EventQuery {
 }
 
 const SUMMARY_COLUMNS: &str = "event_id, project_id, group_id, ts, received_at, platform, kind, \
-     message, service, environment, release, trace_id, pod, node, route, depth";
+     message, service, environment, release, trace_id, pod, node, route, depth, weight";
 
 fn summary_from_row(row: &sqlx::any::AnyRow) -> Result<EventSummary> {
     Ok(EventSummary {
@@ -130,6 +132,7 @@ fn summary_from_row(row: &sqlx::any::AnyRow) -> Result<EventSummary> {
         node: row.try_get("node")?,
         route: row.try_get("route")?,
         depth: row.try_get("depth")?,
+        weight: row.try_get("weight")?,
     })
 }
 
