@@ -136,7 +136,7 @@ mod tests {
                 span_id: None,
             }),
             request_id: Some(format!("req-{seq}")),
-            route: Some(if seq % 2 == 0 { "/a" } else { "/b" }.into()),
+            route: Some(if seq.is_multiple_of(2) { "/a" } else { "/b" }.into()),
             message: None,
         }
     }
