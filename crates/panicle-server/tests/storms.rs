@@ -62,7 +62,7 @@ async fn call(
     method: &'static str,
     url: String,
     token: Option<String>,
-    key: Option<String>,
+    headers: Vec<(&'static str, String)>,
     body: Option<Value>,
 ) -> (u16, Value) {
     tokio::task::spawn_blocking(move || {
@@ -75,8 +75,8 @@ async fn call(
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
-        if let Some(k) = key {
-            req = req.header("X-Panicle-Key", k);
+        for (name, value) in headers {
+            req = req.header(name, value);
         }
         let mut resp = match body {
             Some(b) => {
@@ -100,7 +100,7 @@ impl Running {
             "GET",
             format!("{}{path}", self.base),
             Some(token.to_string()),
-            None,
+            vec![],
             None,
         )
         .await
@@ -111,7 +111,7 @@ impl Running {
             "POST",
             format!("{}/api/v1/events", self.base),
             None,
-            Some(project.ingest_key.clone()),
+            vec![("X-Panicle-Key", project.ingest_key.clone())],
             Some(events),
         )
         .await
@@ -318,7 +318,7 @@ panicle_store::backend_tests! {
         let (status, answer) = s.ingest(&s.shop, Value::Array(events)).await;
         assert_eq!(status, 202, "{answer}");
         let admin = s.admin.clone();
-        let (status, report) = call("POST", format!("{}/api/v1/clusters/recompute", s.base), Some(admin.clone()), None, None).await;
+        let (status, report) = call("POST", format!("{}/api/v1/clusters/recompute", s.base), Some(admin.clone()), vec![], None).await;
         assert_eq!(status, 200, "{report}");
         let (_, list) = s.get("/api/v1/clusters", &admin).await;
         let items = list["items"].as_array().unwrap();
@@ -363,5 +363,47 @@ panicle_store::backend_tests! {
         let (_, listed) = s.get(&format!("/api/v1/clusters/{cid}/events"), &admin).await;
         let counts: Vec<i64> = listed["items"].as_array().unwrap().iter().map(|e| e["count"].as_i64().unwrap()).collect();
         assert_eq!(counts.iter().sum::<i64>(), 63, "{listed}");
+    }
+
+    async fn the_poison_fallback_writes_ranges_with_their_aggregates_only(db: &TestDb) {
+        let s = start(db).await;
+        // A row the database refuses for its data, as in ingest.rs.
+        db.execute(match db.backend {
+            panicle_store::Backend::Postgres => "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.message = 'poison' THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql; \
+               CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+            panicle_store::Backend::Sqlite => "CREATE TRIGGER refuse_poison BEFORE INSERT ON events \
+                 WHEN NEW.message = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        })
+        .await;
+        let (kept, refused) = (new_prefix(), new_prefix());
+        let ts = now_ms() - 3_600_000;
+        let good = aggregate(&kept, 0, 12, ts, &[1, 2, 3]);
+        let mut poison = aggregate(&refused, 0, 12, ts, &[4, 5, 6]);
+        poison["message"] = json!("poison");
+        let (status, answer) = call(
+            "POST",
+            format!("{}/api/v1/events", s.base),
+            None,
+            vec![("X-Panicle-Key", s.shop.ingest_key.clone()), ("X-Panicle-Partial-Batch", "1".into())],
+            Some(json!([poison, good.clone()])),
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["stored"], 1, "{answer}");
+        assert_eq!(answer["rejected"][0]["event_id"], folded_event_id(&refused, 0));
+        // Stored one by one: the kept aggregate's range is there, the refused
+        // one's rolled back with its event.
+        let admin = s.admin.clone();
+        let (status, view) = s.get(&format!("/api/v1/events/{}", folded_event_id(&kept, 11)), &admin).await;
+        assert_eq!((status, &view["folded"]["into"]), (200, &json!(folded_event_id(&kept, 0))), "{view}");
+        let (status, _) = s.get(&format!("/api/v1/events/{}", folded_event_id(&refused, 5)), &admin).await;
+        assert_eq!(status, 404);
+        // A resend stores nothing twice and the range still resolves.
+        let (status, answer) = s.ingest(&s.shop, good).await;
+        assert_eq!((status, answer["stored"].as_u64()), (202, Some(0)), "{answer}");
+        let (status, _) = s.get(&format!("/api/v1/events/{}", folded_event_id(&kept, 3)), &admin).await;
+        assert_eq!(status, 200);
     }
 }
