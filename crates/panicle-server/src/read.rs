@@ -239,7 +239,7 @@ fn not_ready(why: &str) -> (StatusCode, Json<Value>) {
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(ListParams),
-    responses((status = 200, description = "Events of the token's projects, newest first: `{items, next_cursor}`", body = Object),
+    responses((status = 200, description = "Events of the token's projects, newest first: `{items, next_cursor}`; `count` is the panics an event stands for (a storm aggregate's count, else 1)", body = Object),
               (status = 400, description = "Bad parameter or cursor", body = crate::openapi::ErrorBody),
               (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
               (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
