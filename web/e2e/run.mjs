@@ -6,6 +6,9 @@
 //   EMPTY_BASE_URL, EMPTY_TOKEN, EMPTY_DSN   a server with no events (empty state)
 //   TRACE_URL_TEMPLATE         the server's trace link template ({trace_id})
 //   XSS_MESSAGE                the hostile panic message that was seeded
+//   STORM_EVENT_ID, STORM_FOLDED_ID, STORM_COUNT, STORM_TRACES
+//                              a seeded storm aggregate of the orders cluster,
+//                              an id folded into it, its count and sampled traces
 //   ARTIFACTS                  where screenshots go
 //   CHROMIUM                   browser binary (default /usr/bin/chromium)
 // Prints one line per check and "N passed, N failed"; exits 1 on any failure.
@@ -33,6 +36,10 @@ const TRACE_URL_TEMPLATE = env('TRACE_URL_TEMPLATE', '');
 const XSS_MESSAGE = env('XSS_MESSAGE', '<img src=x onerror=alert(1)><script>window.__pwned=1</script>');
 const ARTIFACTS = env('ARTIFACTS', join(process.cwd(), 'test-artifacts'));
 const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
+const STORM_EVENT_ID = env('STORM_EVENT_ID', '');
+const STORM_FOLDED_ID = env('STORM_FOLDED_ID', '');
+const STORM_COUNT = env('STORM_COUNT', '');
+const STORM_TRACES = env('STORM_TRACES', '');
 mkdirSync(ARTIFACTS, { recursive: true });
 
 function assert(cond, message) {
@@ -344,6 +351,53 @@ if (TRACE_URL_TEMPLATE) {
     const expected = TRACE_URL_TEMPLATE.replace('{trace_id}', eventTraceId);
     const link = page.locator('.context a.trace-link');
     assert((await link.getAttribute('href')) === expected, `href ${await link.getAttribute('href')} != ${expected}`);
+  });
+}
+
+if (STORM_EVENT_ID) {
+  await step('a storm aggregate shows ×count, N traces with its samples; a folded id opens it', async () => {
+    const badge = `×${STORM_COUNT}, ${STORM_TRACES} traces`;
+    await page.goto(`${BASE_URL}/events/${STORM_FOLDED_ID}`);
+    await page.waitForSelector('h1.event-message');
+    const notice = await page.locator('.folded-notice').innerText();
+    assert(notice.includes(STORM_FOLDED_ID), `folded notice: ${notice}`);
+    assert((await page.locator('.event-head .storm-badge').innerText()).trim() === badge, 'badge in the header');
+    if (TRACE_URL_TEMPLATE) assert((await page.locator('.event-head a.trace-link').count()) === 1, 'the header keeps its trace link');
+    const panel = page.locator('section.storm-panel');
+    assert((await panel.locator('.section-head .storm-badge').innerText()).trim() === badge, 'badge on the storm panel');
+    // Twenty samples: folded until asked.
+    const list = panel.locator('details.storm-sample-list');
+    assert(!(await list.evaluate((d) => d.open)), 'a long sample list starts folded');
+    assert(await panel.locator('table.storm-samples').isHidden(), 'samples hidden while folded');
+    await list.locator('summary').click();
+    const rows = panel.locator('tr.storm-sample');
+    assert((await rows.count()) === Number(STORM_TRACES), `${await rows.count()} sample rows`);
+    const text = await panel.innerText();
+    assert(text.includes('req-storm-0') && text.includes('req-storm-19') && text.includes('/orders/{id}'), `request ids and route: ${text.slice(0, 300)}`);
+    const api = await apiGet(`/events/${STORM_EVENT_ID}`);
+    const sampleTrace = api.body.storm.samples[7].trace_id;
+    if (TRACE_URL_TEMPLATE) {
+      const href = await rows.nth(7).locator('a.trace-link').getAttribute('href');
+      assert(href === TRACE_URL_TEMPLATE.replace('{trace_id}', sampleTrace), `sample trace link ${href}`);
+    }
+    assert((await panel.locator('.storm-messages li').count()) === 1, 'distinct messages');
+    await shot(page, 'event-storm');
+
+    if (hasClusters) {
+      await page.click('a.cluster-crumb');
+      await page.waitForSelector('h1.cluster-title');
+      await settled(page);
+      const traces = page.locator('section.traces');
+      assert((await traces.locator('.storm-list .storm-badge').first().innerText()).trim() === badge, 'the cluster lists the storm');
+      const more = traces.locator('button', { hasText: 'Show all' });
+      if (await more.count()) await more.click();
+      const sampled = traces.locator(`li[data-trace="${sampleTrace}"]`);
+      assert((await sampled.count()) === 1, `the cluster's traces include the storm sample ${sampleTrace}`);
+      assert((await sampled.innerText()).includes('req-storm-7'), 'with its request id');
+      await sampled.locator('a', { hasText: 'folded event' }).click();
+      await page.waitForSelector('section.storm-panel');
+      assert((await page.locator('.folded-notice').innerText()).includes(api.body.storm.samples[7].event_id), 'the folded event opens its aggregate');
+    }
   });
 }
 

@@ -18,6 +18,9 @@ const XSS_MESSAGE: &str = "<img src=x onerror=alert(1)><script>window.__pwned=1<
 /// Trace links point here; the browser test answers these URLs itself.
 const TRACE_URL_TEMPLATE: &str = "http://traces.invalid/trace/{trace_id}";
 const HOUR_MS: i64 = 3_600_000;
+/// The seeded storm: panics folded into one aggregate of the orders cluster.
+const STORM_COUNT: u32 = 37;
+const STORM_SAMPLES: u32 = 20;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,6 +113,7 @@ fn seed_events(now: i64) -> Vec<Value> {
             "tags": {"region": "eu-west-1"},
         }));
     }
+    events.push(storm_aggregate(now));
     for i in 0..12i64 {
         let mut frames = vec![
             json!({"function": "shop::cart::total", "file": "src/cart.rs", "line": 31, "in_app": true, "package": "shop"}),
@@ -148,6 +152,57 @@ fn seed_events(now: i64) -> Vec<Value> {
         }));
     }
     events
+}
+
+/// The storm's id prefix: its aggregate is `folded_event_id(prefix, 0)`.
+fn storm_prefix() -> String {
+    panicle_protocol::storm::storm_id_prefix(0x5707_0000_0000_0001, 0x2a)
+}
+
+/// An orders panic repeated in a storm: one aggregate of `STORM_COUNT`
+/// panics with `STORM_SAMPLES` sampled traces and requests.
+fn storm_aggregate(now: i64) -> Value {
+    let prefix = storm_prefix();
+    let ts = now - 3 * HOUR_MS;
+    let samples: Vec<Value> = (0..STORM_SAMPLES)
+        .map(|i| {
+            json!({
+                "event_id": panicle_protocol::storm::folded_event_id(&prefix, i),
+                "timestamp": rfc3339(ts + i64::from(i) * 50),
+                "trace": {"trace_id": hex(32, 5000 + u64::from(i)), "span_id": hex(16, 6000 + u64::from(i))},
+                "request_id": format!("req-storm-{i}"),
+                "route": "/orders/{id}",
+                "message": "called `Option::unwrap()` on a `None` value",
+            })
+        })
+        .collect();
+    let mut frames = vec![
+        json!({"function": "shop::orders::reserve", "file": "src/orders.rs", "line": 42, "column": 17, "in_app": true, "package": "shop"}),
+        json!({"function": "shop::orders::place_order", "file": "src/orders.rs", "line": 88, "in_app": true, "package": "shop"}),
+        json!({"function": "shop::api::handler", "file": "src/api.rs", "line": 12, "in_app": true, "package": "shop"}),
+    ];
+    frames.extend(dep_frames());
+    json!({
+        "event_id": panicle_protocol::storm::folded_event_id(&prefix, 0),
+        "timestamp": rfc3339(ts),
+        "platform": "rust",
+        "kind": "panic",
+        "message": "called `Option::unwrap()` on a `None` value",
+        "location": {"file": "src/orders.rs", "line": 42, "column": 17},
+        "frames": frames,
+        "trace": {"trace_id": hex(32, 5000), "span_id": hex(16, 6000)},
+        "resource": {"service.name": "checkout", "deployment.environment": "prod", "k8s.pod.name": "checkout-7d9f-a"},
+        "request": {"method": "POST", "route": "/orders/{id}", "request_id": "req-storm-0"},
+        "release": "checkout@1.4.2",
+        "count": STORM_COUNT,
+        "storm": {
+            "id_prefix": prefix,
+            "seq_start": 0,
+            "seq_end": STORM_COUNT,
+            "samples": samples,
+            "messages": ["called `Option::unwrap()` on a `None` value"],
+        },
+    })
 }
 
 fn agent() -> ureq::Agent {
@@ -245,6 +300,16 @@ fn dashboard_in_headless_chromium() {
         .env("EMPTY_DSN", &empty.dsn)
         .env("TRACE_URL_TEMPLATE", TRACE_URL_TEMPLATE)
         .env("XSS_MESSAGE", XSS_MESSAGE)
+        .env(
+            "STORM_EVENT_ID",
+            panicle_protocol::storm::folded_event_id(&storm_prefix(), 0),
+        )
+        .env(
+            "STORM_FOLDED_ID",
+            panicle_protocol::storm::folded_event_id(&storm_prefix(), STORM_COUNT - 1),
+        )
+        .env("STORM_COUNT", STORM_COUNT.to_string())
+        .env("STORM_TRACES", STORM_SAMPLES.to_string())
         .env("ARTIFACTS", &artifacts)
         .output()
         .expect("run node web/e2e/run.mjs (is Node.js installed?)");

@@ -19,6 +19,7 @@ mod index;
 mod jsonl;
 mod signature;
 mod stable;
+pub mod traces;
 
 pub use dbscan::{
     Clustering, NOISE, PrecomputedNeighbours, core_points, dbscan_brute_force, dbscan_graph,

@@ -43,6 +43,7 @@ fn event(i: usize, now: i64) -> NewEvent {
         template: format!("bug <n>: {}", bug),
         culprit: Some(frames[0].clone()),
         signature: frames,
+        storm: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn old_event(i: usize, ts: i64) -> NewEvent {
         template: format!("bug {bug}"),
         culprit: Some(frames[0].clone()),
         signature: frames,
+        storm: None,
     }
 }
 

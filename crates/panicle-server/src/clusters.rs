@@ -1,15 +1,17 @@
 //! The cluster views: the list, one cluster explained (culprit, paths,
 //! where, traces, regression, fix suggestion), its events, heatmap and paths.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::{Path, State};
 use panicle_cluster::attribution::{
     self, Bucket, EventFacts, FrameFacts, confinement, distribution, growth,
 };
+use panicle_cluster::traces::{self, TraceLink};
 use panicle_cluster::{GroupSignature, explain};
 use panicle_protocol::normalize::normalize_function;
+use panicle_protocol::storm::StormRecord;
 use panicle_rules::{
     Culprit as RuleCulprit, Evidence, MatchInput, Share, Suggestion, derived_suggestion,
 };
@@ -19,13 +21,18 @@ use serde_json::{Value, json};
 
 use crate::auth::{Admin, Reader};
 use crate::error::ApiQuery;
-use crate::read::{ListParams, event_json, format_ms, page_json, parse_time};
+use crate::read::{ListParams, event_json, format_ms, page_json, parse_time, rfc3339_ms};
 use crate::{ApiError, AppState};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// Events of a cluster that attribution reads (the newest).
 const ATTRIBUTION_EVENTS: u32 = 2000;
+/// Distinct traces a cluster view lists: every request of a real incident
+/// (issue 13 follows 48 across four pods), not a first page of it.
+const TRACES_SHOWN: usize = 200;
+/// Storm aggregates a cluster view summarizes ("×37, 20 traces"), newest first.
+const STORMS_SHOWN: usize = 20;
 /// Columns of a list row's sparkline.
 const TREND_BUCKETS: i64 = 24;
 
@@ -419,7 +426,7 @@ async fn load_cluster(
 
 #[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
-    responses((status = 200, description = "Culprit, common path, groups and why merged, where, confinement, regression, traces, related clusters, trend, fix suggestion", body = Object),
+    responses((status = 200, description = "Culprit, common path, groups and why merged, where, confinement, regression, traces, related clusters, trend, fix suggestion. `traces`: distinct trace ids of the events considered, newest first (up to 200; `trace_count` in all), each `{trace_id, url, event_id, timestamp, request_id, route, folded_into}`, storm samples included (`folded_into`: the aggregate holding that panic); `storms`: the newest storm aggregates, `{event_id, timestamp, count, traces, request_ids, routes, sampled, folded_ids}`", body = Object),
               (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn get_cluster(
     State(state): State<AppState>,
@@ -554,25 +561,62 @@ pub async fn get_cluster(
         })
         .collect();
 
-    // Distinct traces, newest first: 20 shown, up to 500 to find related clusters.
-    let mut seen_traces = HashSet::new();
-    let newest_traces: Vec<&ClusterEvent> = events
+    // Distinct traces, newest first, storm samples included (a folded panic
+    // keeps its trace): TRACES_SHOWN shown, up to 500 to find related clusters.
+    let mut links: Vec<TraceLink> = Vec::new();
+    let mut storms: Vec<Value> = Vec::new();
+    for (e, payload) in events.iter().zip(&payloads) {
+        if let Some(t) = e.trace_id.as_deref().and_then(traces::trace_id) {
+            links.push(TraceLink {
+                trace_id: t,
+                event_id: e.event_id.clone(),
+                timestamp_ms: e.timestamp_ms,
+                request_id: payload["request"]["request_id"]
+                    .as_str()
+                    .map(str::to_string),
+                route: e.route.clone(),
+                folded_into: None,
+            });
+        }
+        let Some(record) = payload
+            .get("storm")
+            .and_then(|v| serde_json::from_value::<StormRecord>(v.clone()).ok())
+        else {
+            continue;
+        };
+        links.extend(traces::storm_links(
+            &e.event_id,
+            e.timestamp_ms,
+            &record,
+            rfc3339_ms,
+        ));
+        if storms.len() < STORMS_SHOWN {
+            let count = panicle_protocol::decode::event_weight(payload.get("count"));
+            let summary = traces::storm_summary(&record, count, e.trace_id.as_deref());
+            let mut v = json!(summary);
+            v["event_id"] = json!(e.event_id);
+            v["timestamp"] = json!(format_ms(e.timestamp_ms));
+            storms.push(v);
+        }
+    }
+    let distinct = traces::distinct_traces(links);
+    let trace_count = distinct.len();
+    let traces: Vec<Value> = distinct
         .iter()
-        .filter(|e| e.trace_id.as_deref().is_some_and(|t| seen_traces.insert(t)))
-        .take(500)
-        .collect();
-    let traces: Vec<Value> = newest_traces
-        .iter()
-        .take(20)
-        .map(|e| {
-            let t = e.trace_id.as_deref();
-            json!({"trace_id": t, "url": trace_url(&state, t), "event_id": e.event_id, "timestamp": format_ms(e.timestamp_ms)})
+        .take(TRACES_SHOWN)
+        .map(|l| {
+            json!({
+                "trace_id": l.trace_id,
+                "url": trace_url(&state, Some(&l.trace_id)),
+                "event_id": l.event_id,
+                "timestamp": format_ms(l.timestamp_ms),
+                "request_id": l.request_id,
+                "route": l.route,
+                "folded_into": l.folded_into,
+            })
         })
         .collect();
-    let trace_ids: Vec<String> = newest_traces
-        .iter()
-        .filter_map(|e| e.trace_id.clone())
-        .collect();
+    let trace_ids: Vec<String> = distinct.into_iter().take(500).map(|l| l.trace_id).collect();
     let mut related = Vec::new();
     for (cid, shared) in state
         .store
@@ -644,6 +688,8 @@ pub async fn get_cluster(
             "at": format_ms(r.at_ms),
         })),
         "traces": traces,
+        "trace_count": trace_count,
+        "storms": storms,
         "related": related,
         "trend": trend_points(&trend_counts, start, width),
         "changes": changes,

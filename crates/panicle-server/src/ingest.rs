@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use flate2::read::GzDecoder;
 use panicle_protocol::decode::{Decoded, event_weight, storable_str, stored_timestamp};
 use panicle_protocol::{DecodedBody, decode_body, message_template, signature_frames};
-use panicle_store::NewEvent;
+use panicle_store::{NewEvent, StormRange};
 use serde_json::json;
 
 use crate::auth::IngestProject;
@@ -311,6 +311,12 @@ pub fn to_new_event(decoded: Decoded, received_ms: i64, max_age_ms: i64) -> NewE
         culprit: signature.first().cloned(),
         payload: serde_json::to_string(&event).unwrap_or_else(|_| "{}".into()),
         signature,
+        // Validated (`decode::validate`): a UUID's head and a non-empty range.
+        storm: event.storm.as_ref().map(|s| StormRange {
+            id_prefix: s.id_prefix.clone(),
+            seq_start: s.seq_start,
+            seq_end: s.seq_end,
+        }),
     }
 }
 

@@ -3,6 +3,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use panicle_cluster::traces::{self, storm_summary};
+use panicle_protocol::storm::StormRecord;
 use panicle_store::{Cursor, EventQuery, EventSummary, GroupQuery, GroupRow, Page};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -142,7 +144,47 @@ pub fn event_json(e: &EventSummary) -> Value {
         "node": e.node,
         "route": e.route,
         "depth": e.depth,
+        "count": e.weight,
     })
+}
+
+/// RFC 3339 as epoch milliseconds; None when it is not one.
+pub fn rfc3339_ms(value: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(value.trim(), &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// `storm` of an aggregate's view: its record (samples, messages, folded id
+/// range) with what it adds up to ("×37, 20 traces") and a trace link per
+/// sample; None for an event that is no aggregate.
+pub fn storm_json(state: &AppState, payload: &Value, trace_id: Option<&str>) -> Option<Value> {
+    let record: StormRecord = serde_json::from_value(payload.get("storm")?.clone()).ok()?;
+    let count = panicle_protocol::decode::event_weight(payload.get("count"));
+    let summary = storm_summary(&record, count, trace_id);
+    let mut out = json!(summary);
+    out["id_prefix"] = json!(record.id_prefix);
+    out["seq_start"] = json!(record.seq_start);
+    out["seq_end"] = json!(record.seq_end);
+    out["first_event_id"] = json!(record.first_event_id);
+    out["messages"] = json!(record.messages);
+    out["samples"] = record
+        .samples
+        .iter()
+        .map(|s| {
+            let trace = s.trace.as_ref().and_then(|t| traces::trace_id(&t.trace_id));
+            json!({
+                "event_id": s.event_id,
+                "timestamp": s.timestamp,
+                "trace_id": trace,
+                "span_id": s.trace.as_ref().and_then(|t| t.span_id.clone()),
+                "trace_url": crate::clusters::trace_url(state, trace.as_deref()),
+                "request_id": s.request_id,
+                "route": s.route,
+                "message": s.message,
+            })
+        })
+        .collect();
+    Some(out)
 }
 
 pub fn group_json(g: &GroupRow) -> Value {
@@ -197,7 +239,7 @@ fn not_ready(why: &str) -> (StatusCode, Json<Value>) {
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(ListParams),
-    responses((status = 200, description = "Events of the token's projects, newest first: `{items, next_cursor}`", body = Object),
+    responses((status = 200, description = "Events of the token's projects, newest first: `{items, next_cursor}`; `count` is the panics an event stands for (a storm aggregate's count, else 1)", body = Object),
               (status = 400, description = "Bad parameter or cursor", body = crate::openapi::ErrorBody),
               (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
               (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
@@ -230,9 +272,9 @@ pub struct ProjectParam {
 /// organisation, the id is resolved within the caller's projects only, and
 /// never silently picks one of several copies.
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
-    params(("id" = String, Path, description = "Event id"), ProjectParam),
-    responses((status = 200, description = "The stored columns plus `event`, the whole event as received", body = Object),
-              (status = 404, description = "No such event in the token's projects", body = crate::openapi::ErrorBody),
+    params(("id" = String, Path, description = "Event id, or the id of a panic storm control folded into an aggregate"), ProjectParam),
+    responses((status = 200, description = "The stored columns (`count`: panics the event stands for) plus `event`, the whole event as received. A storm aggregate adds `storm`: `{count, traces, request_ids, routes, sampled, folded_ids, id_prefix, seq_start, seq_end, first_event_id, messages, samples: [{event_id, timestamp, trace_id, span_id, trace_url, request_id, route, message}]}`. When the id is a folded panic's, the answer is its aggregate with `folded: {requested_id, into}` (`into`: the aggregate's event id)", body = Object),
+              (status = 404, description = "No event and no storm aggregate with this id in the token's projects", body = crate::openapi::ErrorBody),
               (status = 409, description = "Several of the token's projects hold this event id: add `?project=`", body = crate::openapi::ErrorBody)))]
 pub async fn get_event(
     State(state): State<AppState>,
@@ -245,46 +287,63 @@ pub async fn get_event(
     let id = uuid::Uuid::parse_str(id.trim())
         .map(|u| u.hyphenated().to_string())
         .unwrap_or(id);
-    let project = match p.project {
-        Some(project) => {
-            reader.check_project(project, "event")?;
-            project
-        }
-        None => {
-            let holders: Vec<i64> = state
-                .store
-                .event_projects(&id)
-                .await?
-                .into_iter()
-                .filter(|p| reader.scope().allows(*p))
-                .collect();
-            match holders.as_slice() {
-                [] => return Err(ApiError::NotFound("event")),
-                [one] => *one,
-                many => {
-                    return Err(ApiError::AmbiguousEvent {
-                        id,
-                        projects: many
-                            .iter()
-                            .map(i64::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
-                }
-            }
+    if let Some(project) = p.project {
+        reader.check_project(project, "event")?;
+    }
+    let in_scope = |project: i64| match p.project {
+        Some(asked) => project == asked,
+        None => reader.scope().allows(project),
+    };
+    let holders: Vec<(i64, String)> = state
+        .store
+        .event_projects(&id)
+        .await?
+        .into_iter()
+        .filter(|p| in_scope(*p))
+        .map(|p| (p, id.clone()))
+        .collect();
+    // Not an event: a panic storm control folded into an aggregate.
+    let holders = if holders.is_empty() {
+        state
+            .store
+            .storm_holders(&id)
+            .await?
+            .into_iter()
+            .filter(|(p, _)| in_scope(*p))
+            .collect()
+    } else {
+        holders
+    };
+    let (project, stored_id) = match holders.as_slice() {
+        [] => return Err(ApiError::UnknownEvent(id)),
+        [one] => one.clone(),
+        many => {
+            return Err(ApiError::AmbiguousEvent {
+                id,
+                projects: many
+                    .iter()
+                    .map(|(p, _)| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
     };
     let row = state
         .store
-        .get_event(&id, Some(project))
+        .get_event(&stored_id, Some(project))
         .await?
-        .ok_or(ApiError::NotFound("event"))?;
+        .ok_or_else(|| ApiError::UnknownEvent(id.clone()))?;
+    let trace_id = row.summary.trace_id.as_deref();
     let mut out = event_json(&row.summary);
-    out["trace_url"] = json!(crate::clusters::trace_url(
-        &state,
-        row.summary.trace_id.as_deref()
-    ));
-    out["event"] = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
+    out["trace_url"] = json!(crate::clusters::trace_url(&state, trace_id));
+    let payload: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
+    if let Some(storm) = storm_json(&state, &payload, trace_id) {
+        out["storm"] = storm;
+    }
+    if stored_id != id {
+        out["folded"] = json!({"requested_id": id, "into": stored_id});
+    }
+    out["event"] = payload;
     Ok(Json(out))
 }
 

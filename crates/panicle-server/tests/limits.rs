@@ -78,6 +78,7 @@ fn new_event(ts: i64) -> NewEvent {
         template: "old boom".into(),
         culprit: None,
         signature: vec!["old".into()],
+        storm: None,
     }
 }
 

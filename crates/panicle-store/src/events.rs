@@ -37,6 +37,20 @@ pub struct NewEvent {
     pub culprit: Option<String>,
     /// Normalized signature frames, innermost first.
     pub signature: Vec<String>,
+    /// Set on a storm aggregate: the ids of the panics folded into it.
+    pub storm: Option<StormRange>,
+}
+
+/// The folded panics a storm aggregate stands for: ids `id_prefix` followed
+/// by `seq` as 8 hex digits, for `seq` in `seq_start..seq_end`
+/// (`panicle_protocol::storm`). Stored as one row beside the aggregate, so
+/// each id resolves to it without a row per panic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StormRange {
+    /// The first 28 characters of a UUID, lowercase.
+    pub id_prefix: String,
+    pub seq_start: u32,
+    pub seq_end: u32,
 }
 
 /// What a batch insert did.
@@ -70,6 +84,8 @@ pub struct EventSummary {
     pub node: Option<String>,
     pub route: Option<String>,
     pub depth: i64,
+    /// Panics this event stands for (a storm aggregate's count, else 1).
+    pub weight: i64,
 }
 
 /// A stored event with its raw payload.
@@ -96,7 +112,7 @@ pub struct EventQuery {
 }
 
 const SUMMARY_COLUMNS: &str = "event_id, project_id, group_id, ts, received_at, platform, kind, \
-     message, service, environment, release, trace_id, pod, node, route, depth";
+     message, service, environment, release, trace_id, pod, node, route, depth, weight";
 
 fn summary_from_row(row: &sqlx::any::AnyRow) -> Result<EventSummary> {
     Ok(EventSummary {
@@ -116,6 +132,7 @@ fn summary_from_row(row: &sqlx::any::AnyRow) -> Result<EventSummary> {
         node: row.try_get("node")?,
         route: row.try_get("route")?,
         depth: row.try_get("depth")?,
+        weight: row.try_get("weight")?,
     })
 }
 
@@ -207,7 +224,11 @@ impl Store {
             } else {
                 (0, 0)
             };
-            let keep = keep_sampled(stored, stored + sampled, limits.group_cap);
+            // An aggregate is kept in full past the cap: it stands for many
+            // panics, its samples are their only trace links, and the ids
+            // folded into it resolve to it.
+            let keep =
+                e.storm.is_some() || keep_sampled(stored, stored + sampled, limits.group_cap);
             let weight = e.weight.max(1);
             let done = if !keep {
                 // Only the id, time and weight; never when the full event is stored.
@@ -260,6 +281,19 @@ impl Store {
             };
             if done.rows_affected() == 0 {
                 continue;
+            }
+            if let Some(range) = &e.storm {
+                sqlx::query(
+                    "INSERT INTO storm_ranges (project_id, event_id, id_prefix, seq_start, seq_end) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, event_id) DO NOTHING",
+                )
+                .bind(project_id)
+                .bind(&e.event_id)
+                .bind(range.id_prefix.to_ascii_lowercase())
+                .bind(i64::from(range.seq_start))
+                .bind(i64::from(range.seq_end))
+                .execute(&mut *tx)
+                .await?;
             }
             outcome.inserted += 1;
             if !keep {
@@ -423,6 +457,33 @@ impl Store {
         rows.iter()
             .map(|r| r.try_get::<i64, _>("project_id").map_err(Into::into))
             .collect()
+    }
+
+    /// The storm aggregates holding the folded panic with this id: (project,
+    /// aggregate event id), one per project (the newest range when a client
+    /// sent overlapping ones), lowest project first. Empty for an id that is
+    /// no storm's.
+    pub async fn storm_holders(&self, event_id: &str) -> Result<Vec<(i64, String)>> {
+        let Some((prefix, seq)) = panicle_protocol::storm::split_folded_id(event_id) else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT project_id, event_id FROM storm_ranges \
+             WHERE id_prefix = $1 AND seq_start <= $2 AND seq_end > $2 \
+             ORDER BY project_id, seq_start DESC",
+        )
+        .bind(prefix.to_ascii_lowercase())
+        .bind(i64::from(seq))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut holders: Vec<(i64, String)> = Vec::new();
+        for r in rows {
+            let project: i64 = r.try_get("project_id")?;
+            if holders.last().is_none_or(|(p, _)| *p != project) {
+                holders.push((project, r.try_get("event_id")?));
+            }
+        }
+        Ok(holders)
     }
 
     /// One event by id; `project_id` narrows it when ids collide across

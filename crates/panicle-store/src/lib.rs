@@ -32,7 +32,7 @@ pub use access::{Access, NewToken, SessionPolicy, TokenInfo, TokenScope};
 pub use clusters::{
     ClusterChange, ClusterEvent, EventFilter, GroupAggregate, GroupAssignment, HostColumn, JobLock,
 };
-pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent};
+pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent, StormRange};
 pub use groups::{GroupQuery, GroupRow};
 pub use limits::{
     InsertLimits, LimitsUpdate, ProjectLimits, QuotaPeriod, UsagePeriods, keep_sampled,
@@ -247,6 +247,11 @@ impl Store {
                     "limits",
                     include_str!("../../../migrations/sqlite/0005_limits.sql"),
                 ),
+                (
+                    6,
+                    "storms",
+                    include_str!("../../../migrations/sqlite/0006_storms.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (
@@ -273,6 +278,11 @@ impl Store {
                     5,
                     "limits",
                     include_str!("../../../migrations/postgres/0005_limits.sql"),
+                ),
+                (
+                    6,
+                    "storms",
+                    include_str!("../../../migrations/postgres/0006_storms.sql"),
                 ),
             ],
         };

@@ -9,7 +9,8 @@
 //! rows in either is deleted, which takes it out of its cluster (clusters
 //! are read from their groups; nothing else stores a cluster's counts).
 //! A group's `first_seen` / `last_seen` / `first_release` are its history
-//! and stay as they were.
+//! and stay as they were. A storm aggregate's range of folded ids
+//! (`storm_ranges`) is deleted with it by its foreign key's cascade.
 
 use std::collections::BTreeMap;
 

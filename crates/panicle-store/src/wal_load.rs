@@ -158,6 +158,7 @@ fn event() -> NewEvent {
         template: "called `Option::unwrap()` on a `None` value".into(),
         culprit: Some("shop::orders::step_0".into()),
         signature: frames,
+        storm: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn new_event(fingerprint: &str, ts: i64, service: &str) -> NewEvent {
         template: "called `Option::unwrap()` on a `None` value".into(),
         culprit: Some("shop::orders::reserve".into()),
         signature: vec!["shop::orders::reserve".into(), "shop::main".into()],
+        storm: None,
     }
 }
 

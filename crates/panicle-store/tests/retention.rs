@@ -32,6 +32,7 @@ fn new_event(fingerprint: &str, ts: i64, weight: i64) -> NewEvent {
         template: format!("boom in {fingerprint}"),
         culprit: Some("shop::orders::reserve".into()),
         signature: vec!["shop::orders::reserve".into(), fingerprint.into()],
+        storm: None,
     }
 }
 
@@ -229,5 +230,52 @@ panicle_store::backend_tests! {
         // Old daily usage counters go; today's stays.
         store.prune_usage(now, 62).await.unwrap();
         assert_eq!(store.usage(p.id, &UsagePeriods::at(now)).await.unwrap().0, 49);
+    }
+
+    async fn a_storm_range_resolves_past_the_cap_and_goes_with_its_aggregate(db: &TestDb) {
+        let store = db.store().await;
+        let p = store.create_project("shop").await.unwrap();
+        let other = store.create_project("other").await.unwrap();
+        let limits = InsertLimits { daily_quota: 0, monthly_quota: 0, group_cap: 2 };
+        let now = now_ms();
+        // The group is at its cap before the storm comes.
+        let plain: Vec<NewEvent> = (0..4).map(|i| new_event("loop", now - 300 * DAY - i, 1)).collect();
+        store.insert_events_with(p.id, &plain, &limits).await.unwrap();
+
+        let prefix = panicle_protocol::storm::storm_id_prefix(0xabcd, 7);
+        let range = |start, end| panicle_store::StormRange { id_prefix: prefix.to_uppercase(), seq_start: start, seq_end: end };
+        let mut old = new_event("loop", now - 200 * DAY, 37);
+        old.event_id = panicle_protocol::storm::folded_event_id(&prefix, 0);
+        old.storm = Some(range(0, 37));
+        let mut fresh = new_event("loop", now, 5);
+        fresh.event_id = panicle_protocol::storm::folded_event_id(&prefix, 37);
+        fresh.storm = Some(range(37, 42));
+        let out = store.insert_events_with(p.id, &[old.clone(), fresh.clone()], &limits).await.unwrap();
+        assert_eq!((out.inserted, out.sampled), (2, 0), "aggregates are kept in full past the cap");
+        // A resend stores nothing twice.
+        assert_eq!(store.insert_events_with(p.id, &[old.clone()], &limits).await.unwrap().inserted, 0);
+        // The same storm id in another project is that project's.
+        let mut theirs = new_event("loop", now, 3);
+        theirs.event_id = old.event_id.clone();
+        theirs.storm = Some(range(0, 3));
+        store.insert_events_with(other.id, &[theirs], &limits).await.unwrap();
+
+        let folded = |seq| panicle_protocol::storm::folded_event_id(&prefix, seq);
+        assert_eq!(store.storm_holders(&folded(0)).await.unwrap(), vec![(p.id, old.event_id.clone()), (other.id, old.event_id.clone())]);
+        assert_eq!(store.storm_holders(&folded(36)).await.unwrap(), vec![(p.id, old.event_id.clone())]);
+        assert_eq!(store.storm_holders(&folded(37)).await.unwrap(), vec![(p.id, fresh.event_id.clone())]);
+        assert_eq!(store.storm_holders(&folded(41).to_uppercase()).await.unwrap(), vec![(p.id, fresh.event_id.clone())]);
+        assert!(store.storm_holders(&folded(42)).await.unwrap().is_empty(), "past the last range");
+        assert!(store.storm_holders(&uuid::Uuid::new_v4().to_string()).await.unwrap().is_empty());
+        assert!(store.storm_holders("not an id").await.unwrap().is_empty());
+
+        // Retention deletes the old aggregate and its range, not the fresh one.
+        while store.purge_batch(p.id, now - 90 * DAY, 100).await.unwrap().rows() > 0 {}
+        assert!(store.count_mismatches(p.id).await.unwrap().is_empty());
+        assert!(store.get_event(&old.event_id, Some(p.id)).await.unwrap().is_none());
+        assert!(store.storm_holders(&folded(5)).await.unwrap().is_empty(), "the old range went with its aggregate");
+        assert_eq!(store.storm_holders(&folded(2)).await.unwrap(), vec![(other.id, old.event_id.clone())]);
+        assert_eq!(store.storm_holders(&folded(40)).await.unwrap(), vec![(p.id, fresh.event_id.clone())]);
+        assert_eq!(group_counts(&store, p.id).await, vec![("boom in loop".to_string(), 5)]);
     }
 }

@@ -8,6 +8,7 @@ import { stack } from '../stack.js';
 import { section, codeBlock } from '../ui.js';
 import { clusterTitle, culpritText } from './clusters.js';
 import { eventsTable, traceCell } from './events.js';
+import { stormBadge } from './event.js';
 
 export async function clusterPage(ctx) {
   const id = ctx.params[0];
@@ -330,7 +331,32 @@ function eventsPanel(enc, signal) {
 
 function tracesPanel(c) {
   const traces = Array.isArray(c.traces) ? c.traces : [];
-  const box = h('section', { class: 'panel traces', 'aria-label': 'Traces' }, h('div', { class: 'section-head' }, h('h2', {}, 'Traces')));
+  const storms = Array.isArray(c.storms) ? c.storms : [];
+  const total = c.trace_count ?? traces.length;
+  const box = h(
+    'section',
+    { class: 'panel traces', 'aria-label': 'Traces' },
+    h('div', { class: 'section-head' }, h('h2', {}, 'Traces'), total ? h('span', { class: 'muted small trace-total' }, plural(total, 'distinct trace')) : null),
+  );
+  if (storms.length) {
+    box.append(
+      h(
+        'ul',
+        { class: 'storm-list' },
+        storms.map((st) =>
+          h(
+            'li',
+            {},
+            h('a', { href: `/events/${encodeURIComponent(st.event_id)}` }, stormBadge(st)),
+            ' ',
+            h('span', { class: 'muted small', title: exact(st.timestamp) }, ago(st.timestamp)),
+            ' ',
+            h('span', { class: 'muted small' }, 'storm: folded into one event, its sampled traces below'),
+          ),
+        ),
+      ),
+    );
+  }
   if (!traces.length) {
     box.append(h('p', { class: 'muted' }, 'No event carried a trace id. The SDK picks it up from the current OpenTelemetry span.'));
     return box;
@@ -342,11 +368,13 @@ function tracesPanel(c) {
     traces.map((t, i) =>
       h(
         'li',
-        { hidden: i >= SHOWN },
+        { hidden: i >= SHOWN, dataset: { trace: t.trace_id || '' } },
         traceCell(t.trace_id, t.url),
         ' ',
         h('span', { class: 'muted small', title: exact(t.timestamp) }, ago(t.timestamp)),
-        t.event_id ? [' · ', h('a', { href: `/events/${encodeURIComponent(t.event_id)}`, class: 'small' }, 'event')] : null,
+        t.request_id ? [' · ', h('code', { class: 'small' }, t.request_id)] : null,
+        t.route ? [' · ', h('code', { class: 'small' }, t.route)] : null,
+        t.event_id ? [' · ', h('a', { href: `/events/${encodeURIComponent(t.event_id)}`, class: 'small' }, t.folded_into ? 'folded event' : 'event')] : null,
       ),
     ),
   );

@@ -2,9 +2,10 @@
 
 import { h } from '../dom.js';
 import { api, ApiError } from '../api.js';
-import { ago, exact, place } from '../format.js';
+import { ago, exact, place, num, plural } from '../format.js';
 import { stack } from '../stack.js';
 import { codeBlock } from '../ui.js';
+import { traceCell } from './events.js';
 
 function kv(rows) {
   const present = rows.filter(([, v]) => v !== null && v !== undefined && v !== '');
@@ -14,6 +15,68 @@ function kv(rows) {
     { class: 'kv' },
     present.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v instanceof Node ? v : String(v))]),
   );
+}
+
+/** "×37, 20 traces": what a storm aggregate stands for. */
+export function stormBadge(storm) {
+  return h('span', { class: 'storm-badge', title: `${plural(storm.count, 'panic')} folded into one event by storm control` }, `×${num(storm.count)}, ${plural(storm.traces ?? 0, 'trace')}`);
+}
+
+/** Samples shown before the list folds. */
+const STORM_SAMPLES_OPEN = 10;
+
+/** The panics storm control folded into this event: their traces, requests, routes and messages. */
+function stormPanel(storm) {
+  const samples = Array.isArray(storm.samples) ? storm.samples : [];
+  const messages = Array.isArray(storm.messages) ? storm.messages : [];
+  const routes = Array.isArray(storm.routes) ? storm.routes : [];
+  const box = h(
+    'section',
+    { class: 'panel storm-panel', 'aria-label': 'Storm' },
+    h('div', { class: 'section-head' }, h('h2', {}, 'Storm '), stormBadge(storm)),
+    h(
+      'p',
+      { class: 'muted small' },
+      `Storm control folded ${plural(storm.count, 'panic')} of this kind into this event; ${plural(samples.length, 'sample')} kept`,
+      storm.request_ids ? `, ${plural(storm.request_ids, 'request id')}` : '',
+      routes.length ? [', routes ', ...routes.flatMap((r, i) => [i ? ', ' : '', h('code', {}, r)])] : '',
+      '. Each folded panic\u2019s event id opens this event.',
+    ),
+  );
+  if (samples.length) {
+    const table = h(
+      'table',
+      { class: 'events storm-samples' },
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'When'), h('th', { scope: 'col' }, 'Trace'), h('th', { scope: 'col' }, 'Request id'), h('th', { scope: 'col' }, 'Route'), h('th', { scope: 'col' }, 'Message'))),
+      h(
+        'tbody',
+        {},
+        samples.map((s) =>
+          h(
+            'tr',
+            { class: 'storm-sample', dataset: { id: s.event_id || '' } },
+            h('td', { class: 'nowrap' }, ago(s.timestamp)),
+            h('td', {}, traceCell(s.trace_id, s.trace_url)),
+            h('td', {}, s.request_id ? h('code', {}, s.request_id) : h('span', { class: 'muted' }, '–')),
+            h('td', {}, s.route ? h('code', {}, s.route) : h('span', { class: 'muted' }, '–')),
+            h('td', { class: 'msg' }, s.message || h('span', { class: 'muted' }, '–')),
+          ),
+        ),
+      ),
+    );
+    box.append(
+      h(
+        'details',
+        { class: 'storm-sample-list', open: samples.length <= STORM_SAMPLES_OPEN },
+        h('summary', {}, `${plural(samples.length, 'sampled panic')} (the first and last of the storm)`),
+        h('div', { class: 'table-scroll' }, table),
+      ),
+    );
+  }
+  if (messages.length) {
+    box.append(h('h3', {}, 'Messages'), h('ul', { class: 'storm-messages' }, messages.map((m) => h('li', {}, h('code', {}, m)))));
+  }
+  return box;
 }
 
 export async function eventPage(ctx) {
@@ -54,7 +117,8 @@ export async function eventPage(ctx) {
   crumbs.append(h('span', {}, 'Event'));
 
   const traceId = ev.trace_id || trace.trace_id;
-  const traceLink = traceId
+  // A node lives in one place: the header and the context panel each get their own.
+  const traceLink = () => traceId
     ? ev.trace_url
       ? h('a', { href: ev.trace_url, class: 'trace-link', target: '_blank', rel: 'noopener noreferrer' }, 'Open trace ↗')
       : 'trace_url' in ev
@@ -62,10 +126,15 @@ export async function eventPage(ctx) {
         : null
     : null;
 
+  const storm = ev.storm && typeof ev.storm === 'object' ? ev.storm : null;
+  const folded = ev.folded && typeof ev.folded === 'object' ? ev.folded : null;
   const head = h(
     'div',
     { class: 'page-head event-head' },
     crumbs,
+    folded
+      ? h('p', { class: 'notice folded-notice', role: 'note' }, 'Event ', h('code', {}, String(folded.requested_id)), ' was folded by storm control into this event.')
+      : null,
     h('h1', { class: 'event-message' }, message),
     h(
       'p',
@@ -76,7 +145,8 @@ export async function eventPage(ctx) {
       ago(ev.timestamp),
       h('span', { class: 'muted' }, ` · ${exact(ev.timestamp)}`),
       ev.service ? h('span', {}, ' · ', h('strong', {}, ev.service)) : null,
-      ev.trace_url && traceId ? h('span', {}, ' · ', traceLink) : null,
+      ev.trace_url && traceId ? h('span', {}, ' · ', traceLink()) : null,
+      storm ? h('span', {}, ' · ', stormBadge(storm)) : null,
     ),
   );
 
@@ -87,7 +157,7 @@ export async function eventPage(ctx) {
     kv([
       ['trace id', traceId ? h('code', { class: 'trace-id-full' }, traceId) : null],
       ['span id', trace.span_id ? h('code', {}, trace.span_id) : null],
-      ['viewer', traceLink],
+      ['viewer', traceLink()],
     ]),
     h('h2', {}, 'Request'),
     kv([
@@ -124,6 +194,7 @@ export async function eventPage(ctx) {
     h(
       'div',
       { class: 'event-main' },
+      storm ? stormPanel(storm) : null,
       h('section', { class: 'panel', 'aria-label': 'Stack' }, h('div', { class: 'section-head' }, h('h2', {}, 'Stack')), stack(full.frames)),
       h(
         'section',

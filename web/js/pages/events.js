@@ -20,7 +20,7 @@ export function eventsTable(items, { showService = true } = {}) {
       'tr',
       { class: 'event-row', dataset: { id: e.event_id } },
       h('td', { class: 'nowrap' }, h('a', { href: `/events/${encodeURIComponent(e.event_id)}`, class: 'event-link' }, ago(e.timestamp))),
-      h('td', { class: 'msg' }, h('span', { class: 'message-text' }, e.message || '(no message)')),
+      h('td', { class: 'msg' }, h('span', { class: 'message-text' }, e.message || '(no message)'), e.count > 1 ? h('span', { class: 'storm-count', title: `stands for ${e.count} panics (storm control)` }, ` ×${e.count}`) : null),
       showService ? h('td', {}, e.service || h('span', { class: 'muted' }, '–')) : null,
       h('td', {}, e.environment || h('span', { class: 'muted' }, '–')),
       h('td', {}, e.release ? h('code', {}, e.release) : h('span', { class: 'muted' }, '–')),
