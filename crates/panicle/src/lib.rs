@@ -35,7 +35,7 @@ use std::time::Duration;
 
 #[cfg(feature = "tower")]
 pub use layer::{PanicleLayer, PanicleService, REQUEST_ID_HEADER, ResponseFuture, Route};
-pub use options::{DeliveryOptions, Options};
+pub use options::{DEFAULT_STORM_THRESHOLD_PER_SEC, DeliveryOptions, Options};
 pub use panicle_protocol as protocol;
 pub use scope::{Scoped, remove_tag, scoped, set_tag, take_last_event_id};
 #[doc(hidden)]
