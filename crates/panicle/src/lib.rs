@@ -116,8 +116,11 @@ fn hook(client: &Client, info: &PanicHookInfo<'_>) {
         return;
     }
     if let Some(delivery) = &client.delivery {
-        let event = capture::capture(info, &client.options, &client.resource);
-        delivery.submit(event);
+        let capture::Captured { event, exception } =
+            capture::capture(info, &client.options, &client.resource);
+        // Storm control may hand out a derived id: the span names that one.
+        let handed_out = delivery.submit(event);
+        capture::record_on_span(exception, &handed_out);
     }
     IN_HOOK.with(|f| f.set(false));
 }

@@ -551,9 +551,10 @@ impl Delivery {
     }
 
     /// The hook's path. Never blocks on a lock, never touches the network
-    /// while the spool works, never panics.
+    /// while the spool works, never panics. Returns the id handed out for
+    /// this panic: the event's own, or a folded panic's derived id.
     #[cfg_attr(not(feature = "tower"), allow(unused_mut))]
-    pub fn submit(&self, mut event: Event) {
+    pub fn submit(&self, mut event: Event) -> String {
         #[cfg(feature = "tower")]
         crate::breaker::annotate(&mut event);
         let s = &*self.shared;
@@ -563,22 +564,20 @@ impl Delivery {
             storm_key(&event)
         };
         let storm_slot = match s.storm.observe(key, now_ms()) {
-            Seen::Folded { slot, n } => {
-                s.fold(slot, key, n, event);
-                return;
-            }
+            Seen::Folded { slot, n } => return s.fold(slot, key, n, event),
             Seen::Individual {
                 slot,
                 folded_before,
             } => Some((slot, folded_before)),
             Seen::Untracked => None,
         };
+        let event_id = event.event_id.clone();
         let Ok(json) = serde_json::to_vec(&event) else {
-            return;
+            return event_id;
         };
         let Some(spool) = &s.spool else {
             s.send_from_hook(&json);
-            return;
+            return event_id;
         };
         match spool.write(&event.event_id, &json) {
             Ok(entry) => {
@@ -611,6 +610,7 @@ impl Delivery {
                 s.send_from_hook(&json);
             }
         }
+        event_id
     }
 
     /// Waits until every known event is acknowledged (storm counts included).
@@ -622,7 +622,7 @@ impl Delivery {
 impl Shared {
     /// A folded panic: counted in its slot (already, by its number `n`),
     /// handed its derived id, and sampled for the sender when there is room.
-    fn fold(&self, slot: usize, key: u64, n: u64, mut event: Event) {
+    fn fold(&self, slot: usize, key: u64, n: u64, mut event: Event) -> String {
         bump(&STATS.storm_suppressed, 1);
         let event_id = self.storm.folded_id(key, n);
         crate::scope::set_last_event_id(&event_id);
@@ -633,7 +633,7 @@ impl Shared {
             .is_some_and(|s| !s.has_template.load(Ordering::Acquire));
         let request = event.request.as_ref();
         let mut sample = StormSample {
-            event_id,
+            event_id: event_id.clone(),
             timestamp: String::new(),
             trace: event.trace.clone(),
             request_id: request.and_then(|r| r.request_id.clone()),
@@ -658,6 +658,7 @@ impl Shared {
             template,
         });
         self.wake();
+        event_id
     }
 
     fn wake(&self) {

@@ -6,7 +6,7 @@
 //!   aggregates whose counts add up to exactly 10,000, each with a bounded
 //!   sample of the folded panics' requests and traces;
 //! - every event id a 500 body handed out is a stored event's or lies in
-//!   exactly one aggregate's range.
+//!   exactly one aggregate's range, and is the one the request's span names.
 
 mod common;
 
@@ -19,7 +19,7 @@ use axum::extract::Path;
 use axum::http::Request;
 use axum::routing::get;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use panicle::protocol::Event;
 use tower::ServiceExt;
 use tracing::Instrument;
@@ -79,7 +79,10 @@ fn count(event: &Event) -> u64 {
 #[test]
 fn a_storm_keeps_every_id_and_a_sample_of_traces_and_slow_repeats_stay_events() {
     let server = common::TestServer::start();
-    let provider = SdkTracerProvider::builder().build();
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("shop")));
     tracing::subscriber::set_global_default(subscriber).unwrap();
@@ -118,6 +121,38 @@ fn a_storm_keeps_every_id_and_a_sample_of_traces_and_slow_repeats_stay_events() 
         }
     });
     assert!(panicle::flush(Duration::from_secs(60)), "flush timed out");
+
+    // The span of each request names the id its 500 body handed out, folded
+    // or not.
+    let handed_to: HashMap<&str, &str> = request_of
+        .iter()
+        .map(|(id, request)| (request.as_str(), id.as_str()))
+        .collect();
+    let spans = exporter.get_finished_spans().unwrap();
+    let mut checked = 0;
+    for span in &spans {
+        let request = span
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "request_id")
+            .map(|kv| kv.value.to_string());
+        let Some(expected) = request.as_deref().and_then(|r| handed_to.get(r)) else {
+            continue;
+        };
+        let named = span
+            .events
+            .iter()
+            .find(|e| e.name == "exception")
+            .and_then(|e| {
+                e.attributes
+                    .iter()
+                    .find(|kv| kv.key.as_str() == "panicle.event_id")
+            })
+            .map(|kv| kv.value.to_string());
+        assert_eq!(named.as_deref(), Some(*expected));
+        checked += 1;
+    }
+    assert_eq!(checked, STORM, "every request's span was checked");
     let events = server.events();
 
     let slow: Vec<&Event> = events
