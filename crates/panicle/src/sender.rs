@@ -1149,6 +1149,37 @@ mod tests {
     }
 
     #[test]
+    fn threads_racing_in_one_second_fold_all_but_the_threshold_once_each() {
+        let storm = Storm::new(10);
+        let seen: Vec<Seen> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..5000)
+                            .map(|_| storm.observe(42, 7_500))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        assert_eq!(individual(&seen), 10);
+        let mut numbers: Vec<u64> = seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Folded { n, .. } => Some(*n),
+                _ => None,
+            })
+            .collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (0..39_990).collect::<Vec<_>>(), "each number once");
+        assert_eq!(storm.unsent(), 39_990);
+    }
+
+    #[test]
     fn a_late_clock_reading_counts_in_the_newer_second() {
         let (state, _) = rate_step(0, 9, 1);
         let (state, folded) = rate_step(state, 8, 1);

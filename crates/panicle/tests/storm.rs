@@ -2,7 +2,7 @@
 //! `PanicleLayer` (one test: the hook is process-global):
 //!
 //! - 5 panics a second for 2 s stay 10 events of their own;
-//! - a storm of 10,000 handler panics ends as a few events of its own plus
+//! - a storm of 10,000 handler panics (4 threads) ends as a few events of its own plus
 //!   aggregates whose counts add up to exactly 10,000, each with a bounded
 //!   sample of the folded panics' requests and traces;
 //! - every event id a 500 body handed out is a stored event's or lies in
@@ -48,6 +48,7 @@ async fn invoice(Path(id): Path<u32>) -> String {
 }
 
 const STORM: usize = 10_000;
+const THREADS: usize = 4;
 
 /// One request in a trace of its own; the event id its 500 body names.
 async fn call(app: &Router, uri: String, request_id: &str) -> String {
@@ -108,18 +109,39 @@ fn a_storm_keeps_every_id_and_a_sample_of_traces_and_slow_repeats_stay_events() 
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // The storm: handed-out id → the request it answered.
+    // The storm, from 4 threads at once: handed-out id → the request it
+    // answered.
     let mut request_of: HashMap<String, String> = HashMap::new();
-    runtime.block_on(async {
-        for i in 0..STORM {
-            let request_id = format!("req-{i}");
-            let id = call(&app, format!("/orders/{i}"), &request_id).await;
-            assert!(
-                request_of.insert(id.clone(), request_id).is_none(),
-                "id {id} handed out twice"
-            );
-        }
+    let per_thread = STORM / THREADS;
+    let answered: Vec<Vec<(String, String)>> = std::thread::scope(|scope| {
+        let app = &app;
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                scope.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        let mut out = Vec::with_capacity(per_thread);
+                        for i in t * per_thread..(t + 1) * per_thread {
+                            let request_id = format!("req-{i}");
+                            let id = call(app, format!("/orders/{i}"), &request_id).await;
+                            out.push((id, request_id));
+                        }
+                        out
+                    })
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
+    for (id, request_id) in answered.into_iter().flatten() {
+        assert!(
+            request_of.insert(id.clone(), request_id).is_none(),
+            "id {id} handed out twice"
+        );
+    }
+    assert_eq!(request_of.len(), STORM);
     assert!(panicle::flush(Duration::from_secs(60)), "flush timed out");
 
     // The span of each request names the id its 500 body handed out, folded
