@@ -320,12 +320,27 @@ struct StormTemplate {
 /// own, dropped when full).
 struct FoldedPanic {
     slot: usize,
-    n: u64,
-    sample: StormSample,
-    method: Option<String>,
+    sampled: Sampled,
     /// The whole event, while the sender has no template for the slot.
     template: Option<Box<Event>>,
 }
+
+/// One folded panic's sample.
+struct Sampled {
+    /// Its number in the slot's storm.
+    n: u64,
+    sample: StormSample,
+    /// The request's method (not part of a sample; the aggregate's request
+    /// is its first sample's).
+    method: Option<String>,
+    /// The message was cut to [`SAMPLE_MESSAGE_BYTES`].
+    message_cut: bool,
+}
+
+/// Longest message a sample keeps: 40 samples and 20 variants of the
+/// longest messages (16 KiB) would take an aggregate near the server's
+/// body limit.
+const SAMPLE_MESSAGE_BYTES: usize = 1024;
 
 /// What the sender gathered for a slot's next aggregates.
 #[derive(Default)]
@@ -338,9 +353,9 @@ struct StormAcc {
     /// Since when folded panics wait for a template.
     waiting_since: Option<Instant>,
     /// The first samples since the last aggregate, by folded number.
-    head: Vec<(u64, StormSample, Option<String>)>,
+    head: Vec<Sampled>,
     /// The last ones.
-    tail: VecDeque<(u64, StormSample, Option<String>)>,
+    tail: VecDeque<Sampled>,
     /// One message per distinct template.
     messages: Vec<String>,
     message_templates: HashSet<String>,
@@ -354,8 +369,8 @@ const SAMPLES_EACH_END: usize = panicle_protocol::storm::MAX_STORM_SAMPLES / 2;
 const SEEN_MESSAGES: usize = 256;
 
 impl StormAcc {
-    fn add_sample(&mut self, n: u64, sample: StormSample, method: Option<String>) {
-        if let Some(message) = &sample.message
+    fn add_sample(&mut self, sampled: Sampled) {
+        if let Some(message) = &sampled.sample.message
             && self.messages.len() < panicle_protocol::storm::MAX_STORM_MESSAGES
             && !self.seen_messages.contains(message)
         {
@@ -367,29 +382,29 @@ impl StormAcc {
                 self.seen_messages.insert(message.clone());
             }
         }
-        self.push((n, sample, method));
+        self.push(sampled);
     }
 
     /// Takes the samples of folded panics `from..to`, in order, and clears
     /// the messages for the next aggregate.
-    fn take_samples(&mut self, from: u64, to: u64) -> Vec<(u64, StormSample, Option<String>)> {
+    fn take_samples(&mut self, from: u64, to: u64) -> Vec<Sampled> {
         let mut taken = Vec::new();
         let mut kept = Vec::new();
         for s in self.head.drain(..).chain(self.tail.drain(..)) {
-            if (from..to).contains(&s.0) {
+            if (from..to).contains(&s.n) {
                 taken.push(s);
-            } else if s.0 >= to {
+            } else if s.n >= to {
                 kept.push(s);
             }
         }
         for s in kept {
             self.push(s);
         }
-        taken.sort_by_key(|s| s.0);
+        taken.sort_by_key(|s| s.n);
         taken
     }
 
-    fn push(&mut self, s: (u64, StormSample, Option<String>)) {
+    fn push(&mut self, s: Sampled) {
         if self.head.len() < SAMPLES_EACH_END {
             self.head.push(s);
         } else {
@@ -641,20 +656,28 @@ impl Shared {
             message: None,
         };
         let method = request.and_then(|r| r.method.clone());
+        let cut = panicle_protocol::truncate_str(&event.message, SAMPLE_MESSAGE_BYTES);
+        let message_cut = cut.len() < event.message.len();
         let template = if needs_template {
             sample.timestamp = event.timestamp.clone();
-            sample.message = Some(event.message.clone());
+            sample.message = Some(cut.to_string());
             Some(Box::new(event))
         } else {
+            let kept = cut.len();
             sample.timestamp = std::mem::take(&mut event.timestamp);
-            sample.message = Some(std::mem::take(&mut event.message));
+            let mut message = std::mem::take(&mut event.message);
+            message.truncate(kept);
+            sample.message = Some(message);
             None
         };
         let _ = self.folded_tx.try_send(FoldedPanic {
             slot,
-            n,
-            sample,
-            method,
+            sampled: Sampled {
+                n,
+                sample,
+                method,
+                message_cut,
+            },
             template,
         });
         self.wake();
@@ -884,8 +907,8 @@ fn take_folded(s: &Shared, core: &mut Core, folded: FoldedPanic) {
         acc.template = Some(*template);
         slot.has_template.store(true, Ordering::Release);
     }
-    if folded.n >= slot.reported.load(Ordering::Acquire) {
-        acc.add_sample(folded.n, folded.sample, folded.method);
+    if folded.sampled.n >= slot.reported.load(Ordering::Acquire) {
+        acc.add_sample(folded.sampled);
     }
 }
 
@@ -959,13 +982,18 @@ fn aggregate(
     acc: &StormAcc,
     from: u64,
     to: u64,
-    samples: Vec<(u64, StormSample, Option<String>)>,
+    samples: Vec<Sampled>,
     messages: Vec<String>,
 ) -> Event {
     let (epoch, seq_start) = folded_position(from);
     let id_prefix = storm.id_prefix(key, epoch);
     let event_id = panicle_protocol::storm::folded_event_id(&id_prefix, seq_start);
-    let first_message = samples.first().and_then(|(_, s, _)| s.message.clone());
+    // A cut message could template differently: the template's (same
+    // fingerprint) then stands in.
+    let first_message = samples
+        .first()
+        .filter(|s| !s.message_cut)
+        .and_then(|s| s.sample.message.clone());
     let mut event = match &acc.template {
         Some(template) => {
             let mut event = template.clone();
@@ -978,8 +1006,9 @@ fn aggregate(
             let mut event = Event::new(
                 event_id,
                 String::new(),
-                first_message
-                    .clone()
+                samples
+                    .first()
+                    .and_then(|s| s.sample.message.clone())
                     .unwrap_or_else(|| "panic (storm aggregate)".into()),
             );
             event.platform = Some(panicle_protocol::Platform::Rust);
@@ -990,7 +1019,12 @@ fn aggregate(
     event.trace = None;
     event.request = None;
     event.timestamp = crate::capture::now_rfc3339();
-    if let Some((_, first, method)) = samples.first() {
+    if let Some(Sampled {
+        sample: first,
+        method,
+        ..
+    }) = samples.first()
+    {
         if !first.timestamp.is_empty() {
             event.timestamp = first.timestamp.clone();
         }
@@ -1024,7 +1058,7 @@ fn aggregate(
         id_prefix,
         seq_start,
         seq_end: seq_start + (to - from) as u32,
-        samples: samples.into_iter().map(|(_, s, _)| s).collect(),
+        samples: samples.into_iter().map(|s| s.sample).collect(),
         messages,
     });
     event
@@ -1217,12 +1251,17 @@ mod tests {
         assert_eq!(folded_position(end), (1, 0));
     }
 
-    fn sample(n: u64, message: &str) -> StormSample {
-        StormSample {
-            event_id: format!("id-{n}"),
-            message: Some(message.into()),
-            request_id: Some(format!("req-{n}")),
-            ..StormSample::default()
+    fn sample(n: u64, message: &str) -> Sampled {
+        Sampled {
+            n,
+            sample: StormSample {
+                event_id: format!("id-{n}"),
+                message: Some(message.into()),
+                request_id: Some(format!("req-{n}")),
+                ..StormSample::default()
+            },
+            method: None,
+            message_cut: false,
         }
     }
 
@@ -1235,21 +1274,21 @@ mod tests {
             } else {
                 "lock poisoned".to_string()
             };
-            acc.add_sample(n, sample(n, &message), None);
+            acc.add_sample(sample(n, &message));
         }
         assert_eq!(
             acc.take_messages(),
             vec!["order 0 not found", "lock poisoned"]
         );
         let taken = acc.take_samples(0, 1000);
-        let ns: Vec<u64> = taken.iter().map(|s| s.0).collect();
+        let ns: Vec<u64> = taken.iter().map(|s| s.n).collect();
         let mut expected: Vec<u64> = (0..20).collect();
         expected.extend(980..1000);
         assert_eq!(ns, expected);
         assert!(acc.take_samples(0, 1000).is_empty());
         for k in 0..100 {
             let message = format!("failure {}", "z".repeat(k + 1));
-            acc.add_sample(k as u64, sample(k as u64, &message), None);
+            acc.add_sample(sample(k as u64, &message));
         }
         assert_eq!(
             acc.take_messages().len(),
@@ -1261,11 +1300,11 @@ mod tests {
     fn samples_of_a_later_range_stay_for_it() {
         let mut acc = StormAcc::default();
         for n in 10..20u64 {
-            acc.add_sample(n, sample(n, "boom"), None);
+            acc.add_sample(sample(n, "boom"));
         }
-        let first: Vec<u64> = acc.take_samples(10, 15).iter().map(|s| s.0).collect();
+        let first: Vec<u64> = acc.take_samples(10, 15).iter().map(|s| s.n).collect();
         assert_eq!(first, vec![10, 11, 12, 13, 14]);
-        let rest: Vec<u64> = acc.take_samples(15, 20).iter().map(|s| s.0).collect();
+        let rest: Vec<u64> = acc.take_samples(15, 20).iter().map(|s| s.n).collect();
         assert_eq!(rest, vec![15, 16, 17, 18, 19]);
     }
 
@@ -1315,7 +1354,8 @@ mod tests {
             let mut event = Event::new(
                 uuid::Uuid::new_v4().to_string(),
                 crate::capture::now_rfc3339(),
-                format!("order {i} not found"),
+                // Longer than a sample keeps (one template all the same).
+                format!("order {i} not found: {}", "x".repeat(3000)),
             );
             event.frames = vec![panicle_protocol::Frame {
                 function: Some("shop::find_order".into()),
@@ -1389,6 +1429,21 @@ mod tests {
                 .and_then(|r| r.request_id.as_ref()),
             first.request_id.as_ref(),
             "the first folded panic's request, not the template's"
+        );
+        assert!(storm.samples.iter().all(|s| {
+            s.message
+                .as_ref()
+                .is_some_and(|m| m.len() == SAMPLE_MESSAGE_BYTES)
+        }));
+        assert_eq!(storm.messages.len(), 1, "one template");
+        assert!(storm.messages[0].len() <= SAMPLE_MESSAGE_BYTES);
+        let template = events
+            .iter()
+            .find(|e| Some(e.event_id.as_str()) == storm.first_event_id.as_deref())
+            .unwrap();
+        assert!(
+            aggregate.message == template.message,
+            "a cut message never stands for the aggregate (it could group elsewhere)"
         );
     }
 }
