@@ -361,19 +361,27 @@ struct StormAcc {
     message_templates: HashSet<String>,
     /// Raw messages already templated (bounded): a storm repeats one.
     seen_messages: HashSet<String>,
+    /// Messages templated for this aggregate (bounded: one fingerprint
+    /// shares one template but for key collisions, so looking on at every
+    /// sample of a long storm would cost the sender for nothing).
+    templated: usize,
 }
 
 /// Samples kept from the start and from the end of one aggregate.
 const SAMPLES_EACH_END: usize = panicle_protocol::storm::MAX_STORM_SAMPLES / 2;
 /// Raw messages remembered to skip templating them again.
 const SEEN_MESSAGES: usize = 256;
+/// Messages templated per aggregate at most.
+const MAX_TEMPLATED: usize = 256;
 
 impl StormAcc {
     fn add_sample(&mut self, sampled: Sampled) {
         if let Some(message) = &sampled.sample.message
             && self.messages.len() < panicle_protocol::storm::MAX_STORM_MESSAGES
+            && self.templated < MAX_TEMPLATED
             && !self.seen_messages.contains(message)
         {
+            self.templated += 1;
             let template = panicle_protocol::message_template(message);
             if self.message_templates.insert(template) {
                 self.messages.push(message.clone());
@@ -418,6 +426,7 @@ impl StormAcc {
     fn take_messages(&mut self) -> Vec<String> {
         self.message_templates.clear();
         self.seen_messages.clear();
+        self.templated = 0;
         std::mem::take(&mut self.messages)
     }
 }
