@@ -329,7 +329,8 @@ fn write_if_changed(path: &Path, contents: &[u8]) {
     if std::fs::read(path).ok().as_deref() == Some(contents) {
         return;
     }
-    let tmp = path.with_extension("tmp-write");
+    // Per process: two test runs may refresh the same copy at once.
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, contents).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
     std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
 }
