@@ -6,9 +6,11 @@ use panicle_protocol::Frame;
 
 use super::demangle::{has_path, symbol_root};
 use super::names::is_panic_entry;
+use super::qualify::is_sdk_file;
 use super::{MAX_FRAMES, RawFrame};
 use crate::modules;
 use crate::options::Options;
+use panicle_protocol::short_function_name;
 
 /// Roots whose frames are the panic machinery on top of every panic stack.
 pub(super) const MACHINERY_ROOTS: &[&str] = &[
@@ -23,19 +25,48 @@ pub(super) const MACHINERY_ROOTS: &[&str] = &[
 
 /// Crates that are never the service's own code.
 pub(super) const DEPENDENCY_ROOTS: &[&str] = &[
+    // The language and this SDK.
     "std",
     "core",
     "alloc",
     "backtrace",
     "panicle",
+    "panicle_protocol",
     "panic_unwind",
+    "__rustc",
+    "test",
+    "libc",
+    "addr2line",
+    "gimli",
+    // Async runtimes and their plumbing.
     "tokio",
+    "tokio_util",
+    "tokio_stream",
+    "tokio_rustls",
     "futures",
     "futures_util",
     "futures_core",
     "futures_executor",
+    "futures_channel",
+    "async_trait",
+    "async_std",
+    "smol",
+    "mio",
+    "pin_project",
+    "pin_project_lite",
+    "rayon",
+    "rayon_core",
+    "crossbeam",
+    "crossbeam_channel",
+    "crossbeam_utils",
+    "crossbeam_epoch",
+    "crossbeam_deque",
+    "parking_lot",
+    "parking_lot_core",
+    // HTTP and RPC stacks.
     "hyper",
     "hyper_util",
+    "hyper_rustls",
     "h2",
     "http",
     "http_body",
@@ -46,27 +77,36 @@ pub(super) const DEPENDENCY_ROOTS: &[&str] = &[
     "tower_layer",
     "axum",
     "axum_core",
+    "actix_web",
+    "actix_http",
+    "actix_rt",
+    "actix_server",
+    "warp",
+    "tonic",
+    "prost",
+    "reqwest",
+    "ureq",
+    "rustls",
+    "matchit",
+    "bytes",
+    // Telemetry, data and errors.
     "tracing",
     "tracing_core",
+    "tracing_futures",
     "tracing_subscriber",
     "tracing_opentelemetry",
+    "tracing_log",
+    "log",
     "opentelemetry",
     "opentelemetry_sdk",
     "serde",
     "serde_json",
     "sqlx",
     "sqlx_core",
-    "reqwest",
-    "ureq",
-    "rayon",
-    "rayon_core",
-    "async_trait",
-    "__rustc",
-    "test",
-    "libc",
+    "sqlx_postgres",
+    "sqlx_sqlite",
+    "anyhow",
     "criterion",
-    "addr2line",
-    "gimli",
 ];
 
 /// This crate's source directory as the compiler saw it (relative in its
@@ -167,16 +207,22 @@ pub(super) fn finish(raw: &RawFrame) -> Frame {
     };
     let from_dependency_path =
         package_from_path.is_some() || file.as_deref().is_some_and(|f| f.starts_with("library/"));
-    let function = raw.function.clone();
-    let root = function.as_deref().map(symbol_root).unwrap_or("");
+    let full = raw.function.clone();
+    let root = full.as_deref().map(symbol_root).unwrap_or("");
     // A name without a module path is a C symbol (`main`, `_start`, `__rust_try`).
-    let rust_path = function.as_deref().is_some_and(has_path);
-    let in_app = rust_path && !from_dependency_path && !DEPENDENCY_ROOTS.contains(&root);
+    let rust_path = full.as_deref().is_some_and(has_path);
+    // The SDK's own frames never count as the service's code, however it
+    // is depended on (a path dependency's files look like the workspace's).
+    let sdk = raw.file.as_deref().is_some_and(is_sdk_file);
+    let in_app = rust_path && !from_dependency_path && !sdk && !DEPENDENCY_ROOTS.contains(&root);
     let package = package_from_path.or_else(|| (!root.is_empty()).then(|| root.to_string()));
     let module = modules::find(raw.instruction_addr);
+    // Shown and grouped without generic arguments; the full name kept.
+    let function = full.as_deref().map(short_function_name);
+    let raw_function = full.filter(|f| Some(f) != function.as_ref());
     Frame {
         function,
-        raw_function: None,
+        raw_function,
         file,
         line: raw.line,
         column: raw.column,

@@ -2,12 +2,12 @@
 //! segment (to qualify bare inlined names), readable names by address, and
 //! the panic machinery's functions, named at a panic without a DWARF lookup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::RawFrame;
 use super::bare;
-use super::demangle::{clean_symbol, split_path, strip_generics};
+use super::demangle::{clean_symbol, split_path, strip_generics, symbol_root};
 use super::loader::{MAX_WARM_FUNCTIONS, names};
 use crate::modules;
 
@@ -65,10 +65,18 @@ pub(super) struct NameIndex {
     pub(super) by_last: HashMap<String, Vec<String>>,
     /// The panic machinery's functions, sorted by address.
     pub(super) machinery: Vec<MachineryFunction>,
-    /// Module-relative address of every function, for the warm-up.
-    pub(super) functions: Vec<u64>,
+    /// Module-relative start and end of every function, sorted: the
+    /// warm-up's probes, and the range scanned for an async fn's constructor.
+    pub(super) functions: Vec<(u64, u64)>,
     /// Demangled, readable name of each function by its address.
     pub(super) by_address: HashMap<u64, String>,
+    /// Address of each closure symbol (`shop::load::{closure}`): its DWARF
+    /// name tells whether it is an async fn's body, an async block or a closure.
+    pub(super) closures: HashMap<String, u64>,
+    /// Root path segments of the Rust symbols: the crates linked in.
+    pub(super) roots: HashSet<String>,
+    /// The crate of `main`: the executable's own.
+    pub(super) main_crate: Option<String>,
 }
 
 impl NameIndex {
@@ -88,7 +96,8 @@ impl NameIndex {
             }
             let Ok(raw) = sym.name() else { continue };
             if index.functions.len() < MAX_WARM_FUNCTIONS {
-                index.functions.push(sym.address());
+                let end = sym.address().saturating_add(sym.size().max(1));
+                index.functions.push((sym.address(), end));
             }
             let mangled = raw.starts_with("_ZN") || raw.starts_with("_R");
             let name = if mangled {
@@ -111,8 +120,18 @@ impl NameIndex {
             index.by_address.insert(sym.address(), name.clone());
             let parts = split_path(&name);
             let Some(last) = parts.last() else { continue };
+            let root = symbol_root(&name);
+            if !root.is_empty() && !index.roots.contains(root) {
+                index.roots.insert(root.to_string());
+            }
+            if parts.len() == 2 && *last == "main" && index.main_crate.is_none() {
+                index.main_crate = Some(root.to_string());
+            }
             // Closures are named after the frame around them, not looked up.
             if last.starts_with('{') {
+                if *last == "{closure}" {
+                    index.closures.insert(name.clone(), sym.address());
+                }
                 continue;
             }
             let key = strip_generics(last).to_string();
@@ -122,9 +141,16 @@ impl NameIndex {
             }
         }
         index.functions.sort_unstable();
-        index.functions.dedup();
+        index.functions.dedup_by_key(|f| f.0);
         index.machinery.sort_unstable_by_key(|f| f.start);
         index
+    }
+
+    /// The module-relative range of the function holding `probe`.
+    pub(super) fn function_range(&self, probe: u64) -> Option<(u64, u64)> {
+        let at = self.functions.partition_point(|f| f.0 <= probe);
+        let (start, end) = *self.functions.get(at.checked_sub(1)?)?;
+        (probe < end).then_some((start, end))
     }
 }
 
