@@ -12,6 +12,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 use support::{Answer, PanicleServer, Pod};
@@ -483,32 +484,38 @@ fn stacks_and_in_app_with_panicle_as_a_path_dependency_outside_the_workspace() {
     check_stacks(&bin, "standalone app (release, line-tables-only)");
 }
 
-/// 4 pods × 12 requests, each request sequential within its pod and the
-/// pods concurrent: whether storm control folds some of them or none,
+/// 4 pods × 12 requests, the pods concurrent: shop-a and shop-b take theirs
+/// back to back (a burst storm control may fold), shop-c and shop-d 200 ms
+/// apart (a pace a healthy service sees). Whatever storm control folds,
 /// every id handed out resolves and every request's trace is listed.
 #[test]
 fn forty_eight_requests_over_four_pods_keep_every_trace_and_event_id() {
     const PER_POD: usize = 12;
     let server = PanicleServer::start();
     let bin = support::workspace_shop();
-    let pods: Vec<Pod> = [
-        ("shop-a", "shop@1.0.0"),
-        ("shop-b", "shop@1.0.0"),
-        ("shop-c", "shop@1.1.0"),
-        ("shop-d", "shop@1.1.0"),
+    let burst = Duration::ZERO;
+    let paced = Duration::from_millis(200);
+    let pods: Vec<(Pod, Duration)> = [
+        ("shop-a", "shop@1.0.0", burst),
+        ("shop-b", "shop@1.0.0", burst),
+        ("shop-c", "shop@1.1.0", paced),
+        ("shop-d", "shop@1.1.0", paced),
     ]
     .iter()
-    .map(|(name, release)| Pod::start(&bin, &server.dsn, name, release))
+    .map(|(name, release, pause)| (Pod::start(&bin, &server.dsn, name, release), *pause))
     .collect();
 
     // (request id, event id from the 500 body) per request.
     let handed_out: Vec<(String, String)> = std::thread::scope(|s| {
         let workers: Vec<_> = pods
             .iter()
-            .map(|pod| {
+            .map(|(pod, pause)| {
                 s.spawn(move || {
                     (0..PER_POD)
                         .map(|n| {
+                            if n > 0 {
+                                std::thread::sleep(*pause);
+                            }
                             let request_id = format!("{}-req-{n:02}", pod.name);
                             let answer = pod.get(&format!("/orders/{}", 100 + n), &request_id);
                             expect_status(&answer, 500, &request_id);
@@ -531,7 +538,7 @@ fn forty_eight_requests_over_four_pods_keep_every_trace_and_event_id() {
             .flat_map(|w| w.join().expect("requests"))
             .collect()
     });
-    for pod in pods {
+    for (pod, _) in pods {
         pod.stop();
     }
     let sent: BTreeSet<&str> = handed_out.iter().map(|(r, _)| r.as_str()).collect();
@@ -558,6 +565,7 @@ fn forty_eight_requests_over_four_pods_keep_every_trace_and_event_id() {
     // Every id handed out resolves: to its event, or to the aggregate that
     // folded it, whose samples keep this request.
     let mut unresolved: Vec<String> = Vec::new();
+    let mut folded = 0;
     for (request_id, event_id) in &handed_out {
         let answer = server.event(event_id);
         if answer.status != 200 {
@@ -569,6 +577,7 @@ fn forty_eight_requests_over_four_pods_keep_every_trace_and_event_id() {
         }
         let view = answer.json();
         if view.get("folded").is_some_and(|v| !v.is_null()) {
+            folded += 1;
             let sample = view["storm"]["samples"].as_array().and_then(|s| {
                 s.iter()
                     .find(|s| s["event_id"] == event_id.as_str())
@@ -601,6 +610,7 @@ fn forty_eight_requests_over_four_pods_keep_every_trace_and_event_id() {
         }
     }
 
+    eprintln!("{folded} of 48 event ids resolved to a storm aggregate that folded them");
     f.check(unresolved.is_empty(), || {
         format!(
             "{} of 48 event ids from 500 bodies do not resolve, e.g. {:?}",
