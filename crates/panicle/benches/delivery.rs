@@ -101,7 +101,7 @@ fn main() {
         .with_spool_dir(&spool);
     // Every panic here is the same: without this, all but the first would
     // take the (cheaper) storm-counting path.
-    options.delivery.storm_window = Duration::ZERO;
+    options.delivery.storm_threshold_per_sec = 0;
     let guard = panicle::init(options);
     hook_bench::warm_up();
     let deadline = Instant::now() + Duration::from_secs(30);

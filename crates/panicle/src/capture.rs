@@ -35,7 +35,43 @@ pub fn prewarm() {
     std::hint::black_box(now_rfc3339());
 }
 
-pub fn capture(info: &PanicHookInfo<'_>, options: &Options, resource: &Resource) -> Event {
+/// What is left to do on the panic's span once its id is final.
+#[cfg(feature = "otel")]
+pub(crate) type SpanException = Option<crate::otel::PendingException>;
+/// Without `otel` there is never one.
+#[cfg(not(feature = "otel"))]
+pub(crate) type SpanException = Option<std::convert::Infallible>;
+
+/// A panic's event, and its exception to record on its span (feature `otel`).
+pub(crate) struct Captured {
+    pub event: Event,
+    pub exception: SpanException,
+}
+
+impl Captured {
+    /// The event, its exception recorded under its own id (no storm control).
+    pub fn into_event(self) -> Event {
+        record_on_span(self.exception, &self.event.event_id);
+        self.event
+    }
+}
+
+/// Records the exception on the panic's span, naming `event_id`: the
+/// event's own, or the derived id storm control handed out instead.
+pub(crate) fn record_on_span(exception: SpanException, event_id: &str) {
+    #[cfg(feature = "otel")]
+    if let Some(exception) = exception {
+        exception.record(event_id);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (exception, event_id);
+}
+
+pub(crate) fn capture(
+    info: &PanicHookInfo<'_>,
+    options: &Options,
+    resource: &Resource,
+) -> Captured {
     let location = info.location().map(|l| Location {
         // The compiler's path is relative to the workspace already unless the
         // build used absolute paths, which are never shown raw.
@@ -57,15 +93,15 @@ pub fn capture(info: &PanicHookInfo<'_>, options: &Options, resource: &Resource)
 }
 
 /// The event of a panic with this message and stack, with the thread, the
-/// trace (recording the exception on its span), the request and the tags of
+/// trace (the exception to record on its span), the request and the tags of
 /// the current scope. Leaves the event id for the tower layer's 500 answer.
-pub fn build_event(
+pub(crate) fn build_event(
     message: String,
     location: Option<Location>,
     raw: Vec<symbolize::RawFrame>,
     options: &Options,
     resource: &Resource,
-) -> Event {
+) -> Captured {
     let mut event = Event::new(uuid::Uuid::new_v4().to_string(), now_rfc3339(), message);
     event.platform = Some(Platform::Rust);
     event.kind = Some(Kind::Panic);
@@ -86,11 +122,13 @@ pub fn build_event(
     event.tags = tags;
     event.request = request;
     #[cfg(feature = "otel")]
-    crate::otel::attach(&mut event);
+    let exception = crate::otel::attach(&mut event);
+    #[cfg(not(feature = "otel"))]
+    let exception = None;
     event.sdk = Some(Sdk {
         name: "panicle".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     });
     scope::set_last_event_id(&event.event_id);
-    event
+    Captured { event, exception }
 }

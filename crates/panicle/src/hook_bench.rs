@@ -25,6 +25,7 @@ pub fn capture_event(options: &Options) -> Event {
         options,
         resource(),
     )
+    .into_event()
 }
 
 /// Installs a panic hook that does what `init`'s does with a panic
@@ -33,7 +34,7 @@ pub fn capture_event(options: &Options) -> Event {
 pub fn install_timed_hook(options: Options) {
     std::panic::set_hook(Box::new(move |info| {
         let t = std::time::Instant::now();
-        std::hint::black_box(crate::capture::capture(info, &options, resource()));
+        std::hint::black_box(crate::capture::capture(info, &options, resource()).into_event());
         let took = t.elapsed().as_nanos() as f64;
         if let Ok(mut times) = HOOK_TIMES.lock() {
             times.push(took);
@@ -52,7 +53,7 @@ pub fn hook_times() -> Vec<f64> {
 #[inline(never)]
 pub fn capture_event_cold(options: &Options) -> Event {
     let raw = symbolize::resolve_cold(&symbolize::capture_addresses());
-    build_event("bench".into(), None, raw, options, resource())
+    build_event("bench".into(), None, raw, options, resource()).into_event()
 }
 
 /// Starts the background warm-up `init` starts (and detects the resource,
@@ -87,7 +88,7 @@ pub fn phases(options: &Options) -> [u128; 4] {
     let classified = t.elapsed().as_nanos();
     std::hint::black_box(frames);
     let t = std::time::Instant::now();
-    let event = build_event("bench".into(), None, raw, options, resource());
+    let event = build_event("bench".into(), None, raw, options, resource()).into_event();
     std::hint::black_box(event);
     [captured, resolved, classified, t.elapsed().as_nanos()]
 }

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 #[cfg(feature = "tower")]
 pub use layer::{PanicleLayer, PanicleService, REQUEST_ID_HEADER, ResponseFuture, Route};
-pub use options::{DeliveryOptions, Options};
+pub use options::{DEFAULT_STORM_THRESHOLD_PER_SEC, DeliveryOptions, Options};
 pub use panicle_protocol as protocol;
 pub use scope::{Scoped, remove_tag, scoped, set_tag, take_last_event_id};
 #[doc(hidden)]
@@ -117,8 +117,11 @@ fn hook(client: &Client, info: &PanicHookInfo<'_>) {
         return;
     }
     if let Some(delivery) = &client.delivery {
-        let event = capture::capture(info, &client.options, &client.resource);
-        delivery.submit(event);
+        let capture::Captured { event, exception } =
+            capture::capture(info, &client.options, &client.resource);
+        // Storm control may hand out a derived id: the span names that one.
+        let handed_out = delivery.submit(event);
+        capture::record_on_span(exception, &handed_out);
     }
     IN_HOOK.with(|f| f.set(false));
 }

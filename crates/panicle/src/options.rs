@@ -65,8 +65,9 @@ fn env_list(name: &str) -> Vec<String> {
 impl Options {
     /// Reads `PANICLE_DSN`, `PANICLE_RELEASE`, `PANICLE_ENVIRONMENT`,
     /// `OTEL_SERVICE_NAME`, `PANICLE_IN_APP_INCLUDE` / `_EXCLUDE` (comma
-    /// separated). A malformed DSN is reported on stderr and sending stays off:
-    /// a bad setting must not take the service down.
+    /// separated), `PANICLE_STORM_THRESHOLD` (panics per second, 0: off). A
+    /// malformed DSN is reported on stderr and sending stays off, a malformed
+    /// threshold keeps the default: a bad setting must not take the service down.
     pub fn from_env() -> Options {
         let dsn = env("PANICLE_DSN").and_then(|s| match s.parse::<Dsn>() {
             Ok(dsn) => Some(dsn),
@@ -75,6 +76,15 @@ impl Options {
                 None
             }
         });
+        let mut delivery = DeliveryOptions::default();
+        if let Some(v) = env("PANICLE_STORM_THRESHOLD") {
+            match v.parse::<u32>() {
+                Ok(n) => delivery.storm_threshold_per_sec = n,
+                Err(e) => eprintln!(
+                    "panicle: PANICLE_STORM_THRESHOLD={v:?} ignored ({e}); using {DEFAULT_STORM_THRESHOLD_PER_SEC} per second"
+                ),
+            }
+        }
         Options {
             dsn,
             release: env("PANICLE_RELEASE"),
@@ -83,6 +93,7 @@ impl Options {
             service_version: env("PANICLE_SERVICE_VERSION"),
             in_app_include: env_list("PANICLE_IN_APP_INCLUDE"),
             in_app_exclude: env_list("PANICLE_IN_APP_EXCLUDE"),
+            delivery,
             ..Options::default()
         }
     }
@@ -106,6 +117,9 @@ impl Options {
     }
 }
 
+/// Default of [`DeliveryOptions::storm_threshold_per_sec`].
+pub const DEFAULT_STORM_THRESHOLD_PER_SEC: u32 = 10;
+
 /// How delivery behaves; part of [`Options`] as `options.delivery`.
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
@@ -125,10 +139,22 @@ pub struct DeliveryOptions {
     pub queue_capacity: usize,
     /// Events per request.
     pub batch_events: usize,
-    /// Within this window after a fingerprint's first event, further panics
-    /// with the same fingerprint are only counted (storm control). Zero: off.
-    pub storm_window: Duration,
-    /// How often counted panics are shipped as one event with a `count`.
+    /// Storm control: while one fingerprint panics more than this many times
+    /// a second in this process, its panics are folded into aggregates (one
+    /// per report interval, with a `count`, the folded panics' id range and
+    /// a sample of their traces and requests) instead of sent one by one.
+    /// Below the rate every panic is its own event. `PANICLE_STORM_THRESHOLD`;
+    /// 0 turns storm control off.
+    ///
+    /// Why 10: a healthy service panicking the same way that often in one
+    /// process is already an outage, while a storm loop (a retry loop, a
+    /// poisoned lock hit by every request) repeats thousands of times a
+    /// second (the hook costs ~25 µs, so one thread alone reaches ~40,000/s).
+    /// At 10/s the individual events still carry every trace of an ordinary
+    /// bad deploy, and a storm costs 10 events/s plus one aggregate per
+    /// report interval.
+    pub storm_threshold_per_sec: u32,
+    /// How often folded panics are shipped as aggregates.
     pub storm_report_interval: Duration,
     /// In a `panic = "abort"` build the process dies right after the hook:
     /// the hook waits this long for the sender to deliver (the event is
@@ -147,7 +173,7 @@ impl Default for DeliveryOptions {
             spool_max_files: 10_000,
             queue_capacity: 1024,
             batch_events: crate::batch::DEFAULT_BATCH_EVENTS,
-            storm_window: Duration::from_secs(60),
+            storm_threshold_per_sec: DEFAULT_STORM_THRESHOLD_PER_SEC,
             storm_report_interval: Duration::from_secs(2),
             abort_flush_timeout: Duration::from_secs(1),
             fallback_send_timeout: Duration::from_millis(500),

@@ -47,9 +47,28 @@ pub fn current_trace() -> Option<Trace> {
     })
 }
 
-/// Fills the event's trace and records the panic on the current span.
-pub(crate) fn attach(event: &mut Event) {
-    let Some(current) = current() else { return };
+/// The panic's `exception` event, added to its span once the event id is
+/// final: storm control may hand out a derived id instead of the event's.
+pub(crate) struct PendingException {
+    current: Current,
+    attributes: Vec<KeyValue>,
+}
+
+impl PendingException {
+    /// Adds the exception to the span, naming the id the SDK handed out.
+    pub(crate) fn record(self, event_id: &str) {
+        let mut attributes = self.attributes;
+        attributes.push(KeyValue::new("panicle.event_id", event_id.to_string()));
+        match self.current {
+            Current::Tracing(span, _) => span.add_event("exception", attributes),
+            Current::Otel(cx, _) => cx.span().add_event("exception", attributes),
+        }
+    }
+}
+
+/// Fills the event's trace; returns the exception to record on its span.
+pub(crate) fn attach(event: &mut Event) -> Option<PendingException> {
+    let current = current()?;
     let sc = match &current {
         Current::Tracing(_, sc) | Current::Otel(_, sc) => sc,
     };
@@ -61,12 +80,11 @@ pub(crate) fn attach(event: &mut Event) {
         KeyValue::new("exception.type", "panic"),
         KeyValue::new("exception.message", event.message.clone()),
         KeyValue::new("exception.stacktrace", stacktrace(event)),
-        KeyValue::new("panicle.event_id", event.event_id.clone()),
     ];
-    match current {
-        Current::Tracing(span, _) => span.add_event("exception", attributes),
-        Current::Otel(cx, _) => cx.span().add_event("exception", attributes),
-    }
+    Some(PendingException {
+        current,
+        attributes,
+    })
 }
 
 /// The frames as text, one `function` / `at file:line` pair each, like

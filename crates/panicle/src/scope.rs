@@ -26,8 +26,8 @@ pub(crate) type SharedScope = Arc<Mutex<ScopeData>>;
 thread_local! {
     static THREAD_TAGS: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
     static CURRENT: RefCell<Option<SharedScope>> = const { RefCell::new(None) };
-    /// The id of the last event the hook built on this thread, for the
-    /// layer's 500 answer.
+    /// The id of the last event the hook built on this thread (or the
+    /// derived id of a folded panic), for the layer's 500 answer.
     static LAST_EVENT_ID: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
@@ -138,6 +138,8 @@ pub(crate) fn set_last_event_id(id: &str) {
 }
 
 /// The id of the event the hook built for the last panic on this thread.
+/// A panic folded by storm control has an id of its own too, inside its
+/// aggregate's range: the server resolves it to that aggregate.
 pub fn take_last_event_id() -> Option<String> {
     LAST_EVENT_ID
         .try_with(|l| l.borrow_mut().take())

@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use panicle_protocol::{Dsn, Event};
+use panicle_protocol::{Dsn, Event, StormRecord, StormSample};
 
 use crate::batch::{Backoff, ServerErrors, send_batch};
 use crate::options::{DeliveryOptions, Options};
@@ -81,7 +81,7 @@ fn bump(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
 
-/// Milliseconds on a monotonic clock, for storm windows.
+/// Milliseconds on a monotonic clock, for storm rates.
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
@@ -89,92 +89,213 @@ fn now_ms() -> u64 {
 
 const STORM_SLOTS: usize = 256;
 const STORM_PROBES: usize = 8;
+/// Folded panics' samples waiting for the sender; more are dropped (the
+/// count never is: it lives in the slot).
+const SAMPLE_QUEUE: usize = 256;
+/// Compare-and-swap retries of a slot's rate before the hook gives up
+/// measuring: contention that high means many threads panic the same way at
+/// once, which is a storm.
+const RATE_CAS_RETRIES: usize = 1000;
+/// Folded panics one id prefix numbers: `seq_end` (one past the last) must
+/// fit a u32, so the last value is left out and the next number starts a
+/// new prefix.
+const SEQS_PER_PREFIX: u64 = u32::MAX as u64;
 
+/// One fingerprint's storm state. Written by the hook without locks.
 struct StormSlot {
+    /// The fingerprint's storm key; 0 while the slot is free.
     key: AtomicU64,
-    window_start: AtomicU64,
-    suppressed: AtomicU64,
+    /// Packed rate state, see [`rate_step`].
+    rate: AtomicU64,
+    /// Folded panics numbered so far (the next one gets this number).
+    folded: AtomicU64,
+    /// Folded panics already written out in aggregates (the sender's).
+    reported: AtomicU64,
+    /// The sender holds a template event for this slot's aggregates; until
+    /// then the hook hands it each folded panic's whole event.
+    has_template: AtomicBool,
 }
 
 /// Per-fingerprint storm control, lock-free: a fixed open-addressing table
-/// of fingerprint keys. A fingerprint the table has no room for is never
-/// suppressed (the spool cap still bounds it).
+/// of fingerprint keys, each with its rate in the current second. A
+/// fingerprint the table has no room for is never folded (the spool cap
+/// still bounds it).
 struct Storm {
     slots: Vec<StormSlot>,
-    window_ms: u64,
+    /// Panics per second above which a fingerprint is folded; 0: off.
+    threshold: u32,
+    /// Per-process randomness of the folded panics' ids.
+    seed: (u64, u64),
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Seen {
-    First(usize),
-    Suppressed,
+    /// Sent on its own; the template of the slot's aggregates of panics
+    /// folded after `folded_before`.
+    Individual {
+        slot: usize,
+        folded_before: u64,
+    },
+    /// Folded into the storm of slot `slot` as its folded panic number `n`.
+    Folded {
+        slot: usize,
+        n: u64,
+    },
     Untracked,
 }
 
+/// The rate state after one more panic at second `now_sec`, and whether
+/// that panic is folded. The state packs the second (bits 32..64), the
+/// panics counted in it (bits 1..32) and "storming" (bit 0).
+///
+/// A storm starts with the panic that takes a second's count over the
+/// threshold, and lasts while each ended second stayed over it: a second
+/// at or below the threshold, or a second without any, ends it.
+fn rate_step(state: u64, now_sec: u32, threshold: u32) -> (u64, bool) {
+    const COUNT_MAX: u32 = 0x7fff_ffff;
+    let sec = (state >> 32) as u32;
+    let count = ((state >> 1) as u32) & COUNT_MAX;
+    let storming = state & 1 == 1;
+    // A thread that read the clock before another moved the slot on counts
+    // in the newer second: the state never goes back.
+    let now_sec = now_sec.max(sec);
+    let (count, storming) = if now_sec == sec {
+        let count = count.saturating_add(1).min(COUNT_MAX);
+        (count, storming || count > threshold)
+    } else {
+        let goes_on = storming && now_sec == sec.wrapping_add(1) && count > threshold;
+        (1, goes_on || 1 > threshold)
+    };
+    let state = (u64::from(now_sec) << 32) | (u64::from(count) << 1) | u64::from(storming);
+    (state, storming)
+}
+
+/// splitmix64's finalizer: spreads seed and key over all bits.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Which id prefix (its epoch) and sequence number folded panic `n` gets.
+fn folded_position(n: u64) -> (u32, u32) {
+    ((n / SEQS_PER_PREFIX) as u32, (n % SEQS_PER_PREFIX) as u32)
+}
+
+/// The aggregates that cover folded panics `from..to`: ranges that stay
+/// within one id prefix and stand for at most `max_count` panics each.
+fn aggregate_ranges(from: u64, to: u64, max_count: u64) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
+    let mut start = from;
+    while start < to {
+        let (epoch, _) = folded_position(start);
+        let epoch_end = (u64::from(epoch) + 1) * SEQS_PER_PREFIX;
+        let stop = to.min(epoch_end).min(start + max_count.max(1));
+        ranges.push((start, stop));
+        start = stop;
+    }
+    ranges
+}
+
 impl Storm {
-    fn new(window: Duration) -> Storm {
+    fn new(threshold: u32) -> Storm {
+        let seed = uuid::Uuid::new_v4().as_u64_pair();
         Storm {
             slots: (0..STORM_SLOTS)
                 .map(|_| StormSlot {
                     key: AtomicU64::new(0),
-                    window_start: AtomicU64::new(0),
-                    suppressed: AtomicU64::new(0),
+                    rate: AtomicU64::new(0),
+                    folded: AtomicU64::new(0),
+                    reported: AtomicU64::new(0),
+                    has_template: AtomicBool::new(false),
                 })
                 .collect(),
-            window_ms: window.as_millis() as u64,
+            threshold,
+            seed,
         }
     }
 
-    fn observe(&self, key: u64, now: u64) -> Seen {
-        if self.window_ms == 0 {
-            return Seen::Untracked;
-        }
+    /// The slot of `key`, claimed if it has none yet.
+    fn slot_of(&self, key: u64) -> Option<usize> {
         let start = (key % STORM_SLOTS as u64) as usize;
         for i in 0..STORM_PROBES {
             let idx = (start + i) % STORM_SLOTS;
-            let Some(slot) = self.slots.get(idx) else {
-                break;
-            };
+            let slot = self.slots.get(idx)?;
             let mut k = slot.key.load(Ordering::Acquire);
             if k == 0 {
                 match slot
                     .key
                     .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
                 {
-                    Ok(_) => {
-                        slot.window_start.store(now, Ordering::Release);
-                        return Seen::First(idx);
-                    }
+                    Ok(_) => return Some(idx),
                     Err(actual) => k = actual,
                 }
             }
-            if k != key {
-                continue;
+            if k == key {
+                return Some(idx);
             }
-            let ws = slot.window_start.load(Ordering::Acquire);
-            if now < ws.saturating_add(self.window_ms) {
-                slot.suppressed.fetch_add(1, Ordering::AcqRel);
-                return Seen::Suppressed;
-            }
-            return match slot.window_start.compare_exchange(
-                ws,
-                now,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => Seen::First(idx),
-                Err(_) => {
-                    slot.suppressed.fetch_add(1, Ordering::AcqRel);
-                    Seen::Suppressed
-                }
-            };
         }
-        Seen::Untracked
+        None
     }
 
+    fn observe(&self, key: u64, now_ms: u64) -> Seen {
+        if self.threshold == 0 {
+            return Seen::Untracked;
+        }
+        let Some(idx) = self.slot_of(key) else {
+            return Seen::Untracked;
+        };
+        let Some(slot) = self.slots.get(idx) else {
+            return Seen::Untracked;
+        };
+        let now_sec = (now_ms / 1000) as u32;
+        let mut state = slot.rate.load(Ordering::Acquire);
+        let mut folded = true;
+        for _ in 0..RATE_CAS_RETRIES {
+            let (next, storming) = rate_step(state, now_sec, self.threshold);
+            match slot
+                .rate
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    folded = storming;
+                    break;
+                }
+                Err(actual) => state = actual,
+            }
+        }
+        if folded {
+            let n = slot.folded.fetch_add(1, Ordering::AcqRel);
+            Seen::Folded { slot: idx, n }
+        } else {
+            Seen::Individual {
+                slot: idx,
+                folded_before: slot.folded.load(Ordering::Acquire),
+            }
+        }
+    }
+
+    /// The id prefix of the storm of `key` for folded panics of this epoch.
+    fn id_prefix(&self, key: u64, epoch: u32) -> String {
+        let high = mix(self.seed.0 ^ key);
+        let low = mix(self.seed.1 ^ key.rotate_left(32) ^ u64::from(epoch)) as u32;
+        panicle_protocol::storm::storm_id_prefix(high, low)
+    }
+
+    /// The id folded panic `n` of `key` was handed.
+    fn folded_id(&self, key: u64, n: u64) -> String {
+        let (epoch, seq) = folded_position(n);
+        panicle_protocol::storm::folded_event_id(&self.id_prefix(key, epoch), seq)
+    }
+
+    /// Folded panics not yet written out in an aggregate.
     fn unsent(&self) -> u64 {
         self.slots
             .iter()
-            .map(|s| s.suppressed.load(Ordering::Acquire))
+            .map(|s| {
+                let reported = s.reported.load(Ordering::Acquire);
+                s.folded.load(Ordering::Acquire).saturating_sub(reported)
+            })
             .sum()
     }
 }
@@ -186,13 +307,137 @@ fn storm_key(event: &Event) -> u64 {
     u64::from_str_radix(head, 16).unwrap_or(1).max(1)
 }
 
+/// An event of a tracked fingerprint sent on its own.
+struct StormTemplate {
+    slot: usize,
+    /// The slot's folded panics before this one: their aggregates name the
+    /// template before this one.
+    folded_before: u64,
+    event: Event,
+}
+
+/// What the hook hands the sender for a folded panic (on a queue of its
+/// own, dropped when full).
+struct FoldedPanic {
+    slot: usize,
+    sampled: Sampled,
+    /// The whole event, while the sender has no template for the slot.
+    template: Option<Box<Event>>,
+}
+
+/// One folded panic's sample.
+struct Sampled {
+    /// Its number in the slot's storm.
+    n: u64,
+    sample: StormSample,
+    /// The request's method (not part of a sample; the aggregate's request
+    /// is its first sample's).
+    method: Option<String>,
+    /// The message was cut to [`SAMPLE_MESSAGE_BYTES`].
+    message_cut: bool,
+}
+
+/// Longest message a sample keeps: 40 samples and 20 variants of the
+/// longest messages (16 KiB) would take an aggregate near the server's
+/// body limit.
+const SAMPLE_MESSAGE_BYTES: usize = 1024;
+
+/// What the sender gathered for a slot's next aggregates.
+#[derive(Default)]
+struct StormAcc {
+    /// The last event of this fingerprint sent on its own (else a folded
+    /// panic's): frames, resource and tags of the aggregates.
+    template: Option<Event>,
+    /// The id of the last event of this fingerprint sent on its own.
+    last_individual_id: Option<String>,
+    /// Since when folded panics wait for a template.
+    waiting_since: Option<Instant>,
+    /// The first samples since the last aggregate, by folded number.
+    head: Vec<Sampled>,
+    /// The last ones.
+    tail: VecDeque<Sampled>,
+    /// One message per distinct template.
+    messages: Vec<String>,
+    message_templates: HashSet<String>,
+    /// Raw messages already templated (bounded): a storm repeats one.
+    seen_messages: HashSet<String>,
+    /// Messages templated for this aggregate (bounded: one fingerprint
+    /// shares one template but for key collisions, so looking on at every
+    /// sample of a long storm would cost the sender for nothing).
+    templated: usize,
+}
+
+/// Samples kept from the start and from the end of one aggregate.
+const SAMPLES_EACH_END: usize = panicle_protocol::storm::MAX_STORM_SAMPLES / 2;
+/// Raw messages remembered to skip templating them again.
+const SEEN_MESSAGES: usize = 256;
+/// Messages templated per aggregate at most.
+const MAX_TEMPLATED: usize = 256;
+
+impl StormAcc {
+    fn add_sample(&mut self, sampled: Sampled) {
+        if let Some(message) = &sampled.sample.message
+            && self.messages.len() < panicle_protocol::storm::MAX_STORM_MESSAGES
+            && self.templated < MAX_TEMPLATED
+            && !self.seen_messages.contains(message)
+        {
+            self.templated += 1;
+            let template = panicle_protocol::message_template(message);
+            if self.message_templates.insert(template) {
+                self.messages.push(message.clone());
+            }
+            if self.seen_messages.len() < SEEN_MESSAGES {
+                self.seen_messages.insert(message.clone());
+            }
+        }
+        self.push(sampled);
+    }
+
+    /// Takes the samples of folded panics `from..to`, in order, and clears
+    /// the messages for the next aggregate.
+    fn take_samples(&mut self, from: u64, to: u64) -> Vec<Sampled> {
+        let mut taken = Vec::new();
+        let mut kept = Vec::new();
+        for s in self.head.drain(..).chain(self.tail.drain(..)) {
+            if (from..to).contains(&s.n) {
+                taken.push(s);
+            } else if s.n >= to {
+                kept.push(s);
+            }
+        }
+        for s in kept {
+            self.push(s);
+        }
+        taken.sort_by_key(|s| s.n);
+        taken
+    }
+
+    fn push(&mut self, s: Sampled) {
+        if self.head.len() < SAMPLES_EACH_END {
+            self.head.push(s);
+        } else {
+            if self.tail.len() == SAMPLES_EACH_END {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(s);
+        }
+    }
+
+    fn take_messages(&mut self) -> Vec<String> {
+        self.message_templates.clear();
+        self.seen_messages.clear();
+        self.templated = 0;
+        std::mem::take(&mut self.messages)
+    }
+}
+
 /// What the hook hands to the sender.
 struct Item {
     entry: SpoolEntry,
     json: Vec<u8>,
-    /// For the first event of a storm window: the slot and the event, kept as
-    /// the template of the aggregate that carries the count.
-    storm_first: Option<(usize, Event)>,
+    /// For an event of a tracked fingerprint: the template of the slot's
+    /// next aggregates.
+    storm_template: Option<StormTemplate>,
 }
 
 struct Queued {
@@ -204,9 +449,10 @@ struct Queued {
 /// hook never takes it (a test holds it, and panics under it, to prove so).
 struct Core {
     rx: Receiver<Item>,
+    folded_rx: Receiver<FoldedPanic>,
     ready: VecDeque<Queued>,
     known: HashSet<PathBuf>,
-    reps: HashMap<usize, Event>,
+    storms: HashMap<usize, StormAcc>,
     backoff: Backoff,
     server_errors: ServerErrors,
     retry_at: Option<Instant>,
@@ -223,6 +469,7 @@ struct Shared {
     /// Same endpoint, short timeout: the hook's send when the spool is unusable.
     fallback: HttpTransport,
     tx: SyncSender<Item>,
+    folded_tx: SyncSender<FoldedPanic>,
     /// Spooled events this process knows of and the server has not acknowledged.
     pending: AtomicUsize,
     /// The hand-off queue overflowed: the sender must rescan the spool.
@@ -277,11 +524,13 @@ impl Delivery {
             .and_then(|s| s.list().ok())
             .unwrap_or_default();
         let (tx, rx) = std::sync::mpsc::sync_channel(opts.queue_capacity.max(1));
+        let (folded_tx, folded_rx) = std::sync::mpsc::sync_channel(SAMPLE_QUEUE);
         let mut core = Core {
             rx,
+            folded_rx,
             ready: VecDeque::new(),
             known: HashSet::new(),
-            reps: HashMap::new(),
+            storms: HashMap::new(),
             backoff: Backoff::default(),
             server_errors: ServerErrors::default(),
             retry_at: None,
@@ -295,11 +544,12 @@ impl Delivery {
         let shared = Arc::new(Shared {
             transport: HttpTransport::new(dsn, options.send_timeout),
             fallback: HttpTransport::new(dsn, opts.fallback_send_timeout),
-            storm: Storm::new(opts.storm_window),
+            storm: Storm::new(opts.storm_threshold_per_sec),
             pending: AtomicUsize::new(core.ready.len()),
             options: opts,
             spool,
             tx,
+            folded_tx,
             rescan: AtomicBool::new(false),
             flush_requested: AtomicBool::new(false),
             core: Mutex::new(core),
@@ -325,32 +575,33 @@ impl Delivery {
     }
 
     /// The hook's path. Never blocks on a lock, never touches the network
-    /// while the spool works, never panics.
+    /// while the spool works, never panics. Returns the id handed out for
+    /// this panic: the event's own, or a folded panic's derived id.
     #[cfg_attr(not(feature = "tower"), allow(unused_mut))]
-    pub fn submit(&self, mut event: Event) {
+    pub fn submit(&self, mut event: Event) -> String {
         #[cfg(feature = "tower")]
         crate::breaker::annotate(&mut event);
         let s = &*self.shared;
-        let key = if s.storm.window_ms == 0 {
+        let key = if s.storm.threshold == 0 {
             0
         } else {
             storm_key(&event)
         };
-        let storm_first = match s.storm.observe(key, now_ms()) {
-            Seen::Suppressed => {
-                bump(&STATS.storm_suppressed, 1);
-                s.wake();
-                return;
-            }
-            Seen::First(slot) => Some(slot),
+        let storm_slot = match s.storm.observe(key, now_ms()) {
+            Seen::Folded { slot, n } => return s.fold(slot, key, n, event),
+            Seen::Individual {
+                slot,
+                folded_before,
+            } => Some((slot, folded_before)),
             Seen::Untracked => None,
         };
+        let event_id = event.event_id.clone();
         let Ok(json) = serde_json::to_vec(&event) else {
-            return;
+            return event_id;
         };
         let Some(spool) = &s.spool else {
             s.send_from_hook(&json);
-            return;
+            return event_id;
         };
         match spool.write(&event.event_id, &json) {
             Ok(entry) => {
@@ -358,7 +609,11 @@ impl Delivery {
                 let item = Item {
                     entry,
                     json,
-                    storm_first: storm_first.map(|slot| (slot, event)),
+                    storm_template: storm_slot.map(|(slot, folded_before)| StormTemplate {
+                        slot,
+                        folded_before,
+                        event,
+                    }),
                 };
                 s.pending.fetch_add(1, Ordering::AcqRel);
                 if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
@@ -379,6 +634,7 @@ impl Delivery {
                 s.send_from_hook(&json);
             }
         }
+        event_id
     }
 
     /// Waits until every known event is acknowledged (storm counts included).
@@ -388,6 +644,55 @@ impl Delivery {
 }
 
 impl Shared {
+    /// A folded panic: counted in its slot (already, by its number `n`),
+    /// handed its derived id, and sampled for the sender when there is room.
+    fn fold(&self, slot: usize, key: u64, n: u64, mut event: Event) -> String {
+        bump(&STATS.storm_suppressed, 1);
+        let event_id = self.storm.folded_id(key, n);
+        crate::scope::set_last_event_id(&event_id);
+        let needs_template = self
+            .storm
+            .slots
+            .get(slot)
+            .is_some_and(|s| !s.has_template.load(Ordering::Acquire));
+        let request = event.request.as_ref();
+        let mut sample = StormSample {
+            event_id: event_id.clone(),
+            timestamp: String::new(),
+            trace: event.trace.clone(),
+            request_id: request.and_then(|r| r.request_id.clone()),
+            route: request.and_then(|r| r.route.clone()),
+            message: None,
+        };
+        let method = request.and_then(|r| r.method.clone());
+        let cut = panicle_protocol::truncate_str(&event.message, SAMPLE_MESSAGE_BYTES);
+        let message_cut = cut.len() < event.message.len();
+        let template = if needs_template {
+            sample.timestamp = event.timestamp.clone();
+            sample.message = Some(cut.to_string());
+            Some(Box::new(event))
+        } else {
+            let kept = cut.len();
+            sample.timestamp = std::mem::take(&mut event.timestamp);
+            let mut message = std::mem::take(&mut event.message);
+            message.truncate(kept);
+            sample.message = Some(message);
+            None
+        };
+        let _ = self.folded_tx.try_send(FoldedPanic {
+            slot,
+            sampled: Sampled {
+                n,
+                sample,
+                method,
+                message_cut,
+            },
+            template,
+        });
+        self.wake();
+        event_id
+    }
+
     fn wake(&self) {
         if let Some(t) = self.sender_thread.get() {
             t.unpark();
@@ -480,10 +785,12 @@ fn cycle(s: &Shared) -> Duration {
         panic!("panicle test: the sender panicked while holding its lock");
     }
     let core = &mut *core;
+    while let Ok(folded) = core.folded_rx.try_recv() {
+        take_folded(s, core, folded);
+    }
+    let mut templates = Vec::new();
     while let Ok(item) = core.rx.try_recv() {
-        if let Some((slot, event)) = item.storm_first {
-            core.reps.insert(slot, event);
-        }
+        templates.extend(item.storm_template);
         if core.known.insert(item.entry.path.clone()) {
             core.ready.push_back(Queued {
                 entry: item.entry,
@@ -496,6 +803,17 @@ fn cycle(s: &Shared) -> Duration {
     let Some(spool) = &s.spool else {
         return Duration::from_secs(1);
     };
+    for template in templates {
+        // Panics folded before this event went out on its own belong to
+        // aggregates that name the template before it.
+        emit_storm_slot(s, spool, core, template.slot, template.folded_before, false);
+        if let Some(slot) = s.storm.slots.get(template.slot) {
+            slot.has_template.store(true, Ordering::Release);
+        }
+        let acc = core.storms.entry(template.slot).or_default();
+        acc.last_individual_id = Some(template.event.event_id.clone());
+        acc.template = Some(template.event);
+    }
     if s.rescan.swap(false, Ordering::AcqRel)
         && let Ok(entries) = spool.list()
     {
@@ -509,7 +827,7 @@ fn cycle(s: &Shared) -> Duration {
     let flushing = s.flush_requested.load(Ordering::Acquire);
     let now = Instant::now();
     if flushing || now >= core.next_storm {
-        emit_storm_counts(s, spool, core);
+        emit_storm_counts(s, spool, core, flushing);
         core.next_storm = now + s.options.storm_report_interval;
     }
     if spool.over_cap()
@@ -585,29 +903,76 @@ fn cycle(s: &Shared) -> Duration {
     wait
 }
 
-/// Ships the counts of suppressed panics: per storm slot, one event cloned
-/// from the window's first event, with a fresh id and `"count": n`.
-fn emit_storm_counts(s: &Shared, spool: &Spool, core: &mut Core) {
-    let now = now_ms();
+/// Files a folded panic's sample (and the template it may carry) under its
+/// slot; a sample of a panic already written out is dropped.
+fn take_folded(s: &Shared, core: &mut Core, folded: FoldedPanic) {
+    let Some(slot) = s.storm.slots.get(folded.slot) else {
+        return;
+    };
+    let acc = core.storms.entry(folded.slot).or_default();
+    if let Some(template) = folded.template
+        && acc.template.is_none()
+    {
+        acc.template = Some(*template);
+        slot.has_template.store(true, Ordering::Release);
+    }
+    if folded.sampled.n >= slot.reported.load(Ordering::Acquire) {
+        acc.add_sample(folded.sampled);
+    }
+}
+
+/// How long folded panics wait for their template (the last individual
+/// event, in flight on the other queue) before going out without it.
+const TEMPLATE_WAIT: Duration = Duration::from_secs(2);
+
+/// Ships the folded panics of every storm slot not yet reported; a slot
+/// whose template is still on its way waits for it a little (not when
+/// someone flushes).
+fn emit_storm_counts(s: &Shared, spool: &Spool, core: &mut Core, flushing: bool) {
     for (idx, slot) in s.storm.slots.iter().enumerate() {
-        if slot.suppressed.load(Ordering::Acquire) == 0 {
-            continue;
+        let folded = slot.folded.load(Ordering::Acquire);
+        emit_storm_slot(s, spool, core, idx, folded, !flushing);
+    }
+}
+
+/// Writes out slot `idx`'s folded panics from the last reported one up to
+/// `upto`: aggregates covering those numbers (see [`aggregate_ranges`]),
+/// built from the slot's template and samples.
+fn emit_storm_slot(
+    s: &Shared,
+    spool: &Spool,
+    core: &mut Core,
+    idx: usize,
+    upto: u64,
+    may_wait: bool,
+) {
+    let Some(slot) = s.storm.slots.get(idx) else {
+        return;
+    };
+    let reported = slot.reported.load(Ordering::Acquire);
+    if upto <= reported {
+        return;
+    }
+    let acc = core.storms.entry(idx).or_default();
+    if acc.template.is_none() && may_wait {
+        let since = *acc.waiting_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < TEMPLATE_WAIT {
+            return;
         }
-        // Pending before the count leaves its slot: a flush in between must
-        // not find both at zero and let the process exit with it.
-        s.pending.fetch_add(1, Ordering::AcqRel);
-        let mut n = slot.suppressed.swap(0, Ordering::AcqRel);
-        // The server bounds what one event may stand for: larger counts go
-        // out as several aggregates, so none is clamped away.
-        while n > MAX_COUNT {
-            s.pending.fetch_add(1, Ordering::AcqRel);
-            if !spool_storm_count(s, spool, core, idx, MAX_COUNT, now) {
-                s.pending.fetch_sub(1, Ordering::AcqRel);
-            }
-            n -= MAX_COUNT;
-        }
-        let written = spool_storm_count(s, spool, core, idx, n, now);
-        if !written {
+    }
+    acc.waiting_since = None;
+    let ranges = aggregate_ranges(reported, upto, MAX_COUNT);
+    // Pending before the count leaves its slot: a flush in between must
+    // not find both at zero and let the process exit with it.
+    s.pending.fetch_add(ranges.len(), Ordering::AcqRel);
+    slot.reported.store(upto, Ordering::Release);
+    let key = slot.key.load(Ordering::Acquire);
+    let mut messages = acc.take_messages();
+    for (from, to) in ranges {
+        let samples = acc.take_samples(from, to);
+        let event = aggregate(&s.storm, key, acc, from, to, samples, messages);
+        messages = Vec::new();
+        if !spool_aggregate(spool, &mut core.known, &mut core.ready, &event) {
             s.pending.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -616,49 +981,113 @@ fn emit_storm_counts(s: &Shared, spool: &Spool, core: &mut Core) {
 /// Most panics one aggregate carries (the server's bound).
 const MAX_COUNT: u64 = panicle_protocol::decode::MAX_EVENT_COUNT as u64;
 
-/// Writes the aggregate of `n` suppressed panics of storm slot `idx` and
-/// queues it; false when nothing was queued.
-fn spool_storm_count(
-    s: &Shared,
-    spool: &Spool,
-    core: &mut Core,
-    idx: usize,
-    n: u64,
-    now: u64,
-) -> bool {
-    let Some(slot) = s.storm.slots.get(idx) else {
-        return false;
-    };
-    let Some(rep) = core.reps.get(&idx) else {
-        // The first event is still on its way (or overflowed the queue):
-        // keep the count a little, then give up on it.
-        if now
-            < slot
-                .window_start
-                .load(Ordering::Acquire)
-                .saturating_add(1000)
-        {
-            slot.suppressed.fetch_add(n, Ordering::AcqRel);
+/// The aggregate of folded panics `from..to` of the storm of `key`: the
+/// template's frames, resource and tags; the first sample's time, trace,
+/// request and message (none of the template's: they are another panic's);
+/// the id of folded panic `from`, so a retried aggregate deduplicates.
+fn aggregate(
+    storm: &Storm,
+    key: u64,
+    acc: &StormAcc,
+    from: u64,
+    to: u64,
+    samples: Vec<Sampled>,
+    messages: Vec<String>,
+) -> Event {
+    let (epoch, seq_start) = folded_position(from);
+    let id_prefix = storm.id_prefix(key, epoch);
+    let event_id = panicle_protocol::storm::folded_event_id(&id_prefix, seq_start);
+    // A cut message could template differently: the template's (same
+    // fingerprint) then stands in.
+    let first_message = samples
+        .first()
+        .filter(|s| !s.message_cut)
+        .and_then(|s| s.sample.message.clone());
+    let mut event = match &acc.template {
+        Some(template) => {
+            let mut event = template.clone();
+            event.event_id = event_id;
+            event
         }
-        return false;
+        None => {
+            // The template never reached the sender (both queues were full):
+            // the count still goes out, under the first sample's message.
+            let mut event = Event::new(
+                event_id,
+                String::new(),
+                samples
+                    .first()
+                    .and_then(|s| s.sample.message.clone())
+                    .unwrap_or_else(|| "panic (storm aggregate)".into()),
+            );
+            event.platform = Some(panicle_protocol::Platform::Rust);
+            event.kind = Some(panicle_protocol::Kind::Panic);
+            event
+        }
     };
-    let mut event = rep.clone();
-    event
-        .tags
-        .insert("panicle.storm.first_event_id".into(), rep.event_id.clone());
-    event.event_id = uuid::Uuid::new_v4().to_string();
+    event.trace = None;
+    event.request = None;
     event.timestamp = crate::capture::now_rfc3339();
+    if let Some(Sampled {
+        sample: first,
+        method,
+        ..
+    }) = samples.first()
+    {
+        if !first.timestamp.is_empty() {
+            event.timestamp = first.timestamp.clone();
+        }
+        event.trace = first.trace.clone();
+        if first.request_id.is_some() || first.route.is_some() {
+            event.request = Some(panicle_protocol::Request {
+                method: method.clone(),
+                route: first.route.clone(),
+                request_id: first.request_id.clone(),
+            });
+        }
+        if let Some(m) = first_message {
+            event.message = m;
+        }
+    }
+    match &acc.last_individual_id {
+        Some(id) => {
+            event
+                .tags
+                .insert("panicle.storm.first_event_id".into(), id.clone());
+        }
+        None => {
+            event.tags.remove("panicle.storm.first_event_id");
+        }
+    }
     event
         .extra
-        .insert("count".into(), serde_json::Value::from(n));
-    let Ok(json) = serde_json::to_vec(&event) else {
+        .insert("count".into(), serde_json::Value::from(to - from));
+    event.storm = Some(StormRecord {
+        first_event_id: acc.last_individual_id.clone(),
+        id_prefix,
+        seq_start,
+        seq_end: seq_start + (to - from) as u32,
+        samples: samples.into_iter().map(|s| s.sample).collect(),
+        messages,
+    });
+    event
+}
+
+/// Writes an aggregate to the spool and queues it; false when nothing was queued.
+fn spool_aggregate(
+    spool: &Spool,
+    known: &mut HashSet<PathBuf>,
+    ready: &mut VecDeque<Queued>,
+    event: &Event,
+) -> bool {
+    let Ok(json) = serde_json::to_vec(event) else {
         return false;
     };
     match spool.write(&event.event_id, &json) {
         Ok(entry) => {
             bump(&STATS.spooled, 1);
-            core.known.insert(entry.path.clone());
-            core.ready.push_back(Queued {
+            known.insert(entry.path.clone());
+            ready.push_back(Queued {
                 entry,
                 json: Some(json),
             });
@@ -670,7 +1099,6 @@ fn spool_storm_count(
         }
     }
 }
-
 /// Test support for the delivery tests; not part of the API.
 #[doc(hidden)]
 pub mod test_support {
@@ -704,35 +1132,327 @@ pub mod test_support {
 mod tests {
     use super::*;
 
-    #[test]
-    fn storm_counts_after_the_first_and_restarts_after_the_window() {
-        let storm = Storm::new(Duration::from_millis(100));
-        assert!(matches!(storm.observe(42, 1000), Seen::First(_)));
-        for t in 0..10 {
-            assert!(matches!(storm.observe(42, 1000 + t), Seen::Suppressed));
-        }
-        assert!(matches!(storm.observe(43, 1000), Seen::First(_)));
-        assert_eq!(storm.unsent(), 10);
-        assert!(matches!(storm.observe(42, 1100), Seen::First(_)));
-        assert!(matches!(
-            Storm::new(Duration::ZERO).observe(42, 0),
-            Seen::Untracked
-        ));
+    /// `n` panics of `key` spread evenly over second `sec`.
+    fn second(storm: &Storm, key: u64, sec: u64, n: u64) -> Vec<Seen> {
+        (0..n)
+            .map(|i| storm.observe(key, sec * 1000 + i * 1000 / n.max(1)))
+            .collect()
+    }
+
+    fn individual(seen: &[Seen]) -> usize {
+        seen.iter()
+            .filter(|s| matches!(s, Seen::Individual { .. }))
+            .count()
     }
 
     #[test]
-    fn storm_table_overflow_is_untracked_not_suppressed() {
-        let storm = Storm::new(Duration::from_secs(60));
+    fn repeats_at_or_below_the_rate_are_all_individual() {
+        let storm = Storm::new(10);
+        for sec in 0..5 {
+            let seen = second(&storm, 42, sec, 10);
+            assert_eq!(individual(&seen), 10, "second {sec}: {seen:?}");
+        }
+        // 5 a second for 2 s, as in a slow failure: every one its own event.
+        let seen: Vec<Seen> = (0..10)
+            .map(|i| storm.observe(7, 10_000 + i * 200))
+            .collect();
+        assert_eq!(individual(&seen), 10);
+        assert_eq!(storm.unsent(), 0);
+    }
+
+    #[test]
+    fn a_storm_starts_over_the_rate_and_ends_after_a_quiet_second() {
+        let storm = Storm::new(10);
+        let seen = second(&storm, 42, 100, 25);
+        assert_eq!(individual(&seen), 10, "the first 10 of the second go out");
+        let folded: Vec<u64> = seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Folded { n, .. } => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(folded, (0..15).collect::<Vec<_>>(), "numbered in order");
+        // The storm goes on into the next second while the last was over
+        // the rate, even for a few panics.
+        assert_eq!(individual(&second(&storm, 42, 101, 3)), 0);
+        // Second 101 stayed at or below the rate: 102 starts afresh.
+        assert_eq!(individual(&second(&storm, 42, 102, 10)), 10);
+        // Over the rate again, then a gap of a whole second ends it.
+        assert_eq!(individual(&second(&storm, 42, 103, 50)), 10);
+        assert_eq!(individual(&second(&storm, 42, 105, 1)), 1);
+        assert_eq!(storm.unsent(), 15 + 3 + 40);
+        // Another fingerprint is measured on its own.
+        assert_eq!(individual(&second(&storm, 43, 103, 10)), 10);
+        assert_eq!(
+            Storm::new(0).observe(42, 0),
+            Seen::Untracked,
+            "threshold 0: off"
+        );
+    }
+
+    #[test]
+    fn threads_racing_in_one_second_fold_all_but_the_threshold_once_each() {
+        let storm = Storm::new(10);
+        let seen: Vec<Seen> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..5000)
+                            .map(|_| storm.observe(42, 7_500))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        assert_eq!(individual(&seen), 10);
+        let mut numbers: Vec<u64> = seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Folded { n, .. } => Some(*n),
+                _ => None,
+            })
+            .collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (0..39_990).collect::<Vec<_>>(), "each number once");
+        assert_eq!(storm.unsent(), 39_990);
+    }
+
+    #[test]
+    fn a_late_clock_reading_counts_in_the_newer_second() {
+        let (state, _) = rate_step(0, 9, 1);
+        let (state, folded) = rate_step(state, 8, 1);
+        assert!(folded, "two in second 9 are over a threshold of 1");
+        assert_eq!(state >> 32, 9);
+    }
+
+    #[test]
+    fn folded_ids_are_derived_and_resolve_to_one_aggregate() {
+        let storm = Storm::new(10);
+        let a = storm.folded_id(42, 0);
+        assert_eq!(a, storm.folded_id(42, 0), "deterministic");
+        assert_ne!(a, storm.folded_id(43, 0), "per fingerprint");
+        assert_ne!(a, Storm::new(10).folded_id(42, 0), "per process");
+        let (prefix, seq) = panicle_protocol::storm::split_folded_id(&a).unwrap();
+        assert_eq!((prefix, seq), (storm.id_prefix(42, 0).as_str(), 0));
+        assert!(uuid::Uuid::parse_str(&storm.folded_id(42, SEQS_PER_PREFIX + 5)).is_ok());
+        assert_ne!(storm.id_prefix(42, 0), storm.id_prefix(42, 1));
+    }
+
+    #[test]
+    fn aggregate_ranges_split_at_the_count_bound_and_the_prefix_end() {
+        assert_eq!(aggregate_ranges(5, 5, 100), vec![]);
+        assert_eq!(
+            aggregate_ranges(5, 250, 100),
+            vec![(5, 105), (105, 205), (205, 250)]
+        );
+        let end = SEQS_PER_PREFIX;
+        assert_eq!(
+            aggregate_ranges(end - 3, end + 2, 100),
+            vec![(end - 3, end), (end, end + 2)]
+        );
+        let (epoch, seq) = folded_position(end - 1);
+        assert_eq!((epoch, seq), (0, u32::MAX - 1));
+        assert_eq!(folded_position(end), (1, 0));
+    }
+
+    fn sample(n: u64, message: &str) -> Sampled {
+        Sampled {
+            n,
+            sample: StormSample {
+                event_id: format!("id-{n}"),
+                message: Some(message.into()),
+                request_id: Some(format!("req-{n}")),
+                ..StormSample::default()
+            },
+            method: None,
+            message_cut: false,
+        }
+    }
+
+    #[test]
+    fn samples_keep_the_first_and_last_and_one_message_per_template() {
+        let mut acc = StormAcc::default();
+        for n in 0..1000u64 {
+            let message = if n % 2 == 0 {
+                format!("order {n} not found")
+            } else {
+                "lock poisoned".to_string()
+            };
+            acc.add_sample(sample(n, &message));
+        }
+        assert_eq!(
+            acc.take_messages(),
+            vec!["order 0 not found", "lock poisoned"]
+        );
+        let taken = acc.take_samples(0, 1000);
+        let ns: Vec<u64> = taken.iter().map(|s| s.n).collect();
+        let mut expected: Vec<u64> = (0..20).collect();
+        expected.extend(980..1000);
+        assert_eq!(ns, expected);
+        assert!(acc.take_samples(0, 1000).is_empty());
+        for k in 0..100 {
+            let message = format!("failure {}", "z".repeat(k + 1));
+            acc.add_sample(sample(k as u64, &message));
+        }
+        assert_eq!(
+            acc.take_messages().len(),
+            panicle_protocol::storm::MAX_STORM_MESSAGES
+        );
+    }
+
+    #[test]
+    fn samples_of_a_later_range_stay_for_it() {
+        let mut acc = StormAcc::default();
+        for n in 10..20u64 {
+            acc.add_sample(sample(n, "boom"));
+        }
+        let first: Vec<u64> = acc.take_samples(10, 15).iter().map(|s| s.n).collect();
+        assert_eq!(first, vec![10, 11, 12, 13, 14]);
+        let rest: Vec<u64> = acc.take_samples(15, 20).iter().map(|s| s.n).collect();
+        assert_eq!(rest, vec![15, 16, 17, 18, 19]);
+    }
+
+    #[test]
+    fn storm_table_overflow_is_untracked_not_folded() {
+        let storm = Storm::new(10);
         // Keys that all hash to slot 0 fill the probe run.
         for i in 1..=STORM_PROBES as u64 {
             assert!(matches!(
                 storm.observe(i * STORM_SLOTS as u64, 0),
-                Seen::First(_)
+                Seen::Individual { .. }
             ));
         }
         assert!(matches!(
             storm.observe(99 * STORM_SLOTS as u64, 0),
             Seen::Untracked
         ));
+    }
+
+    /// Events spooled in `dir`, oldest first.
+    fn spooled_events(dir: &std::path::Path) -> Vec<Event> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
+            .collect()
+    }
+
+    #[test]
+    fn an_aggregate_names_the_event_sent_on_its_own_before_its_storm() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = Options::default();
+        options.delivery.spool_dir = Some(dir.path().to_path_buf());
+        // Nothing goes out on a timer: only the event sent on its own after
+        // the storm makes the sender write the storm's aggregate.
+        options.delivery.storm_report_interval = Duration::from_secs(3600);
+        // Nobody listens there: everything stays in the spool to be read.
+        let dsn: Dsn = "http://key@127.0.0.1:1/1".parse().unwrap();
+        let delivery = Delivery::start(&dsn, &options, Some("storm-unit"));
+        let submit = |i: usize| {
+            let mut event = Event::new(
+                uuid::Uuid::new_v4().to_string(),
+                crate::capture::now_rfc3339(),
+                // Longer than a sample keeps (one template all the same).
+                format!("order {i} not found: {}", "x".repeat(3000)),
+            );
+            event.frames = vec![panicle_protocol::Frame {
+                function: Some("shop::find_order".into()),
+                in_app: Some(true),
+                ..panicle_protocol::Frame::default()
+            }];
+            event.request = Some(panicle_protocol::Request {
+                request_id: Some(format!("req-{i}")),
+                ..panicle_protocol::Request::default()
+            });
+            // What `capture::build_event` does for the layer's 500 body.
+            crate::scope::set_last_event_id(&event.event_id);
+            delivery.submit(event);
+            crate::scope::take_last_event_id().unwrap()
+        };
+        let storm_ids: Vec<String> = (0..40).map(submit).collect();
+        // A quiet second ends the storm: the next one goes out on its own.
+        std::thread::sleep(Duration::from_millis(2100));
+        let after = submit(40);
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let events = loop {
+            let events = spooled_events(dir.path());
+            if events.iter().any(|e| e.storm.is_some()) || Instant::now() > deadline {
+                break events;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let individual: Vec<&str> = storm_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| {
+                events
+                    .iter()
+                    .any(|e| e.event_id == *id && e.storm.is_none())
+            })
+            .collect();
+        assert!(
+            individual.len() >= 10 && individual.len() < 40,
+            "{individual:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e.event_id == after && e.storm.is_none())
+        );
+        let aggregate = events
+            .iter()
+            .find(|e| e.storm.is_some())
+            .expect("the storm's aggregate was written");
+        let storm = aggregate.storm.as_ref().unwrap();
+        assert_eq!(
+            storm.first_event_id.as_deref(),
+            individual.last().copied(),
+            "the last event on its own before the storm, not the one after it"
+        );
+        let folded: Vec<&String> = storm_ids
+            .iter()
+            .filter(|id| !individual.contains(&id.as_str()))
+            .collect();
+        assert_eq!(aggregate.extra["count"], folded.len());
+        assert!(folded.iter().all(|id| storm.holds(id)));
+        assert!(!storm.holds(&after));
+        assert_eq!(aggregate.frames, events[0].frames, "the template's frames");
+        let first = storm.samples.first().expect("samples");
+        assert_eq!(&first.event_id, folded[0]);
+        assert_eq!(
+            aggregate
+                .request
+                .as_ref()
+                .and_then(|r| r.request_id.as_ref()),
+            first.request_id.as_ref(),
+            "the first folded panic's request, not the template's"
+        );
+        assert!(storm.samples.iter().all(|s| {
+            s.message
+                .as_ref()
+                .is_some_and(|m| m.len() == SAMPLE_MESSAGE_BYTES)
+        }));
+        assert_eq!(storm.messages.len(), 1, "one template");
+        assert!(storm.messages[0].len() <= SAMPLE_MESSAGE_BYTES);
+        let template = events
+            .iter()
+            .find(|e| Some(e.event_id.as_str()) == storm.first_event_id.as_deref())
+            .unwrap();
+        assert!(
+            aggregate.message == template.message,
+            "a cut message never stands for the aggregate (it could group elsewhere)"
+        );
     }
 }

@@ -199,7 +199,7 @@ fn sdk_sender_waits_out_retry_after_and_delivers_each_event_once() {
     let spool = tempfile::tempdir().unwrap();
     let mut options = panicle::Options::default().with_dsn(server.dsn.parse().unwrap());
     options.delivery.spool_dir = Some(spool.path().to_path_buf());
-    options.delivery.storm_window = Duration::ZERO;
+    options.delivery.storm_threshold_per_sec = 0;
     let _guard = panicle::init(options);
 
     let expected: BTreeSet<String> = (0..12).map(|i| format!("limited panic {i}")).collect();

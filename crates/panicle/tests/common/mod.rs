@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use panicle::protocol::Event;
 use panicle_server::{AppState, ServerConfig};
 use panicle_store::testing::TestDb;
-use panicle_store::{Backend, EventQuery, Store};
+use panicle_store::{Backend, Cursor, EventQuery, Store};
 
 pub struct TestServer {
     pub dsn: String,
@@ -57,33 +57,40 @@ impl TestServer {
     pub fn options(&self) -> panicle::Options {
         let mut options = panicle::Options::default().with_dsn(self.dsn.parse().unwrap());
         options.delivery.spool_dir = Some(self.spool.path().to_path_buf());
-        options.delivery.storm_window = Duration::ZERO;
+        options.delivery.storm_threshold_per_sec = 0;
         options
     }
 
-    /// Every stored event, parsed from its stored payload.
+    /// Every stored event, parsed from its stored payload (all pages).
     pub fn events(&self) -> Vec<Event> {
         self.runtime.block_on(async {
-            let page = self
-                .store
-                .list_events(&EventQuery {
-                    project_id: Some(self.project_id),
-                    limit: 100,
-                    ..EventQuery::default()
-                })
-                .await
-                .unwrap();
             let mut out = Vec::new();
-            for summary in page.items {
-                let row = self
+            let mut cursor = None;
+            loop {
+                let page = self
                     .store
-                    .get_event(&summary.event_id, Some(self.project_id))
+                    .list_events(&EventQuery {
+                        project_id: Some(self.project_id),
+                        limit: 1000,
+                        cursor,
+                        ..EventQuery::default()
+                    })
                     .await
-                    .unwrap()
                     .unwrap();
-                out.push(serde_json::from_str(&row.payload).unwrap());
+                for summary in page.items {
+                    let row = self
+                        .store
+                        .get_event(&summary.event_id, Some(self.project_id))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    out.push(serde_json::from_str(&row.payload).unwrap());
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = Some(Cursor::decode(&next).unwrap()),
+                    None => return out,
+                }
             }
-            out
         })
     }
 
