@@ -67,7 +67,8 @@ function frameRow(f, i) {
     { class: ['frame', f.in_app ? 'in-app' : 'dep'], value: i },
     h('span', { class: 'frame-i' }, `#${i}`),
     f.in_app ? h('span', { class: 'tag app', title: 'your code (in-app frame)' }, 'app') : h('span', { class: 'tag dep-tag', title: 'a dependency or the standard library' }, 'dep'),
-    h('code', { class: 'fn' }, f.function || f.instruction_addr || '<unknown>'),
+    // The full name (generic arguments and all) on hover: the shown one is short.
+    h('code', { class: 'fn', title: f.raw_function || null }, f.function || f.instruction_addr || '<unknown>'),
     where ? h('span', { class: 'frame-file' }, where) : null,
     f.package ? h('span', { class: 'frame-pkg muted', title: 'package' }, f.package) : null,
   );

@@ -16,6 +16,7 @@ mod projects;
 mod retention;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod triggers;
 mod wal;
 #[cfg(feature = "testing")]
 pub mod wal_load;
