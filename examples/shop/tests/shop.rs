@@ -45,8 +45,8 @@ const DEPENDENCIES: &[&str] = &[
     "alloc",
 ];
 
-/// Every mismatch found, reported together: the lead sees all of what is
-/// still wrong in one run, with the actual values.
+/// Every mismatch found, reported together: one run shows all of what is
+/// still wrong, with the actual values.
 #[derive(Default)]
 struct Failures(Vec<String>);
 
@@ -266,7 +266,9 @@ fn expect_status(answer: &Answer, status: u16, what: &str) {
 }
 
 /// Runs one pod of `bin`, panics it the five ways, and checks what the
-/// server stored and the cluster title of the thread's panic.
+/// server stored and the cluster title of the thread's panic. The first
+/// request comes as soon as the pod listens, without waiting for the SDK's
+/// warm-up: a panic right after a deploy must be named like any other.
 fn check_stacks(bin: &Path, build: &str) {
     let server = PanicleServer::start();
     let pod = Pod::start(bin, &server.dsn, "shop-a", "shop@1.0.0");
