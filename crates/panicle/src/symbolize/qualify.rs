@@ -620,10 +620,7 @@ mod tests {
             crate_of_file("/srv/app-v2/src/x.rs", &index, Some("billing")).as_deref(),
             Some("billing")
         );
-        assert_eq!(
-            crate_of_file("/srv/app-v2/src/x.rs", &index, None),
-            None
-        );
+        assert_eq!(crate_of_file("/srv/app-v2/src/x.rs", &index, None), None);
         assert_eq!(
             crate_dir_name("/w/crates/panicle-server/src/a.rs").as_deref(),
             Some("panicle_server")
