@@ -18,6 +18,7 @@
 
 mod detect;
 mod go;
+mod logs;
 mod rust;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use crate::event::{Event, Frame, Kind, Location, Platform, Thread};
 
 pub use detect::{CrashDetector, DetectorLimits};
 pub use go::parse_go;
+pub use logs::{LogContext, LogText, repair, unwrap_log_text};
 pub use rust::parse_rust;
 
 /// A thread or goroutine other than the crashing one, as kept in
@@ -114,6 +116,14 @@ pub fn parse_crash(text: &str) -> Option<ParsedCrash> {
         }
     }
     None
+}
+
+/// The first crash in text as a log pipeline or a copy from a web page
+/// delivered it (see [`unwrap_log_text`]), with what the log prefixes said.
+pub fn parse_crash_log(text: &str) -> Option<(ParsedCrash, LogContext)> {
+    let unwrapped = unwrap_log_text(text);
+    let crash = parse_crash(&unwrapped.text)?;
+    Some((crash, unwrapped.context))
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
