@@ -15,7 +15,10 @@
 //!   goroutine headers with state, wait time and the Go 1.22+ `gp= m= mp=`
 //!   fields, `created by … in goroutine N`, `[recovered]` chains,
 //!   `[signal …]` lines and GOTRACEBACK=all/system/crash dumps.
+//! - Rust deaths without a panic block: stack overflow, allocation failure,
+//!   `fatal runtime error: …`, a non-unwinding panic (kind `fatal`, tag `death`).
 
+mod death;
 mod detect;
 mod go;
 mod logs;
@@ -113,6 +116,9 @@ pub fn parse_crash(text: &str) -> Option<ParsedCrash> {
         }
         if go::starts_crash(&lines, i) {
             return go::parse_from(&lines, i);
+        }
+        if let Some(crash) = death::parse_line(line) {
+            return Some(crash);
         }
     }
     None

@@ -306,9 +306,10 @@ pub(crate) fn parse_block(lines: &[&str]) -> Option<ParsedCrash> {
     let mut crash = ParsedCrash::new(Platform::Rust, Kind::Panic, message);
     if cut_header {
         crash.extra.insert("truncated".into(), Value::Bool(true));
-        crash
-            .extra
-            .insert("truncated_header".into(), Value::String(truncate_str(rest, 256).to_string()));
+        crash.extra.insert(
+            "truncated_header".into(),
+            Value::String(truncate_str(rest, 256).to_string()),
+        );
     }
     let mut frames: Vec<Frame> = Vec::new();
     let mut last_had_at = true;
@@ -569,6 +570,9 @@ mod tests {
         assert_eq!(crash.message, CUT_MESSAGE);
         assert_eq!(crash.extra["truncated"], Value::Bool(true));
         assert_eq!(crash.extra["truncated_header"], "src/ma");
-        assert_eq!(crash.thread.as_ref().and_then(|t| t.name.as_deref()), Some("main"));
+        assert_eq!(
+            crash.thread.as_ref().and_then(|t| t.name.as_deref()),
+            Some("main")
+        );
     }
 }
