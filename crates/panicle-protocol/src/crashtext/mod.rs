@@ -67,7 +67,7 @@ pub struct ParsedCrash {
 }
 
 impl ParsedCrash {
-    pub(crate) fn new(platform: Platform, kind: Kind, message: String) -> Self {
+    pub fn new(platform: Platform, kind: Kind, message: String) -> Self {
         ParsedCrash {
             platform,
             kind,
