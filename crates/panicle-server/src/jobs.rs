@@ -2,7 +2,7 @@
 //! cluster ids, and between runs the attaching of new groups to the cluster
 //! of a core member within eps. The compute runs off the async runtime.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,13 +137,35 @@ impl ClusterJob {
                     kind: "merge".into(),
                     cluster_id: cluster_key(m.into),
                     others: m.from.iter().map(|&c| cluster_key(c)).collect(),
+                    actor: None,
+                    detail: None,
                 })
                 .collect();
             changes.extend(assigned.splits.iter().map(|s| ClusterChange {
                 kind: "split".into(),
                 cluster_id: cluster_key(s.from),
                 others: s.into.iter().map(|&c| cluster_key(c)).collect(),
+                actor: None,
+                detail: None,
             }));
+            // Which previous clusters each cluster's groups come from: states
+            // follow them (merges and splits, `panicle_store::merge_states`).
+            let mut sources: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+            for (g, &now) in groups.iter().zip(&assigned.clusters) {
+                let from = sources.entry(now).or_default();
+                if let Some(&old) = previous.get(&g.id) {
+                    from.insert(old);
+                }
+            }
+            let sources: Vec<(String, Vec<String>)> = sources
+                .into_iter()
+                .map(|(now, from)| {
+                    (
+                        cluster_key(now),
+                        from.into_iter().map(cluster_key).collect(),
+                    )
+                })
+                .collect();
             let mut distinct: Vec<u64> = assigned.clusters.clone();
             distinct.sort_unstable();
             distinct.dedup();
@@ -151,7 +173,13 @@ impl ClusterJob {
             report.merges += assigned.merges.len();
             report.splits += assigned.splits.len();
             self.store
-                .save_clustering(project.id, &assignments, assigned.next_id, &changes)
+                .save_clustering(
+                    project.id,
+                    &assignments,
+                    assigned.next_id,
+                    &changes,
+                    &sources,
+                )
                 .await?;
         }
         Ok(report)
