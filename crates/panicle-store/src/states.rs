@@ -723,6 +723,25 @@ impl Store {
             .collect()
     }
 
+    /// The project of each of the given clusters that has groups.
+    pub async fn cluster_projects(&self, cluster_ids: &[String]) -> Result<HashMap<String, i64>> {
+        if cluster_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut f = Filter::default();
+        push_in(&mut f, "cluster_id", cluster_ids);
+        let sql = format!(
+            "SELECT DISTINCT cluster_id, project_id FROM event_groups{}",
+            f.where_sql()
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("cluster_id")?, r.try_get("project_id")?)))
+            .collect()
+    }
+
     /// One cluster's state (unresolved when none was set).
     pub async fn cluster_state(&self, cluster_id: &str) -> Result<ClusterState> {
         let row = sqlx::query(AssertSqlSafe(format!(
