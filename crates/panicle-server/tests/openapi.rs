@@ -28,6 +28,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/clusters/{id}/events"),
     ("get", "/api/v1/clusters/{id}/heatmap"),
     ("get", "/api/v1/clusters/{id}/paths"),
+    ("put", "/api/v1/clusters/{id}/state"),
+    ("post", "/api/v1/clusters/state"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,6 +66,7 @@ async fn openapi_covers_every_route() {
             let resp = match *method {
                 "get" => agent.get(&url).call(),
                 "delete" => agent.delete(&url).call(),
+                "put" => agent.put(&url).send(&b"{}"[..]),
                 _ => agent.post(&url).send(&b"{}"[..]),
             }
             .unwrap();
