@@ -3,7 +3,6 @@
 
 import { h } from './dom.js';
 import { api } from './api.js';
-import { ago } from './format.js';
 
 /** The states the list filters on; the API's default is unresolved. */
 export const STATE_FILTERS = [
@@ -34,7 +33,7 @@ export function stateBadges(st) {
   if (st && st.status && st.status !== 'unresolved') out.push(h('span', { class: `tag state state-${st.status}`, title: stateText(st) }, st.status));
   if (st && st.regression) {
     const rel = st.regression.release;
-    out.push(h('span', { class: 'tag regression-badge', title: `a new event${rel ? ` in ${rel}` : ''} reopened it ${ago(st.regression.at)}` }, rel ? `regressed in ${rel}` : 'regressed'));
+    out.push(h('span', { class: 'tag regression-badge', title: `a new event${rel ? ` in ${rel}` : ''} reopened it on ${new Date(st.regression.at).toLocaleString()}` }, rel ? `regressed in ${rel}` : 'regressed'));
   }
   return out;
 }

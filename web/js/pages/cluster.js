@@ -114,7 +114,7 @@ function statePanel(c, ctx) {
   return h(
     'section',
     { class: 'panel state-panel', 'aria-label': 'State' },
-    h('div', { class: 'state-line' }, h('span', { class: 'state-label' }, 'State: '), h('strong', { class: 'state-text', dataset: { status: st.status } }, stateText(st)), ' ', stateBadges(st), st.changed_by ? h('span', { class: 'muted small' }, ` · ${st.changed_by}, ${ago(st.changed_at)}`) : null),
+    h('div', { class: 'state-line' }, h('span', { class: 'state-label' }, 'State: '), h('strong', { class: 'state-text', dataset: { status: st.status } }, stateText(st)), ' ', stateBadges(st), st.changed_by ? h('span', { class: 'muted small state-by' }, ` · ${st.changed_by}, `, ago(st.changed_at)) : null),
     stateActions(() => [c.id], st, reload),
   );
 }
