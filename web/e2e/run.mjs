@@ -463,6 +463,7 @@ if (hasClusters && INGEST_KEY && REGRESSION_EVENT) {
     await page.click('.state-panel .release-form button[type=submit]');
     await page.waitForSelector('.state-text[data-status=resolved]');
     assert((await page.locator('.state-text').innerText()).includes('cart@2.0.0'), 'says which release fixed it');
+    assert(!(await page.locator('.state-panel').innerText()).includes('[object'), 'who and when show as text');
     await page.click('details.changes summary');
     assert((await page.locator('li.change-state').first().innerText()).includes('resolved in cart@2.0.0'), 'the history names the change');
     await shot(page, 'cluster-resolved');
