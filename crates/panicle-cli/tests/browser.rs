@@ -310,7 +310,7 @@ fn dashboard_in_headless_chromium() {
             .is_some_and(|a| a.len() == events.len())
     });
     if recompute(&server) == 200 {
-        server.wait_for("/api/v1/clusters", |b| {
+        server.wait_for("/api/v1/clusters?state=all", |b| {
             b["items"].as_array().is_some_and(|a| a.len() >= 3)
         });
     }

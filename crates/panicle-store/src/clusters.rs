@@ -180,6 +180,16 @@ impl Store {
         sources: &[(String, Vec<String>)],
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        // Groups in no cluster until now: their events are new to the
+        // cluster they join, as at an attach.
+        let loose: std::collections::HashSet<String> =
+            sqlx::query("SELECT id FROM event_groups WHERE project_id = $1 AND cluster_id IS NULL")
+                .bind(project_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<_, _>>()?;
         for a in assignments {
             sqlx::query("UPDATE event_groups SET cluster_id = $1, core = $2 WHERE id = $3 AND project_id = $4")
                 .bind(&a.cluster_id)
@@ -211,6 +221,10 @@ impl Store {
             .await?;
         }
         self.inherit_states(&mut tx, project_id, sources).await?;
+        for a in assignments.iter().filter(|a| loose.contains(&a.group_id)) {
+            self.apply_attach(&mut tx, &a.group_id, &a.cluster_id)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -615,7 +615,11 @@ pub(crate) async fn held_states_of_groups(
     }
     let mut f = Filter::default();
     push_in(&mut f, "g.id", group_ids);
-    f.clauses.push("s.status <> 'unresolved'".into());
+    // Nothing reopens an ignore forever: its clusters need no lock either.
+    f.clauses.push(
+        "s.status <> 'unresolved' AND NOT (s.status = 'ignored' AND s.ignore_kind = 'forever')"
+            .into(),
+    );
     let lock = match backend {
         Backend::Postgres => " FOR UPDATE OF s",
         Backend::Sqlite => "",

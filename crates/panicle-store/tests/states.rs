@@ -208,6 +208,22 @@ panicle_store::backend_tests! {
         assert_eq!(s.regression.unwrap().release.as_deref(), Some("2.0.0"));
     }
 
+    async fn a_loose_group_a_run_puts_in_a_resolved_cluster_regresses_it(db: &TestDb) {
+        let store = db.store().await;
+        let p = setup(&store, &["1"]).await;
+        set(&store, p, "1", StateChange::ResolveInRelease("1.0.0".into())).await;
+        send(&store, p, &[ev("late", NOW, Some("1.5.0"), None)]).await;
+        let groups = store.all_groups(Some(p)).await.unwrap();
+        let assignments: Vec<GroupAssignment> = groups
+            .iter()
+            .map(|g| GroupAssignment { group_id: g.id.clone(), cluster_id: "1".into(), core: true })
+            .collect();
+        store.save_clustering(p, &assignments, 100, &[], &[("1".into(), vec!["1".into()])]).await.unwrap();
+        let s = store.cluster_state("1").await.unwrap();
+        assert_eq!(s.status, ClusterStatus::Unresolved);
+        assert_eq!(s.regression.unwrap().release.as_deref(), Some("1.5.0"));
+    }
+
     async fn states_follow_merges_and_splits(db: &TestDb) {
         let store = db.store().await;
         let p = setup(&store, &["1", "2", "3", "4", "5"]).await;
