@@ -155,13 +155,11 @@ fn parse_version(release: &str) -> Option<Version<'_>> {
         None => (v, None),
     };
     let mut parts = [0u64; 3];
-    let mut n = 0;
-    for part in core.split('.') {
+    for (n, part) in core.split('.').enumerate() {
         if n == 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         parts[n] = part.parse().ok()?;
-        n += 1;
     }
     Some(Version {
         package,
@@ -832,7 +830,11 @@ impl Store {
     ) -> Result<()> {
         let moved: Vec<&(String, Vec<String>)> = sources
             .iter()
-            .filter(|(id, olds)| !olds.is_empty() && !(olds.len() == 1 && &olds[0] == id))
+            .filter(|(id, olds)| match olds.as_slice() {
+                [] => false,
+                [only] => only != id,
+                _ => true,
+            })
             .collect();
         if moved.is_empty() {
             return Ok(());
@@ -1166,7 +1168,7 @@ mod tests {
         let five = with(ClusterStatus::Ignored(IgnoreUntil::Events(5)));
         assert_eq!(merge_states(&[five.clone(), ten.clone()], &none), ten);
         // A split (one part) inherits; nothing known is unresolved.
-        assert_eq!(merge_states(&[forever.clone()], &none), forever);
+        assert_eq!(merge_states(std::slice::from_ref(&forever), &none), forever);
         assert_eq!(merge_states(&[], &none), unresolved);
     }
 }
