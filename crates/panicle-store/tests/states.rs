@@ -111,6 +111,36 @@ panicle_store::backend_tests! {
         assert_eq!(store.cluster_changes("1").await.unwrap().len(), 2);
     }
 
+    async fn concurrent_batches_regress_a_cluster_once(db: &TestDb) {
+        let store = db.store().await;
+        // Four groups in one cluster: batches of different groups do not
+        // wait on each other's group rows, only on the cluster's state.
+        let fps = ["x1", "x2", "x3", "x4"];
+        let p = setup(&store, &fps).await;
+        let groups = store.all_groups(Some(p)).await.unwrap();
+        let together: Vec<GroupAssignment> = groups
+            .iter()
+            .map(|g| GroupAssignment { group_id: g.id.clone(), cluster_id: "1".into(), core: true })
+            .collect();
+        store.save_clustering(p, &together, 100, &[], &[]).await.unwrap();
+        set(&store, p, "1", StateChange::Resolve).await;
+        let tasks: Vec<_> = fps
+            .iter()
+            .map(|fp| {
+                let store = store.clone();
+                let batch: Vec<NewEvent> = (0..5).map(|j| ev(fp, NOW + j, Some("2.0.0"), None)).collect();
+                tokio::spawn(async move { store.insert_events(p, &batch).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        // Each batch read the state under its lock: one regression, not four.
+        let regressions = store.cluster_changes("1").await.unwrap().iter().filter(|(_, c)| c.kind == "regression").count();
+        assert_eq!(regressions, 1);
+        assert_eq!(status(&store, "1").await, ClusterStatus::Unresolved);
+    }
+
     async fn resolved_in_release_regresses_only_on_a_newer_release(db: &TestDb) {
         let store = db.store().await;
         let p = setup(&store, &["1", "2"]).await;
