@@ -106,4 +106,14 @@ async fn openapi_covers_every_route() {
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // A state change names its body: the states and their parameters.
+    assert!(doc["components"]["schemas"]["StateBody"]["properties"]["until_events"].is_object());
+    assert!(doc["components"]["schemas"]["BulkStateBody"]["properties"]["ids"].is_object());
+    let list_params = doc["paths"]["/api/v1/clusters"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    assert!(
+        list_params.iter().any(|p| p["name"] == "state"),
+        "the list documents `state`"
+    );
 }
