@@ -20,6 +20,7 @@ pub mod openapi;
 mod origin;
 mod read;
 pub mod retention;
+mod states;
 mod storable;
 mod timeouts;
 mod token_bucket;
@@ -146,6 +147,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(clusters::cluster_events))
         .routes(routes!(clusters::cluster_heatmap))
         .routes(routes!(clusters::cluster_paths))
+        .routes(routes!(states::put_cluster_state))
+        .routes(routes!(states::bulk_cluster_state))
         .split_for_parts();
     let doc = Arc::new(doc);
     api.route(
