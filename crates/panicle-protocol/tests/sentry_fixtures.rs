@@ -177,6 +177,8 @@ fn go_nil_map_from_recover_is_a_panic_with_runtime_wording() {
 
 #[test]
 fn rust_panic_starts_at_the_panicking_frame() {
+    // As sentry-rust sends it: inlined frames named bare by DWARF
+    // (`unwrap<&u32>`, `account_of`) and its in_app guess (`true` for tokio).
     let e = fixture("rust-panic.json");
     assert_eq!(e.platform, Some(Platform::Rust));
     assert_eq!(e.kind, Some(Kind::Panic));

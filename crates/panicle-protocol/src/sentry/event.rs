@@ -364,20 +364,66 @@ fn map_frames(stacktrace: &Value, platform: Platform, panic: bool) -> Vec<Frame>
     let Some(raw) = stacktrace.get("frames").and_then(Value::as_array) else {
         return Vec::new();
     };
-    let mut frames: Vec<Frame> = raw
+    let mut frames: Vec<(Frame, bool)> = raw
         .iter()
         .rev()
         .filter_map(Value::as_object)
-        .map(|f| map_frame(f, platform))
+        .map(|f| (map_frame(f, platform), is_rust_library_path(f)))
         .collect();
-    if panic && platform == Platform::Rust {
-        let cut = frames
-            .iter()
-            .position(|f| !f.function.as_deref().is_some_and(is_rust_panic_machinery))
-            .unwrap_or(0);
-        frames.drain(..cut);
+    if platform == Platform::Rust {
+        if panic {
+            let cut = frames
+                .iter()
+                .position(|(f, std_path)| {
+                    !(*std_path || f.function.as_deref().is_some_and(is_rust_panic_machinery))
+                })
+                .unwrap_or(0);
+            frames.drain(..cut);
+        }
+        qualify_bare_rust_names(&mut frames);
     }
-    frames
+    frames.into_iter().map(|(f, _)| f).collect()
+}
+
+/// A frame in Rust's own library sources (`/rustc/<hash>/library/core/…`).
+fn is_rust_library_path(f: &Map<String, Value>) -> bool {
+    ["abs_path", "filename"].iter().any(|k| {
+        str_of(f, k).is_some_and(|p| {
+            p.starts_with("/rustc/")
+                || p.contains("/library/core/")
+                || p.contains("/library/std/")
+                || p.contains("/library/alloc/")
+        })
+    })
+}
+
+/// sentry-rust names an inlined function as DWARF does, bare
+/// (`account_of`); Panicle's SDK names it by its path. A bare name takes
+/// the module of a neighbouring frame in the same file (the caller first),
+/// as Panicle's symbolizer does, so both group alike.
+fn qualify_bare_rust_names(frames: &mut [(Frame, bool)]) {
+    for i in 0..frames.len() {
+        let (frame, std_path) = &frames[i];
+        let Some(name) = frame.function.as_deref() else {
+            continue;
+        };
+        if *std_path || name.contains("::") || name.starts_with('<') || is_plumbing(name) {
+            continue;
+        }
+        let file = frame.file.clone();
+        let module = [i + 1, i.wrapping_sub(1)]
+            .into_iter()
+            .filter_map(|j| frames.get(j))
+            .filter(|(n, _)| file.is_some() && n.file == file)
+            .find_map(|(n, _)| {
+                let f = n.function.as_deref()?;
+                (!f.starts_with('<')).then(|| f.rsplit_once("::").map(|(m, _)| m.to_string()))?
+            });
+        if let Some(module) = module {
+            let qualified = format!("{module}::{name}");
+            frames[i].0.function = Some(qualified);
+        }
+    }
 }
 
 fn rust_crate(function: &str) -> &str {
@@ -419,7 +465,8 @@ fn map_frame(f: &Map<String, Value>, platform: Platform) -> Frame {
     match platform {
         Platform::Rust => {
             if let Some(name) = function {
-                let short = short_function_name(name);
+                // Legacy demangling's `{{closure}}` is the `{closure}` of v0.
+                let short = short_function_name(&name.replace("{{closure}}", "{closure}"));
                 if short != name {
                     frame.raw_function = Some(name.to_string());
                 }
@@ -441,9 +488,14 @@ fn map_frame(f: &Map<String, Value>, platform: Platform) -> Frame {
             };
         }
     }
-    if frame.in_app.is_none() {
-        frame.in_app = default_in_app(platform, function, module, filename, abs_path);
-    }
+    let default = default_in_app(platform, function, module, filename, abs_path);
+    frame.in_app = match (frame.in_app, platform) {
+        // sentry-rust marks every frame it cannot place in-app (tokio,
+        // registry crates, inlined std): its `true` is only a guess.
+        (Some(true), Platform::Rust) => default,
+        (Some(sent), _) => Some(sent),
+        (None, _) => default,
+    };
     frame
 }
 
