@@ -422,6 +422,51 @@ panicle_store::backend_tests! {
         }
     }
 
+    async fn sentry_events_get_clusters_and_fix_suggestions(db: &TestDb) {
+        let s = start(db, ServerConfig::default()).await;
+        for name in ["python-keyerror.json", "node-typeerror.json", "go-nil-map.json"] {
+            let (id, event) = fresh_event(name);
+            let body = envelope(json!({"event_id": id}), &[(json!({"type": "event"}), serde_json::to_vec(&event).unwrap())], true);
+            let a = post(s.envelope_url(), auth(&s.key), body).await;
+            assert_eq!(a.status, 200, "{name}: {}", a.body);
+        }
+        let recompute = tokio::task::spawn_blocking({
+            let url = format!("{}/api/v1/clusters/recompute", s.base);
+            let token = s.token.clone();
+            move || {
+                let mut resp = agent().post(&url).header("Authorization", format!("Bearer {token}")).send(&b""[..]).unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.body_mut().read_to_string().unwrap())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(recompute.0, 200, "{}", recompute.1);
+        let (status, list) = get(format!("{}/api/v1/clusters?project={}", s.base, s.project_id), s.token.clone()).await;
+        assert_eq!(status, 200, "{list}");
+        let mut rules: Vec<(String, String)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["platform"].as_str().unwrap().to_string(),
+                    c["suggestion"]["source"]["id"].as_str().unwrap_or("none").to_string(),
+                )
+            })
+            .collect();
+        rules.sort();
+        assert_eq!(
+            rules,
+            [
+                ("go".to_string(), "go.nil-map-assignment".to_string()),
+                ("node".to_string(), "js.cannot-read-properties".to_string()),
+                ("python".to_string(), "python.keyerror".to_string()),
+            ],
+            "{list}"
+        );
+    }
+
     async fn rate_limited_answers_speak_sentry(db: &TestDb) {
         let config = ServerConfig {
             limits: LimitDefaults { rate: 1, burst: 1, ..LimitDefaults::default() },
