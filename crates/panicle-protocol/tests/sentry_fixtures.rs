@@ -190,7 +190,8 @@ fn rust_panic_starts_at_the_panicking_frame() {
             "ledger::post::post_batch",
             "tokio::runtime::task::harness::poll_future",
             "ledger::main",
-            "std::rt::lang_start_internal"
+            "std::rt::lang_start_internal",
+            "<unknown>"
         ]
     );
     assert_eq!(
@@ -199,7 +200,14 @@ fn rust_panic_starts_at_the_panicking_frame() {
     );
     assert_eq!(
         in_app(&e),
-        [Some(true), Some(true), Some(false), Some(true), Some(false)]
+        [
+            Some(true),
+            Some(true),
+            Some(false),
+            Some(true),
+            Some(false),
+            Some(false)
+        ]
     );
     assert_eq!(
         e.frames[0].instruction_addr.as_deref(),

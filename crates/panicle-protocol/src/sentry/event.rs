@@ -415,15 +415,29 @@ fn qualify_bare_rust_names(frames: &mut [(Frame, bool)]) {
             .into_iter()
             .filter_map(|j| frames.get(j))
             .filter(|(n, _)| file.is_some() && n.file == file)
-            .find_map(|(n, _)| {
-                let f = n.function.as_deref()?;
-                (!f.starts_with('<')).then(|| f.rsplit_once("::").map(|(m, _)| m.to_string()))?
-            });
+            .find_map(|(n, _)| module_of(n.function.as_deref()?));
         if let Some(module) = module {
             let qualified = format!("{module}::{name}");
             frames[i].0.function = Some(qualified);
         }
     }
+}
+
+/// The module of a named function: `a::b` for `a::b::f` and for
+/// `a::b::f::{closure}::{closure}`; None for `<T as Trait>::f`.
+fn module_of(function: &str) -> Option<String> {
+    if function.starts_with('<') {
+        return None;
+    }
+    let mut path = function;
+    while let Some((head, last)) = path.rsplit_once("::") {
+        if last.starts_with('{') {
+            path = head;
+        } else {
+            return Some(head.to_string());
+        }
+    }
+    None
 }
 
 fn rust_crate(function: &str) -> &str {
@@ -538,7 +552,9 @@ fn default_in_app(
             Some(!(stdlib_module || foreign_path))
         }
         Platform::Rust => {
-            let foreign_fn = function.is_some_and(is_rust_panic_machinery);
+            // An unnamed frame (`<unknown>`: no symbol) is nobody's code.
+            let foreign_fn =
+                function.is_none_or(|f| f == "<unknown>" || is_rust_panic_machinery(f));
             let foreign_path = any_path(&|p| {
                 p.starts_with("/rustc/")
                     || p.contains("/.cargo/registry/")
