@@ -46,6 +46,10 @@ pub struct Event {
     /// panics' ids and a sample of their traces, requests and messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm: Option<StormRecord>,
+    /// What happened before the error, oldest first (Sentry SDKs record
+    /// them; shown on the event page).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breadcrumbs: Vec<Breadcrumb>,
     /// Fields this version does not know; kept, never a reason to reject.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -56,6 +60,11 @@ pub struct Event {
 pub enum Platform {
     Rust,
     Go,
+    /// Events from sentry-python.
+    Python,
+    /// Events from @sentry/node (Sentry's `node` and `javascript`).
+    #[serde(alias = "javascript")]
+    Node,
     #[serde(other)]
     Other,
 }
@@ -65,6 +74,8 @@ impl Platform {
         match self {
             Platform::Rust => "rust",
             Platform::Go => "go",
+            Platform::Python => "python",
+            Platform::Node => "node",
             Platform::Other => "other",
         }
     }
@@ -76,6 +87,10 @@ pub enum Kind {
     Panic,
     Fatal,
     Signal,
+    /// An exception a Sentry SDK reported (Python, JavaScript, a Rust error).
+    Exception,
+    /// A message a Sentry SDK captured, with no exception.
+    Message,
 }
 
 impl Kind {
@@ -84,6 +99,8 @@ impl Kind {
             Kind::Panic => "panic",
             Kind::Fatal => "fatal",
             Kind::Signal => "signal",
+            Kind::Exception => "exception",
+            Kind::Message => "message",
         }
     }
 }
@@ -156,6 +173,25 @@ pub struct Sdk {
     pub version: String,
 }
 
+/// One step a program recorded before its error (a log line, an HTTP call,
+/// a navigation), as Sentry SDKs send them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Breadcrumb {
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
 impl Event {
     /// A new event with a fresh id, stamped now by the caller-supplied clock.
     pub fn new(event_id: String, timestamp: String, message: String) -> Self {
@@ -175,6 +211,7 @@ impl Event {
             tags: BTreeMap::new(),
             sdk: None,
             storm: None,
+            breadcrumbs: Vec::new(),
             extra: Map::new(),
         }
     }

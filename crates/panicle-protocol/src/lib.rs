@@ -9,12 +9,13 @@ pub mod decode;
 pub mod dsn;
 pub mod event;
 pub mod normalize;
+pub mod sentry;
 pub mod storm;
 
 pub use crashtext::truncate_str;
 pub use decode::{BatchItem, DecodeError, DecodedBody, decode_body, decode_events};
 pub use dsn::{Dsn, DsnError};
-pub use event::{Event, Frame, Kind, Location, Platform, Request, Sdk, Thread, Trace};
+pub use event::{Breadcrumb, Event, Frame, Kind, Location, Platform, Request, Sdk, Thread, Trace};
 pub use normalize::{
     fingerprint, frame_token, message_template, short_function_name, signature_frames,
 };

@@ -12,6 +12,11 @@ use crate::error::RuleError;
 pub enum RulePlatform {
     Rust,
     Go,
+    /// Python (events from sentry-python).
+    Python,
+    /// JavaScript on Node (events from @sentry/node; `javascript` too).
+    #[serde(alias = "javascript")]
+    Node,
     /// Any platform: the message alone decides.
     Any,
 }
@@ -21,6 +26,8 @@ impl RulePlatform {
         match self {
             RulePlatform::Rust => "rust",
             RulePlatform::Go => "go",
+            RulePlatform::Python => "python",
+            RulePlatform::Node => "node",
             RulePlatform::Any => "any",
         }
     }
@@ -34,12 +41,21 @@ impl RulePlatform {
             RulePlatform::Any => true,
             RulePlatform::Rust => p.eq_ignore_ascii_case("rust") || !is_known(p),
             RulePlatform::Go => p.eq_ignore_ascii_case("go") || !is_known(p),
+            RulePlatform::Python => p.eq_ignore_ascii_case("python") || !is_known(p),
+            RulePlatform::Node => is_javascript(p) || !is_known(p),
         }
     }
 }
 
+fn is_javascript(platform: &str) -> bool {
+    platform.eq_ignore_ascii_case("node") || platform.eq_ignore_ascii_case("javascript")
+}
+
 fn is_known(platform: &str) -> bool {
-    platform.eq_ignore_ascii_case("rust") || platform.eq_ignore_ascii_case("go")
+    ["rust", "go", "python"]
+        .iter()
+        .any(|k| platform.eq_ignore_ascii_case(k))
+        || is_javascript(platform)
 }
 
 /// How the message and frame conditions of a rule combine.

@@ -26,6 +26,14 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../rules/tokio.toml"),
     ),
     ("builtin:go.toml", include_str!("../../../rules/go.toml")),
+    (
+        "builtin:python.toml",
+        include_str!("../../../rules/python.toml"),
+    ),
+    (
+        "builtin:javascript.toml",
+        include_str!("../../../rules/javascript.toml"),
+    ),
 ];
 
 /// Longest payload the patterns look at; the head of a message names the
@@ -35,7 +43,8 @@ pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024;
 /// What the matcher looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct MatchInput<'a> {
-    /// `rust`, `go`, `other` or None; None and unknown values admit every rule.
+    /// `rust`, `go`, `python`, `node`, `other` or None; None and unknown
+    /// values admit every rule.
     pub platform: Option<&'a str>,
     /// The panic message as captured, wrapped or not.
     pub message: &'a str,

@@ -136,10 +136,10 @@ fn unknown_key_and_bad_platform_are_named() {
     assert!(text.contains("shop.ledger-imbalance"), "{text}");
     assert!(text.contains("mesage"), "{text}");
 
-    let platform = EXTRA.replace("platform = \"rust\"", "platform = \"python\"");
+    let platform = EXTRA.replace("platform = \"rust\"", "platform = \"cobol\"");
     let (_, text) = load_err(&[("platform.toml", &platform)]);
     assert!(text.contains("shop.ledger-imbalance"), "{text}");
-    assert!(text.contains("python"), "{text}");
+    assert!(text.contains("cobol"), "{text}");
 }
 
 #[test]
@@ -187,6 +187,8 @@ fn builtin_rules_are_complete() {
             r.id.starts_with(match r.platform {
                 panicle_rules::RulePlatform::Rust => "rust.",
                 panicle_rules::RulePlatform::Go => "go.",
+                panicle_rules::RulePlatform::Python => "python.",
+                panicle_rules::RulePlatform::Node => "js.",
                 panicle_rules::RulePlatform::Any => "",
             }) || r.id.starts_with("tokio."),
             "{}",

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use panicle_protocol::DecodeError;
+use panicle_protocol::sentry::{EnvelopeError, SentryEventError};
 use panicle_store::StoreError;
 use serde_json::json;
 
@@ -11,6 +12,16 @@ use serde_json::json;
 pub enum ApiError {
     #[error("missing or unknown ingest key: send the key of your DSN in the X-Panicle-Key header")]
     BadIngestKey,
+    #[error(
+        "missing or unknown sentry_key: send the DSN's key in `X-Sentry-Auth: Sentry sentry_key=<key>`, `?sentry_key=` or the envelope header's `dsn`"
+    )]
+    BadSentryKey,
+    #[error("malformed Sentry envelope: {0}")]
+    Envelope(#[from] EnvelopeError),
+    #[error("malformed Sentry event: {0}")]
+    SentryEvent(#[from] SentryEventError),
+    #[error("the compressed body could not be decoded: {0}")]
+    BadCompression(String),
     #[error(
         "missing or invalid API token: send `Authorization: Bearer <token>` (create one with `panicle token create`)"
     )]
@@ -66,12 +77,17 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadIngestKey | ApiError::BadToken => StatusCode::UNAUTHORIZED,
+            ApiError::BadIngestKey | ApiError::BadSentryKey | ApiError::BadToken => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) | ApiError::CrossOrigin => StatusCode::FORBIDDEN,
             ApiError::AmbiguousEvent { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadGzip(_)
+            | ApiError::BadCompression(_)
+            | ApiError::Envelope(_)
+            | ApiError::SentryEvent(_)
             | ApiError::Decode(_)
             | ApiError::BadParam { .. }
             | ApiError::BadRequest(_)
@@ -93,7 +109,10 @@ impl ApiError {
     /// Stable snake_case code; also the `reason` label of rejection metrics.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadIngestKey => "invalid_ingest_key",
+            ApiError::BadIngestKey | ApiError::BadSentryKey => "invalid_ingest_key",
+            ApiError::Envelope(e) => e.code(),
+            ApiError::SentryEvent(e) => e.code(),
+            ApiError::BadCompression(_) => "invalid_compression",
             ApiError::BadToken => "invalid_token",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::CrossOrigin => "cross_origin_request",
@@ -119,6 +138,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.respond(false)
+    }
+}
+
+impl ApiError {
+    /// The response; `sentry` adds Sentry's `detail` beside `error`, which
+    /// Sentry SDKs log.
+    pub(crate) fn respond(self, sentry: bool) -> Response {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
@@ -143,7 +170,11 @@ impl IntoResponse for ApiError {
             error["limit"] = json!(limit);
             error["retry_after"] = json!(retry_after);
         }
-        let body = Json(json!({ "error": error }));
+        let mut body = json!({ "error": error });
+        if sentry {
+            body["detail"] = json!(message);
+        }
+        let body = Json(body);
         let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response

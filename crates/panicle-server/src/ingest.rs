@@ -148,17 +148,17 @@ struct Rejected {
     message: String,
 }
 
-struct StoredEvents<'a> {
-    outcome: panicle_store::InsertOutcome,
+pub(crate) struct StoredEvents<'a> {
+    pub(crate) outcome: panicle_store::InsertOutcome,
     /// Events the database refused for their content, with why.
-    unstorable: Vec<(&'a NewEvent, String)>,
+    pub(crate) unstorable: Vec<(&'a NewEvent, String)>,
 }
 
 /// Stores a request's events in one transaction, within the project's
 /// quotas; when the database refuses the batch for the data in it (not for
 /// being unreachable), each event is stored alone so one poison event cannot
 /// hold back the others.
-async fn store_events<'a>(
+pub(crate) async fn store_events<'a>(
     state: &AppState,
     project: &panicle_store::Project,
     admitted: &crate::limits::Effective,
@@ -205,7 +205,7 @@ async fn store_events<'a>(
 
 /// New events may have made new groups: put them in clusters without
 /// holding up the client's 202.
-fn attach_in_background(state: &AppState, project_id: i64, inserted: usize) {
+pub(crate) fn attach_in_background(state: &AppState, project_id: i64, inserted: usize) {
     if inserted == 0 || !state.job.schedule_attach(project_id) {
         // Nothing new, or an attach for this project is already waiting to run.
         return;
@@ -231,7 +231,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     }
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::TooLarge { limit })?;
+        .map_err(|e| body_error(e, limit))?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -253,6 +253,25 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         }
         other => Err(ApiError::BadEncoding(other.to_string())),
     }
+}
+
+/// Why a body could not be read: over the limit, or (behind the Sentry
+/// routes' decompression layer) not valid gzip, deflate or br.
+fn body_error(e: axum::Error, limit: usize) -> ApiError {
+    let inner = e.into_inner();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return ApiError::BadCompression(io.to_string());
+        }
+        source = err.source();
+    }
+    ApiError::TooLarge { limit }
 }
 
 /// Longest value kept in an indexed column (service, environment, release,

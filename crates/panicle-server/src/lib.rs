@@ -20,6 +20,7 @@ pub mod openapi;
 mod origin;
 mod read;
 pub mod retention;
+mod sentry;
 mod states;
 mod storable;
 mod timeouts;
@@ -149,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(clusters::cluster_paths))
         .routes(routes!(states::put_cluster_state))
         .routes(routes!(states::bulk_cluster_state))
+        .merge(sentry_routes(&state))
         .split_for_parts();
     let doc = Arc::new(doc);
     api.route(
@@ -161,6 +163,22 @@ pub fn router(state: AppState) -> Router {
     .fallback(web::fallback)
     .layer(axum::middleware::from_fn(storable::refuse_nul))
     .with_state(state)
+}
+
+/// Sentry's ingest routes, behind the decompression SDKs use (gzip,
+/// deflate, br) and a declared-size check that runs before it.
+fn sentry_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sentry::post_envelope))
+        .routes(routes!(sentry::post_store))
+        .layer(
+            tower_http::decompression::RequestDecompressionLayer::new()
+                .pass_through_unaccepted(true),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sentry::refuse_declared_too_large,
+        ))
 }
 
 /// The process is up (the database may not be: see `/readyz`).

@@ -20,6 +20,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ItemTypeLabel {
+    pub item_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
     pub stage: &'static str,
 }
@@ -49,6 +54,9 @@ pub struct Metrics {
     pub events_purged: Counter,
     /// New events counted but not kept in full (their group was over its cap).
     pub events_sampled: Counter,
+    /// Items of accepted Sentry envelopes (and store requests), by type:
+    /// `event` is stored, the others only counted.
+    pub sentry_items: Family<ItemTypeLabel, Counter>,
 }
 
 impl Metrics {
@@ -114,8 +122,15 @@ impl Metrics {
             "New events counted in their group but not kept in full (group over its cap)",
             events_sampled.clone(),
         );
+        let sentry_items = Family::<ItemTypeLabel, Counter>::default();
+        registry.register(
+            "sentry_items",
+            "Items of accepted Sentry envelopes, by type (events stored, the rest counted only)",
+            sentry_items.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            sentry_items,
             requests_limited,
             events_purged,
             events_sampled,
@@ -140,6 +155,13 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// An item of an accepted Sentry envelope.
+    pub fn sentry_item(&self, item_type: &'static str) {
+        self.sentry_items
+            .get_or_create(&ItemTypeLabel { item_type })
             .inc();
     }
 

@@ -30,6 +30,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/clusters/{id}/paths"),
     ("put", "/api/v1/clusters/{id}/state"),
     ("post", "/api/v1/clusters/state"),
+    ("post", "/api/{project_id}/envelope/"),
+    ("post", "/api/{project_id}/store/"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +64,10 @@ async fn openapi_covers_every_route() {
         .unwrap();
         let mut statuses = Vec::new();
         for (method, path) in ROUTES {
-            let url = format!("{base}{}", path.replace("{id}", "x"));
+            let url = format!(
+                "{base}{}",
+                path.replace("{id}", "x").replace("{project_id}", "1")
+            );
             let resp = match *method {
                 "get" => agent.get(&url).call(),
                 "delete" => agent.delete(&url).call(),

@@ -17,6 +17,35 @@ function kv(rows) {
   );
 }
 
+/** What the program recorded before the error (Sentry SDKs), oldest first. */
+function breadcrumbsPanel(crumbs) {
+  const text = (c) => c.message || (c.data ? JSON.stringify(c.data) : '');
+  return h(
+    'section',
+    { class: 'panel', 'aria-label': 'Breadcrumbs' },
+    h('div', { class: 'section-head' }, h('h2', {}, 'Breadcrumbs')),
+    h(
+      'table',
+      { class: 'breadcrumbs' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'time'), h('th', {}, 'category'), h('th', {}, 'level'), h('th', {}, 'message'))),
+      h(
+        'tbody',
+        {},
+        crumbs.map((c) =>
+          h(
+            'tr',
+            {},
+            h('td', { class: 'muted small' }, c.timestamp ? exact(c.timestamp) : ''),
+            h('td', {}, c.category || c.type || ''),
+            h('td', {}, c.level || ''),
+            h('td', {}, h('code', {}, text(c))),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
 /** "×37, 20 traces": what a storm aggregate stands for. */
 export function stormBadge(storm) {
   return h('span', { class: 'storm-badge', title: `${plural(storm.count, 'panic')} folded into one event by storm control` }, `×${num(storm.count)}, ${plural(storm.traces ?? 0, 'trace')}`);
@@ -197,6 +226,7 @@ export async function eventPage(ctx) {
       storm ? stormPanel(storm) : null,
       h('section', { class: 'panel', 'aria-label': 'Stack' }, h('div', { class: 'section-head' }, h('h2', {}, 'Stack'), full.thread_state ? h('span', { class: 'muted small' }, `${thread.name || 'crashing thread'} [${full.thread_state}]`) : null), stack(full.frames)),
       otherThreads(full.threads),
+      Array.isArray(full.breadcrumbs) && full.breadcrumbs.length ? breadcrumbsPanel(full.breadcrumbs) : null,
       h(
         'section',
         { class: 'panel', 'aria-label': 'Raw JSON' },
