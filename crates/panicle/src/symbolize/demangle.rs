@@ -3,6 +3,25 @@
 
 /// The root path segment of a symbol: `shop` of `<shop::Cart as Drop>::drop`.
 pub fn symbol_root(function: &str) -> &str {
+    let root = path_root(function);
+    // `<usize as core::slice::index::SliceIndex<[T]>>::index`: a primitive
+    // (or slice, tuple, array) self type has no crate; the trait's tells.
+    if function.starts_with('<')
+        && (root.is_empty() || PRIMITIVES.contains(&root))
+        && let Some((_, rest)) = function.split_once(" as ")
+    {
+        return path_root(rest);
+    }
+    root
+}
+
+/// Rust's primitive types: the self type of many std impls.
+const PRIMITIVES: &[&str] = &[
+    "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
+    "i128", "isize", "f32", "f64",
+];
+
+fn path_root(function: &str) -> &str {
     let f = function.trim_start_matches(['<', '&', '*']);
     let f = f.strip_prefix("mut ").unwrap_or(f);
     let f = f.strip_prefix("dyn ").unwrap_or(f);
@@ -116,5 +135,19 @@ mod tests {
             split_path("<a::B<c::D> as e::F>::g"),
             vec!["<a::B<c::D> as e::F>", "g"]
         );
+    }
+
+    #[test]
+    fn a_primitive_self_type_takes_the_traits_crate() {
+        assert_eq!(
+            symbol_root("<usize as core::slice::index::SliceIndex<[T]>>::index"),
+            "core"
+        );
+        assert_eq!(
+            symbol_root("<[T] as alloc::slice::Concat<T>>::concat"),
+            "alloc"
+        );
+        assert_eq!(symbol_root("<shop::Cart as core::ops::Drop>::drop"), "shop");
+        assert_eq!(symbol_root("shop::orders::reserve"), "shop");
     }
 }

@@ -43,6 +43,8 @@ pub(super) static SYMBOLIZER: OnceLock<Option<Symbolizer>> = OnceLock::new();
 
 pub(super) static WARM_STARTED: AtomicBool = AtomicBool::new(false);
 
+/// The warm-up thread is building the name index: a panic may wait for it.
+static NAMES_PENDING: AtomicBool = AtomicBool::new(false);
 pub(super) static WARM_DONE: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
@@ -81,9 +83,18 @@ pub fn warm_up() {
     // The caller's stack (usually `main` and the runtime's start under it)
     // sits under every later panic of this thread: resolved in advance.
     let caller = capture_addresses();
+    NAMES_PENDING.store(true, Ordering::SeqCst);
     let spawned = std::thread::Builder::new()
         .name("panicle-warm-up".into())
         .spawn(move || {
+            // However this thread ends, nobody waits for names any more.
+            struct NoLongerPending;
+            impl Drop for NoLongerPending {
+                fn drop(&mut self) {
+                    NAMES_PENDING.store(false, Ordering::SeqCst);
+                }
+            }
+            let _pending = NoLongerPending;
             if SYMBOLIZER.get_or_init(load).is_some() {
                 if let Some(main) = modules::main_module() {
                     // Marked like the load: a panic inside does not wait for itself.
@@ -91,12 +102,14 @@ pub fn warm_up() {
                     let _ = NAMES.get_or_init(|| NameIndex::read(&main.path));
                     LOADING.with(|l| l.set(false));
                 }
+                NAMES_PENDING.store(false, Ordering::SeqCst);
                 let _ = resolve_uncached_batch(&caller);
                 warm_units();
             }
             WARM_DONE.store(true, Ordering::SeqCst);
         });
     if spawned.is_err() {
+        NAMES_PENDING.store(false, Ordering::SeqCst);
         WARM_STARTED.store(false, Ordering::SeqCst);
     }
 }
@@ -183,8 +196,8 @@ pub(super) fn symbolizer(deadline: Instant) -> Option<&'static Symbolizer> {
 /// and what is resolved is cached for the life of the process.
 fn wait_for_names(deadline: Instant) {
     while NAMES.get().is_none()
+        && NAMES_PENDING.load(Ordering::SeqCst)
         && !LOADING.with(|l| l.get())
-        && SYMBOLIZER.get().is_some_and(Option::is_some)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(1));

@@ -95,6 +95,11 @@ pub fn clear_cache() {
 /// Symbolizes addresses through the cache; misses are resolved and cached.
 /// The panic machinery on top is named from the symbol table alone.
 pub fn resolve(addresses: &[usize]) -> Vec<RawFrame> {
+    // The machinery table comes with the name index: a panic during the
+    // warm-up waits for it (bounded) rather than resolve those frames apart.
+    if !loader::names_ready() {
+        let _ = symbolizer(Instant::now() + WAIT_LIMIT);
+    }
     let machinery = machinery_frames(addresses);
     let mut missing: Vec<usize> = Vec::new();
     let cached: Vec<Option<Arc<[RawFrame]>>> = match CACHE.try_read() {
