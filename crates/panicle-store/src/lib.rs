@@ -7,6 +7,7 @@
 //! Architecture invariant: this crate knows SQL and nothing of HTTP.
 
 mod access;
+mod alerts;
 mod clusters;
 mod events;
 mod groups;
@@ -32,6 +33,11 @@ use sqlx::{AnyPool, Executor, SqlSafeStr};
 pub use access::{Access, NewToken, SessionPolicy, TokenInfo, TokenScope};
 pub use clusters::{
     ClusterChange, ClusterEvent, EventFilter, GroupAggregate, GroupAssignment, HostColumn, JobLock,
+    NewCluster,
+};
+pub use alerts::{
+    AlertRule, ConfinedCluster, Delivery, Destination, LEVELS, NewAlertRule, RuleKind,
+    SPIKE_BASELINE_MS, WindowCount, level_of_kind, level_passes,
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent, StormRange};
 pub use groups::{GroupQuery, GroupRow};
@@ -253,6 +259,11 @@ impl Store {
                     "storms",
                     include_str!("../../../migrations/sqlite/0006_storms.sql"),
                 ),
+                (
+                    8,
+                    "alerts",
+                    include_str!("../../../migrations/sqlite/0008_alerts.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (
@@ -284,6 +295,11 @@ impl Store {
                     6,
                     "storms",
                     include_str!("../../../migrations/postgres/0006_storms.sql"),
+                ),
+                (
+                    8,
+                    "alerts",
+                    include_str!("../../../migrations/postgres/0008_alerts.sql"),
                 ),
             ],
         };
