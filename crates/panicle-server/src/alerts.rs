@@ -18,8 +18,8 @@ use hyper_util::rt::TokioIo;
 use panicle_rules::RuleSet;
 use panicle_store::triggers::Trigger;
 use panicle_store::{
-    AlertRule, Delivery, Destination, GroupRow, NewAlertRule, Project, RuleKind,
-    SPIKE_BASELINE_MS, Store,
+    AlertRule, Delivery, Destination, GroupRow, NewAlertRule, Project, RuleKind, SPIKE_BASELINE_MS,
+    Store,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -164,9 +164,8 @@ impl Alerts {
         let result = match &outcome {
             Ok(_) => Ok(()),
             Err(e) => {
-                let next = (d.attempts < self.config.max_attempts).then(|| {
-                    crate::now_ms() + self.config.backoff(d.attempts).as_millis() as i64
-                });
+                let next = (d.attempts < self.config.max_attempts)
+                    .then(|| crate::now_ms() + self.config.backoff(d.attempts).as_millis() as i64);
                 Err((e.as_str(), next))
             }
         };
@@ -205,7 +204,12 @@ impl Alerts {
     }
 
     async fn project(&self, id: i64) -> Result<Option<Project>, panicle_store::StoreError> {
-        Ok(self.store.projects().await?.into_iter().find(|p| p.id == id))
+        Ok(self
+            .store
+            .projects()
+            .await?
+            .into_iter()
+            .find(|p| p.id == id))
     }
 
     /// The body for the notice's destination.
@@ -588,11 +592,7 @@ fn delivery_json(d: &Delivery) -> Value {
     })
 }
 
-async fn rule_of_project(
-    state: &AppState,
-    project: i64,
-    id: i64,
-) -> Result<AlertRule, ApiError> {
+async fn rule_of_project(state: &AppState, project: i64, id: i64) -> Result<AlertRule, ApiError> {
     state
         .store
         .alert_rule(id)
@@ -602,7 +602,13 @@ async fn rule_of_project(
 }
 
 async fn known_project(state: &AppState, project: i64) -> Result<(), ApiError> {
-    if state.store.projects().await?.iter().any(|p| p.id == project) {
+    if state
+        .store
+        .projects()
+        .await?
+        .iter()
+        .any(|p| p.id == project)
+    {
         Ok(())
     } else {
         Err(ApiError::NotFound("project"))
@@ -680,7 +686,9 @@ pub async fn get_rule(
     Path((project, id)): Path<(i64, i64)>,
 ) -> Result<Json<Value>, ApiError> {
     reader.check_project(project, "alert rule")?;
-    Ok(Json(rule_json(&rule_of_project(&state, project, id).await?)))
+    Ok(Json(rule_json(
+        &rule_of_project(&state, project, id).await?,
+    )))
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{project}/alerts/rules/{id}/test", tag = "alerts",

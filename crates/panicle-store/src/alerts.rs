@@ -390,7 +390,11 @@ impl Store {
     /// Records `trigger` in a transaction of its own: for the periodic
     /// checks and tests; ingest and clustering record on their own
     /// transaction. Returns how many notifications it queued.
-    pub async fn fire(&self, project_id: i64, trigger: &crate::triggers::Trigger<'_>) -> Result<usize> {
+    pub async fn fire(
+        &self,
+        project_id: i64,
+        trigger: &crate::triggers::Trigger<'_>,
+    ) -> Result<usize> {
         let mut tx = self.begin_write().await?;
         let n = crate::triggers::record_counted(&mut tx, project_id, trigger).await?;
         tx.commit().await?;
@@ -564,7 +568,9 @@ impl Store {
                 let n: i64 = r.try_get(count)?;
                 let lo: Option<String> = r.try_get(lo)?;
                 let hi: Option<String> = r.try_get(hi)?;
-                Ok((n == rows_n && lo.is_some() && lo == hi).then_some(lo).flatten())
+                Ok((n == rows_n && lo.is_some() && lo == hi)
+                    .then_some(lo)
+                    .flatten())
             };
             let found = match one("pods_n", "pod_min", "pod_max")? {
                 Some(pod) => Some(("pod", pod)),

@@ -31,13 +31,13 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 pub use access::{Access, NewToken, SessionPolicy, TokenInfo, TokenScope};
-pub use clusters::{
-    ClusterChange, ClusterEvent, EventFilter, GroupAggregate, GroupAssignment, HostColumn, JobLock,
-    NewCluster,
-};
 pub use alerts::{
     AlertRule, ConfinedCluster, Delivery, Destination, LEVELS, NewAlertRule, RuleKind,
     SPIKE_BASELINE_MS, WindowCount, level_of_kind, level_passes,
+};
+pub use clusters::{
+    ClusterChange, ClusterEvent, EventFilter, GroupAggregate, GroupAssignment, HostColumn, JobLock,
+    NewCluster,
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent, StormRange};
 pub use groups::{GroupQuery, GroupRow};

@@ -159,7 +159,9 @@ fn passes(rule: &AlertRule, origin: Option<&Origin>) -> bool {
         return true;
     }
     let Some(o) = origin else { return false };
-    rule.service.as_ref().is_none_or(|s| o.service.as_ref() == Some(s))
+    rule.service
+        .as_ref()
+        .is_none_or(|s| o.service.as_ref() == Some(s))
         && rule
             .environment
             .as_ref()
