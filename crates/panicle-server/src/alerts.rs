@@ -601,6 +601,14 @@ async fn rule_of_project(state: &AppState, project: i64, id: i64) -> Result<Aler
         .ok_or(ApiError::NotFound("alert rule"))
 }
 
+/// A numeric path segment: 400 with the `{"error"}` body, not axum's text.
+fn id_param(name: &'static str, s: &str) -> Result<i64, ApiError> {
+    s.parse().map_err(|_| ApiError::BadParam {
+        name,
+        message: format!("`{s}` is not a number"),
+    })
+}
+
 async fn known_project(state: &AppState, project: i64) -> Result<(), ApiError> {
     if state
         .store
@@ -623,8 +631,9 @@ async fn known_project(state: &AppState, project: i64) -> Result<(), ApiError> {
 pub async fn list_rules(
     State(state): State<AppState>,
     reader: Reader,
-    Path(project): Path<i64>,
+    Path(project): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let project = id_param("project", &project)?;
     reader.check_project(project, "project")?;
     known_project(&state, project).await?;
     let items: Vec<Value> = state
@@ -648,9 +657,10 @@ pub async fn list_rules(
 pub async fn create_rule(
     State(state): State<AppState>,
     _: Admin,
-    Path(project): Path<i64>,
+    Path(project): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let project = id_param("project", &project)?;
     known_project(&state, project).await?;
     let body: RuleBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("alert rule: {e}")))?;
@@ -668,8 +678,9 @@ pub async fn create_rule(
 pub async fn delete_rule(
     State(state): State<AppState>,
     _: Admin,
-    Path((project, id)): Path<(i64, i64)>,
+    Path((project, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    let (project, id) = (id_param("project", &project)?, id_param("id", &id)?);
     rule_of_project(&state, project, id).await?;
     state.store.delete_alert_rule(id).await?;
     Ok(Json(json!({"deleted": true})))
@@ -683,8 +694,9 @@ pub async fn delete_rule(
 pub async fn get_rule(
     State(state): State<AppState>,
     reader: Reader,
-    Path((project, id)): Path<(i64, i64)>,
+    Path((project, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    let (project, id) = (id_param("project", &project)?, id_param("id", &id)?);
     reader.check_project(project, "alert rule")?;
     Ok(Json(rule_json(
         &rule_of_project(&state, project, id).await?,
@@ -700,8 +712,9 @@ pub async fn get_rule(
 pub async fn test_rule(
     State(state): State<AppState>,
     _: Admin,
-    Path((project, id)): Path<(i64, i64)>,
+    Path((project, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    let (project, id) = (id_param("project", &project)?, id_param("id", &id)?);
     let rule = rule_of_project(&state, project, id).await?;
     Ok(Json(match state.alerts.send_test(&rule).await? {
         Ok(status) => json!({"delivered": true, "status": status, "error": null}),
@@ -727,9 +740,10 @@ pub struct DeliveryParams {
 pub async fn list_deliveries(
     State(state): State<AppState>,
     reader: Reader,
-    Path(project): Path<i64>,
+    Path(project): Path<String>,
     ApiQuery(p): ApiQuery<DeliveryParams>,
 ) -> Result<Json<Value>, ApiError> {
+    let project = id_param("project", &project)?;
     reader.check_project(project, "project")?;
     known_project(&state, project).await?;
     let items: Vec<Value> = state

@@ -28,6 +28,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/clusters/{id}/events"),
     ("get", "/api/v1/clusters/{id}/heatmap"),
     ("get", "/api/v1/clusters/{id}/paths"),
+    ("get", "/api/v1/projects/{project}/alerts/rules"),
+    ("post", "/api/v1/projects/{project}/alerts/rules"),
+    ("get", "/api/v1/projects/{project}/alerts/rules/{id}"),
+    ("delete", "/api/v1/projects/{project}/alerts/rules/{id}"),
+    ("post", "/api/v1/projects/{project}/alerts/rules/{id}/test"),
+    ("get", "/api/v1/projects/{project}/alerts/deliveries"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
