@@ -52,8 +52,14 @@ function rulesTable(rules, project, ctx) {
       }
     });
     const remove = h('button', { type: 'button', class: 'more', 'aria-label': `Remove ${r.name}` }, 'Remove');
+    // Two clicks, no dialog: the first asks, the second removes.
     remove.addEventListener('click', async () => {
-      if (!window.confirm(`Remove the rule “${r.name}” and its delivery log?`)) return;
+      if (remove.dataset.armed !== '1') {
+        remove.dataset.armed = '1';
+        remove.textContent = 'Confirm remove';
+        remove.setAttribute('aria-label', `Confirm removing ${r.name} and its delivery log`);
+        return;
+      }
       try {
         await api(`/projects/${project}/alerts/rules/${r.id}`, { method: 'DELETE' });
         ctx.render();
