@@ -4,15 +4,19 @@
 //! alternate (none, rules, rules, none, …) so drift hits both alike.
 //!
 //! The rules are two of each kind (new cluster, regression, spike, new
-//! release, confined) to a local receiver, with the alert worker running
-//! and the spike/confinement checks every second. Events spread over 20
-//! bugs and a release that changes every second, so the new-release check
-//! finds new (group, release) pairs all along and new clusters fire.
+//! release, confined) to a local receiver, with the alert worker running.
+//! Events spread over 20 bugs and a release that changes every second, so
+//! the new-release check finds new (group, release) pairs all along and new
+//! clusters fire.
 //!
 //! `cargo bench -p panicle-server --bench alert_ingest [-- sqlite|postgres]`
 //! Env: `ALERT_BENCH_SECS` (per phase, default 5), `ALERT_BENCH_ROUNDS` (2:
 //! each round is one phase of each), `ALERT_BENCH_CLIENTS` (4),
-//! `ALERT_BENCH_BATCH` (50 events per request).
+//! `ALERT_BENCH_BATCH` (50 events per request), `ALERT_BENCH_COOLDOWN`
+//! (the rules' cooldown in seconds, default 3600 as `alert add`'s),
+//! `ALERT_BENCH_CHECK_SECS` (spike/confined checks, default 60 as `serve`'s;
+//! `ALERT_BENCH_COOLDOWN=0 ALERT_BENCH_CHECK_SECS=1` is the stress case:
+//! every trigger notifies and the checks scan their windows every second).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,7 +80,7 @@ fn phase(rt: &tokio::runtime::Runtime, backend: Backend, rules: usize, hook: Soc
                 destination,
                 &format!("http://{hook}/hook"),
             );
-            rule.cooldown_ms = 0;
+            rule.cooldown_ms = env("ALERT_BENCH_COOLDOWN", 3600) as i64 * 1000;
             store.create_alert_rule(&rule).await.unwrap();
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -84,7 +88,7 @@ fn phase(rt: &tokio::runtime::Runtime, backend: Backend, rules: usize, hook: Soc
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let config = ServerConfig {
             alerts: AlertConfig {
-                check_interval: Duration::from_secs(1),
+                check_interval: Duration::from_secs(env("ALERT_BENCH_CHECK_SECS", 60).max(1)),
                 ..AlertConfig::default()
             },
             ..ServerConfig::default()

@@ -412,6 +412,18 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Delivery>> {
         let now = now_ms();
+        // A read first: an idle poll takes no write lock (SQLite has one
+        // writer, and ingest is it).
+        let due = sqlx::query(
+            "SELECT 1 FROM alert_outbox WHERE (status = 'pending' AND next_attempt_at <= $1) \
+             OR (status = 'sending' AND claimed_until < $1) LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",

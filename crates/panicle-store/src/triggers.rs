@@ -327,6 +327,7 @@ pub(crate) async fn record_releases(
     project_id: i64,
     seen: &[(&str, &str, &str, i64)],
 ) -> Result<()> {
+    let mut fired: Vec<(String, &str, &str)> = Vec::new();
     for &(group_id, release, event_id, ts) in seen {
         let fresh = sqlx::query(
             "INSERT INTO group_releases (group_id, release, first_seen) VALUES ($1, $2, $3) \
@@ -360,17 +361,24 @@ pub(crate) async fn record_releases(
         .fetch_optional(&mut *conn)
         .await?;
         if elsewhere.is_none() {
-            record(
-                conn,
-                project_id,
-                &Trigger::NewRelease {
-                    cluster_id: &cluster_id,
-                    release,
-                    event_id,
-                },
-            )
-            .await?;
+            fired.push((cluster_id, release, event_id));
         }
+    }
+    // Cooldown rows are locked in cluster order, as every batch does: two
+    // batches firing for the same clusters cannot deadlock on them.
+    fired.sort();
+    fired.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    for (cluster_id, release, event_id) in &fired {
+        record(
+            conn,
+            project_id,
+            &Trigger::NewRelease {
+                cluster_id,
+                release,
+                event_id,
+            },
+        )
+        .await?;
     }
     Ok(())
 }
