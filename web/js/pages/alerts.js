@@ -72,10 +72,10 @@ function rulesTable(rules, project, ctx) {
       { class: 'rule-row', dataset: { id: r.id } },
       h('td', {}, r.name),
       h('td', {}, KIND_NAMES[r.kind] || r.kind),
-      h('td', {}, filtersText(r)),
+      h('td', { class: 'rule-when' }, filtersText(r)),
       h('td', {}, h('span', { class: 'tag' }, r.destination), h('code', {}, r.url)),
       h('td', { class: 'nowrap' }, `${num(Math.round(r.cooldown_seconds / 60))} min`),
-      h('td', { class: 'nowrap' }, test, ' ', remove, ' ', result),
+      h('td', { class: 'rule-actions' }, h('div', { class: 'nowrap' }, test, ' ', remove), result),
     );
   });
   return h(
@@ -197,7 +197,7 @@ export async function alertsPage(ctx) {
   page.append(
     h('section', { class: 'panel table-panel', 'aria-label': 'Rules' }, rulesTable(rules, project, ctx)),
     h('section', { class: 'panel', 'aria-label': 'Add a rule' }, h('h2', {}, 'Add a rule'), addForm(project, ctx)),
-    section('Delivery log', async () => deliveriesTable(((await api(`/projects/${project}/alerts/deliveries${qs({ limit: 100 })}`, { signal: ctx.signal })).items) || [], rules), { cls: 'table-panel', id: 'deliveries' }),
+    section('Delivery log', async () => deliveriesTable(((await api(`/projects/${project}/alerts/deliveries${qs({ limit: 100 })}`, { signal: ctx.signal })).items) || [], rules), { id: 'deliveries' }),
   );
   return page;
 }
