@@ -600,3 +600,40 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_an_error_and_a_crash_is_fatal() {
+        assert_eq!(level_of_kind("panic"), "error");
+        assert_eq!(level_of_kind("fatal"), "fatal");
+        assert_eq!(level_of_kind("signal"), "fatal");
+        assert!(level_passes("panic", None));
+        assert!(level_passes("panic", Some("warning")));
+        assert!(level_passes("panic", Some("error")));
+        assert!(!level_passes("panic", Some("fatal")));
+        assert!(level_passes("signal", Some("fatal")));
+    }
+
+    #[test]
+    fn rule_problems_name_the_field() {
+        let ok = NewAlertRule::new(1, "r", RuleKind::Spike, Destination::Webhook, "http://h/x");
+        assert_eq!(ok.problem(), None);
+        let with = |f: fn(&mut NewAlertRule)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            r.problem().unwrap_or_default()
+        };
+        assert!(with(|r| r.name = " ".into()).contains("`name`"));
+        assert!(with(|r| r.url = "ftp://h".into()).contains("`url`"));
+        assert!(with(|r| r.min_level = Some("loud".into())).contains("`min_level`"));
+        assert!(with(|r| r.cooldown_ms = -1).contains("`cooldown`"));
+        assert!(with(|r| r.threshold = None).contains("`threshold`"));
+        assert!(with(|r| r.window_ms = Some(10)).contains("`window`"));
+        assert!(with(|r| r.factor = Some(f64::NAN)).contains("`factor`"));
+        assert_eq!(RuleKind::parse("new-release"), Some(RuleKind::NewRelease));
+        assert_eq!(RuleKind::parse("often"), None);
+    }
+}
