@@ -28,6 +28,9 @@ use crate::auth::{Admin, Reader};
 use crate::error::ApiQuery;
 use crate::{ApiError, AppState};
 
+/// How long finished notifications stay in the delivery log.
+pub const DELIVERY_LOG_KEPT_MS: i64 = 30 * 24 * 3_600_000;
+
 /// How notifications are sent and retried.
 #[derive(Debug, Clone, Copy)]
 pub struct AlertConfig {
@@ -131,7 +134,15 @@ impl Alerts {
         let checks = Arc::clone(self);
         crate::jobs::spawn_every(self.config.check_interval, "alert checks", move || {
             let checks = Arc::clone(&checks);
-            async move { checks.check(crate::now_ms()).await.map(|_| ()) }
+            async move {
+                let now = crate::now_ms();
+                checks.check(now).await?;
+                checks
+                    .store
+                    .prune_deliveries(now - DELIVERY_LOG_KEPT_MS)
+                    .await
+                    .map(|_| ())
+            }
         });
     }
 

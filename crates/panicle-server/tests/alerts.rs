@@ -466,6 +466,16 @@ panicle_store::backend_tests! {
         settle().await;
         let bodies = inbox.bodies();
         assert_eq!(bodies.len(), 1, "{bodies:?}");
+        // The log keeps a window of finished rows: a prune before it keeps
+        // the delivered regression, after it drops it; the new-cluster
+        // notification to a dead receiver is still pending and stays.
+        let regressions = |log: Vec<Value>| log.iter().filter(|d| d["trigger"] == "regression").count();
+        assert_eq!(store.prune_deliveries(now_ms() - 60_000).await.unwrap(), 0);
+        assert_eq!(regressions(s.deliveries().await), 1);
+        assert_eq!(store.prune_deliveries(now_ms() + 1).await.unwrap(), 1);
+        let log = s.deliveries().await;
+        assert_eq!(regressions(log.clone()), 0);
+        assert!(log.iter().all(|d| d["status"] == "pending" || d["status"] == "sending"), "{log:?}");
         assert_eq!(bodies[0]["release"], "2.0");
         assert_eq!(bodies[0]["details"]["event_id"], "e-regressed");
         assert_eq!(bodies[0]["cluster"]["id"], cluster.as_str());

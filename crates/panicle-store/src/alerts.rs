@@ -483,6 +483,19 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Deletes finished notifications (delivered or failed) created before
+    /// `before_ms`: the delivery log keeps a window, not everything ever
+    /// sent. The cooldowns stay. Returns how many went.
+    pub async fn prune_deliveries(&self, before_ms: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM alert_outbox WHERE status IN ('delivered', 'failed') AND created_at < $1",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The delivery log of a project (one rule's with `rule_id`), newest first.
     pub async fn deliveries(
         &self,
