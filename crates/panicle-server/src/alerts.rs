@@ -275,50 +275,46 @@ impl Alerts {
                 RuleKind::Spike => {
                     let window_ms = rule.window_ms.unwrap_or(5 * 60_000).max(1);
                     let threshold = rule.threshold.unwrap_or(10);
-                    for c in self.store.spike_counts(&rule, now_ms).await? {
-                        let usual = rule.factor.map(|_| {
-                            (c.before as f64 * window_ms as f64 / SPIKE_BASELINE_MS as f64).round()
-                                as i64
-                        });
-                        let over_usual = match (rule.factor, usual) {
-                            (Some(f), Some(u)) => c.recent as f64 > f * u as f64,
-                            _ => true,
-                        };
-                        if c.recent > threshold && over_usual {
-                            queued += self
-                                .store
-                                .fire(
-                                    rule.project_id,
-                                    &Trigger::Spike {
-                                        rule_id: rule.id,
-                                        cluster_id: &c.cluster_id,
-                                        count: c.recent,
-                                        window_ms,
-                                        usual,
-                                        at_ms: now_ms,
-                                    },
-                                )
-                                .await?;
-                        }
-                    }
+                    let mut over = self.store.spike_counts(&rule, now_ms).await?;
+                    over.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
+                    let triggers: Vec<Trigger<'_>> = over
+                        .iter()
+                        .filter_map(|c| {
+                            let usual = rule.factor.map(|_| {
+                                (c.before as f64 * window_ms as f64 / SPIKE_BASELINE_MS as f64)
+                                    .round() as i64
+                            });
+                            let over_usual = match (rule.factor, usual) {
+                                (Some(f), Some(u)) => c.recent as f64 > f * u as f64,
+                                _ => true,
+                            };
+                            (c.recent > threshold && over_usual).then_some(Trigger::Spike {
+                                rule_id: rule.id,
+                                cluster_id: &c.cluster_id,
+                                count: c.recent,
+                                window_ms,
+                                usual,
+                                at_ms: now_ms,
+                            })
+                        })
+                        .collect();
+                    queued += self.store.fire_all(rule.project_id, &triggers).await?;
                 }
                 RuleKind::Confined => {
-                    for c in self.store.confined_clusters(&rule, now_ms).await? {
-                        queued += self
-                            .store
-                            .fire(
-                                rule.project_id,
-                                &Trigger::Confined {
-                                    rule_id: rule.id,
-                                    cluster_id: &c.cluster_id,
-                                    host_kind: c.host_kind,
-                                    host: &c.host,
-                                    count: c.count,
-                                    at_ms: now_ms,
-                                },
-                            )
-                            .await?;
-                    }
+                    let mut found = self.store.confined_clusters(&rule, now_ms).await?;
+                    found.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
+                    let triggers: Vec<Trigger<'_>> = found
+                        .iter()
+                        .map(|c| Trigger::Confined {
+                            rule_id: rule.id,
+                            cluster_id: &c.cluster_id,
+                            host_kind: c.host_kind,
+                            host: &c.host,
+                            count: c.count,
+                            at_ms: now_ms,
+                        })
+                        .collect();
+                    queued += self.store.fire_all(rule.project_id, &triggers).await?;
                 }
                 _ => {}
             }

@@ -395,8 +395,26 @@ impl Store {
         project_id: i64,
         trigger: &crate::triggers::Trigger<'_>,
     ) -> Result<usize> {
+        self.fire_all(project_id, std::slice::from_ref(trigger))
+            .await
+    }
+
+    /// [`Store::fire`] for several triggers in one transaction (one commit
+    /// for a check's findings, not one each). Give them in cluster order:
+    /// the cooldown rows are locked in that order.
+    pub async fn fire_all(
+        &self,
+        project_id: i64,
+        triggers: &[crate::triggers::Trigger<'_>],
+    ) -> Result<usize> {
+        if triggers.is_empty() {
+            return Ok(0);
+        }
         let mut tx = self.begin_write().await?;
-        let n = crate::triggers::record_counted(&mut tx, project_id, trigger).await?;
+        let mut n = 0;
+        for trigger in triggers {
+            n += crate::triggers::record_counted(&mut tx, project_id, trigger).await?;
+        }
         tx.commit().await?;
         Ok(n)
     }
