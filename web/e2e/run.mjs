@@ -9,6 +9,8 @@
 //   STORM_EVENT_ID, STORM_FOLDED_ID, STORM_COUNT, STORM_TRACES
 //                              a seeded storm aggregate of the orders cluster,
 //                              an id folded into it, its count and sampled traces
+//   INGEST_KEY, REGRESSION_EVENT  the seeded project's ingest key and an
+//                              event of the cart cluster in a newer release
 //   ARTIFACTS                  where screenshots go
 //   CHROMIUM                   browser binary (default /usr/bin/chromium)
 // Prints one line per check and "N passed, N failed"; exits 1 on any failure.
@@ -40,6 +42,8 @@ const STORM_EVENT_ID = env('STORM_EVENT_ID', '');
 const STORM_FOLDED_ID = env('STORM_FOLDED_ID', '');
 const STORM_COUNT = env('STORM_COUNT', '');
 const STORM_TRACES = env('STORM_TRACES', '');
+const INGEST_KEY = env('INGEST_KEY', '');
+const REGRESSION_EVENT = env('REGRESSION_EVENT', '');
 mkdirSync(ARTIFACTS, { recursive: true });
 
 function assert(cond, message) {
@@ -443,6 +447,72 @@ await step('a hostile panic message shows as text and runs nothing', async () =>
   await page.waitForTimeout(300);
   assert(problems.dialogs.length === 0, `dialogs opened: ${problems.dialogs}`);
 });
+
+if (hasClusters && INGEST_KEY && REGRESSION_EVENT) {
+  await step('resolve from the cluster page, the list hides it, a newer release brings it back with the regression badge', async () => {
+    await page.goto(`${BASE_URL}/clusters?service=cart`);
+    await settled(page);
+    const row = page.locator('tr.cluster-row').first();
+    const id = await row.getAttribute('data-id');
+    assert(id, 'the cart cluster is listed');
+    await page.goto(`${BASE_URL}/clusters/${encodeURIComponent(id)}`);
+    await settled(page);
+    assert((await page.locator('.state-text').getAttribute('data-status')) === 'unresolved', 'starts unresolved');
+    await page.click('.state-panel button[data-action=resolve-release]');
+    await page.fill('.state-panel .release-form input[name=release]', 'cart@2.0.0');
+    await page.click('.state-panel .release-form button[type=submit]');
+    await page.waitForSelector('.state-text[data-status=resolved]');
+    assert((await page.locator('.state-text').innerText()).includes('cart@2.0.0'), 'says which release fixed it');
+    assert(!(await page.locator('.state-panel').innerText()).includes('[object'), 'who and when show as text');
+    await page.click('details.changes summary');
+    assert((await page.locator('li.change-state').first().innerText()).includes('resolved in cart@2.0.0'), 'the history names the change');
+    await shot(page, 'cluster-resolved');
+
+    await page.goto(`${BASE_URL}/clusters`);
+    await settled(page);
+    assert((await page.locator(`tr.cluster-row[data-id="${id}"]`).count()) === 0, 'the default list (unresolved) hides it');
+    await page.selectOption('#f-state', 'resolved');
+    await page.waitForURL((u) => u.searchParams.get('state') === 'resolved');
+    await settled(page);
+    assert((await page.locator(`tr.cluster-row[data-id="${id}"] .tag.state-resolved`).count()) === 1, 'the resolved filter shows it');
+
+    const res = await fetch(`${BASE_URL}/api/v1/events`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-Panicle-Key': INGEST_KEY },
+      body: REGRESSION_EVENT,
+    });
+    assert(res.status === 202, `ingest answered ${res.status}`);
+    await page.goto(`${BASE_URL}/clusters`);
+    await settled(page);
+    const back = page.locator(`tr.cluster-row[data-id="${id}"]`);
+    assert((await back.count()) === 1, 'back in the default list');
+    const badge = await back.locator('.regression-badge').innerText();
+    assert(badge.includes('cart@2.1.0'), `regression badge names the release: ${badge}`);
+    await shot(page, 'clusters-regressed');
+    await page.goto(`${BASE_URL}/clusters/${encodeURIComponent(id)}`);
+    await settled(page);
+    assert((await page.locator('.notice.regression').innerText()).includes('cart@2.1.0'), 'the cluster page tells the regression');
+  });
+
+  await step('bulk: select clusters on the list and ignore them, then reopen', async () => {
+    await page.goto(`${BASE_URL}/clusters`);
+    await settled(page);
+    const before = await page.locator('tr.cluster-row').count();
+    assert(before >= 2, `clusters to select: ${before}`);
+    const ids = await page.locator('tr.cluster-row').evaluateAll((rows) => rows.slice(0, 2).map((r) => r.dataset.id));
+    for (const id of ids) await page.check(`tr.cluster-row[data-id="${id}"] input.select-cluster`);
+    assert((await page.locator('.bulk-count').innerText()).includes('2 selected'), 'counts the selection');
+    await page.click('.bulk-bar button[data-action=ignore]');
+    await page.click('.bulk-bar .ignore-form button[type=submit]');
+    await page.waitForFunction((n) => document.querySelectorAll('tr.cluster-row').length === n, before - 2);
+    await page.selectOption('#f-state', 'ignored');
+    await page.waitForURL((u) => u.searchParams.get('state') === 'ignored');
+    await settled(page);
+    await page.check('th.select input.select-all');
+    await page.click('.bulk-bar button[data-action=reopen]');
+    await page.waitForFunction(() => document.querySelectorAll('tr.cluster-row').length === 0);
+  });
+}
 
 await step('alerts: add a spike rule, test it against a dead receiver, read the log, remove it', async () => {
   await page.goto(`${BASE_URL}/alerts`);

@@ -9,6 +9,8 @@
 //! `panicle-signals` forwards signals.
 
 mod aggregate;
+#[cfg(target_os = "linux")]
+mod killed;
 mod notices;
 mod sender;
 mod writer;
@@ -71,6 +73,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // Signals are caught before the child exists, so a SIGTERM that comes
     // while it starts waits to be forwarded instead of killing the wrapper.
     let caught = catch_signals();
+    // The OOM killer's count before the child runs: compared at its death.
+    #[cfg(target_os = "linux")]
+    let oom_before = killed::oom_kills();
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start `{program}`"))?;
@@ -78,19 +83,19 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let forwarder = forward_signals(caught, pid);
     let stderr = child.stderr.take().context("child stderr is not piped")?;
 
-    let (done_tx, done_rx) = mpsc::channel::<CrashDetector>();
+    let (done_tx, done_rx) = mpsc::channel::<Pumped>();
     {
         let shared = Arc::clone(&shared);
         let maker = Arc::clone(&maker);
         std::thread::Builder::new()
             .name("panicle-stderr".into())
             .spawn(move || {
-                let detector = pump_stderr(
+                let pumped = pump_stderr(
                     stderr,
                     |crash| shared.crash(maker.event(crash, None)),
                     || shared.take_notices(),
                 );
-                let _ = done_tx.send(detector);
+                let _ = done_tx.send(pumped);
             })
             .context("cannot start the stderr reader")?;
     }
@@ -104,10 +109,33 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
     // A grandchild may hold the stderr pipe open: drain for a bounded time.
     // The crash in progress at the exit is the one that ended the process.
-    if let Ok(detector) = done_rx.recv_timeout(STDERR_DRAIN) {
-        for crash in detector.finish_all() {
+    if let Ok(pumped) = done_rx.recv_timeout(STDERR_DRAIN) {
+        let crashes = pumped.detector.finish_all();
+        let silent = crashes.is_empty() && pumped.crashes_taken == 0;
+        for crash in crashes {
             shared.crash(maker.event(crash, Some(status)));
         }
+        // Killed without a word on stderr (native code's SIGSEGV, the OOM
+        // killer's SIGKILL): the signal is the crash.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            if silent
+                && let Some(signal) = status.signal()
+                && killed::is_silent_death(signal)
+            {
+                let oom = oom_before.map(|mut o| {
+                    if let Some(now) = killed::oom_kills() {
+                        o.after = now.after;
+                    }
+                    o
+                });
+                let crash = killed::crash(signal, pumped.tail.lines(), oom);
+                shared.crash(maker.event(crash, Some(status)));
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = silent;
     }
     // The writer's end drops the sender's nudge: its attempt in flight
     // finishes before the send at exit takes the spool over.
@@ -168,12 +196,24 @@ fn max_line_bytes() -> usize {
 /// detector; each finished crash goes to `on_crash` at once. The wrapper's
 /// own notices (`notices`) are written only where the child's output is at
 /// a line end, never inside one of its lines.
+/// What the stderr reader hands back at the child's exit.
+struct Pumped {
+    detector: CrashDetector,
+    /// Crashes reported while the child ran.
+    crashes_taken: usize,
+    #[cfg(target_os = "linux")]
+    tail: killed::Tail,
+}
+
 fn pump_stderr(
     mut stderr: impl Read,
     mut on_crash: impl FnMut(ParsedCrash),
     mut notices: impl FnMut() -> Vec<String>,
-) -> CrashDetector {
+) -> Pumped {
     let mut detector = CrashDetector::new();
+    let mut crashes_taken = 0;
+    #[cfg(target_os = "linux")]
+    let mut tail = killed::Tail::default();
     let mut out = std::io::stderr();
     let mut buf = [0u8; 8192];
     let max_line = max_line_bytes();
@@ -203,20 +243,32 @@ fn pump_stderr(
             line.extend_from_slice(&part[..part.len().min(room)]);
             let Some(next) = ended else { break };
             rest = &rest[next..];
-            detector.push_line(&String::from_utf8_lossy(&line));
+            let text = String::from_utf8_lossy(&line);
+            detector.push_line(&text);
+            #[cfg(target_os = "linux")]
+            tail.push(&text);
             line.clear();
             if line.capacity() > 4 * 1024 {
                 line.shrink_to(256);
             }
             while let Some(crash) = detector.take_complete() {
+                crashes_taken += 1;
                 on_crash(crash);
             }
         }
     }
     if !line.is_empty() {
-        detector.push_line(&String::from_utf8_lossy(&line));
+        let text = String::from_utf8_lossy(&line);
+        detector.push_line(&text);
+        #[cfg(target_os = "linux")]
+        tail.push(&text);
     }
-    detector
+    Pumped {
+        detector,
+        crashes_taken,
+        #[cfg(target_os = "linux")]
+        tail,
+    }
 }
 
 /// How the child ended, as event tags.

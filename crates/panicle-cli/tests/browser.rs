@@ -213,13 +213,38 @@ fn agent() -> ureq::Agent {
     )
 }
 
-fn ingest(server: &Server, events: &[Value]) {
-    let key = server
+fn ingest_key(server: &Server) -> String {
+    server
         .dsn
         .strip_prefix("http://")
         .and_then(|r| r.split_once('@'))
         .map(|(k, _)| k.to_string())
-        .expect("key in DSN");
+        .expect("key in DSN")
+}
+
+/// An event of the cart cluster in a release newer than the seeded one: it
+/// brings the cluster back after the browser resolves it in cart@2.0.0.
+fn regression_event(now: i64) -> Value {
+    let mut frames = vec![
+        json!({"function": "shop::cart::total", "file": "src/cart.rs", "line": 31, "in_app": true, "package": "shop"}),
+        json!({"function": "shop::cart::handler", "file": "src/cart.rs", "line": 60, "in_app": true, "package": "shop"}),
+    ];
+    frames.extend(dep_frames());
+    json!({
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "timestamp": rfc3339(now),
+        "platform": "rust",
+        "kind": "panic",
+        "message": "index out of bounds: the len is 3 but the index is 99",
+        "frames": frames,
+        "resource": {"service.name": "cart", "deployment.environment": "prod", "k8s.pod.name": "cart-55c-y"},
+        "request": {"method": "GET", "route": "/cart"},
+        "release": "cart@2.1.0",
+    })
+}
+
+fn ingest(server: &Server, events: &[Value]) {
+    let key = ingest_key(server);
     let mut resp = agent()
         .post(&format!("{}/api/v1/events", server.base))
         .header("X-Panicle-Key", &key)
@@ -285,7 +310,7 @@ fn dashboard_in_headless_chromium() {
             .is_some_and(|a| a.len() == events.len())
     });
     if recompute(&server) == 200 {
-        server.wait_for("/api/v1/clusters", |b| {
+        server.wait_for("/api/v1/clusters?state=all", |b| {
             b["items"].as_array().is_some_and(|a| a.len() >= 3)
         });
     }
@@ -310,6 +335,8 @@ fn dashboard_in_headless_chromium() {
         )
         .env("STORM_COUNT", STORM_COUNT.to_string())
         .env("STORM_TRACES", STORM_SAMPLES.to_string())
+        .env("INGEST_KEY", ingest_key(&server))
+        .env("REGRESSION_EVENT", regression_event(now).to_string())
         .env("ARTIFACTS", &artifacts)
         .output()
         .expect("run node web/e2e/run.mjs (is Node.js installed?)");

@@ -1,6 +1,7 @@
 //! Who may do what: ingest keys write one project's events; API tokens and
 //! dashboard sessions read the projects of their token's scope; only admin
-//! tokens see ingest keys and change things.
+//! tokens see ingest keys and change things, except cluster states, which
+//! any token may set for its projects' clusters (`states.rs`).
 //!
 //! A project outside the caller's scope answers 404, like one that does not
 //! exist, so a project token cannot learn which other projects there are.

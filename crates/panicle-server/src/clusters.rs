@@ -53,6 +53,8 @@ pub struct ClusterListParams {
     pub q: Option<String>,
     /// `last_seen` (default), `events` or `growth`.
     pub sort: Option<String>,
+    /// `unresolved` (default), `resolved`, `ignored` or `all`.
+    pub state: Option<String>,
 }
 
 impl ClusterListParams {
@@ -147,7 +149,7 @@ fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", params(ClusterListParams),
-    responses((status = 200, description = "Clusters with title, counts, trend, services, suggestion; `{items, next_cursor, total}`", body = Object),
+    responses((status = 200, description = "Clusters with title, counts, trend, services, suggestion and `state` (`{status, resolution, release, ignore, regression, changed_at, changed_by}`; `regression` is set when a new event reopened a resolved cluster); `{items, next_cursor, total}`. Only unresolved clusters unless `state` says otherwise", body = Object),
               (status = 400, description = "Bad parameter", body = crate::openapi::ErrorBody),
               (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
               (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
@@ -171,6 +173,7 @@ pub async fn list_clusters(
             message: format!("`{sort}`: use last_seen, events or growth"),
         });
     }
+    let wanted_state = crate::states::list_filter(p.state.as_deref())?;
     let offset = match list.cursor.as_deref() {
         None => 0,
         Some(c) => {
@@ -190,6 +193,18 @@ pub async fn list_clusters(
             by_cluster.entry(c.as_str()).or_default().push(g);
             cluster_of.insert(g.id.as_str(), c.as_str());
         }
+    }
+    // States: one read for the listed projects; no row is unresolved.
+    let state_projects: Option<Vec<i64>> = match filter.project_id {
+        Some(p) => Some(vec![p]),
+        None => allowed.clone(),
+    };
+    let states = crate::states::states_for(&state, state_projects.as_deref()).await?;
+    let now = crate::now_ms();
+    let unresolved = panicle_store::ClusterState::unresolved();
+    let state_of = |id: &str| states.get(id).unwrap_or(&unresolved);
+    if let Some(wanted) = wanted_state {
+        by_cluster.retain(|id, _| state_of(id).effective(now) == wanted);
     }
     // Text search runs over groups (their messages, templates and frames):
     // a thousand groups, not a hundred thousand events.
@@ -313,6 +328,7 @@ pub async fn list_clusters(
                 "trend": trend_points(trends.get(r.id).unwrap_or(&empty), start, width),
                 "growth": r.growth,
                 "suggestion": suggestion,
+                "state": crate::states::state_json(state_of(r.id), now),
             }))
         })
         .collect();
@@ -438,7 +454,7 @@ async fn load_cluster(
 
 #[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
-    responses((status = 200, description = "Culprit, common path, groups and why merged, where, confinement, regression, traces, related clusters, trend, fix suggestion. `traces`: distinct trace ids of the events considered, newest first (up to 200; `trace_count` in all), each `{trace_id, url, event_id, timestamp, request_id, route, folded_into}`, storm samples included (`folded_into`: the aggregate holding that panic); `storms`: the newest storm aggregates, `{event_id, timestamp, count, traces, request_ids, routes, sampled, folded_ids}`", body = Object),
+    responses((status = 200, description = "Culprit, common path, groups and why merged, where, confinement, `state` (as in the list), `returned_after_quiet` (back in a new release after 7 quiet days; `regression` is its old name), `changes` (merges, splits, state changes, regressions and reopens: `{at, kind, others, actor, detail}`), traces, related clusters, trend, fix suggestion. `traces`: distinct trace ids of the events considered, newest first (up to 200; `trace_count` in all), each `{trace_id, url, event_id, timestamp, request_id, route, folded_into}`, storm samples included (`folded_into`: the aggregate holding that panic); `storms`: the newest storm aggregates, `{event_id, timestamp, count, traces, request_ids, routes, sampled, folded_ids}`", body = Object),
               (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn get_cluster(
     State(state): State<AppState>,
@@ -499,7 +515,17 @@ pub async fn get_cluster(
         confinement("pod", &d_pods, pods as usize)
             .or_else(|| confinement("node", &d_nodes, nodes as usize))
     };
-    let regression = attribution::regression(&facts, state.config.regression_quiet_ms);
+    // Back in a new release after a quiet period: a signal of its own, apart
+    // from the state's regression (a new event in a resolved cluster).
+    let returned_after_quiet = attribution::regression(&facts, state.config.regression_quiet_ms)
+        .map(|r| {
+            json!({
+                "release": r.release,
+                "previous_release": r.previous_release,
+                "after_quiet_days": (r.quiet_ms as f64 / DAY_MS as f64 * 10.0).round() / 10.0,
+                "at": format_ms(r.at_ms),
+            })
+        });
     let first_group = groups.iter().min_by_key(|g| g.first_seen_ms).unwrap_or(rep);
 
     // The representative event: the newest of the biggest group.
@@ -660,8 +686,11 @@ pub async fn get_cluster(
         .cluster_changes(&id)
         .await?
         .into_iter()
-        .map(|(at, c)| json!({"at": format_ms(at), "kind": c.kind, "others": c.others}))
+        .map(|(at, c)| {
+            json!({"at": format_ms(at), "kind": c.kind, "others": c.others, "actor": c.actor, "detail": c.detail})
+        })
         .collect();
+    let cluster_state = state.store.cluster_state(&id).await?;
     let count: i64 = groups.iter().map(|g| g.count).sum();
     Ok(Json(json!({
         "id": id,
@@ -693,12 +722,10 @@ pub async fn get_cluster(
             "routes": dist_json(&d_routes),
         },
         "confined": confined,
-        "regression": regression.map(|r| json!({
-            "release": r.release,
-            "previous_release": r.previous_release,
-            "after_quiet_days": (r.quiet_ms as f64 / DAY_MS as f64 * 10.0).round() / 10.0,
-            "at": format_ms(r.at_ms),
-        })),
+        "state": crate::states::state_json(&cluster_state, crate::now_ms()),
+        "returned_after_quiet": returned_after_quiet,
+        // The old name of `returned_after_quiet`, kept for older clients.
+        "regression": returned_after_quiet,
         "traces": traces,
         "trace_count": trace_count,
         "storms": storms,

@@ -39,6 +39,8 @@ pub enum ApiError {
     NoCrash,
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("{what} `{id}` not found in your projects")]
+    NotFoundNamed { what: &'static str, id: String },
     #[error(
         "no event `{0}` in your projects, nor a storm aggregate that folded it (events older than their project's retention are deleted)"
     )]
@@ -74,7 +76,9 @@ impl ApiError {
             | ApiError::BadParam { .. }
             | ApiError::BadRequest(_)
             | ApiError::NoCrash => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) | ApiError::UnknownEvent(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NotFoundNamed { .. } | ApiError::UnknownEvent(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Unstorable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::InvalidCursor) => StatusCode::BAD_REQUEST,
             ApiError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
@@ -100,7 +104,9 @@ impl ApiError {
             ApiError::Decode(e) => e.code(),
             ApiError::BadParam { .. } | ApiError::BadRequest(_) => "invalid_parameter",
             ApiError::NoCrash => "no_crash_found",
-            ApiError::NotFound(_) | ApiError::UnknownEvent(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::NotFoundNamed { .. } | ApiError::UnknownEvent(_) => {
+                "not_found"
+            }
             ApiError::Unstorable(_) => "unstorable_event",
             ApiError::Store(StoreError::InvalidCursor) => "invalid_cursor",
             ApiError::Store(e) if e.is_unavailable() => "storage_unavailable",

@@ -367,7 +367,7 @@ async fn accept_text(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    use panicle_protocol::crashtext::parse_crash;
+    use panicle_protocol::crashtext::parse_crash_log;
     use serde_json::Value;
 
     let IngestProject(project) = project?;
@@ -378,12 +378,17 @@ async fn accept_text(
     let raw = read_body(headers, body, state.config.max_body_bytes).await?;
     let text = String::from_utf8_lossy(&raw);
     let text = storable_str(&text);
-    let crash = parse_crash(&text).ok_or(ApiError::NoCrash)?;
+    // Text from a log pipeline (docker compose, journald, kubectl, CRI,
+    // JSON lines) or copied from a web page is unwrapped first.
+    let (crash, log) = parse_crash_log(&text).ok_or(ApiError::NoCrash)?;
     let event_id = params
         .event_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let timestamp = params.timestamp.clone().unwrap_or_else(|| {
+    let log_time = log.timestamp.clone().filter(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
+    });
+    let timestamp = params.timestamp.clone().or(log_time).unwrap_or_else(|| {
         time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default()
@@ -402,6 +407,22 @@ async fn accept_text(
     put("k8s.namespace.name", &params.namespace);
     put("k8s.node.name", &params.node);
     put("k8s.container.name", &params.container);
+    // What the log prefixes said, where the query did not say it.
+    let mut put_missing = |key: &str, value: &Option<String>| {
+        if let Some(v) = value.as_ref().filter(|v| !v.trim().is_empty())
+            && !event.resource.contains_key(key)
+        {
+            event
+                .resource
+                .insert(key.to_string(), Value::String(storable_str(v).into_owned()));
+        }
+    };
+    put_missing("container.name", &log.container);
+    put_missing("host.name", &log.host);
+    put_missing("systemd.unit", &log.unit);
+    if let Some(format) = log.format {
+        event.tags.insert("log.format".into(), format.into());
+    }
     event.release = params
         .release
         .as_deref()

@@ -2,7 +2,7 @@
 //! cluster ids, and between runs the attaching of new groups to the cluster
 //! of a core member within eps. The compute runs off the async runtime.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,13 +137,22 @@ impl ClusterJob {
                     kind: "merge".into(),
                     cluster_id: cluster_key(m.into),
                     others: m.from.iter().map(|&c| cluster_key(c)).collect(),
+                    actor: None,
+                    detail: None,
                 })
                 .collect();
             changes.extend(assigned.splits.iter().map(|s| ClusterChange {
                 kind: "split".into(),
                 cluster_id: cluster_key(s.from),
                 others: s.into.iter().map(|&c| cluster_key(c)).collect(),
+                actor: None,
+                detail: None,
             }));
+            let sources = state_sources(
+                groups.iter().map(|g| g.id.as_str()),
+                &previous,
+                &assigned.clusters,
+            );
             let mut distinct: Vec<u64> = assigned.clusters.clone();
             distinct.sort_unstable();
             distinct.dedup();
@@ -157,6 +166,7 @@ impl ClusterJob {
                     &assignments,
                     assigned.next_id,
                     &changes,
+                    &sources,
                     &new_clusters,
                 )
                 .await?;
@@ -279,6 +289,27 @@ fn new_clusters(
     out
 }
 
+/// Which previous clusters each of this run's clusters holds groups of
+/// (ascending; empty for a cluster of groups that were in none): states
+/// follow them through merges and splits (`panicle_store::merge_states`).
+fn state_sources<'a>(
+    groups: impl Iterator<Item = &'a str>,
+    previous: &HashMap<String, u64>,
+    now: &[u64],
+) -> Vec<(String, Vec<String>)> {
+    let mut sources: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for (g, &c) in groups.zip(now) {
+        let from = sources.entry(c).or_default();
+        if let Some(&old) = previous.get(g) {
+            from.insert(old);
+        }
+    }
+    sources
+        .into_iter()
+        .map(|(c, from)| (cluster_key(c), from.into_iter().map(cluster_key).collect()))
+        .collect()
+}
+
 /// Runs `run` every `interval` until the process ends; a failed run is
 /// logged and the next interval tries again.
 pub(crate) fn spawn_every<F, Fut, E>(interval: Duration, what: &'static str, mut run: F)
@@ -297,4 +328,28 @@ where
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_sources_name_the_previous_clusters_of_each_cluster() {
+        // a, b were in 1; c in 2; d in none. Now a, c → 1 (a merge of 1 and
+        // 2), b → 5 (split off 1), d → 6 (new).
+        let previous: HashMap<String, u64> = [
+            ("a".to_string(), 1),
+            ("b".to_string(), 1),
+            ("c".to_string(), 2),
+        ]
+        .into();
+        let got = state_sources(["a", "b", "c", "d"].into_iter(), &previous, &[1, 5, 1, 6]);
+        let want: Vec<(String, Vec<String>)> = vec![
+            ("1".into(), vec!["1".into(), "2".into()]),
+            ("5".into(), vec!["1".into()]),
+            ("6".into(), vec![]),
+        ];
+        assert_eq!(got, want);
+    }
 }

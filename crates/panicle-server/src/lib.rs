@@ -21,6 +21,7 @@ pub mod openapi;
 mod origin;
 mod read;
 pub mod retention;
+mod states;
 mod storable;
 mod timeouts;
 mod token_bucket;
@@ -152,6 +153,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(clusters::cluster_events))
         .routes(routes!(clusters::cluster_heatmap))
         .routes(routes!(clusters::cluster_paths))
+        .routes(routes!(states::put_cluster_state))
+        .routes(routes!(states::bulk_cluster_state))
         .routes(routes!(alerts::list_rules, alerts::create_rule))
         .routes(routes!(alerts::get_rule, alerts::delete_rule))
         .routes(routes!(alerts::test_rule))

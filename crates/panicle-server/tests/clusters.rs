@@ -245,7 +245,7 @@ panicle_store::backend_tests! {
         assert_eq!(report["clusters"], 2);
 
         // The list: A is newest (last seen T0+10d), B second.
-        let (status, list) = call("GET", format!("{}/api/v1/clusters", s.base), tok(), None, None).await;
+        let (status, list) = call("GET", format!("{}/api/v1/clusters?state=all", s.base), tok(), None, None).await;
         assert_eq!(status, 200, "{list}");
         let items = list["items"].as_array().unwrap();
         assert_eq!(items.len(), 2);
@@ -289,6 +289,8 @@ panicle_store::backend_tests! {
         assert_eq!(c["confined"], json!({"kind": "pod", "name": "web-1"}));
         assert_eq!(c["regression"]["release"], "shop@1.1");
         assert_eq!(c["regression"]["previous_release"], "shop@1.0");
+        assert_eq!(c["returned_after_quiet"], c["regression"], "the old name stays for older clients");
+        assert_eq!(c["state"]["status"], "unresolved");
         assert_eq!(c["suggestion"]["source"]["kind"], "rule");
         assert!(c["suggestion"]["caught_by"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("unwrap_used")), "{}", c["suggestion"]);
         assert_eq!(c["groups"].as_array().unwrap().len(), 2);

@@ -242,6 +242,29 @@ panicle_store::backend_tests! {
         assert_eq!((status, err["error"]["code"].as_str()), (400, Some("no_crash_found")));
         let (status, _) = post(url, vec![], text.as_bytes().to_vec()).await;
         assert_eq!(status, 401);
+
+        // The same crash as `docker compose logs` ships it, another
+        // container's lines in between, and as `kubectl logs --timestamps`.
+        let compose: String = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| format!("db-1         | checkpoint {i}\ninventory-1  | {l}\n"))
+            .collect();
+        let (status, body) = post(format!("{}/api/v1/events/text", s.base), vec![("X-Panicle-Key", s.key.clone())], compose.into_bytes()).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["accepted"][0].as_str().unwrap().to_string();
+        let (_, one) = get(format!("{}/api/v1/events/{id}", s.base), Some(s.token.clone())).await;
+        assert_eq!(one["message"], "concurrent map writes", "{one}");
+        assert_eq!(one["event"]["frames"][0]["function"], "main.reserve");
+        assert_eq!(one["event"]["resource"]["container.name"], "inventory-1", "{one}");
+        assert_eq!(one["event"]["tags"]["log.format"], "docker-compose");
+        let kubectl: String = text.lines().map(|l| format!("2026-01-02T03:04:05.25Z {l}\n")).collect();
+        let (status, body) = post(format!("{}/api/v1/events/text", s.base), vec![("X-Panicle-Key", s.key.clone())], kubectl.into_bytes()).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["accepted"][0].as_str().unwrap().to_string();
+        let (_, one) = get(format!("{}/api/v1/events/{id}", s.base), Some(s.token.clone())).await;
+        assert_eq!(one["message"], "concurrent map writes");
+        assert_eq!(one["event"]["timestamp"], "2026-01-02T03:04:05.25Z", "{one}");
     }
 
     async fn storm_counts_add_up(db: &TestDb) {

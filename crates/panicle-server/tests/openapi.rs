@@ -28,6 +28,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/clusters/{id}/events"),
     ("get", "/api/v1/clusters/{id}/heatmap"),
     ("get", "/api/v1/clusters/{id}/paths"),
+    ("put", "/api/v1/clusters/{id}/state"),
+    ("post", "/api/v1/clusters/state"),
     ("get", "/api/v1/projects/{project}/alerts/rules"),
     ("post", "/api/v1/projects/{project}/alerts/rules"),
     ("get", "/api/v1/projects/{project}/alerts/rules/{id}"),
@@ -70,6 +72,7 @@ async fn openapi_covers_every_route() {
             let resp = match *method {
                 "get" => agent.get(&url).call(),
                 "delete" => agent.delete(&url).call(),
+                "put" => agent.put(&url).send(&b"{}"[..]),
                 _ => agent.post(&url).send(&b"{}"[..]),
             }
             .unwrap();
@@ -109,4 +112,14 @@ async fn openapi_covers_every_route() {
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // A state change names its body: the states and their parameters.
+    assert!(doc["components"]["schemas"]["StateBody"]["properties"]["until_events"].is_object());
+    assert!(doc["components"]["schemas"]["BulkStateBody"]["properties"]["ids"].is_object());
+    let list_params = doc["paths"]["/api/v1/clusters"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    assert!(
+        list_params.iter().any(|p| p["name"] == "state"),
+        "the list documents `state`"
+    );
 }

@@ -320,7 +320,7 @@ panicle_store::backend_tests! {
         let admin = s.admin.clone();
         let (status, report) = call("POST", format!("{}/api/v1/clusters/recompute", s.base), Some(admin.clone()), vec![], None).await;
         assert_eq!(status, 200, "{report}");
-        let (_, list) = s.get("/api/v1/clusters", &admin).await;
+        let (_, list) = s.get("/api/v1/clusters?state=all", &admin).await;
         let items = list["items"].as_array().unwrap();
         assert_eq!(items.len(), 1, "{list}");
         assert_eq!(items[0]["count"], 8 + 30 + 25);

@@ -28,11 +28,17 @@ pub struct NewCluster {
 }
 
 /// A merge or split, kept so a cluster's history can be told.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterChange {
+    /// `merge`, `split`, `state` (set by someone, or inherited in a run),
+    /// `regression` or `reopened` (an ignore ended).
     pub kind: String,
     pub cluster_id: String,
     pub others: Vec<String>,
+    /// Who: `token <id>`, `clustering`, `ingest`; None for merges and splits.
+    pub actor: Option<String>,
+    /// What: the state set (or the release and event that reopened it).
+    pub detail: Option<serde_json::Value>,
 }
 
 /// Counts of one group over the events that pass a filter.
@@ -181,9 +187,20 @@ impl Store {
         assignments: &[GroupAssignment],
         next_cluster: u64,
         changes: &[ClusterChange],
+        sources: &[(String, Vec<String>)],
         new_clusters: &[NewCluster],
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        // Groups in no cluster until now: their events are new to the
+        // cluster they join, as at an attach.
+        let loose: std::collections::HashSet<String> =
+            sqlx::query("SELECT id FROM event_groups WHERE project_id = $1 AND cluster_id IS NULL")
+                .bind(project_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<_, _>>()?;
         for a in assignments {
             sqlx::query("UPDATE event_groups SET cluster_id = $1, core = $2 WHERE id = $3 AND project_id = $4")
                 .bind(&a.cluster_id)
@@ -213,6 +230,11 @@ impl Store {
             .bind(serde_json::to_string(&c.others).unwrap_or_else(|_| "[]".into()))
             .execute(&mut *tx)
             .await?;
+        }
+        self.inherit_states(&mut tx, project_id, sources).await?;
+        for a in assignments.iter().filter(|a| loose.contains(&a.group_id)) {
+            self.apply_attach(&mut tx, &a.group_id, &a.cluster_id)
+                .await?;
         }
         for c in new_clusters {
             crate::triggers::record(
@@ -263,14 +285,21 @@ impl Store {
     pub async fn set_group_cluster(&self, group_id: &str, cluster_id: &str) -> Result<bool> {
         // Only a group still without a cluster: a full run saved meanwhile
         // (on any replica) wins over an attach computed before it.
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE event_groups SET cluster_id = $1 WHERE id = $2 AND cluster_id IS NULL",
         )
         .bind(cluster_id)
         .bind(group_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let joined = done.rows_affected() == 1;
+        if joined {
+            // A group joining a resolved cluster brings its events into it.
+            self.apply_attach(&mut tx, group_id, cluster_id).await?;
+        }
+        tx.commit().await?;
+        Ok(joined)
     }
 
     /// How many distinct pods (or nodes) the given services ran events on:
@@ -298,9 +327,12 @@ impl Store {
         Ok(n)
     }
 
+    /// A cluster's history, newest first: merges, splits, state changes,
+    /// regressions and reopens.
     pub async fn cluster_changes(&self, cluster_id: &str) -> Result<Vec<(i64, ClusterChange)>> {
         let rows = sqlx::query(
-            "SELECT at, kind, cluster_id, others FROM cluster_changes WHERE cluster_id = $1 ORDER BY at DESC LIMIT 50",
+            "SELECT at, kind, cluster_id, others, actor, detail FROM cluster_changes WHERE cluster_id = $1 \
+             ORDER BY at DESC LIMIT 50",
         )
         .bind(cluster_id)
         .fetch_all(&self.pool)
@@ -308,12 +340,15 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let others: String = r.try_get("others")?;
+                let detail: Option<String> = r.try_get("detail")?;
                 Ok((
                     r.try_get("at")?,
                     ClusterChange {
                         kind: r.try_get("kind")?,
                         cluster_id: r.try_get("cluster_id")?,
                         others: serde_json::from_str(&others).unwrap_or_default(),
+                        actor: r.try_get("actor")?,
+                        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
                     },
                 ))
             })

@@ -203,6 +203,8 @@ impl Store {
         let mut counters: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         // (group, release) → the batch's first event there: alerts' new-release check.
         let mut releases: BTreeMap<(String, &str), (&str, i64)> = BTreeMap::new();
+        // The new events with their groups, for the cluster-state rules.
+        let mut fresh: Vec<(String, &NewEvent)> = Vec::new();
         for e in ordered {
             let gid = group_id(project_id, &e.fingerprint);
             let (stored, sampled) = if limits.group_cap > 0 {
@@ -313,6 +315,7 @@ impl Store {
                     c.1 += 1;
                 }
             }
+            fresh.push((gid.clone(), e));
             let d = deltas.entry(gid).or_insert(GroupDelta {
                 first: e,
                 count: 0,
@@ -370,6 +373,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        self.apply_cluster_states(&mut tx, project_id, &deltas, &fresh, received_at)
+            .await?;
         let seen: Vec<(&str, &str, &str, i64)> = releases
             .iter()
             .map(|((gid, release), (event_id, ts))| (gid.as_str(), *release, *event_id, *ts))
@@ -405,6 +410,67 @@ impl Store {
         }
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Resolved or ignored clusters that new events fell in: one read (and
+    /// lock) for the batch's groups; unresolved clusters cost nothing more.
+    /// Events are taken in time order, so a regression names the first
+    /// event that brought a cluster back.
+    async fn apply_cluster_states(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        project_id: i64,
+        deltas: &BTreeMap<String, GroupDelta<'_>>,
+        fresh: &[(String, &NewEvent)],
+        received_at: i64,
+    ) -> Result<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let groups: Vec<String> = deltas.keys().cloned().collect();
+        let held = crate::states::held_states_of_groups(conn, self.backend, &groups).await?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut cluster_of: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut states: BTreeMap<&str, crate::ClusterState> = BTreeMap::new();
+        for (g, c, s) in &held {
+            cluster_of.insert(g, c);
+            states.insert(c, s.clone());
+        }
+        let mut events: BTreeMap<&str, Vec<&NewEvent>> = BTreeMap::new();
+        for (g, e) in fresh {
+            if let Some(c) = cluster_of.get(g.as_str()) {
+                events.entry(c).or_default().push(e);
+            }
+        }
+        let mut ts: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        let mut by_cluster = Vec::new();
+        for (c, mut evs) in events {
+            evs.sort_by(|a, b| {
+                a.timestamp_ms
+                    .cmp(&b.timestamp_ms)
+                    .then_with(|| a.event_id.cmp(&b.event_id))
+            });
+            let Some(state) = states.remove(c) else {
+                continue;
+            };
+            let seen = evs
+                .iter()
+                .map(|e| {
+                    ts.insert(e.event_id.as_str(), e.timestamp_ms);
+                    crate::SeenEvent {
+                        event_id: &e.event_id,
+                        release: e.release.as_deref(),
+                        pod: e.pod.as_deref(),
+                        weight: e.weight,
+                        received_ms: received_at,
+                    }
+                })
+                .collect();
+            by_cluster.push((c.to_string(), state, seen));
+        }
+        crate::states::apply_events(conn, project_id, by_cluster, &ts).await
     }
 
     pub async fn list_events(&self, q: &EventQuery) -> Result<Page<EventSummary>> {

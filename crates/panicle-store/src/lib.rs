@@ -15,6 +15,7 @@ mod limits;
 mod page;
 mod projects;
 mod retention;
+mod states;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod triggers;
@@ -47,6 +48,10 @@ pub use limits::{
 pub use page::{Cursor, Page};
 pub use projects::{Project, hash_token};
 pub use retention::PurgeReport;
+pub use states::{
+    ClusterRef, ClusterState, ClusterStatus, IgnoreUntil, RegressionMark, Resolution, SeenEvent,
+    StateChange, Verdict, evaluate, merge_states, release_newer, state_detail,
+};
 pub use wal::{Checkpoint, WAL_SIZE_LIMIT, WalCheckpointer, WalLook, WalPolicy, should_truncate};
 
 /// Which database a [`Store`] talks to.
@@ -260,6 +265,11 @@ impl Store {
                     include_str!("../../../migrations/sqlite/0006_storms.sql"),
                 ),
                 (
+                    7,
+                    "cluster_states",
+                    include_str!("../../../migrations/sqlite/0007_cluster_states.sql"),
+                ),
+                (
                     8,
                     "alerts",
                     include_str!("../../../migrations/sqlite/0008_alerts.sql"),
@@ -295,6 +305,11 @@ impl Store {
                     6,
                     "storms",
                     include_str!("../../../migrations/postgres/0006_storms.sql"),
+                ),
+                (
+                    7,
+                    "cluster_states",
+                    include_str!("../../../migrations/postgres/0007_cluster_states.sql"),
                 ),
                 (
                     8,

@@ -9,6 +9,7 @@ import { section, codeBlock } from '../ui.js';
 import { clusterTitle, culpritText } from './clusters.js';
 import { eventsTable, traceCell } from './events.js';
 import { stormBadge } from './event.js';
+import { stateActions, stateBadges, stateText, changeText } from '../states.js';
 
 export async function clusterPage(ctx) {
   const id = ctx.params[0];
@@ -28,10 +29,18 @@ export async function clusterPage(ctx) {
   const signal = ctx.signal;
 
   const page = h('div', { class: 'page cluster-page' }, header(c, title));
+  page.append(statePanel(c, ctx));
   const notices = [];
-  if (c.regression) {
+  const st = c.state || {};
+  if (st.regression) {
     notices.push(
-      h('p', { class: 'notice regression', role: 'note' }, h('strong', {}, 'Regression: '), `came back in `, h('code', {}, c.regression.release || '?'), ` after ${plural(c.regression.after_quiet_days ?? 0, 'quiet day')}.`),
+      h('p', { class: 'notice regression', role: 'note' }, h('strong', {}, 'Regression: '), 'it was resolved, and a new event', st.regression.release ? [' in ', h('code', {}, st.regression.release)] : '', ` brought it back ${ago(st.regression.at)}.`),
+    );
+  }
+  const quiet = c.returned_after_quiet || c.regression;
+  if (quiet) {
+    notices.push(
+      h('p', { class: 'notice returned', role: 'note' }, h('strong', {}, 'Returned after a quiet period: '), `came back in `, h('code', {}, quiet.release || '?'), ` after ${plural(quiet.after_quiet_days ?? 0, 'quiet day')}.`),
     );
   }
   if (c.confined) {
@@ -95,6 +104,18 @@ function header(c, title) {
       stat('services', services.length ? services.map((s) => h('span', { class: 'chip' }, s)) : '–'),
       stat('kind', `${c.kind || 'panic'} · ${c.platform || 'other'}`),
     ),
+  );
+}
+
+/** The state line and its buttons; a change reloads the page. */
+function statePanel(c, ctx) {
+  const st = c.state || { status: 'unresolved' };
+  const reload = () => ctx.render();
+  return h(
+    'section',
+    { class: 'panel state-panel', 'aria-label': 'State' },
+    h('div', { class: 'state-line' }, h('span', { class: 'state-label' }, 'State: '), h('strong', { class: 'state-text', dataset: { status: st.status } }, stateText(st)), ' ', stateBadges(st), st.changed_by ? h('span', { class: 'muted small state-by' }, ` · ${st.changed_by}, `, ago(st.changed_at)) : null),
+    stateActions(() => [c.id], st, reload),
   );
 }
 
@@ -300,7 +321,7 @@ function changesList(changes) {
     'details',
     { class: 'changes' },
     h('summary', {}, `History (${plural(changes.length, 'change')})`),
-    h('ul', {}, changes.map((ch) => h('li', {}, ago(ch.at), ' ', ch.kind || 'change', Array.isArray(ch.others) && ch.others.length ? [' with ', ch.others.map((o, i) => [i ? ', ' : '', h('a', { href: `/clusters/${encodeURIComponent(o)}` }, `cluster ${o}`)])] : null))),
+    h('ul', {}, changes.map((ch) => h('li', { class: `change change-${ch.kind}` }, ago(ch.at), ' ', changeText(ch) || ch.kind || 'change', Array.isArray(ch.others) && ch.others.length ? [' with ', ch.others.map((o, i) => [i ? ', ' : '', h('a', { href: `/clusters/${encodeURIComponent(o)}` }, `cluster ${o}`)])] : null))),
   );
 }
 

@@ -6,6 +6,7 @@ import { api, qs, isMissingRoute } from '../api.js';
 import { num, ago, growth, plural, withCode } from '../format.js';
 import { sparkline } from '../charts.js';
 import { firstRun } from '../ui.js';
+import { STATE_FILTERS, stateActions, stateBadges } from '../states.js';
 
 export const RANGES = [
   ['1h', 'Last hour', 3600e3],
@@ -19,7 +20,7 @@ const SORTS = [
   ['events', 'Most events'],
   ['growth', 'Fastest growing'],
 ];
-const FILTERS = ['project', 'service', 'environment', 'release', 'range', 'q', 'sort', 'per_page'];
+const FILTERS = ['project', 'state', 'service', 'environment', 'release', 'range', 'q', 'sort', 'per_page'];
 const PAGE = 25;
 
 /** Rows per page: `per_page` in the URL (1 to 100), else 25. */
@@ -78,10 +79,11 @@ export async function clustersPage(ctx) {
     until: q.get('until'),
     q: q.get('q'),
     sort: q.get('sort') || 'last_seen',
+    state: q.get('state') || 'unresolved',
     limit: perPage(q),
     cursor: q.get('cursor'),
   };
-  const filtered = ['service', 'environment', 'release', 'q', 'since', 'until'].some((k) => q.get(k)) || (q.get('range') && q.get('range') !== 'all');
+  const filtered = ['service', 'environment', 'release', 'q', 'since', 'until', 'state'].some((k) => q.get(k)) || (q.get('range') && q.get('range') !== 'all');
   const [listResult, seen, projs] = await Promise.all([
     api(`/clusters${qs(params)}`, { signal: ctx.signal }).then(
       (r) => ({ ok: r }),
@@ -116,6 +118,18 @@ export async function clustersPage(ctx) {
         page.append(await firstRun(ctx.signal));
         return page;
       }
+      const all = await api(`/clusters${qs({ state: 'all', limit: 1 })}`, { signal: ctx.signal });
+      if ((all.items || []).length) {
+        page.append(
+          h(
+            'section',
+            { class: 'panel empty', 'data-empty': 'all-handled' },
+            h('h2', {}, 'Nothing unresolved'),
+            h('p', {}, 'Every cluster is resolved or ignored. ', h('a', { href: '/clusters?state=all' }, 'See all clusters'), '.'),
+          ),
+        );
+        return page;
+      }
       page.append(
         h(
           'section',
@@ -136,7 +150,7 @@ export async function clustersPage(ctx) {
     );
     return page;
   }
-  page.append(clusterTable(items, q));
+  page.append(clusterTable(items, q, ctx));
   page.append(pager(q, listResult.ok.next_cursor, items.length));
   return page;
 }
@@ -176,6 +190,7 @@ function filterForm(ctx, seen, projs) {
     field('service', 'Service', seen.service, 'any'),
     field('environment', 'Environment', seen.environment, 'any'),
     field('release', 'Release', seen.release, 'any'),
+    select('state', 'State', STATE_FILTERS, q.get('state') || 'unresolved'),
     select('range', 'Time range', RANGES.map(([v, t]) => [v, t]), q.get('range') || DEFAULT_RANGE),
     select('sort', 'Sort by', SORTS, q.get('sort') || 'last_seen'),
     q.get('per_page') ? h('input', { type: 'hidden', name: 'per_page', value: q.get('per_page') }) : null,
@@ -186,7 +201,7 @@ function filterForm(ctx, seen, projs) {
     const out = {};
     for (const k of FILTERS) {
       const v = String(data.get(k) || '').trim();
-      if (v && !(k === 'sort' && v === 'last_seen') && !(k === 'range' && v === DEFAULT_RANGE)) out[k] = v;
+      if (v && !(k === 'sort' && v === 'last_seen') && !(k === 'range' && v === DEFAULT_RANGE) && !(k === 'state' && v === 'unresolved')) out[k] = v;
     }
     ctx.navigate(`/clusters${qs(out)}`);
   };
@@ -224,20 +239,41 @@ export function culpritText(c) {
   return where ? `${cu.function} · ${where}` : cu.function;
 }
 
-function clusterTable(items, q) {
+function clusterTable(items, q, ctx) {
   const range = RANGES.find((r) => r[0] === (q.get('range') || DEFAULT_RANGE));
+  const boxes = [];
+  const bar = h('div', { class: 'bulk-bar', hidden: true });
+  const chosen = () => boxes.filter((b) => b.checked).map((b) => b.value);
+  const sync = () => {
+    const n = chosen().length;
+    bar.hidden = n === 0;
+    count.textContent = `${n} selected`;
+    all.checked = n > 0 && n === boxes.length;
+  };
+  const count = h('span', { class: 'bulk-count' });
+  bar.append(count, stateActions(chosen, null, () => ctx.render(), { bulk: true }));
+  const all = h('input', { type: 'checkbox', class: 'select-all', 'aria-label': 'Select every cluster on this page' });
+  all.addEventListener('change', () => {
+    for (const b of boxes) b.checked = all.checked;
+    sync();
+  });
   const rows = items.map((c) => {
     const culprit = culpritText(c);
     const title = clusterTitle(c);
     const services = Array.isArray(c.services) ? c.services : [];
+    const box = h('input', { type: 'checkbox', class: 'select-cluster', value: c.id, 'aria-label': `Select cluster ${c.id}` });
+    box.addEventListener('change', sync);
+    boxes.push(box);
     return h(
       'tr',
       { class: 'cluster-row', dataset: { id: c.id } },
+      h('td', { class: 'select' }, box),
       h(
         'td',
         { class: 'cl-title' },
         h('a', { href: `/clusters/${encodeURIComponent(c.id)}`, class: 'cluster-link' }, c.suggestion && title === c.suggestion.title ? withCode(title) : title),
         c.suggestion ? h('span', { class: 'tag fix', title: 'a fix is suggested' }, 'fix') : null,
+        stateBadges(c.state),
         culprit && culprit !== title ? h('div', { class: 'culprit' }, h('code', {}, culprit)) : null,
         (c.message || c.title) && (c.message || c.title) !== title ? h('div', { class: 'message muted' }, c.message || c.title) : null,
       ),
@@ -252,6 +288,7 @@ function clusterTable(items, q) {
   return h(
     'section',
     { class: 'panel table-panel' },
+    bar,
     h(
       'table',
       { class: 'clusters' },
@@ -262,6 +299,7 @@ function clusterTable(items, q) {
         h(
           'tr',
           {},
+          h('th', { scope: 'col', class: 'select' }, all),
           h('th', { scope: 'col' }, 'Cluster'),
           h('th', { scope: 'col', class: 'num' }, 'Events'),
           h('th', { scope: 'col' }, `Trend${range && range[0] !== 'all' ? ` (${range[0]})` : ''}`),

@@ -195,7 +195,8 @@ export async function eventPage(ctx) {
       'div',
       { class: 'event-main' },
       storm ? stormPanel(storm) : null,
-      h('section', { class: 'panel', 'aria-label': 'Stack' }, h('div', { class: 'section-head' }, h('h2', {}, 'Stack')), stack(full.frames)),
+      h('section', { class: 'panel', 'aria-label': 'Stack' }, h('div', { class: 'section-head' }, h('h2', {}, 'Stack'), full.thread_state ? h('span', { class: 'muted small' }, `${thread.name || 'crashing thread'} [${full.thread_state}]`) : null), stack(full.frames)),
+      otherThreads(full.threads),
       h(
         'section',
         { class: 'panel', 'aria-label': 'Raw JSON' },
@@ -205,4 +206,23 @@ export async function eventPage(ctx) {
     context,
   );
   return h('div', { class: 'page event-page' }, head, body);
+}
+
+// The other goroutines (threads) of a Go dump, each folded: the crashing
+// one is the stack above.
+function otherThreads(threads) {
+  if (!Array.isArray(threads) || !threads.length) return null;
+  return h(
+    'section',
+    { class: 'panel', 'aria-label': 'Other goroutines' },
+    h('div', { class: 'section-head' }, h('h2', {}, `Other goroutines (${threads.length})`)),
+    threads.map((t) =>
+      h(
+        'details',
+        { class: 'thread' },
+        h('summary', {}, h('code', {}, t.name || 'thread'), t.state ? h('span', { class: 'muted small' }, ` [${t.state}]`) : null, h('span', { class: 'muted small' }, ` · ${(t.frames || []).length} frames`)),
+        stack(t.frames, { showAllToggle: false }),
+      ),
+    ),
+  );
 }

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use serde_json::Value;
 
 use super::rust::{Step, Tracker};
-use super::{ParsedCrash, go, rust, truncate_str};
+use super::{ParsedCrash, death, go, rust, truncate_str};
 
 /// Memory bounds of a detector. The head of a crash is kept: it holds the
 /// message and the crashing goroutine.
@@ -123,6 +123,8 @@ pub struct CrashDetector {
     current: Option<Block>,
     complete: VecDeque<ParsedCrash>,
     dropped_crashes: usize,
+    /// The last line was `thread '…' has overflowed its stack`.
+    after_overflow: bool,
 }
 
 impl Default for CrashDetector {
@@ -143,6 +145,7 @@ impl CrashDetector {
             current: None,
             complete: VecDeque::new(),
             dropped_crashes: 0,
+            after_overflow: false,
         }
     }
 
@@ -244,6 +247,26 @@ impl CrashDetector {
     }
 
     fn idle_line(&mut self, line: &str) {
+        // The runtime's second line of a stack overflow already reported.
+        if self.after_overflow && death::is_overflow_follow_up(line) {
+            self.after_overflow = false;
+            return;
+        }
+        self.after_overflow = false;
+        if let Some(crash) = death::parse_line(line) {
+            self.after_overflow = crash
+                .tags
+                .get("death")
+                .is_some_and(|d| d == "stack_overflow")
+                && !death::is_overflow_follow_up(line);
+            self.lookbehind.clear();
+            if self.complete.len() >= self.limits.max_pending {
+                self.dropped_crashes += 1;
+            } else {
+                self.complete.push_back(crash);
+            }
+            return;
+        }
         if rust::is_header(line) {
             let mut block = Block::new(Mode::Rust(Tracker::start(line)));
             block.push(line, &self.limits);

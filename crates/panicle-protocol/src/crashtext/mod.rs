@@ -15,9 +15,13 @@
 //!   goroutine headers with state, wait time and the Go 1.22+ `gp= m= mp=`
 //!   fields, `created by … in goroutine N`, `[recovered]` chains,
 //!   `[signal …]` lines and GOTRACEBACK=all/system/crash dumps.
+//! - Rust deaths without a panic block: stack overflow, allocation failure,
+//!   `fatal runtime error: …`, a non-unwinding panic (kind `fatal`, tag `death`).
 
+mod death;
 mod detect;
 mod go;
+mod logs;
 mod rust;
 
 use std::collections::BTreeMap;
@@ -29,6 +33,7 @@ use crate::event::{Event, Frame, Kind, Location, Platform, Thread};
 
 pub use detect::{CrashDetector, DetectorLimits};
 pub use go::parse_go;
+pub use logs::{LogContext, LogText, repair, unwrap_log_text};
 pub use rust::parse_rust;
 
 /// A thread or goroutine other than the crashing one, as kept in
@@ -62,7 +67,7 @@ pub struct ParsedCrash {
 }
 
 impl ParsedCrash {
-    pub(crate) fn new(platform: Platform, kind: Kind, message: String) -> Self {
+    pub fn new(platform: Platform, kind: Kind, message: String) -> Self {
         ParsedCrash {
             platform,
             kind,
@@ -112,8 +117,19 @@ pub fn parse_crash(text: &str) -> Option<ParsedCrash> {
         if go::starts_crash(&lines, i) {
             return go::parse_from(&lines, i);
         }
+        if let Some(crash) = death::parse_line(line) {
+            return Some(crash);
+        }
     }
     None
+}
+
+/// The first crash in text as a log pipeline or a copy from a web page
+/// delivered it (see [`unwrap_log_text`]), with what the log prefixes said.
+pub fn parse_crash_log(text: &str) -> Option<(ParsedCrash, LogContext)> {
+    let unwrapped = unwrap_log_text(text);
+    let crash = parse_crash(&unwrapped.text)?;
+    Some((crash, unwrapped.context))
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.

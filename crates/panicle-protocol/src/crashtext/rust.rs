@@ -82,6 +82,9 @@ const NON_APP_PATHS: &[&str] = &[
     "/src/libpanic_unwind/",
 ];
 
+/// The message of a panic whose text was cut off inside its header.
+pub(crate) const CUT_MESSAGE: &str = "panic message lost: the crash text was cut off in its header";
+
 /// True for `thread '…' panicked at …`.
 pub(crate) fn is_header(line: &str) -> bool {
     line.contains(" panicked at ") && RE_HEADER.is_match(line)
@@ -246,6 +249,7 @@ pub(crate) fn parse_block(lines: &[&str]) -> Option<ParsedCrash> {
 
     let mut idx = 1;
     let mut header_location: Option<Location> = None;
+    let mut cut_header = false;
     let message = if let Some(quoted) = rest.strip_prefix('\'') {
         let mut parts: Vec<String> = vec![quoted.to_string()];
         loop {
@@ -290,11 +294,23 @@ pub(crate) fn parse_block(lines: &[&str]) -> Option<ParsedCrash> {
             idx += 1;
         }
         join_message(&lines[start..idx])
+    } else if idx >= lines.len() && !rest.is_empty() {
+        // A header cut inside its location (`panicked at src/ma`) and
+        // nothing after it: the message never arrived. Not `src/ma`.
+        cut_header = true;
+        CUT_MESSAGE.to_string()
     } else {
         truncate_str(rest, super::MAX_MESSAGE_BYTES).to_string()
     };
 
     let mut crash = ParsedCrash::new(Platform::Rust, Kind::Panic, message);
+    if cut_header {
+        crash.extra.insert("truncated".into(), Value::Bool(true));
+        crash.extra.insert(
+            "truncated_header".into(),
+            Value::String(truncate_str(rest, 256).to_string()),
+        );
+    }
     let mut frames: Vec<Frame> = Vec::new();
     let mut last_had_at = true;
     for line in &lines[idx.min(lines.len())..] {
@@ -546,5 +562,17 @@ mod tests {
         assert!(!is_panic_machinery("std::panicking::catch_unwind::do_call"));
         assert!(!is_panic_machinery("std::panicking::try::do_call"));
         assert!(!is_panic_machinery("shop::panic_handler"));
+    }
+
+    #[test]
+    fn a_header_cut_in_its_location_is_marked_truncated_not_stored_as_a_message() {
+        let crash = parse_from(&["thread 'main' panicked at src/ma"]).expect("a crash");
+        assert_eq!(crash.message, CUT_MESSAGE);
+        assert_eq!(crash.extra["truncated"], Value::Bool(true));
+        assert_eq!(crash.extra["truncated_header"], "src/ma");
+        assert_eq!(
+            crash.thread.as_ref().and_then(|t| t.name.as_deref()),
+            Some("main")
+        );
     }
 }

@@ -86,7 +86,10 @@ pub fn warm_up() {
         .spawn(move || {
             if SYMBOLIZER.get_or_init(load).is_some() {
                 if let Some(main) = modules::main_module() {
+                    // Marked like the load: a panic inside does not wait for itself.
+                    LOADING.with(|l| l.set(true));
                     let _ = NAMES.get_or_init(|| NameIndex::read(&main.path));
+                    LOADING.with(|l| l.set(false));
                 }
                 let _ = resolve_uncached_batch(&caller);
                 warm_units();
@@ -152,6 +155,7 @@ pub fn resolve_cold(addresses: &[usize]) -> Vec<RawFrame> {
 /// loads it here when nobody started a warm-up (e.g. in a benchmark).
 pub(super) fn symbolizer(deadline: Instant) -> Option<&'static Symbolizer> {
     if let Some(s) = SYMBOLIZER.get() {
+        wait_for_names(deadline);
         return s.as_ref();
     }
     if LOADING.with(|l| l.get()) {
@@ -166,11 +170,30 @@ pub(super) fn symbolizer(deadline: Instant) -> Option<&'static Symbolizer> {
     }
     while Instant::now() < deadline {
         if let Some(s) = SYMBOLIZER.get() {
+            wait_for_names(deadline);
             return s.as_ref();
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     None
+}
+
+/// Waits, within the same bound, for the name index the warm-up builds
+/// right after the debug info: without it inlined names lose their crate,
+/// and what is resolved is cached for the life of the process.
+fn wait_for_names(deadline: Instant) {
+    while NAMES.get().is_none()
+        && !LOADING.with(|l| l.get())
+        && SYMBOLIZER.get().is_some_and(Option::is_some)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// True once the name index is built: only then is a resolution cached.
+pub(super) fn names_ready() -> bool {
+    NAMES.get().is_some()
 }
 
 /// The inline chain at one return address, innermost first.

@@ -162,6 +162,9 @@ fn resolve_uncached_batch(addresses: &[usize]) -> HashMap<usize, Arc<[RawFrame]>
             out.entry(a).or_insert_with(|| vec![bare(a)].into());
         }
     }
+    // Names resolved before the name index was built lack their crates:
+    // shipped, not cached.
+    let complete = complete && loader::names_ready();
     if complete && let Ok(mut cache) = CACHE.try_write() {
         if cache.len() + out.len() > CACHE_LIMIT {
             cache.clear();

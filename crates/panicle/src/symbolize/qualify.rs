@@ -121,6 +121,7 @@ fn name_anonymous(
     {
         return format!("{parent}::{marker}");
     }
+    let krate = krate.or(names.main_crate.as_deref());
     if let Some(krate) = krate
         && let Some(path) = named_by_framework(
             &frames[i + 1..],
@@ -224,8 +225,9 @@ pub(super) fn is_sdk_file(file: &str) -> bool {
 /// The crate a source file belongs to: the SDK's, the standard library's,
 /// a registry or git dependency's, else (the service's own code) the crate
 /// named by the directory holding its `src` (when the symbol table knows
-/// that crate), else the crate of the workspace frames around it, else the
-/// executable's own (the crate of `main`).
+/// that crate), else the crate of the workspace frames around it. Unknown,
+/// a name is looked up among the service's own crates and, not found there,
+/// shown under the executable's crate (the crate of `main`).
 pub(super) fn crate_of_file(
     file: &str,
     names: &NameIndex,
@@ -246,9 +248,7 @@ pub(super) fn crate_of_file(
     {
         return Some(dir);
     }
-    workspace_crate
-        .map(str::to_string)
-        .or_else(|| names.main_crate.clone())
+    workspace_crate.map(str::to_string)
 }
 
 /// The crate name a workspace path suggests: the directory holding `src`
@@ -372,6 +372,7 @@ impl NameIndex {
                 return (best.clone(), true);
             }
         }
+        let krate = krate.or_else(|| self.main_crate.clone());
         let mut parts: Vec<String> = krate.into_iter().collect();
         parts.extend(modules);
         parts.push(name.to_string());
@@ -614,15 +615,12 @@ mod tests {
         assert_eq!(crate_of_file(AXUM, &index, None).as_deref(), Some("axum"));
         assert_eq!(crate_of_file(ORDER, &index, None).as_deref(), Some("shop"));
         // A directory the symbol table knows no crate of: the frames
-        // around it, else the executable's own crate.
+        // around it, else unknown (looked up, then the crate of `main`).
         assert_eq!(
             crate_of_file("/srv/app-v2/src/x.rs", &index, Some("billing")).as_deref(),
             Some("billing")
         );
-        assert_eq!(
-            crate_of_file("/srv/app-v2/src/x.rs", &index, None).as_deref(),
-            Some("shop")
-        );
+        assert_eq!(crate_of_file("/srv/app-v2/src/x.rs", &index, None), None);
         assert_eq!(
             crate_dir_name("/w/crates/panicle-server/src/a.rs").as_deref(),
             Some("panicle_server")
