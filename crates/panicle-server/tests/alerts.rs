@@ -481,6 +481,45 @@ panicle_store::backend_tests! {
         assert_eq!(bodies[0]["cluster"]["id"], cluster.as_str());
     }
 
+    async fn a_regression_after_resolve_fires_once(db: &TestDb) {
+        let inbox = Inbox::default();
+        let (hook, _stop) = serve_inbox("127.0.0.1:0".parse().unwrap(), inbox.clone()).await;
+        let s = start(db).await;
+        s.add_rule(webhook_rule("regression", hook)).await;
+        s.ingest(vec![event(5, "web-1", "1.0")]).await;
+        s.recompute().await;
+        let cluster = s.state.store.all_groups(Some(s.project)).await.unwrap()[0].cluster_id.clone().unwrap();
+        let (status, body) = tokio::task::spawn_blocking({
+            let url = format!("{}/api/v1/clusters/{cluster}/state", s.base);
+            let token = s.token.clone();
+            move || {
+                let mut r = agent()
+                    .put(&url)
+                    .header("Authorization", format!("Bearer {token}"))
+                    .header("Content-Type", "application/json")
+                    .send(br#"{"state": "resolved_in_release", "release": "1.0"}"#.as_slice())
+                    .unwrap();
+                (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        // The same release stays resolved: nothing. A newer one regresses: one
+        // notification; a further event of the reopened cluster: no more.
+        s.ingest(vec![event(5, "web-1", "1.0")]).await;
+        settle().await;
+        assert_eq!(inbox.count("regression"), 0);
+        s.ingest(vec![event(5, "web-1", "2.0")]).await;
+        eventually("the regression", || inbox.count("regression") == 1).await;
+        s.ingest(vec![event(5, "web-1", "3.0")]).await;
+        settle().await;
+        let bodies = inbox.bodies();
+        assert_eq!(bodies.len(), 1, "{bodies:?}");
+        assert_eq!(bodies[0]["release"], "2.0");
+        assert_eq!(bodies[0]["cluster"]["id"], cluster.as_str());
+    }
+
     async fn slack_gets_a_formatted_message_for_a_new_release(db: &TestDb) {
         let inbox = Inbox::default();
         let (hook, _stop) = serve_inbox("127.0.0.1:0".parse().unwrap(), inbox.clone()).await;
