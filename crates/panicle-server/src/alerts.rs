@@ -693,6 +693,33 @@ pub async fn delete_rule(
     Ok(Json(json!({"deleted": true})))
 }
 
+#[utoipa::path(put, path = "/api/v1/projects/{project}/alerts/rules/{id}", tag = "alerts",
+    params(("project" = i64, Path, description = "Project id"), ("id" = i64, Path, description = "Rule id")),
+    request_body(content = RuleBody, description = "The rule's new settings, whole (as for create)"),
+    responses((status = 200, description = "The rule as changed; its cooldowns and delivery log stay", body = Object),
+              (status = 400, description = "Invalid JSON or field (named in the message)", body = crate::openapi::ErrorBody),
+              (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
+              (status = 403, description = "Not an admin token", body = crate::openapi::ErrorBody),
+              (status = 404, description = "No such rule in the project", body = crate::openapi::ErrorBody)))]
+pub async fn update_rule(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((project, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (project, id) = (id_param("project", &project)?, id_param("id", &id)?);
+    rule_of_project(&state, project, id).await?;
+    let body: RuleBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("alert rule: {e}")))?;
+    let rule = body.into_rule(project).map_err(ApiError::BadRequest)?;
+    let rule = state
+        .store
+        .update_alert_rule(id, &rule)
+        .await?
+        .ok_or(ApiError::NotFound("alert rule"))?;
+    Ok(Json(rule_json(&rule)))
+}
+
 #[utoipa::path(get, path = "/api/v1/projects/{project}/alerts/rules/{id}", tag = "alerts",
     params(("project" = i64, Path, description = "Project id"), ("id" = i64, Path, description = "Rule id")),
     responses((status = 200, description = "The rule", body = Object),

@@ -156,7 +156,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(states::put_cluster_state))
         .routes(routes!(states::bulk_cluster_state))
         .routes(routes!(alerts::list_rules, alerts::create_rule))
-        .routes(routes!(alerts::get_rule, alerts::delete_rule))
+        .routes(routes!(
+            alerts::get_rule,
+            alerts::update_rule,
+            alerts::delete_rule
+        ))
         .routes(routes!(alerts::test_rule))
         .routes(routes!(alerts::list_deliveries))
         .split_for_parts();

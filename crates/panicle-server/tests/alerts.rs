@@ -154,7 +154,11 @@ async fn call(
                 r.call().unwrap()
             }
             _ => {
-                let mut r = agent().post(&url);
+                let mut r = if method == "PUT" {
+                    agent().put(&url)
+                } else {
+                    agent().post(&url)
+                };
                 if let Some(t) = &token {
                     r = r.header("Authorization", format!("Bearer {t}"));
                 }
@@ -574,6 +578,22 @@ panicle_store::backend_tests! {
         assert_eq!(status, 200);
         assert_eq!(list["items"][0]["id"], id);
         assert_eq!(list["items"][0]["cooldown_seconds"], 3600);
+
+        // An update replaces the settings; a bad one is refused and changes nothing.
+        let mut changed = webhook_rule("regression", hook);
+        changed["name"] = json!("regressions in prod");
+        changed["environment"] = json!("prod");
+        changed["cooldown_seconds"] = json!(60);
+        let (status, body) = call("PUT", format!("{url}/{id}"), tok.clone(), None, Some(changed)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!((body["name"].as_str(), body["environment"].as_str(), body["cooldown_seconds"].as_i64()), (Some("regressions in prod"), Some("prod"), Some(60)));
+        let bad = json!({"name": "x", "kind": "regression", "destination": "webhook", "url": "nope"});
+        let (status, _) = call("PUT", format!("{url}/{id}"), tok.clone(), None, Some(bad)).await;
+        assert_eq!(status, 400);
+        let (_, now) = call("GET", format!("{url}/{id}"), tok.clone(), None, None).await;
+        assert_eq!(now["name"], "regressions in prod");
+        let (status, _) = call("PUT", format!("{url}/99999"), tok.clone(), None, Some(webhook_rule("regression", hook))).await;
+        assert_eq!(status, 404);
 
         let (status, res) = call("POST", format!("{url}/{id}/test"), tok.clone(), None, None).await;
         assert_eq!(status, 200, "{res}");

@@ -33,6 +33,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/projects/{project}/alerts/rules"),
     ("post", "/api/v1/projects/{project}/alerts/rules"),
     ("get", "/api/v1/projects/{project}/alerts/rules/{id}"),
+    ("put", "/api/v1/projects/{project}/alerts/rules/{id}"),
     ("delete", "/api/v1/projects/{project}/alerts/rules/{id}"),
     ("post", "/api/v1/projects/{project}/alerts/rules/{id}/test"),
     ("get", "/api/v1/projects/{project}/alerts/deliveries"),

@@ -334,6 +334,36 @@ impl Store {
         rule_from_row(&row)
     }
 
+    /// Replaces rule `id`'s settings (its project stays); None when there is
+    /// no such rule. Its cooldowns and delivery log stay.
+    pub async fn update_alert_rule(
+        &self,
+        id: i64,
+        rule: &NewAlertRule,
+    ) -> Result<Option<AlertRule>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE alert_rules SET name = $1, kind = $2, service = $3, environment = $4, min_level = $5, \
+             cooldown_ms = $6, destination = $7, url = $8, threshold = $9, window_ms = $10, factor = $11 \
+             WHERE id = $12 AND project_id = $13 RETURNING {RULE_COLUMNS}"
+        )))
+        .bind(&rule.name)
+        .bind(rule.kind.as_str())
+        .bind(rule.service.as_deref())
+        .bind(rule.environment.as_deref())
+        .bind(rule.min_level.as_deref())
+        .bind(rule.cooldown_ms)
+        .bind(rule.destination.as_str())
+        .bind(&rule.url)
+        .bind(rule.threshold)
+        .bind(rule.window_ms)
+        .bind(rule.factor)
+        .bind(id)
+        .bind(rule.project_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rule_from_row).transpose()
+    }
+
     /// A project's rules (every project's with `None`), oldest first.
     pub async fn alert_rules(&self, project_id: Option<i64>) -> Result<Vec<AlertRule>> {
         let rows = match project_id {
