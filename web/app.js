@@ -9,6 +9,7 @@ import { clustersPage } from './js/pages/clusters.js';
 import { clusterPage } from './js/pages/cluster.js';
 import { eventPage } from './js/pages/event.js';
 import { eventsPage } from './js/pages/events.js';
+import { alertsPage } from './js/pages/alerts.js';
 
 const routes = [
   [/^\/signin$/, signInPage, { public: true }],
@@ -16,6 +17,7 @@ const routes = [
   [/^\/clusters\/([^/]+)$/, clusterPage],
   [/^\/events$/, eventsPage],
   [/^\/events\/([^/]+)$/, eventPage],
+  [/^\/alerts$/, alertsPage],
 ];
 
 const main = document.getElementById('main');

@@ -514,6 +514,38 @@ if (hasClusters && INGEST_KEY && REGRESSION_EVENT) {
   });
 }
 
+await step('alerts: add a spike rule, test it against a dead receiver, read the log, remove it', async () => {
+  await page.goto(`${BASE_URL}/alerts`);
+  await page.waitForSelector('form.rule-form');
+  await settled(page);
+  await page.fill('#rule-name', 'checkout spikes');
+  await page.selectOption('#rule-kind', 'spike');
+  await page.waitForSelector('.counts:not([hidden])');
+  await page.fill('#rule-url', 'http://127.0.0.1:9/hook');
+  await page.fill('#rule-threshold', '5');
+  await page.fill('#rule-window', '60');
+  await page.click('form.rule-form button[type=submit]');
+  const row = page.locator('tr.rule-row', { hasText: 'checkout spikes' });
+  await row.waitFor();
+  const text = await row.innerText();
+  assert(text.includes('> 5 in 60 s'), `the rule's condition is shown: ${text}`);
+  assert(text.includes('http://127.0.0.1:9/hook'), `the rule's URL is shown: ${text}`);
+  await row.locator('button', { hasText: 'Test' }).click();
+  await row.locator('.test-result.failed').waitFor();
+  assert((await row.locator('.test-result').innerText()).includes('cannot connect'), 'a failed test says why');
+  await page.locator('#deliveries .section-body :is(table, p)').first().waitFor();
+  await shot(page, 'alerts');
+  await row.locator('button', { hasText: 'Remove' }).click();
+  await row.locator('button', { hasText: 'Confirm remove' }).click();
+  await page.waitForSelector('tr.rule-row', { state: 'detached' });
+  // A bad rule is refused with the server's message.
+  await page.fill('#rule-name', 'broken');
+  await page.fill('#rule-url', 'ftp://127.0.0.1/hook');
+  await page.click('form.rule-form button[type=submit]');
+  await page.waitForSelector('form.rule-form .form-error:not(:empty)');
+  assert((await page.locator('form.rule-form .form-error').innerText()).includes('`url`'), 'the refusal names the field');
+});
+
 await step('sign out ends the session: the old cookie no longer works', async () => {
   const before = (await context.cookies()).find((c) => c.name === 'panicle_session');
   assert(before && before.value, 'signed in before signing out');

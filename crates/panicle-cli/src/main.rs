@@ -1,5 +1,6 @@
 //! `panicle`: the server and its operator commands.
 
+mod alert;
 mod cluster;
 mod run;
 mod spool;
@@ -58,6 +59,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage alert rules: `panicle alert add|list|remove|test`.
+    Alert {
+        #[command(subcommand)]
+        command: alert::AlertCommand,
     },
     /// Cluster groups offline: JSON lines `{"id","frames":[…],"count"}` in,
     /// `{"id","cluster"}` out (-1 for noise).
@@ -140,6 +146,15 @@ struct ServeSettings {
     /// SQLite: write-ahead log size in bytes past which it is checkpointed and truncated.
     #[arg(long, env = "PANICLE_WAL_TRUNCATE_BYTES", default_value_t = panicle_store::WAL_SIZE_LIMIT)]
     wal_truncate_bytes: u64,
+    /// Milliseconds before an alert notification's first retry; each further retry doubles it (up to an hour).
+    #[arg(long, env = "PANICLE_ALERT_BACKOFF_MS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 5000)]
+    alert_backoff_ms: u64,
+    /// Seconds an alert receiver has to answer.
+    #[arg(long, env = "PANICLE_ALERT_SEND_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 10)]
+    alert_send_timeout: u64,
+    /// Seconds between checks of spike and confined alert rules.
+    #[arg(long, env = "PANICLE_ALERT_CHECK_INTERVAL", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 60)]
+    alert_check_interval: u64,
     #[command(flatten)]
     cluster: ClusterParams,
     #[command(flatten)]
@@ -447,6 +462,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Token { command } => token(command).await,
+        Command::Alert { command } => alert::run(command).await,
         Command::Spool { command } => spool::run(command).await,
         Command::Run { .. } => {
             anyhow::bail!("`panicle run` is handled before the runtime starts")
@@ -637,10 +653,17 @@ async fn serve(
                 batch: settings.limits.retention_batch.max(1),
                 ..panicle_server::RetentionConfig::default()
             },
+            alerts: panicle_server::alerts::AlertConfig {
+                backoff_base: Duration::from_millis(settings.alert_backoff_ms),
+                send_timeout: Duration::from_secs(settings.alert_send_timeout),
+                check_interval: Duration::from_secs(settings.alert_check_interval),
+                ..panicle_server::alerts::AlertConfig::default()
+            },
             ..ServerConfig::default()
         },
         rules,
     );
+    state.alerts.spawn();
     if settings.limits.retention_interval > 0 {
         state
             .retention

@@ -86,14 +86,26 @@ fn event_filter(p: &ListParams) -> Result<EventFilter, ApiError> {
 }
 
 /// The group that stands for a cluster: the one with most events.
-fn representative<'a>(groups: &[&'a GroupRow]) -> Option<&'a GroupRow> {
+pub(crate) fn representative<'a>(groups: &[&'a GroupRow]) -> Option<&'a GroupRow> {
     groups
         .iter()
         .copied()
         .max_by(|a, b| a.count.cmp(&b.count).then(b.id.cmp(&a.id)))
 }
 
-fn rule_title(state: &AppState, g: &GroupRow) -> Option<Value> {
+/// The title of the suggestion the rule base gives a group, if any.
+pub(crate) fn suggestion_title(rules: &panicle_rules::RuleSet, g: &GroupRow) -> Option<String> {
+    let message = g.sample_message.as_deref().unwrap_or(&g.template);
+    rules
+        .suggest(&MatchInput {
+            platform: Some(&g.platform),
+            message,
+            frames: &g.frames,
+        })
+        .map(|s| s.title)
+}
+
+pub(crate) fn rule_title(state: &AppState, g: &GroupRow) -> Option<Value> {
     let message = g.sample_message.as_deref().unwrap_or(&g.template);
     let s = state.rules.suggest(&MatchInput {
         platform: Some(&g.platform),
@@ -103,7 +115,7 @@ fn rule_title(state: &AppState, g: &GroupRow) -> Option<Value> {
     Some(json!({"title": s.title, "source": s.source}))
 }
 
-fn culprit_of_group(g: &GroupRow) -> Value {
+pub(crate) fn culprit_of_group(g: &GroupRow) -> Value {
     match &g.culprit {
         Some(f) => json!({"function": f, "file": null, "line_min": null, "line_max": null}),
         None => Value::Null,

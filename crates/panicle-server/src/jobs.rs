@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use panicle_cluster::{GroupLabel, GroupSignature, Params, attach, cluster, stabilize};
-use panicle_store::{ClusterChange, GroupAssignment, GroupRow, Store, StoreError};
+use panicle_store::{ClusterChange, GroupAssignment, GroupRow, NewCluster, Store, StoreError};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -159,6 +159,7 @@ impl ClusterJob {
             report.clusters += distinct.len();
             report.merges += assigned.merges.len();
             report.splits += assigned.splits.len();
+            let new_clusters = new_clusters(&groups, &assigned.clusters, &previous);
             self.store
                 .save_clustering(
                     project.id,
@@ -166,6 +167,7 @@ impl ClusterJob {
                     assigned.next_id,
                     &changes,
                     &sources,
+                    &new_clusters,
                 )
                 .await?;
         }
@@ -221,11 +223,24 @@ impl ClusterJob {
         })
         .await??;
         for (group_id, hit) in &found {
-            let cluster_id = match hit {
-                Some(c) => c.clone(),
-                None => cluster_key(self.store.reserve_cluster_ids(1).await?),
-            };
-            self.store.set_group_cluster(group_id, &cluster_id).await?;
+            match hit {
+                Some(c) => {
+                    self.store.set_group_cluster(group_id, c).await?;
+                }
+                None => {
+                    let cluster_id = cluster_key(self.store.reserve_cluster_ids(1).await?);
+                    let release = loose
+                        .iter()
+                        .find(|g| &g.id == group_id)
+                        .and_then(|g| g.first_release.clone());
+                    let started = NewCluster {
+                        cluster_id,
+                        group_id: group_id.clone(),
+                        release,
+                    };
+                    self.store.start_cluster(project_id, &started).await?;
+                }
+            }
         }
         Ok(found.len())
     }
@@ -238,6 +253,40 @@ impl ClusterJob {
             async move { job.run().await.map(|_| ()) }
         });
     }
+}
+
+/// The clusters of a run whose ids did not exist before and whose groups
+/// were all never clustered: new bugs, not a split's new part (a split's
+/// groups had a cluster). Each stands for its heaviest group.
+fn new_clusters(
+    groups: &[GroupRow],
+    assigned: &[u64],
+    previous: &HashMap<String, u64>,
+) -> Vec<NewCluster> {
+    let known: HashSet<u64> = previous.values().copied().collect();
+    let mut by_cluster: HashMap<u64, (bool, &GroupRow)> = HashMap::new();
+    for (g, &c) in groups.iter().zip(assigned) {
+        if known.contains(&c) {
+            continue;
+        }
+        let fresh = !previous.contains_key(&g.id);
+        let entry = by_cluster.entry(c).or_insert((true, g));
+        entry.0 &= fresh;
+        if g.count > entry.1.count {
+            entry.1 = g;
+        }
+    }
+    let mut out: Vec<NewCluster> = by_cluster
+        .into_iter()
+        .filter(|(_, (fresh, _))| *fresh)
+        .map(|(c, (_, g))| NewCluster {
+            cluster_id: cluster_key(c),
+            group_id: g.id.clone(),
+            release: g.first_release.clone(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
+    out
 }
 
 /// Which previous clusters each of this run's clusters holds groups of

@@ -7,6 +7,7 @@
 //!
 //! Architecture invariant: the only crate that knows HTTP *and* SQL.
 
+pub mod alerts;
 mod auth;
 mod clusters;
 mod connections;
@@ -76,6 +77,8 @@ pub struct ServerConfig {
     pub limits: LimitDefaults,
     /// How long events are kept and how the purge runs.
     pub retention: RetentionConfig,
+    /// How alert notifications are sent and retried.
+    pub alerts: alerts::AlertConfig,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             limits: LimitDefaults::default(),
             retention: RetentionConfig::default(),
+            alerts: alerts::AlertConfig::default(),
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct AppState {
     pub rules: Arc<RuleSet>,
     pub limits: Arc<Limits>,
     pub retention: Arc<RetentionJob>,
+    /// The alert worker and checks; `spawn` starts them.
+    pub alerts: Arc<alerts::Alerts>,
 }
 
 /// The whole HTTP surface.
@@ -151,6 +157,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(states::put_cluster_state))
         .routes(routes!(states::bulk_cluster_state))
         .merge(sentry_routes(&state))
+        .routes(routes!(alerts::list_rules, alerts::create_rule))
+        .routes(routes!(
+            alerts::get_rule,
+            alerts::update_rule,
+            alerts::delete_rule
+        ))
+        .routes(routes!(alerts::test_rule))
+        .routes(routes!(alerts::list_deliveries))
         .split_for_parts();
     let doc = Arc::new(doc);
     api.route(
@@ -230,14 +244,22 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let limits = Arc::new(Limits::new(config.limits));
         let retention = RetentionJob::new(store.clone(), config.retention, metrics.clone());
+        let rules = Arc::new(rules);
+        let alerts = alerts::Alerts::new(
+            store.clone(),
+            rules.clone(),
+            config.alerts,
+            &config.public_url,
+        );
         AppState {
             store,
             config: Arc::new(config),
             metrics,
             job,
-            rules: Arc::new(rules),
+            rules,
             limits,
             retention,
+            alerts,
         }
     }
 }

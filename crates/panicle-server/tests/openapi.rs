@@ -32,6 +32,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/clusters/state"),
     ("post", "/api/{project_id}/envelope/"),
     ("post", "/api/{project_id}/store/"),
+    ("get", "/api/v1/projects/{project}/alerts/rules"),
+    ("post", "/api/v1/projects/{project}/alerts/rules"),
+    ("get", "/api/v1/projects/{project}/alerts/rules/{id}"),
+    ("put", "/api/v1/projects/{project}/alerts/rules/{id}"),
+    ("delete", "/api/v1/projects/{project}/alerts/rules/{id}"),
+    ("post", "/api/v1/projects/{project}/alerts/rules/{id}/test"),
+    ("get", "/api/v1/projects/{project}/alerts/deliveries"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,16 @@ pub struct GroupAssignment {
     pub core: bool,
 }
 
+/// A cluster a run or attach created for groups never clustered before
+/// (not a split's new part): it fires `NewCluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCluster {
+    pub cluster_id: String,
+    /// Its heaviest group: rules filter on its newest event.
+    pub group_id: String,
+    pub release: Option<String>,
+}
+
 /// A merge or split, kept so a cluster's history can be told.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterChange {
@@ -178,6 +188,7 @@ impl Store {
         next_cluster: u64,
         changes: &[ClusterChange],
         sources: &[(String, Vec<String>)],
+        new_clusters: &[NewCluster],
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         // Groups in no cluster until now: their events are new to the
@@ -225,8 +236,49 @@ impl Store {
             self.apply_attach(&mut tx, &a.group_id, &a.cluster_id)
                 .await?;
         }
+        for c in new_clusters {
+            crate::triggers::record(
+                &mut tx,
+                project_id,
+                &crate::triggers::Trigger::NewCluster {
+                    cluster_id: &c.cluster_id,
+                    release: c.release.as_deref(),
+                    group_id: &c.group_id,
+                },
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Puts one group still without a cluster in a cluster of its own (an
+    /// attach that found no neighbour), firing `NewCluster` in the same
+    /// transaction; false when a run placed it meanwhile.
+    pub async fn start_cluster(&self, project_id: i64, group: &NewCluster) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE event_groups SET cluster_id = $1 WHERE id = $2 AND cluster_id IS NULL",
+        )
+        .bind(&group.cluster_id)
+        .bind(&group.group_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        crate::triggers::record(
+            &mut tx,
+            project_id,
+            &crate::triggers::Trigger::NewCluster {
+                cluster_id: &group.cluster_id,
+                release: group.release.as_deref(),
+                group_id: &group.group_id,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Puts one group in a cluster (attach between runs).

@@ -201,6 +201,8 @@ impl Store {
         // (stored, sampled) rows per group as this batch goes, read once per
         // group only when a cap applies.
         let mut counters: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        // (group, release) → the batch's first event there: alerts' new-release check.
+        let mut releases: BTreeMap<(String, &str), (&str, i64)> = BTreeMap::new();
         // The new events with their groups, for the cluster-state rules.
         let mut fresh: Vec<(String, &NewEvent)> = Vec::new();
         for e in ordered {
@@ -297,6 +299,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            if let Some(release) = e.release.as_deref() {
+                releases
+                    .entry((gid.clone(), release))
+                    .or_insert((&e.event_id, e.timestamp_ms));
+            }
             outcome.inserted += 1;
             if !keep {
                 outcome.sampled += 1;
@@ -368,6 +375,11 @@ impl Store {
         }
         self.apply_cluster_states(&mut tx, project_id, &deltas, &fresh, received_at)
             .await?;
+        let seen: Vec<(&str, &str, &str, i64)> = releases
+            .iter()
+            .map(|((gid, release), (event_id, ts))| (gid.as_str(), *release, *event_id, *ts))
+            .collect();
+        crate::triggers::record_releases(&mut tx, project_id, &seen).await?;
         if outcome.inserted > 0 {
             let periods = UsagePeriods::at(received_at);
             let n = outcome.inserted as i64;

@@ -7,6 +7,7 @@
 //! Architecture invariant: this crate knows SQL and nothing of HTTP.
 
 mod access;
+mod alerts;
 mod clusters;
 mod events;
 mod groups;
@@ -31,8 +32,13 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, SqlSafeStr};
 
 pub use access::{Access, NewToken, SessionPolicy, TokenInfo, TokenScope};
+pub use alerts::{
+    AlertRule, ConfinedCluster, Delivery, Destination, LEVELS, NewAlertRule, RuleKind,
+    SPIKE_BASELINE_MS, WindowCount, level_of_kind, level_passes,
+};
 pub use clusters::{
     ClusterChange, ClusterEvent, EventFilter, GroupAggregate, GroupAssignment, HostColumn, JobLock,
+    NewCluster,
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent, StormRange};
 pub use groups::{GroupQuery, GroupRow};
@@ -263,6 +269,11 @@ impl Store {
                     "cluster_states",
                     include_str!("../../../migrations/sqlite/0007_cluster_states.sql"),
                 ),
+                (
+                    8,
+                    "alerts",
+                    include_str!("../../../migrations/sqlite/0008_alerts.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (
@@ -299,6 +310,11 @@ impl Store {
                     7,
                     "cluster_states",
                     include_str!("../../../migrations/postgres/0007_cluster_states.sql"),
+                ),
+                (
+                    8,
+                    "alerts",
+                    include_str!("../../../migrations/postgres/0008_alerts.sql"),
                 ),
             ],
         };

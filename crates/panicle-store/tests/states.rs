@@ -52,7 +52,7 @@ async fn setup(store: &Store, fingerprints: &[&str]) -> i64 {
         })
         .collect();
     store
-        .save_clustering(p.id, &assignments, 100, &[], &[])
+        .save_clustering(p.id, &assignments, 100, &[], &[], &[])
         .await
         .unwrap();
     p.id
@@ -122,7 +122,7 @@ panicle_store::backend_tests! {
             .iter()
             .map(|g| GroupAssignment { group_id: g.id.clone(), cluster_id: "1".into(), core: true })
             .collect();
-        store.save_clustering(p, &together, 100, &[], &[]).await.unwrap();
+        store.save_clustering(p, &together, 100, &[], &[], &[]).await.unwrap();
         set(&store, p, "1", StateChange::Resolve).await;
         let tasks: Vec<_> = fps
             .iter()
@@ -248,7 +248,7 @@ panicle_store::backend_tests! {
             .iter()
             .map(|g| GroupAssignment { group_id: g.id.clone(), cluster_id: "1".into(), core: true })
             .collect();
-        store.save_clustering(p, &assignments, 100, &[], &[("1".into(), vec!["1".into()])]).await.unwrap();
+        store.save_clustering(p, &assignments, 100, &[], &[("1".into(), vec!["1".into()])], &[]).await.unwrap();
         let s = store.cluster_state("1").await.unwrap();
         assert_eq!(s.status, ClusterStatus::Unresolved);
         assert_eq!(s.regression.unwrap().release.as_deref(), Some("1.5.0"));
@@ -274,6 +274,7 @@ panicle_store::backend_tests! {
                 100,
                 &[],
                 &[("1".into(), vec!["1".into(), "2".into()]), ("3".into(), vec!["3".into(), "5".into()]), ("4".into(), vec!["4".into()])],
+                &[],
             )
             .await
             .unwrap();
@@ -285,7 +286,7 @@ panicle_store::backend_tests! {
         assert_eq!(inherited.1.detail.as_ref().unwrap()["because"], "merge of 3, 5");
         // Cluster 1 splits into 1 and a fresh 7: both resolved.
         store
-            .save_clustering(p, &[put("1", "1"), put("2", "7")], 100, &[], &[("1".into(), vec!["1".into()]), ("7".into(), vec!["1".into()])])
+            .save_clustering(p, &[put("1", "1"), put("2", "7")], 100, &[], &[("1".into(), vec!["1".into()]), ("7".into(), vec!["1".into()])], &[])
             .await
             .unwrap();
         assert_eq!(status(&store, "7").await, ClusterStatus::Resolved(Resolution::Now));
