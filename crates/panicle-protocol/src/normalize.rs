@@ -147,8 +147,16 @@ pub fn normalize_function(function: &str) -> String {
     let f = RE_CLOSURE.replace_all(&f, "{closure}");
     let f = RE_GO_CLOSURE.replace_all(&f, ".$1");
     let f = RE_GO_ARGS.replace(&f, "");
-    short_function_name(&f)
+    let f = short_function_name(&f);
+    // A function's anonymous bodies are one token: legacy mangling (what
+    // sentry-rust and full debug info show) calls async bodies `{closure}`,
+    // DWARF's names tell `{async fn}`/`{async block}`, and nesting depth
+    // differs with how the compiler lowered them.
+    RE_ANONYMOUS_RUN.replace_all(&f, "::{closure}").into_owned()
 }
+
+static RE_ANONYMOUS_RUN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:::\{(?:closure|async fn|async block)\})+").unwrap());
 
 /// The name a frame is shown and grouped by: generic arguments dropped
 /// wherever they stand (`Core<T,S>::poll::{closure}<F>` → `Core::poll::{closure}`,
@@ -340,6 +348,18 @@ mod tests {
             "<F as axum::handler::Handler>::call::{closure}"
         );
         assert_eq!(normalize_function("main.worker.func2"), "main.worker.func");
+        for spelling in [
+            "shop::load::{async fn}::{async block}",
+            "shop::load::{closure}::{closure}",
+            "shop::load::{{closure}}",
+            "shop::load::{async block}::{closure}",
+        ] {
+            assert_eq!(
+                normalize_function(spelling),
+                "shop::load::{closure}",
+                "{spelling}"
+            );
+        }
         assert_eq!(
             normalize_function("main.(*Store).Put(0xc000010000, 0x1)"),
             "main.(*Store).Put"
