@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use panicle_server::alerts::{AlertConfig, Alerts, RuleBody};
+use panicle_server::webhook::TrustRoots;
 use panicle_store::{AlertRule, Store};
 
 use crate::DbArgs;
@@ -80,7 +81,21 @@ pub enum AlertCommand {
         /// The server's URL, for the payload's dashboard links.
         #[arg(long, env = "PANICLE_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Trust only the CA certificates of this PEM file for an https:// receiver (as `serve`).
+        #[arg(long, env = "PANICLE_ALERT_CA_FILE")]
+        alert_ca_file: Option<std::path::PathBuf>,
     },
+}
+
+/// The CA certificates of `--alert-ca-file`, read and checked at start: a
+/// file that trusts nothing would only show up as failed deliveries later.
+pub fn trust_roots(path: Option<&std::path::Path>) -> Result<Option<TrustRoots>> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read --alert-ca-file {}", path.display()))?;
+    let roots = TrustRoots::from_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("--alert-ca-file {}: {e}", path.display()))?;
+    Ok(Some(roots))
 }
 
 /// Opens the database a server already made; refuses a missing SQLite file.
@@ -210,7 +225,13 @@ pub async fn run(command: AlertCommand) -> Result<()> {
             eprintln!("alert rule {id} removed");
             Ok(())
         }
-        AlertCommand::Test { id, db, public_url } => {
+        AlertCommand::Test {
+            id,
+            db,
+            public_url,
+            alert_ca_file,
+        } => {
+            let trust_roots = trust_roots(alert_ca_file.as_deref())?;
             let store = open_existing(&db).await?;
             let rule = store.alert_rule(id).await?.with_context(|| {
                 format!("no alert rule with id {id} (see `panicle alert list`)")
@@ -219,7 +240,10 @@ pub async fn run(command: AlertCommand) -> Result<()> {
             let alerts = Alerts::new(
                 store,
                 rules,
-                AlertConfig::default(),
+                AlertConfig {
+                    trust_roots,
+                    ..AlertConfig::default()
+                },
                 &crate::public_url_or_listen(public_url),
             );
             match alerts

@@ -48,7 +48,7 @@ enum Command {
         #[arg(long, env = "PANICLE_PUBLIC_URL")]
         public_url: Option<String>,
         #[command(flatten)]
-        settings: ServeSettings,
+        settings: Box<ServeSettings>,
     },
     /// Manage projects.
     Project {
@@ -155,6 +155,10 @@ struct ServeSettings {
     /// Seconds between checks of spike and confined alert rules.
     #[arg(long, env = "PANICLE_ALERT_CHECK_INTERVAL", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 60)]
     alert_check_interval: u64,
+    /// PEM file of the CA certificates to trust for https:// alert receivers,
+    /// in place of the built-in Mozilla roots (a private CA).
+    #[arg(long, env = "PANICLE_ALERT_CA_FILE")]
+    alert_ca_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     cluster: ClusterParams,
     #[command(flatten)]
@@ -384,7 +388,7 @@ async fn run(cli: Cli) -> Result<()> {
             listen,
             public_url,
             settings,
-        } => serve(db, listen, public_url, settings).await,
+        } => serve(db, listen, public_url, *settings).await,
         Command::Cluster {
             input,
             output,
@@ -610,6 +614,7 @@ async fn serve(
         .cluster
         .params()
         .context("invalid clustering parameters")?;
+    let trust_roots = alert::trust_roots(settings.alert_ca_file.as_deref())?;
     let store = open(&db).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -657,6 +662,7 @@ async fn serve(
                 backoff_base: Duration::from_millis(settings.alert_backoff_ms),
                 send_timeout: Duration::from_secs(settings.alert_send_timeout),
                 check_interval: Duration::from_secs(settings.alert_check_interval),
+                trust_roots,
                 ..panicle_server::alerts::AlertConfig::default()
             },
             ..ServerConfig::default()

@@ -89,6 +89,11 @@ panicle_store::backend_tests! {
             assert_eq!(body["project"]["name"], "shop");
             assert!(body["links"]["cluster"].as_str().unwrap().starts_with("http://panicle.test:8471/clusters/"), "{body}");
 
+            // A CA file that trusts nothing is refused before any send.
+            let (code, _, err) = cli(&url, &["alert", "test", &id, "--alert-ca-file", "Cargo.toml"]);
+            assert_eq!(code, Some(1));
+            assert!(err.contains("--alert-ca-file Cargo.toml") && err.contains("no PEM certificate"), "{err}");
+
             let (code, _, err) = cli(&url, &["alert", "remove", &id]);
             assert_eq!(code, Some(0), "{err}");
             let (_, out, _) = cli(&url, &["alert", "list"]);

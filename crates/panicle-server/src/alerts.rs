@@ -12,9 +12,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{Request, StatusCode, header};
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
+use axum::http::StatusCode;
 use panicle_rules::RuleSet;
 use panicle_store::triggers::Trigger;
 use panicle_store::{
@@ -26,13 +24,14 @@ use serde_json::{Value, json};
 
 use crate::auth::{Admin, Reader};
 use crate::error::ApiQuery;
+use crate::webhook::{TrustRoots, WebhookClient};
 use crate::{ApiError, AppState};
 
 /// How long finished notifications stay in the delivery log.
 pub const DELIVERY_LOG_KEPT_MS: i64 = 30 * 24 * 3_600_000;
 
 /// How notifications are sent and retried.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AlertConfig {
     /// The first retry's delay; each further one doubles, up to `backoff_max`.
     pub backoff_base: Duration,
@@ -45,6 +44,9 @@ pub struct AlertConfig {
     pub poll_interval: Duration,
     /// How often spike and confinement rules are checked.
     pub check_interval: Duration,
+    /// Trust only these for `https://` receivers (a private CA); `None`
+    /// trusts Mozilla's root program.
+    pub trust_roots: Option<TrustRoots>,
 }
 
 impl Default for AlertConfig {
@@ -56,6 +58,7 @@ impl Default for AlertConfig {
             send_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             check_interval: Duration::from_secs(60),
+            trust_roots: None,
         }
     }
 }
@@ -81,6 +84,7 @@ pub struct Alerts {
     store: Store,
     rules: Arc<RuleSet>,
     config: AlertConfig,
+    client: WebhookClient,
     public_url: String,
     /// Names this process's claims.
     claim_token: String,
@@ -105,10 +109,12 @@ impl Alerts {
         config: AlertConfig,
         public_url: &str,
     ) -> Arc<Alerts> {
+        let client = WebhookClient::new(config.send_timeout, config.trust_roots.as_ref());
         Arc::new(Alerts {
             store,
             rules,
             config,
+            client,
             public_url: public_url.trim_end_matches('/').to_string(),
             claim_token: uuid::Uuid::new_v4().to_string(),
         })
@@ -169,7 +175,7 @@ impl Alerts {
 
     async fn deliver(&self, d: Delivery) -> Result<(), panicle_store::StoreError> {
         let outcome = match self.render(&d).await? {
-            Some((url, body)) => post_json(&url, body, self.config.send_timeout).await,
+            Some((url, body)) => self.client.post_json(&url, body).await,
             None => Err("its rule or project no longer exists".to_string()),
         };
         let result = match &outcome {
@@ -262,7 +268,7 @@ impl Alerts {
             test: true,
         };
         let body = self.payload(&notice).await?;
-        Ok(post_json(&rule.url, body, self.config.send_timeout).await)
+        Ok(self.client.post_json(&rule.url, body).await)
     }
 
     /// Runs the spike and confinement rules of every project at `now_ms`;
@@ -435,70 +441,6 @@ fn slack_payload(p: &Value) -> Value {
             {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("<{link}|Open cluster {} in Panicle>", cluster["id"].as_str().unwrap_or(""))}]},
         ],
     })
-}
-
-/// Ends a task when dropped: the connection of a send that timed out.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// POSTs `body` as JSON within `timeout`; the status of a 2xx answer, else
-/// what went wrong (kept in the delivery log). Plain HTTP/1.1 over hyper's
-/// client connection, on the runtime the server already has.
-pub async fn post_json(url: &str, body: Vec<u8>, timeout: Duration) -> Result<u16, String> {
-    match tokio::time::timeout(timeout, post_json_inner(url, body)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-    }
-}
-
-async fn post_json_inner(url: &str, body: Vec<u8>) -> Result<u16, String> {
-    let uri: axum::http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(
-                "https:// destinations need TLS, which this build does not include: \
-                 send through an http:// relay"
-                    .into(),
-            );
-        }
-        _ => return Err("the URL must start with http://".into()),
-    }
-    let host = uri.host().ok_or("the URL has no host")?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let request = Request::post(path)
-        .header(header::HOST, authority)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, "panicle-alerts/1")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("bad request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
-    let status = response.status();
-    if status.is_success() {
-        Ok(status.as_u16())
-    } else {
-        Err(format!("the receiver answered HTTP {}", status.as_u16()))
-    }
 }
 
 // ---- API ----

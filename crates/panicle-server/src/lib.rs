@@ -27,6 +27,7 @@ mod storable;
 mod timeouts;
 mod token_bucket;
 mod web;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,7 +249,7 @@ impl AppState {
         let alerts = alerts::Alerts::new(
             store.clone(),
             rules.clone(),
-            config.alerts,
+            config.alerts.clone(),
             &config.public_url,
         );
         AppState {

@@ -71,6 +71,81 @@ async fn serve_inbox(
     (addr, tx)
 }
 
+// ---- an HTTPS receiver (the test CA of testdata/tls) ----
+
+const TEST_CA: &[u8] = include_bytes!("../../../testdata/tls/ca.pem");
+
+/// Serves HTTPS on 127.0.0.1 with the `localhost` certificate of
+/// testdata/tls: each request's JSON body goes into `inbox`, answered 200.
+/// Runs on a thread of its own (rustls over std's blocking sockets).
+fn serve_tls_inbox(inbox: Inbox) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+
+    let certs = vec![
+        CertificateDer::from_pem_slice(include_bytes!("../../../testdata/tls/localhost.pem"))
+            .unwrap(),
+    ];
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("../../../testdata/tls/localhost.key"))
+        .unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let conn = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            // A client that does not trust the certificate ends here.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let body_start = loop {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + 4);
+                }
+            };
+            let Some(body_start) = body_start else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&got[..body_start]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while got.len() < body_start + length {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            if let Ok(body) = serde_json::from_slice(&got[body_start..]) {
+                inbox.got.lock().unwrap().push(body);
+            }
+            let _ =
+                tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    addr
+}
+
 // ---- a Panicle server ----
 
 struct Running {
@@ -91,11 +166,16 @@ fn fast_alerts() -> AlertConfig {
         poll_interval: Duration::from_millis(20),
         // Checks run when a test calls them, with the time it picks.
         check_interval: Duration::from_secs(3600),
+        trust_roots: None,
     }
 }
 
 /// A server (a replica when the project exists already) with its alert worker.
 async fn start(db: &TestDb) -> Running {
+    start_with(db, fast_alerts()).await
+}
+
+async fn start_with(db: &TestDb, alerts: AlertConfig) -> Running {
     let store = db.store().await;
     let project = match store.project_by_name("shop").await.unwrap() {
         Some(p) => p,
@@ -107,7 +187,7 @@ async fn start(db: &TestDb) -> Running {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let config = ServerConfig {
         public_url: format!("http://{addr}"),
-        alerts: fast_alerts(),
+        alerts,
         ..ServerConfig::default()
     };
     let state = AppState::new(store, config).unwrap();
@@ -550,6 +630,45 @@ panicle_store::backend_tests! {
         assert!(facts.contains("*Release* 2.0"), "{facts}");
         assert!(facts.contains("*Culprit* `shop::module4::handler4`"), "{facts}");
         assert_eq!(blocks[2]["type"], "context");
+    }
+
+    async fn https_receivers_get_notifications_and_untrusted_ones_are_named(db: &TestDb) {
+        let inbox = Inbox::default();
+        let hook = serve_tls_inbox(inbox.clone());
+        // Trusting the test CA: the Slack message arrives over TLS.
+        let trusted = AlertConfig {
+            trust_roots: Some(panicle_server::webhook::TrustRoots::from_pem(TEST_CA).unwrap()),
+            ..fast_alerts()
+        };
+        let s = start_with(db, trusted).await;
+        let url = format!("https://localhost:{}/hook", hook.port());
+        s.add_rule(json!({"name": "tls", "kind": "new_cluster", "destination": "slack", "url": url})).await;
+        s.ingest(vec![event(7, "web-1", "1.0")]).await;
+        eventually("the Slack message over https", || !inbox.bodies().is_empty()).await;
+        let text = inbox.bodies()[0]["text"].as_str().unwrap().to_string();
+        assert!(text.starts_with("New cluster: "), "{text}");
+        let log = s.deliveries().await;
+        assert_eq!(log[0]["status"], "delivered", "{log:?}");
+
+        // Mozilla's roots only (the default): the receiver's private CA is
+        // not trusted, the test send says why and nothing arrives.
+        let db2 = TestDb::new(db.backend).await;
+        let public = start(&db2).await;
+        let rule = public.add_rule(json!({"name": "tls", "kind": "new_cluster", "destination": "webhook", "url": url})).await;
+        let before = inbox.bodies().len();
+        let (status, body) = call(
+            "POST",
+            format!("{}/api/v1/projects/{}/alerts/rules/{rule}/test", public.base, public.project),
+            Some(public.token.clone()),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["delivered"], false, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("TLS") && error.contains("--alert-ca-file"), "{error}");
+        assert_eq!(inbox.bodies().len(), before);
     }
 
     async fn the_rules_api_validates_tests_and_deletes(db: &TestDb) {

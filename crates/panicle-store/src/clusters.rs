@@ -232,6 +232,15 @@ impl Store {
             .await?;
         }
         self.inherit_states(&mut tx, project_id, sources).await?;
+        // A cluster no group is in any more (merged away, or its events
+        // purged) keeps no state: its history stays in cluster_changes.
+        sqlx::query(
+            "DELETE FROM cluster_states WHERE project_id = $1 AND cluster_id NOT IN \
+             (SELECT cluster_id FROM event_groups WHERE project_id = $1 AND cluster_id IS NOT NULL)",
+        )
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
         for a in assignments.iter().filter(|a| loose.contains(&a.group_id)) {
             self.apply_attach(&mut tx, &a.group_id, &a.cluster_id)
                 .await?;

@@ -284,6 +284,9 @@ panicle_store::backend_tests! {
         let history = store.cluster_changes("3").await.unwrap();
         let inherited = history.iter().find(|(_, c)| c.actor.as_deref() == Some("clustering")).unwrap();
         assert_eq!(inherited.1.detail.as_ref().unwrap()["because"], "merge of 3, 5");
+        // 2 and 5 are retired: no state rows left behind.
+        let listed = store.cluster_states(Some(&[p])).await.unwrap();
+        assert!(!listed.contains_key("2") && !listed.contains_key("5"), "{:?}", listed.keys());
         // Cluster 1 splits into 1 and a fresh 7: both resolved.
         store
             .save_clustering(p, &[put("1", "1"), put("2", "7")], 100, &[], &[("1".into(), vec!["1".into()]), ("7".into(), vec!["1".into()])], &[])

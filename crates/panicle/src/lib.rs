@@ -70,6 +70,15 @@ pub fn init(options: Options) -> Guard {
     if CLIENT.get().is_some() {
         return Guard { _private: () };
     }
+    if let Some(dsn) = &options.dsn
+        && dsn.scheme == "https"
+        && !cfg!(feature = "tls")
+    {
+        eprintln!(
+            "panicle: the DSN is https:// but this build has no TLS (the `tls` feature is off): \
+             events stay in the spool until it is on or the DSN is http://"
+        );
+    }
     let resource = context::Resource::detect(&options);
     let delivery = options.dsn.as_ref().map(|dsn| {
         let service = resource.get("service.name");
