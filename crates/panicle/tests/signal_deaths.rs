@@ -188,6 +188,37 @@ fn a_spawned_thread_overflowing_its_stack_is_named() {
 }
 
 #[test]
+fn a_fault_the_previous_handler_resolves_lets_the_process_live_without_a_record() {
+    let server = common::TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let out = run("handled-fault", &server.dsn, &spool, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{out:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("resumed after the handled fault: 42"),
+        "{stdout}"
+    );
+    assert!(records(&spool).is_empty(), "the record was withdrawn");
+    let listing: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        listing
+            .iter()
+            .all(|n| !n.to_string_lossy().contains("signal-")),
+        "{listing:?}"
+    );
+    assert!(server.events().is_empty());
+}
+
+#[test]
 fn turned_off_the_process_dies_as_before_and_leaves_nothing() {
     let server = common::TestServer::start();
     let dir = tempfile::tempdir().unwrap();
