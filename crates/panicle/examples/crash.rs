@@ -3,7 +3,8 @@
 //! `thread-overflow` (the same on a spawned thread), `segv` (`raise(SIGSEGV)`),
 //! `null` (a write through a bad pointer), `handled-fault` (a fault that a
 //! handler installed before `init` resolves, as a GC's write barrier does:
-//! the process lives on); `start` only starts (and ships what an earlier run
+//! the process lives on), `panic-in-drop` (a panic while unwinding: std
+//! aborts, and the panic's own event is the report); `start` only starts (and ships what an earlier run
 //! left in the spool) and exits.
 //!
 //! ```sh
@@ -30,6 +31,7 @@ fn main() {
         }
         "segv" => worker::raise_segv(),
         "null" => worker::write_null(black_box(16)),
+        "panic-in-drop" => worker::panic_in_drop(),
         "handled-fault" => {
             let value = barrier::write_protected(black_box(42));
             println!("resumed after the handled fault: {value}");
@@ -41,7 +43,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown mode {other:?}: use stack-overflow, thread-overflow, segv, null, handled-fault or start"
+                "unknown mode {other:?}: use stack-overflow, thread-overflow, segv, null, panic-in-drop, handled-fault or start"
             );
             std::process::exit(2);
         }
@@ -66,6 +68,20 @@ mod worker {
         unsafe { libc::raise(libc::SIGSEGV) };
         // std's handler lets a raised SIGSEGV go; the SDK's does not.
         eprintln!("still alive after raise(SIGSEGV)");
+    }
+
+    struct Guard;
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            panic!("cleanup failed while unwinding");
+        }
+    }
+
+    #[inline(never)]
+    pub fn panic_in_drop() {
+        let _guard = Guard;
+        panic!("order 17 is corrupt");
     }
 
     #[inline(never)]

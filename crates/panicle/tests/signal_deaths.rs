@@ -219,6 +219,34 @@ fn a_fault_the_previous_handler_resolves_lets_the_process_live_without_a_record(
 }
 
 #[test]
+fn the_abort_after_a_panic_in_drop_is_that_panics_and_writes_no_record() {
+    let server = common::TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let died = run("panic-in-drop", &server.dsn, &spool, &[]);
+    let stderr = String::from_utf8_lossy(&died.stderr);
+    assert_eq!(died.status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(records(&spool).is_empty(), "no crash record: {stderr}");
+    let started = run("start", &server.dsn, &spool, &[]);
+    assert!(started.status.success());
+    let events = server.wait_for_events(1);
+    assert!(!events.is_empty(), "the panic was reported");
+    assert!(
+        events.iter().all(|e| e.kind == Some(Kind::Panic)),
+        "{:#?}",
+        events
+            .iter()
+            .map(|e| (&e.kind, &e.message))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        events.iter().any(|e| e.message == "order 17 is corrupt"),
+        "{:?}",
+        events.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn turned_off_the_process_dies_as_before_and_leaves_nothing() {
     let server = common::TestServer::start();
     let dir = tempfile::tempdir().unwrap();
