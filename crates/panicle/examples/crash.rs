@@ -1,7 +1,8 @@
 //! A service that dies by a signal the way its first argument says, with the
 //! SDK's signal handlers on: `stack-overflow` (recursion on the main thread),
 //! `thread-overflow` (the same on a spawned thread), `segv` (`raise(SIGSEGV)`),
-//! `null` (a write through a bad pointer), `handled-fault` (a fault that a
+//! `null` (a write through a bad pointer), `abort` (`std::process::abort`),
+//! `handled-fault` (a fault that a
 //! handler installed before `init` resolves, as a GC's write barrier does:
 //! the process lives on), `panic-in-drop` (a panic while unwinding: std
 //! aborts, and the panic's own event is the report); `start` only starts (and ships what an earlier run
@@ -32,6 +33,7 @@ fn main() {
         "segv" => worker::raise_segv(),
         "null" => worker::write_null(black_box(16)),
         "panic-in-drop" => worker::panic_in_drop(),
+        "abort" => worker::give_up(),
         "handled-fault" => {
             let value = barrier::write_protected(black_box(42));
             println!("resumed after the handled fault: {value}");
@@ -43,7 +45,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown mode {other:?}: use stack-overflow, thread-overflow, segv, null, panic-in-drop, handled-fault or start"
+                "unknown mode {other:?}: use stack-overflow, thread-overflow, segv, null, abort, panic-in-drop, handled-fault or start"
             );
             std::process::exit(2);
         }
@@ -68,6 +70,11 @@ mod worker {
         unsafe { libc::raise(libc::SIGSEGV) };
         // std's handler lets a raised SIGSEGV go; the SDK's does not.
         eprintln!("still alive after raise(SIGSEGV)");
+    }
+
+    #[inline(never)]
+    pub fn give_up() {
+        std::process::abort();
     }
 
     struct Guard;

@@ -174,6 +174,21 @@ fn a_bad_pointer_names_the_faulting_instruction_and_the_service_frame() {
 }
 
 #[test]
+fn an_abort_is_one_signal_event_naming_its_caller() {
+    let (event, died) = die_then_start("abort", libc::SIGABRT);
+    assert_eq!(128 + died.status.signal().unwrap(), 134);
+    assert_eq!(event.message, "killed by SIGABRT (aborted)");
+    assert_eq!(event.tags["process.signal_name"], "SIGABRT");
+    let first_in_app = event.frames.iter().find(|f| f.in_app == Some(true));
+    assert_eq!(
+        first_in_app.and_then(|f| f.function.as_deref()),
+        Some("crash::worker::give_up"),
+        "{:#?}",
+        functions(&event)
+    );
+}
+
+#[test]
 fn a_spawned_thread_overflowing_its_stack_is_named() {
     let (event, died) = die_then_start("thread-overflow", libc::SIGABRT);
     assert_eq!(128 + died.status.signal().unwrap(), 134);
