@@ -361,18 +361,9 @@ fn write_record(inst: &Installed, sig: c_int, info: *mut siginfo_t, ctx: *mut c_
         buf: [0; 256],
         len: 0,
     };
-    // The interrupted pc first, in case the walk below dies.
-    let mut frames = [0usize; MAX_FRAMES];
-    let mut n = 0usize;
-    // SAFETY: see the module's notes on `_Unwind_Backtrace`.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            frames[n] = frame.ip() as usize;
-            n += 1;
-            n < MAX_FRAMES
-        })
-    };
-    record::write_dynamic(
+    // The signal and the interrupted pc on disk first, in case the walk
+    // below dies.
+    record::write_head(
         &mut sink,
         &Dynamic {
             signal: sig,
@@ -384,9 +375,20 @@ fn write_record(inst: &Installed, sig: c_int, info: *mut siginfo_t, ctx: *mut c_
             tid,
             thread: &thread[..thread_len],
             time_ns,
-            frames: &frames[..n],
         },
     );
+    sink.flush();
+    let mut frames = [0usize; MAX_FRAMES];
+    let mut n = 0usize;
+    // SAFETY: see the module's notes on `_Unwind_Backtrace`.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            frames[n] = frame.ip() as usize;
+            n += 1;
+            n < MAX_FRAMES
+        })
+    };
+    record::write_frames(&mut sink, &frames[..n]);
     sink.put(&inst.static_part);
     sink.put(record::END);
     sink.flush();

@@ -89,7 +89,6 @@ pub struct Dynamic<'a> {
     /// Raw thread name bytes (control characters are written as `?`).
     pub thread: &'a [u8],
     pub time_ns: u64,
-    pub frames: &'a [usize],
 }
 
 fn line_hex(sink: &mut impl Sink, key: &[u8], n: usize) {
@@ -108,9 +107,18 @@ fn line_dec(sink: &mut impl Sink, key: &[u8], n: i64) {
     sink.put(b"\n");
 }
 
-/// Writes the record's per-signal part. Allocates nothing: safe in a
-/// signal handler given a sink that is.
-pub fn write_dynamic(sink: &mut impl Sink, d: &Dynamic<'_>) {
+/// Writes the record's per-signal part at once (the handler writes it in
+/// two steps around the stack walk).
+#[cfg(test)]
+pub fn write_dynamic(sink: &mut impl Sink, d: &Dynamic<'_>, frames: &[usize]) {
+    write_head(sink, d);
+    write_frames(sink, frames);
+}
+
+/// Everything but the frames. Allocates nothing: safe in a signal handler
+/// given a sink that is. Written (and flushed) before the stack walk,
+/// so a walk that dies still leaves the signal and the interrupted `pc`.
+pub fn write_head(sink: &mut impl Sink, d: &Dynamic<'_>) {
     sink.put(MAGIC.as_bytes());
     sink.put(b"\n");
     line_dec(sink, b"signal", d.signal.into());
@@ -129,7 +137,11 @@ pub fn write_dynamic(sink: &mut impl Sink, d: &Dynamic<'_>) {
         sink.put(b"\n");
     }
     line_dec(sink, b"time_ns", d.time_ns as i64);
-    for &f in d.frames {
+}
+
+/// The unwound return addresses, one `frame` line each.
+pub fn write_frames(sink: &mut impl Sink, frames: &[usize]) {
+    for &f in frames {
         line_hex(sink, b"frame", f);
     }
 }
@@ -346,8 +358,8 @@ mod tests {
                 tid: 4712,
                 thread,
                 time_ns: 1_767_225_600_123_456_789,
-                frames,
             },
+            frames,
         );
         let mut resource = Map::new();
         resource.insert("service.name".into(), Value::from("shop"));
