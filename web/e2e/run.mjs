@@ -16,7 +16,7 @@
 // Prints one line per check and "N passed, N failed"; exits 1 on any failure.
 
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const env = (name, fallback) => {
@@ -545,6 +545,49 @@ await step('alerts: add a spike rule, test it against a dead receiver, read the 
   await page.waitForSelector('form.rule-form .form-error:not(:empty)');
   assert((await page.locator('form.rule-form .form-error').innerText()).includes('`url`'), 'the refusal names the field');
 });
+
+if (INGEST_KEY) {
+  await step('a Go crash shows its other goroutines on the event page, folded, after the crashing one', async () => {
+    // A real Go 1.19 dump (GOTRACEBACK=all), posted as a log shipper would.
+    const dump = readFileSync(new URL('../../testdata/crashtext/go/go1.19-gotraceback-all.txt', import.meta.url), 'utf8');
+    const res = await fetch(`${BASE_URL}/api/v1/events/text?service=batcher&pod=batcher-1`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'text/plain', 'X-Panicle-Key': INGEST_KEY },
+      body: dump,
+    });
+    assert(res.status === 202, `text ingest answered ${res.status}`);
+    const id = (await res.json()).accepted[0];
+    await page.goto(`${BASE_URL}/events/${encodeURIComponent(id)}`);
+    await page.waitForSelector('h1.event-message');
+    assert((await page.locator('h1.event-message').innerText()).includes('index out of range [3] with length 2'), 'the message');
+    const stackPanel = page.locator('section.panel[aria-label="Stack"]');
+    const stackText = await stackPanel.innerText();
+    assert(stackText.includes('goroutine 6 [running]') && stackText.includes('main.consume'), `the crashing goroutine first: ${stackText.slice(0, 300)}`);
+    const panel = page.locator('section.panel[aria-label="Other goroutines"]');
+    assert((await panel.count()) === 1, 'an "Other goroutines" panel');
+    assert((await panel.locator('.section-head h2').innerText()).trim() === 'Other goroutines (2)', 'it counts the two others');
+    // Below the crashing goroutine's stack.
+    const order = await page.evaluate(() => {
+      const panels = [...document.querySelectorAll('.event-main > section.panel')].map((p) => p.getAttribute('aria-label'));
+      return panels.indexOf('Stack') < panels.indexOf('Other goroutines');
+    });
+    assert(order, 'the other goroutines come after the crashing stack');
+    const threads = panel.locator('details.thread');
+    assert((await threads.count()) === 2, `${await threads.count()} goroutines listed`);
+    const first = threads.nth(0);
+    const summary = await first.locator('summary').innerText();
+    assert(summary.includes('goroutine 1') && summary.includes('[sleep]') && summary.includes('2 frames'), `summary: ${summary}`);
+    assert((await threads.nth(1).locator('summary').innerText()).includes('goroutine 7'), 'the second one');
+    // Folded until asked; opened, its frames show.
+    assert(!(await first.evaluate((d) => d.open)), 'folded at first');
+    assert(!(await first.innerText()).includes('main.main'), 'frames hidden while folded');
+    await first.locator('summary').click();
+    const opened = await first.innerText();
+    // Its own frame shown, the runtime's `time.Sleep` folded as a dependency.
+    assert(opened.includes('main.main') && opened.includes('1 dependency frame'), `frames when opened: ${opened}`);
+    await shot(page, 'event-go-goroutines');
+  });
+}
 
 await step('sign out ends the session: the old cookie no longer works', async () => {
   const before = (await context.cookies()).find((c) => c.name === 'panicle_session');

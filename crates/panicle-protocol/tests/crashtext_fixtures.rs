@@ -446,6 +446,57 @@ fn rust_multiline_message() {
 }
 
 #[test]
+fn rust_another_threads_lines_among_the_frames_are_dropped() {
+    let text = fixture("rust/rust1.95-interleaved-backtrace.txt");
+    let c = parse("rust/rust1.95-interleaved-backtrace.txt");
+    assert_eq!(c.message, "stock for sku 4711 is negative: -3");
+    assert_eq!(location(&c), "interleave.rs:9");
+    // The frames after `stack backtrace:` and the counting thread's lines.
+    assert_eq!(
+        top(&c, 3),
+        [
+            "interleave::reserve",
+            "interleave::main",
+            "core::ops::function::FnOnce::call_once"
+        ]
+    );
+    assert_eq!(c.frames[0].in_app, Some(true));
+    // Fed line by line, as `panicle run` reads stderr: the same crash.
+    let detected = detect_all(&text);
+    assert_eq!(detected.len(), 1, "{detected:#?}");
+    assert_eq!(detected[0].message, c.message);
+    assert_eq!(top(&detected[0], 2), top(&c, 2));
+}
+
+#[test]
+fn rust_another_threads_line_between_header_and_message_is_dropped() {
+    let text = fixture("rust/rust1.7x-interleaved-header-message-reconstructed.txt");
+    let c = parse("rust/rust1.7x-interleaved-header-message-reconstructed.txt");
+    // `count is 4` has the shape of the lines around the crash: not the message.
+    assert_eq!(c.message, "stock for sku 4711 is negative: -3");
+    assert_eq!(c.extra["interleaved_lines_dropped"], 1);
+    assert_eq!(location(&c), "interleave.rs:9");
+    assert_eq!(thread_name(&c), "main");
+    let detected = detect_all(&text);
+    assert_eq!(detected.len(), 1, "{detected:#?}");
+    assert_eq!(detected[0].message, c.message);
+    // A log line in that place (another thread's `tracing` output) too,
+    // with nothing of its shape around it.
+    let logged = "thread 'main' panicked at src/orders.rs:88:14:\n\
+        2026-01-02T03:04:05.121Z  INFO worker: polled queue\n\
+        called `Result::unwrap()` on an `Err` value: Timeout\n\
+        note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace";
+    let c = parse_crash(logged).unwrap();
+    assert_eq!(
+        c.message,
+        "called `Result::unwrap()` on an `Err` value: Timeout"
+    );
+    let detected = detect_all(logged);
+    assert_eq!(detected.len(), 1);
+    assert_eq!(detected[0].message, c.message);
+}
+
+#[test]
 fn rust_old_forms() {
     let c = parse("rust/rust1.4x-old-format-expect.txt");
     assert_eq!(

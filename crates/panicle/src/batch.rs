@@ -396,6 +396,22 @@ pub struct SendReport {
 /// by event id.
 pub fn send_dir(dir: &Path, dsn: &Dsn, timeout: Duration) -> Result<SendReport, SpoolError> {
     let spool = Spool::open(dir, false, u64::MAX / 4, u64::MAX / 4)?;
+    // Crash records a signal handler left: made events first. This process
+    // is not the one that crashed, so their frames go unsymbolized unless
+    // the build-ids match (the server symbolizes by build-id and offset).
+    crate::signals::recover_dir(
+        dir,
+        &crate::Options::default(),
+        &crate::context::Resource::default(),
+        |event| match serde_json::to_vec(&event) {
+            Ok(json) => {
+                if let Err(e) = spool.write(&event.event_id, &json) {
+                    eprintln!("panicle: {e}");
+                }
+            }
+            Err(e) => eprintln!("panicle: a crash record's event: {e}"),
+        },
+    );
     let transport = HttpTransport::new(
         dsn,
         Duration::from_secs(10).min(timeout.max(Duration::from_secs(1))),

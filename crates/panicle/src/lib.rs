@@ -9,6 +9,10 @@
 //!
 //! With `PANICLE_DSN` unset, `init` still installs the hook, which only chains
 //! the previous one: the SDK can stay in every build.
+//!
+//! On Linux, with a DSN, `init` also installs handlers for SIGSEGV, SIGBUS,
+//! SIGILL, SIGFPE and SIGABRT (stack overflows included) that leave a crash
+//! record in the spool; the next start ships it (see [`signals`]).
 
 pub mod batch;
 #[cfg(feature = "tower")]
@@ -25,6 +29,7 @@ mod options;
 pub mod otel;
 mod scope;
 mod sender;
+pub mod signals;
 pub mod spool;
 mod symbolize;
 mod transport;
@@ -93,6 +98,19 @@ pub fn init(options: Options) -> Guard {
         // Debug info loads off the main thread: the first panic must not pay it.
         symbolize::warm_up();
         capture::prewarm();
+        // Deaths by signal: records go to the spool, and what an earlier
+        // process left there is shipped now.
+        if let Some(dir) = client.delivery.as_ref().and_then(|d| d.spool_dir()) {
+            if client.options.signal_handlers {
+                signals::install(dir, &client.options, &client.resource);
+            }
+            let shipper = client.clone();
+            signals::recover_in_background(dir, &client.options, &client.resource, move |event| {
+                if let Some(delivery) = &shipper.delivery {
+                    delivery.submit(event);
+                }
+            });
+        }
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             hook(&client, info);
@@ -108,11 +126,16 @@ pub fn detect_resource(options: &Options) -> std::collections::BTreeMap<String, 
     context::Resource::detect(options).attributes
 }
 
-/// Waits up to `timeout` for queued events to be sent; true when none is left.
+/// Waits up to `timeout` for queued events to be sent (the crash records
+/// of earlier runs being recovered included); true when none is left.
 pub fn flush(timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    let recovered = signals::wait_recovered(deadline);
     match CLIENT.get().and_then(|c| c.delivery.as_ref()) {
-        Some(d) => d.flush(timeout),
-        None => true,
+        Some(d) => {
+            d.flush(deadline.saturating_duration_since(std::time::Instant::now())) && recovered
+        }
+        None => recovered,
     }
 }
 

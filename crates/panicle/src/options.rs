@@ -26,6 +26,12 @@ pub struct Options {
     pub send_timeout: Duration,
     /// Spool, sender and storm control (issue 4).
     pub delivery: DeliveryOptions,
+    /// Install the handlers for deaths by signal (SIGSEGV, SIGBUS, SIGILL,
+    /// SIGFPE, SIGABRT, stack overflow; Linux, with a DSN). On by default;
+    /// `PANICLE_SIGNAL_HANDLERS=0` (or `false`, `off`) turns them off, e.g.
+    /// when another crash reporter owns those signals. Records left by
+    /// earlier runs are shipped either way.
+    pub signal_handlers: bool,
 }
 
 impl Default for Options {
@@ -40,6 +46,7 @@ impl Default for Options {
             in_app_exclude: Vec::new(),
             send_timeout: Duration::from_secs(2),
             delivery: DeliveryOptions::default(),
+            signal_handlers: true,
         }
     }
 }
@@ -65,7 +72,8 @@ fn env_list(name: &str) -> Vec<String> {
 impl Options {
     /// Reads `PANICLE_DSN`, `PANICLE_RELEASE`, `PANICLE_ENVIRONMENT`,
     /// `OTEL_SERVICE_NAME`, `PANICLE_IN_APP_INCLUDE` / `_EXCLUDE` (comma
-    /// separated), `PANICLE_STORM_THRESHOLD` (panics per second, 0: off). A
+    /// separated), `PANICLE_STORM_THRESHOLD` (panics per second, 0: off),
+    /// `PANICLE_SIGNAL_HANDLERS` (`0`: no signal handlers). A
     /// malformed DSN is reported on stderr and sending stays off, a malformed
     /// threshold keeps the default: a bad setting must not take the service down.
     pub fn from_env() -> Options {
@@ -94,6 +102,12 @@ impl Options {
             in_app_include: env_list("PANICLE_IN_APP_INCLUDE"),
             in_app_exclude: env_list("PANICLE_IN_APP_EXCLUDE"),
             delivery,
+            signal_handlers: !env("PANICLE_SIGNAL_HANDLERS").is_some_and(|v| {
+                matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "0" | "false" | "off" | "no"
+                )
+            }),
             ..Options::default()
         }
     }
@@ -108,6 +122,12 @@ impl Options {
 
     pub fn with_dsn(mut self, dsn: Dsn) -> Self {
         self.dsn = Some(dsn);
+        self
+    }
+
+    /// Turns the signal handlers on or off (see [`Options::signal_handlers`]).
+    pub fn with_signal_handlers(mut self, on: bool) -> Self {
+        self.signal_handlers = on;
         self
     }
 

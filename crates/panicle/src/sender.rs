@@ -641,6 +641,11 @@ impl Delivery {
     pub fn flush(&self, timeout: Duration) -> bool {
         self.shared.flush(timeout)
     }
+
+    /// The spool directory, when the spool could be opened.
+    pub fn spool_dir(&self) -> Option<&std::path::Path> {
+        self.shared.spool.as_ref().map(|s| s.dir())
+    }
 }
 
 impl Shared {

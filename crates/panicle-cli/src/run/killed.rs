@@ -48,30 +48,13 @@ pub fn is_silent_death(signal: i32) -> bool {
     )
 }
 
+/// The signal's name (`SIGSEGV`), as the SDK's signal handlers name it too.
 pub fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        _ => return format!("signal {signal}"),
-    };
-    name.to_string()
+    panicle::signals::signal_name(signal)
 }
 
 fn what(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGSEGV => "segmentation fault: an invalid memory access",
-        libc::SIGBUS => "bus error: a misaligned or unmapped memory access",
-        libc::SIGILL => "illegal instruction",
-        libc::SIGFPE => "arithmetic fault",
-        libc::SIGABRT => "aborted",
-        _ => "killed",
-    }
+    panicle::signals::signal_description(signal)
 }
 
 /// The event of a child killed by `signal` with no crash on stderr.

@@ -60,6 +60,9 @@ struct Block {
     lines: Vec<String>,
     bytes: usize,
     dropped_lines: usize,
+    /// The lines before a Rust panic's header: another thread's output
+    /// of the same shape inside the message is not the message.
+    context: Vec<String>,
 }
 
 impl Block {
@@ -69,6 +72,7 @@ impl Block {
             lines: Vec::new(),
             bytes: 0,
             dropped_lines: 0,
+            context: Vec::new(),
         }
     }
 
@@ -84,7 +88,10 @@ impl Block {
     fn parse(&self) -> Option<ParsedCrash> {
         let lines: Vec<&str> = self.lines.iter().map(String::as_str).collect();
         let mut crash = match self.mode {
-            Mode::Rust(_) => rust::parse_block(&lines)?,
+            Mode::Rust(_) => {
+                let context: Vec<&str> = self.context.iter().map(String::as_str).collect();
+                rust::parse_block(&lines, &context)?
+            }
             Mode::Go { .. } => {
                 let start = (0..lines.len()).find(|&i| go::starts_crash(&lines, i))?;
                 go::parse_from(&lines, start)?
@@ -270,8 +277,8 @@ impl CrashDetector {
         if rust::is_header(line) {
             let mut block = Block::new(Mode::Rust(Tracker::start(line)));
             block.push(line, &self.limits);
+            block.context = self.lookbehind.drain(..).collect();
             self.current = Some(block);
-            self.lookbehind.clear();
             return;
         }
         let signal_start = self

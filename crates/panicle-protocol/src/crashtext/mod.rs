@@ -112,7 +112,7 @@ pub fn parse_crash(text: &str) -> Option<ParsedCrash> {
     let lines: Vec<&str> = text.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         if rust::is_header(line) {
-            return rust::parse_from(&lines[i..]);
+            return rust::parse_from(&lines, i);
         }
         if go::starts_crash(&lines, i) {
             return go::parse_from(&lines, i);

@@ -46,6 +46,11 @@ static RE_LEGACY_HASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"::h[0-9a-
 static RE_CRATE_DISAMBIGUATOR: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\[[0-9a-f]{16}\]").unwrap());
 
+/// Lines in a row that are no frame, taken inside a backtrace before it is
+/// taken as ended: another thread printing while std resolves the frames
+/// (a full backtrace has no closing note, so its end is only seen this way).
+pub(crate) const MAX_FOREIGN_RUN: usize = 32;
+
 /// Message lines kept before the block is taken as ended: a panic in a thread
 /// that prints no note would otherwise swallow the rest of the process' output.
 pub(crate) const MAX_MESSAGE_LINES: usize = 1000;
@@ -134,6 +139,10 @@ pub(crate) enum Step {
 pub(crate) struct Tracker {
     phase: Phase,
     message_lines: usize,
+    /// A log line was taken before the first message line.
+    interleaved_log: bool,
+    /// Lines in a row inside a backtrace that are no frame.
+    foreign_run: usize,
 }
 
 impl Tracker {
@@ -150,6 +159,8 @@ impl Tracker {
         Tracker {
             phase,
             message_lines: 0,
+            interleaved_log: false,
+            foreign_run: 0,
         }
     }
 
@@ -183,8 +194,17 @@ impl Tracker {
                     self.phase = Phase::Backtrace;
                     return Step::Take;
                 }
+                // Another thread's log line between the header and the
+                // message (std writes them separately): taken, and dropped
+                // from the message by the parser. After a message line, a
+                // log line is the program going on.
                 if RE_LOG_LINE.is_match(line) {
-                    return Step::EndBefore;
+                    return if self.message_lines == 0 && !self.interleaved_log {
+                        self.interleaved_log = true;
+                        Step::Take
+                    } else {
+                        Step::EndBefore
+                    };
                 }
                 self.message_lines += 1;
                 if self.message_lines > MAX_MESSAGE_LINES {
@@ -207,9 +227,19 @@ impl Tracker {
                     return Step::TakeAndEnd;
                 }
                 if RE_FRAME.is_match(line) || RE_AT.is_match(line) {
+                    self.foreign_run = 0;
                     return Step::Take;
                 }
-                Step::EndBefore
+                // std writes each frame on its own and resolves the next in
+                // between: another thread's output lands among the frames
+                // (real capture: testdata/crashtext/rust/rust1.95-interleaved-
+                // backtrace.txt). Taken (the parser keeps only frame lines)
+                // while frames may still come; a death line is a crash of its own.
+                self.foreign_run += 1;
+                if self.foreign_run > MAX_FOREIGN_RUN || super::death::parse_line(line).is_some() {
+                    return Step::EndBefore;
+                }
+                Step::Take
             }
         }
     }
@@ -219,16 +249,18 @@ impl Tracker {
 pub fn parse_rust(text: &str) -> Option<ParsedCrash> {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.iter().position(|l| is_header(l))?;
-    parse_from(&lines[start..])
+    parse_from(&lines, start)
 }
 
-/// Parses the panic block that `lines[0]` (a header) starts.
-pub(crate) fn parse_from(lines: &[&str]) -> Option<ParsedCrash> {
-    let header = lines.first()?;
+/// Parses the panic block that `lines[start]` (a header) starts; the lines
+/// around it tell another thread's output interleaved into its message.
+pub(crate) fn parse_from(lines: &[&str], start: usize) -> Option<ParsedCrash> {
+    let block = lines.get(start..)?;
+    let header = block.first()?;
     let mut tracker = Tracker::start(header);
     let mut end = 1;
-    while end < lines.len() {
-        match tracker.step(lines[end]) {
+    while end < block.len() {
+        match tracker.step(block[end]) {
             Step::Take => end += 1,
             Step::TakeAndEnd => {
                 end += 1;
@@ -237,11 +269,61 @@ pub(crate) fn parse_from(lines: &[&str]) -> Option<ParsedCrash> {
             Step::EndBefore => break,
         }
     }
-    parse_block(&lines[..end])
+    let before = &lines[start.saturating_sub(CONTEXT_LINES)..start];
+    let after = &block[end..block.len().min(end + CONTEXT_LINES)];
+    let context: Vec<&str> = before.iter().chain(after).copied().collect();
+    parse_block(&block[..end], &context)
 }
 
-/// Parses one panic block as cut by [`Tracker`].
-pub(crate) fn parse_block(lines: &[&str]) -> Option<ParsedCrash> {
+/// Lines on each side of a panic block compared with its message lines.
+pub(crate) const CONTEXT_LINES: usize = 8;
+
+/// A line's shape: its digit runs as `#` and its ends trimmed, so another
+/// thread's `count is 2` inside a message matches its `count is 1` before.
+fn shape_of(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut in_digits = false;
+    for c in line.trim().chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
+}
+
+/// The message lines without what another thread or process wrote between
+/// them: std writes a panic's header and its message separately, and a
+/// thread printing at that moment lands in between. A line is foreign when
+/// it is a log line (timestamp or level first) or has the shape of a line
+/// of the output around the crash (`context`). Blank lines stay, and never
+/// every line goes: a message that looks like the output around it is still
+/// the message. Returns the kept lines and how many were dropped.
+fn without_interleaved<'a>(lines: &[&'a str], context: &[&str]) -> (Vec<&'a str>, usize) {
+    let shapes: std::collections::HashSet<String> = context
+        .iter()
+        .filter(|l| !l.trim().is_empty() && !is_header(l) && !is_note(l))
+        .map(|l| shape_of(l))
+        .collect();
+    let foreign = |l: &&str| {
+        !l.trim().is_empty() && (RE_LOG_LINE.is_match(l) || shapes.contains(&shape_of(l)))
+    };
+    let kept: Vec<&str> = lines.iter().filter(|l| !foreign(l)).copied().collect();
+    if kept.iter().all(|l| l.trim().is_empty()) {
+        return (lines.to_vec(), 0);
+    }
+    let dropped = lines.len() - kept.len();
+    (kept, dropped)
+}
+
+/// Parses one panic block as cut by [`Tracker`]; `context` is the output
+/// around it (see [`without_interleaved`]).
+pub(crate) fn parse_block(lines: &[&str], context: &[&str]) -> Option<ParsedCrash> {
     let caps = RE_HEADER.captures(lines.first()?)?;
     let name = caps.get(1).map_or("", |m| m.as_str()).to_string();
     let os_id = caps.get(2).map(|m| m.as_str().to_string());
@@ -250,6 +332,7 @@ pub(crate) fn parse_block(lines: &[&str]) -> Option<ParsedCrash> {
     let mut idx = 1;
     let mut header_location: Option<Location> = None;
     let mut cut_header = false;
+    let mut interleaved = 0;
     let message = if let Some(quoted) = rest.strip_prefix('\'') {
         let mut parts: Vec<String> = vec![quoted.to_string()];
         loop {
@@ -293,7 +376,9 @@ pub(crate) fn parse_block(lines: &[&str]) -> Option<ParsedCrash> {
             }
             idx += 1;
         }
-        join_message(&lines[start..idx])
+        let (kept, dropped) = without_interleaved(&lines[start..idx], context);
+        interleaved = dropped;
+        join_message(&kept)
     } else if idx >= lines.len() && !rest.is_empty() {
         // A header cut inside its location (`panicked at src/ma`) and
         // nothing after it: the message never arrived. Not `src/ma`.
@@ -304,6 +389,11 @@ pub(crate) fn parse_block(lines: &[&str]) -> Option<ParsedCrash> {
     };
 
     let mut crash = ParsedCrash::new(Platform::Rust, Kind::Panic, message);
+    if interleaved > 0 {
+        crash
+            .extra
+            .insert("interleaved_lines_dropped".into(), Value::from(interleaved));
+    }
     if cut_header {
         crash.extra.insert("truncated".into(), Value::Bool(true));
         crash.extra.insert(
@@ -566,7 +656,7 @@ mod tests {
 
     #[test]
     fn a_header_cut_in_its_location_is_marked_truncated_not_stored_as_a_message() {
-        let crash = parse_from(&["thread 'main' panicked at src/ma"]).expect("a crash");
+        let crash = parse_from(&["thread 'main' panicked at src/ma"], 0).expect("a crash");
         assert_eq!(crash.message, CUT_MESSAGE);
         assert_eq!(crash.extra["truncated"], Value::Bool(true));
         assert_eq!(crash.extra["truncated_header"], "src/ma");
@@ -574,5 +664,21 @@ mod tests {
             crash.thread.as_ref().and_then(|t| t.name.as_deref()),
             Some("main")
         );
+    }
+
+    #[test]
+    fn a_message_keeps_lines_unlike_the_output_around_it() {
+        let context = ["count is 1", "count is 5", "", "2026-01-02 INFO up"];
+        let lines = ["count is 2", "validation failed:", "", "    field: 7"];
+        let (kept, dropped) = without_interleaved(&lines, &context);
+        assert_eq!(kept, ["validation failed:", "", "    field: 7"]);
+        assert_eq!(dropped, 1);
+        // All of it shaped like the output around: still the message.
+        let (kept, dropped) = without_interleaved(&["count is 9"], &context);
+        assert_eq!((kept, dropped), (vec!["count is 9"], 0));
+        // No context: nothing is dropped but log lines.
+        let (kept, _) = without_interleaved(&["count is 2", "boom"], &[]);
+        assert_eq!(kept, ["count is 2", "boom"]);
+        assert_eq!(shape_of("  took 12ms, 3 left "), "took #ms, # left");
     }
 }

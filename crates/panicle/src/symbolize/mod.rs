@@ -10,6 +10,7 @@
 
 mod classify;
 mod demangle;
+mod foreign;
 mod loader;
 mod names;
 mod qualify;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use panicle_protocol::Frame;
 
 pub use classify::{clean_path, to_frames};
+pub use foreign::{ForeignAddress, foreign_frames};
 pub use loader::{is_warm, resolve_cold, warm_up};
 
 use loader::{SYMBOLIZER, resolve_one, symbolizer};
@@ -90,6 +92,13 @@ pub fn clear_cache() {
     if let Ok(mut cache) = CACHE.write() {
         cache.clear();
     }
+}
+
+/// Waits until `deadline` for the debug info and the name index the
+/// warm-up loads: for work off the panic path (a crash record of an
+/// earlier run) that can wait longer than a panic does. True when ready.
+pub fn wait_ready(deadline: Instant) -> bool {
+    symbolizer(deadline).is_some() && loader::names_ready()
 }
 
 /// Symbolizes addresses through the cache; misses are resolved and cached.
