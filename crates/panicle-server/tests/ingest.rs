@@ -97,11 +97,50 @@ async fn get(url: String, token: Option<String>) -> (u16, Value) {
     .unwrap()
 }
 
+/// Runs the futures at once (each posts on the blocking pool).
+async fn futures_join_all<T: Send + 'static>(
+    futures: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 fn json_body(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }
 
 panicle_store::backend_tests! {
+    // Issue 21: requests that create the same new group at once. On
+    // PostgreSQL the upsert named one unique index while the table had a
+    // second one over the same rows, and the losers got a unique violation
+    // (503). Each round is a fingerprint nobody has sent yet.
+    async fn concurrent_requests_create_one_group(db: &TestDb) {
+        let s = start(db, ServerConfig::default()).await;
+        let url = format!("{}/api/v1/events", s.base);
+        for round in 0..8 {
+            let requests: Vec<_> = (0..32)
+                .map(|_| {
+                    let mut e = event("called `Option::unwrap()` on a `None` value");
+                    e["frames"][0]["function"] = json!(format!("shop::orders::reserve_{round}"));
+                    post(url.clone(), vec![("X-Panicle-Key", s.key.clone())], json_body(&e))
+                })
+                .collect();
+            for (status, body) in futures_join_all(requests).await {
+                assert_eq!(status, 202, "round {round}: {body}");
+            }
+        }
+        let (_, groups) = get(format!("{}/api/v1/groups", s.base), Some(s.token.clone())).await;
+        let groups = groups["items"].as_array().unwrap().clone();
+        assert_eq!(groups.len(), 8, "{groups:?}");
+        for g in &groups {
+            assert_eq!(g["count"], 32, "{g}");
+        }
+    }
+
     async fn batch_gzip_and_duplicates(db: &TestDb) {
         let s = start(db, ServerConfig::default()).await;
         let url = format!("{}/api/v1/events", s.base);

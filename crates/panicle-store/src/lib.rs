@@ -274,6 +274,11 @@ impl Store {
                     "alerts",
                     include_str!("../../../migrations/sqlite/0008_alerts.sql"),
                 ),
+                (
+                    9,
+                    "groups one unique key",
+                    include_str!("../../../migrations/sqlite/0009_groups_one_unique_key.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (
@@ -315,6 +320,11 @@ impl Store {
                     8,
                     "alerts",
                     include_str!("../../../migrations/postgres/0008_alerts.sql"),
+                ),
+                (
+                    9,
+                    "groups one unique key",
+                    include_str!("../../../migrations/postgres/0009_groups_one_unique_key.sql"),
                 ),
             ],
         };

@@ -8,6 +8,8 @@
 //! - `storm N`: the same panic N times in a tight loop (caught), then a normal exit.
 //! - `nul N`: a panic whose message holds a NUL byte, then `storm N`.
 //!
+//! `DEMO_SEND_TIMEOUT_MS` sets the sender's request timeout (the delivery
+//! tests make a hung server outlast the exit's flush with it).
 //! ```sh
 //! PANICLE_DSN=http://KEY@127.0.0.1:8471/1 cargo run -p panicle --example delivery_demo -- storm 1000
 //! ```
@@ -17,7 +19,15 @@ use std::hint::black_box;
 use std::io::Write;
 
 fn main() {
-    let _guard = panicle::init(panicle::Options::from_env().with_release(panicle::release_name!()));
+    let mut options = panicle::Options::from_env().with_release(panicle::release_name!());
+    // Tests: a send that outlasts the exit's flush (a server that hangs).
+    if let Some(ms) = std::env::var("DEMO_SEND_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options.send_timeout = std::time::Duration::from_millis(ms);
+    }
+    let _guard = panicle::init(options);
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "ok".to_string());
     match mode.as_str() {

@@ -146,6 +146,8 @@ pub(crate) struct BatchResult {
     pub unsent: Batch,
     pub retry_after: Option<Duration>,
     pub error: Option<String>,
+    /// The round ended because the server could not be connected to.
+    pub unreachable: bool,
 }
 
 /// Posts a batch; deletes what the server took, moves what it refused for
@@ -270,6 +272,7 @@ impl Round {
                 retry_after,
                 reason,
                 server_error: Some(_),
+                ..
             } => {
                 let repeat = batch.iter().any(|(e, _)| errors.failed_before(&e.event_id));
                 let alone = batch.len() == 1;
@@ -287,8 +290,10 @@ impl Round {
                 retry_after,
                 reason,
                 server_error: None,
+                unreachable,
             } => {
                 self.out.retry_after = retry_after;
+                self.out.unreachable = unreachable;
                 self.out.error = Some(reason);
                 self.out.unsent.extend(batch);
                 Sent::Done

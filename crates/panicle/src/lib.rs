@@ -64,7 +64,12 @@ pub struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        flush(DEFAULT_FLUSH_TIMEOUT);
+        if let Some(client) = CLIENT.get()
+            && let Some(delivery) = &client.delivery
+        {
+            let o = &client.options.delivery;
+            delivery.flush_at_exit(o.exit_flush_timeout, o.exit_waits_for_unreachable_server);
+        }
     }
 }
 

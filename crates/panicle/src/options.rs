@@ -182,6 +182,17 @@ pub struct DeliveryOptions {
     pub abort_flush_timeout: Duration,
     /// Bound of the synchronous send from the hook when the spool is unusable.
     pub fallback_send_timeout: Duration,
+    /// How long dropping the [`Guard`](crate::Guard) (the end of `main`)
+    /// waits for the server to take what is queued. Storm counts are written
+    /// to the spool before the wait, so a server that is slow or hangs
+    /// delays the exit by at most this and loses nothing: the next start or
+    /// `panicle spool send` ships the rest.
+    pub exit_flush_timeout: Duration,
+    /// When the exit's flush finds nothing listening (connection refused, no
+    /// such host), it returns at once, since everything is in the spool.
+    /// `true` waits the whole `exit_flush_timeout` anyway (a server that
+    /// is restarting right now).
+    pub exit_waits_for_unreachable_server: bool,
 }
 
 impl Default for DeliveryOptions {
@@ -197,6 +208,8 @@ impl Default for DeliveryOptions {
             storm_report_interval: Duration::from_secs(2),
             abort_flush_timeout: Duration::from_secs(1),
             fallback_send_timeout: Duration::from_millis(500),
+            exit_flush_timeout: crate::DEFAULT_FLUSH_TIMEOUT,
+            exit_waits_for_unreachable_server: false,
         }
     }
 }

@@ -476,6 +476,10 @@ struct Shared {
     rescan: AtomicBool,
     /// Someone waits in `flush`: emit storm counts and skip the backoff once.
     flush_requested: AtomicBool,
+    /// Counts `flush` calls; a send remembers the count it started under.
+    flush_round: AtomicU64,
+    /// The latest flush round in which a send found the server unreachable.
+    unreachable_round: AtomicU64,
     storm: Storm,
     core: Mutex<Core>,
     flush_lock: Mutex<()>,
@@ -552,6 +556,8 @@ impl Delivery {
             folded_tx,
             rescan: AtomicBool::new(false),
             flush_requested: AtomicBool::new(false),
+            flush_round: AtomicU64::new(0),
+            unreachable_round: AtomicU64::new(0),
             core: Mutex::new(core),
             flush_lock: Mutex::new(()),
             flushed: Condvar::new(),
@@ -639,7 +645,15 @@ impl Delivery {
 
     /// Waits until every known event is acknowledged (storm counts included).
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.shared.flush(timeout)
+        self.shared.flush(timeout, false)
+    }
+
+    /// The exit's flush: storm counts go to the spool first, then the wait
+    /// for the server, cut short (unless `wait_when_unreachable`) once a
+    /// send made for it finds nothing listening: everything is in the spool
+    /// already and the next start ships it.
+    pub fn flush_at_exit(&self, timeout: Duration, wait_when_unreachable: bool) -> bool {
+        self.shared.flush(timeout, !wait_when_unreachable)
     }
 
     /// The spool directory, when the spool could be opened.
@@ -730,15 +744,21 @@ impl Shared {
         }
     }
 
-    fn flush(&self, timeout: Duration) -> bool {
+    fn flush(&self, timeout: Duration, give_up_when_unreachable: bool) -> bool {
         let deadline = Instant::now() + timeout;
         if self.idle() {
             return true;
         }
+        let round = self.flush_round.fetch_add(1, Ordering::AcqRel) + 1;
         self.flush_requested.store(true, Ordering::Release);
         self.wake();
+        // Folded panics are only counts in memory until an aggregate holds
+        // them: write those to the spool before any wait on the network, so
+        // an exit after a flush that timed out (a server that hangs) loses
+        // none of them.
+        self.spool_storm_counts(deadline);
         if self.sender_thread.get().is_none() {
-            return false;
+            return self.idle();
         }
         let mut guard = self
             .flush_lock
@@ -747,6 +767,12 @@ impl Shared {
         loop {
             if self.idle() {
                 return true;
+            }
+            if give_up_when_unreachable
+                && self.unreachable_round.load(Ordering::Acquire) >= round
+                && self.storm.unsent() == 0
+            {
+                return false;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -759,6 +785,32 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// Writes every storm slot's unreported folded panics to the spool as
+    /// aggregates, from the calling thread. The sender holds its lock only
+    /// between sends, so this waits for at most one round's bookkeeping
+    /// (bounded by `deadline` all the same).
+    fn spool_storm_counts(&self, deadline: Instant) {
+        let Some(spool) = &self.spool else { return };
+        if self.storm.unsent() == 0 {
+            return;
+        }
+        let mut core = loop {
+            match self.core.try_lock() {
+                Ok(core) => break core,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
+        let core = &mut *core;
+        take_in(self, spool, core);
+        emit_storm_counts(self, spool, core, true);
     }
 
     fn notify_flushers(&self) {
@@ -785,40 +837,18 @@ fn run_sender(shared: &Shared) {
 /// One round of the sender: take in, rescan, storm counts, trim, send one
 /// batch. Returns how long to sleep (zero: go on at once).
 fn cycle(s: &Shared) -> Duration {
-    let mut core = s.core.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut guard = s.core.lock().unwrap_or_else(PoisonError::into_inner);
     if s.panic_in_sender.swap(false, Ordering::AcqRel) {
         panic!("panicle test: the sender panicked while holding its lock");
     }
-    let core = &mut *core;
-    while let Ok(folded) = core.folded_rx.try_recv() {
-        take_folded(s, core, folded);
-    }
-    let mut templates = Vec::new();
-    while let Ok(item) = core.rx.try_recv() {
-        templates.extend(item.storm_template);
-        if core.known.insert(item.entry.path.clone()) {
-            core.ready.push_back(Queued {
-                entry: item.entry,
-                json: Some(item.json),
-            });
-        } else {
-            s.pending.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
+    let core = &mut *guard;
     let Some(spool) = &s.spool else {
+        // Without a spool the hook sent each event itself: drain the queues.
+        while core.folded_rx.try_recv().is_ok() {}
+        while core.rx.try_recv().is_ok() {}
         return Duration::from_secs(1);
     };
-    for template in templates {
-        // Panics folded before this event went out on its own belong to
-        // aggregates that name the template before it.
-        emit_storm_slot(s, spool, core, template.slot, template.folded_before, false);
-        if let Some(slot) = s.storm.slots.get(template.slot) {
-            slot.has_template.store(true, Ordering::Release);
-        }
-        let acc = core.storms.entry(template.slot).or_default();
-        acc.last_individual_id = Some(template.event.event_id.clone());
-        acc.template = Some(template.event);
-    }
+    take_in(s, spool, core);
     if s.rescan.swap(false, Ordering::AcqRel)
         && let Ok(entries) = spool.list()
     {
@@ -880,7 +910,18 @@ fn cycle(s: &Shared) -> Duration {
     if batch.is_empty() {
         return Duration::ZERO;
     }
-    let result = send_batch(&s.transport, spool, batch, &mut core.server_errors);
+    // The lock is not held on the network: a flush at exit takes it to
+    // write storm counts out while a send hangs.
+    let mut server_errors = std::mem::take(&mut core.server_errors);
+    let round = s.flush_round.load(Ordering::Acquire);
+    drop(guard);
+    let result = send_batch(&s.transport, spool, batch, &mut server_errors);
+    if result.unreachable {
+        s.unreachable_round.fetch_max(round, Ordering::AcqRel);
+    }
+    let mut guard = s.core.lock().unwrap_or_else(PoisonError::into_inner);
+    let core = &mut *guard;
+    core.server_errors = server_errors;
     let resolved = result.acked.len() + result.rejected.len();
     for e in result.acked.iter().chain(&result.rejected) {
         core.known.remove(&e.path);
@@ -906,6 +947,36 @@ fn cycle(s: &Shared) -> Duration {
     core.retry_at_from_server = result.retry_after.is_some();
     s.flush_requested.store(false, Ordering::Release);
     wait
+}
+
+/// Takes what the hook handed over: folded panics' samples, spooled events,
+/// and the templates of storm slots (folded panics before a template belong
+/// to aggregates that name the template before it: written out first).
+fn take_in(s: &Shared, spool: &Spool, core: &mut Core) {
+    while let Ok(folded) = core.folded_rx.try_recv() {
+        take_folded(s, core, folded);
+    }
+    let mut templates = Vec::new();
+    while let Ok(item) = core.rx.try_recv() {
+        templates.extend(item.storm_template);
+        if core.known.insert(item.entry.path.clone()) {
+            core.ready.push_back(Queued {
+                entry: item.entry,
+                json: Some(item.json),
+            });
+        } else {
+            s.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    for template in templates {
+        emit_storm_slot(s, spool, core, template.slot, template.folded_before, false);
+        if let Some(slot) = s.storm.slots.get(template.slot) {
+            slot.has_template.store(true, Ordering::Release);
+        }
+        let acc = core.storms.entry(template.slot).or_default();
+        acc.last_individual_id = Some(template.event.event_id.clone());
+        acc.template = Some(template.event);
+    }
 }
 
 /// Files a folded panic's sample (and the template it may carry) under its

@@ -26,6 +26,9 @@ pub enum PostOutcome {
         retry_after: Option<Duration>,
         reason: String,
         server_error: Option<u16>,
+        /// Nothing accepted the connection (refused, no route, no such
+        /// host): waiting for an answer is pointless, unlike a slow server.
+        unreachable: bool,
     },
     /// 400 / 413 / 422: the batch (or one of its events) will never be taken
     /// as is; the sender splits it to find the culprit.
@@ -70,6 +73,7 @@ impl HttpTransport {
                     retry_after: None,
                     reason: format!("gzip: {e}"),
                     server_error: None,
+                    unreachable: false,
                 };
             }
         };
@@ -87,6 +91,7 @@ impl HttpTransport {
             Err(e) => {
                 return PostOutcome::Retry {
                     retry_after: None,
+                    unreachable: is_unreachable(&e),
                     reason: e.to_string(),
                     server_error: None,
                 };
@@ -120,6 +125,7 @@ impl HttpTransport {
                 reason: format!("HTTP {status}: {}", error_message(&text)),
                 server_error: ((500..=599).contains(&status) && !matches!(status, 502..=504))
                     .then_some(status),
+                unreachable: false,
             },
         }
     }
@@ -132,6 +138,23 @@ impl HttpTransport {
 
 /// `[a,b,c]` from serialized objects, gzip-compressed (fast level: the sender
 /// runs beside the service and batches are small).
+/// The connection was refused or had nowhere to go. A connect timeout is
+/// not: a server that drops packets may still be coming up.
+fn is_unreachable(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::AddrNotAvailable
+        ),
+        _ => false,
+    }
+}
+
 pub fn gzip_array(events: &[&[u8]]) -> std::io::Result<Vec<u8>> {
     let size: usize = events.iter().map(|e| e.len() + 1).sum::<usize>() + 2;
     let mut gz = flate2::write::GzEncoder::new(

@@ -440,3 +440,65 @@ fn a_5xx_that_repeats_for_one_event_is_narrowed_down_on_postgres() {
     assert!(rejected[0].0.contains(&poison_id));
     assert!(rejected[0].1.contains("HTTP 500"), "{rejected:?}");
 }
+
+/// A server that accepts connections and never answers: each is held open
+/// (nothing read, nothing written) while the sink lives.
+fn hung_sink() -> u16 {
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    port
+}
+
+/// Issue 22: a storm against a server that never answers. The first panics
+/// are events of their own; the folded ones were counts in memory that died
+/// with the process when the exit's flush gave up while the sender sat in
+/// its request. In a release build the loop is over in milliseconds and the
+/// request outlasts the flush by chance (the issue: 8 runs of 13); a debug
+/// build's loop is slow enough for the sender to get a round in between, so
+/// here the request is made to outlast the flush (a 10 s send timeout), which
+/// lost the folded counts in every process before the fix.
+#[test]
+fn storm_counts_survive_a_server_that_never_answers() {
+    const PROCESSES: usize = 6;
+    const PANICS: u64 = 40;
+    let mut server = Server::prepare();
+    let sink = hung_sink();
+    let hung_dsn = server
+        .dsn
+        .replace(&format!(":{}/", server.port), &format!(":{sink}/"));
+    let spools: Vec<_> = (0..PROCESSES)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let children: Vec<_> = spools
+        .iter()
+        .map(|spool| {
+            Command::new(demo())
+                .args(["storm", &PANICS.to_string()])
+                .env("PANICLE_DSN", &hung_dsn)
+                .env("DEMO_SEND_TIMEOUT_MS", "10000")
+                .env("PANICLE_SPOOL_DIR", spool.path())
+                .env_remove("OTEL_SERVICE_NAME")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    server.listen();
+    for spool in &spools {
+        assert!(run(&demo(), &["ok"], &server.dsn, spool.path()).success());
+        assert_eq!(spooled(spool.path()), 0);
+    }
+    let events = server.events();
+    let total: u64 = events.iter().map(|(_, c)| c).sum();
+    assert_eq!(total, PANICS * PROCESSES as u64, "{events:?}");
+}
