@@ -81,9 +81,16 @@ enum Command {
         /// Weight ratio between a frame and the one inside it; 1 is plain Jaccard.
         #[arg(long, default_value_t = 1.0)]
         decay: f64,
-        /// Weight of an input line's `message` token, when it has one.
+        /// Weight of the panic kind of an input line's `message`, when it has one
+        /// (0 ignores messages).
         #[arg(long, default_value_t = panicle_cluster::DEFAULT_MESSAGE_WEIGHT)]
         message_weight: f64,
+        /// Weight of the error type in a message (`ParseIntError`, `io::Error`).
+        #[arg(long, default_value_t = panicle_cluster::DEFAULT_ERROR_TYPE_WEIGHT)]
+        error_type_weight: f64,
+        /// Weight of each payload detail in a message (`InvalidDigit`, `NotFound`).
+        #[arg(long, default_value_t = panicle_cluster::DEFAULT_DETAIL_WEIGHT)]
+        detail_weight: f64,
     },
     /// Run a program and report the crashes its stderr shows (Rust panics,
     /// Go panics and fatal errors). Exits with the program's exit code.
@@ -211,9 +218,15 @@ struct ClusterParams {
     /// Weight ratio between a frame and the one inside it; 1 is plain Jaccard.
     #[arg(long, env = "PANICLE_CLUSTER_DECAY", default_value_t = panicle_cluster::DEFAULT_DECAY)]
     decay: f64,
-    /// Weight of the message template token (0 ignores messages).
+    /// Weight of the message's panic kind (0 ignores messages).
     #[arg(long, env = "PANICLE_CLUSTER_MESSAGE_WEIGHT", default_value_t = panicle_cluster::DEFAULT_MESSAGE_WEIGHT)]
     message_weight: f64,
+    /// Weight of the message's error type (`ParseIntError`, `io::Error`).
+    #[arg(long, env = "PANICLE_CLUSTER_ERROR_TYPE_WEIGHT", default_value_t = panicle_cluster::DEFAULT_ERROR_TYPE_WEIGHT)]
+    error_type_weight: f64,
+    /// Weight of each payload detail of the message (`InvalidDigit`, `NotFound`).
+    #[arg(long, env = "PANICLE_CLUSTER_DETAIL_WEIGHT", default_value_t = panicle_cluster::DEFAULT_DETAIL_WEIGHT)]
+    detail_weight: f64,
 }
 
 impl ClusterParams {
@@ -223,6 +236,8 @@ impl ClusterParams {
             min_samples: self.min_samples,
             decay: self.decay,
             message_weight: self.message_weight,
+            error_type_weight: self.error_type_weight,
+            detail_weight: self.detail_weight,
             threads: 0,
         };
         params.validate()?;
@@ -392,12 +407,16 @@ async fn run(cli: Cli) -> Result<()> {
             min_samples,
             decay,
             message_weight,
+            error_type_weight,
+            detail_weight,
         } => {
             let params = ClusterParams {
                 eps,
                 min_samples,
                 decay,
                 message_weight,
+                error_type_weight,
+                detail_weight,
             }
             .params()?;
             tokio::task::spawn_blocking(move || cluster::run(&input, output.as_deref(), &params))

@@ -3,7 +3,8 @@
 //! [`cluster_jsonl`], which reads and writes what it is handed.
 //!
 //! ```text
-//! GroupSignature (frames, message) ──▶ SignatureSet (interned, weighted,
+//! GroupSignature (frames, message: kind, error type, details)
+//!   ──▶ SignatureSet (interned, weighted,
 //!   tokens ranked rarest first) ──▶ NeighbourGraph (prefix-filter index,
 //!   exact verification, distance <= eps) ──▶ core test with event weights
 //!   ──▶ linfa Dbscan expansion ──▶ labels ──▶ stabilize (stable ids)
@@ -52,8 +53,12 @@ pub const DEFAULT_EPS: f64 = 0.55;
 pub const DEFAULT_MIN_SAMPLES: u64 = 2;
 /// Default weight ratio between a frame and the one inside it.
 pub const DEFAULT_DECAY: f64 = 0.2;
-/// Default weight of the message token.
+/// Default weight of the message's panic kind.
 pub const DEFAULT_MESSAGE_WEIGHT: f64 = 2.0;
+/// Default weight of the message's error type.
+pub const DEFAULT_ERROR_TYPE_WEIGHT: f64 = 1.0;
+/// Default weight of each payload detail of the message.
+pub const DEFAULT_DETAIL_WEIGHT: f64 = 0.5;
 
 /// Clustering parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -65,8 +70,12 @@ pub struct Params {
     pub min_samples: u64,
     /// Frame at depth i weighs `decay^i`; in (0, 1]. 1 is plain Jaccard.
     pub decay: f64,
-    /// Weight of the message token; 0 ignores messages.
+    /// Weight of the message's panic kind; 0 ignores messages.
     pub message_weight: f64,
+    /// Weight of the message's error type.
+    pub error_type_weight: f64,
+    /// Weight of each detail of the message's payload.
+    pub detail_weight: f64,
     /// Threads for the neighbour search; 0 uses the available parallelism.
     pub threads: usize,
 }
@@ -78,6 +87,8 @@ impl Default for Params {
             min_samples: DEFAULT_MIN_SAMPLES,
             decay: DEFAULT_DECAY,
             message_weight: DEFAULT_MESSAGE_WEIGHT,
+            error_type_weight: DEFAULT_ERROR_TYPE_WEIGHT,
+            detail_weight: DEFAULT_DETAIL_WEIGHT,
             threads: 0,
         }
     }
@@ -89,6 +100,8 @@ impl Params {
         Weighting {
             decay: self.decay,
             message_weight: self.message_weight,
+            error_type_weight: self.error_type_weight,
+            detail_weight: self.detail_weight,
         }
     }
 
@@ -109,8 +122,14 @@ impl Params {
         if !(self.decay.is_finite() && self.decay > 0.0 && self.decay <= 1.0) {
             return bad("decay", "must be within (0, 1]");
         }
-        if !(self.message_weight.is_finite() && self.message_weight >= 0.0) {
-            return bad("message_weight", "must be finite and not negative");
+        for (name, w) in [
+            ("message_weight", self.message_weight),
+            ("error_type_weight", self.error_type_weight),
+            ("detail_weight", self.detail_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(name, "must be finite and not negative");
+            }
         }
         Ok(())
     }

@@ -1,14 +1,20 @@
 //! Group signatures: weighted token sets and their weighted Jaccard distance.
 //!
 //! A signature holds a group's frame tokens, the bigrams of consecutive frames
-//! (so order matters) and the message template as one token. The frame at
-//! depth `i` (0 = innermost) weighs `decay^i`, a bigram `(f_i, f_i+1)` weighs as
-//! `f_i`, a repeated token keeps its largest weight, and the message token
-//! weighs `message_weight`. Distance is `1 − Σmin/Σmax` over the union of
-//! tokens.
+//! (so order matters) and its message template read as parts
+//! ([`panicle_protocol::message_parts`]): the panic kind, the error type and
+//! each payload detail are tokens of their own. The frame at depth `i`
+//! (0 = innermost) weighs `decay^i`, a bigram `(f_i, f_i+1)` weighs as `f_i`,
+//! a repeated token keeps its largest weight; the kind weighs
+//! `message_weight`, the error type `error_type_weight`, each detail
+//! `detail_weight`. So `ParseIntError { kind: InvalidDigit }` and `{ kind:
+//! Empty }` at one culprit differ by two light detail tokens, while
+//! `Option::unwrap()` and `index out of bounds` share no message token at
+//! all. Distance is `1 − Σmin/Σmax` over the union of tokens.
 
 use std::collections::HashMap;
 
+use panicle_protocol::{MessageParts, message_parts};
 use serde::{Deserialize, Serialize};
 
 /// One group as the clusterer sees it: plain tokens, so the server and the
@@ -17,7 +23,8 @@ use serde::{Deserialize, Serialize};
 pub struct GroupSignature {
     /// Normalized frame tokens, innermost first.
     pub frames: Vec<String>,
-    /// The message template, one token; `None` leaves it out.
+    /// The message template, read as kind, error type and details;
+    /// `None` leaves it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -34,8 +41,41 @@ impl GroupSignature {
 pub struct Weighting {
     /// Weight ratio between a frame and the one inside it, in (0, 1].
     pub decay: f64,
-    /// Weight of the message token; 0 ignores the message.
+    /// Weight of the message's panic kind; 0 ignores the message entirely.
     pub message_weight: f64,
+    /// Weight of the message's error type (`ParseIntError`, `io::Error`).
+    pub error_type_weight: f64,
+    /// Weight of each payload detail (`InvalidDigit`, `NotFound`).
+    pub detail_weight: f64,
+}
+
+impl Weighting {
+    /// The message tokens of a template with their weights, parts of zero
+    /// weight left out.
+    fn message_tokens(&self, template: &str) -> Vec<(Token, f64)> {
+        if self.message_weight <= 0.0 {
+            return Vec::new();
+        }
+        let MessageParts {
+            kind,
+            error_type,
+            details,
+        } = message_parts(template);
+        let mut out = vec![(Token::Kind(kind), self.message_weight)];
+        if self.error_type_weight > 0.0
+            && let Some(t) = error_type
+        {
+            out.push((Token::ErrorType(t), self.error_type_weight));
+        }
+        if self.detail_weight > 0.0 {
+            out.extend(
+                details
+                    .into_iter()
+                    .map(|d| (Token::Detail(d), self.detail_weight)),
+            );
+        }
+        out
+    }
 }
 
 /// The kind of a token, kept apart so a frame never equals a message.
@@ -45,8 +85,12 @@ pub enum Token {
     Frame(String),
     /// Two consecutive frames, inner then outer.
     Bigram(String, String),
-    /// The message template.
-    Message(String),
+    /// The message's panic kind.
+    Kind(String),
+    /// The type of the message's error value.
+    ErrorType(String),
+    /// One detail of the message's payload.
+    Detail(String),
 }
 
 /// The weighted tokens of one signature as a map, built the obvious way.
@@ -68,10 +112,10 @@ pub fn weighted_tokens(sig: &GroupSignature, w: Weighting) -> HashMap<Token, f64
         }
         weight *= w.decay;
     }
-    if let Some(m) = &sig.message
-        && w.message_weight > 0.0
-    {
-        put(Token::Message(m.clone()), w.message_weight);
+    if let Some(m) = &sig.message {
+        for (t, weight) in w.message_tokens(m) {
+            put(t, weight);
+        }
     }
     out
 }
@@ -118,7 +162,9 @@ impl SignatureSet {
     /// Interns and weighs the signatures, in order; point `i` is the `i`-th.
     pub fn build<'a>(sigs: impl IntoIterator<Item = &'a GroupSignature>, w: Weighting) -> Self {
         let mut frames: HashMap<&'a str, u32> = HashMap::new();
-        let mut messages: HashMap<&'a str, u32> = HashMap::new();
+        // A template is parsed once; its tokens' ids and weights are reused.
+        let mut messages: HashMap<&'a str, Vec<(u32, f64)>> = HashMap::new();
+        let mut message_tokens: HashMap<Token, u32> = HashMap::new();
         let mut bigrams: HashMap<u64, u32> = HashMap::new();
         // Id 0 is the empty marker; real tokens start at 1.
         let mut next: u32 = 1;
@@ -154,13 +200,17 @@ impl SignatureSet {
                 }
                 weight *= w.decay;
             }
-            if let Some(m) = &sig.message
-                && w.message_weight > 0.0
-            {
-                let id = *messages
-                    .entry(m.as_str())
-                    .or_insert_with(|| fresh(&mut next));
-                row.push((id, w.message_weight));
+            if let Some(m) = &sig.message {
+                let ids = messages.entry(m.as_str()).or_insert_with(|| {
+                    w.message_tokens(m)
+                        .into_iter()
+                        .map(|(t, weight)| {
+                            let id = *message_tokens.entry(t).or_insert_with(|| fresh(&mut next));
+                            (id, weight)
+                        })
+                        .collect()
+                });
+                row.extend_from_slice(ids);
             }
             if row.is_empty() {
                 row.push((EMPTY_TOKEN, 1.0));
@@ -293,6 +343,8 @@ mod tests {
     const PLAIN: Weighting = Weighting {
         decay: 1.0,
         message_weight: 1.0,
+        error_type_weight: 1.0,
+        detail_weight: 1.0,
     };
 
     #[test]
@@ -317,6 +369,8 @@ mod tests {
         let w = Weighting {
             decay: 0.5,
             message_weight: 0.0,
+            error_type_weight: 1.0,
+            detail_weight: 1.0,
         };
         let t = weighted_tokens(&sig(&["a", "b", "a"], None), w);
         assert_eq!(t[&Token::Frame("a".into())], 1.0);
@@ -329,7 +383,12 @@ mod tests {
         let w = Weighting {
             decay: 0.7,
             message_weight: 2.0,
+            error_type_weight: 1.0,
+            detail_weight: 0.5,
         };
+        let empty = "called `Result::unwrap()` on an `Err` value: ParseIntError { kind: Empty }";
+        let digit =
+            "called `Result::unwrap()` on an `Err` value: ParseIntError { kind: InvalidDigit }";
         let sigs = [
             sig(&["a", "b", "c", "d"], Some("m")),
             sig(&["q", "b", "c", "a", "b"], Some("m")),
@@ -337,6 +396,10 @@ mod tests {
             sig(&[], None),
             sig(&[], None),
             sig(&[], Some("m")),
+            sig(&["a", "b"], Some(empty)),
+            sig(&["a", "c"], Some(digit)),
+            // A frame named like a message part stays a frame.
+            sig(&["ParseIntError", "Empty"], Some(empty)),
         ];
         let set = SignatureSet::build(&sigs, w);
         for i in 0..sigs.len() {
@@ -351,5 +414,52 @@ mod tests {
         }
         assert_eq!(set.distance(3, 4), 0.0);
         assert_eq!(set.distance(3, 0), 1.0);
+    }
+
+    #[test]
+    fn payload_variants_are_close_and_kinds_far() {
+        let w = Weighting {
+            decay: 0.2,
+            message_weight: 2.0,
+            error_type_weight: 1.0,
+            detail_weight: 0.5,
+        };
+        let frames = ["shop::qty::parse", "shop::cart::add"];
+        let unwrap = |payload: &str| {
+            sig(
+                &frames,
+                Some(&format!(
+                    "called `Result::unwrap()` on an `Err` value: {payload}"
+                )),
+            )
+        };
+        let digit = unwrap("ParseIntError { kind: InvalidDigit }");
+        let empty = unwrap("ParseIntError { kind: Empty }");
+        let io = unwrap("Os { code: <n>, kind: NotFound, message: \"<s>\" }");
+        let none = sig(&frames, Some("called `Option::unwrap()` on a `None` value"));
+        // Shared: frames (1 + 0.2 + bigram 1), kind 2, type 1; each side's
+        // detail 0.5 is its own.
+        let shared = 1.0 + 0.2 + 1.0 + 2.0 + 1.0;
+        let d = distance(&digit, &empty, w);
+        assert!((d - (1.0 - shared / (shared + 1.0))).abs() < 1e-12, "{d}");
+        assert!(d < distance(&digit, &io, w));
+        assert!(distance(&digit, &io, w) < distance(&digit, &none, w));
+        // No message part in common: only the frames are shared.
+        let frames_only = 1.0 + 0.2 + 1.0;
+        let far = distance(&digit, &none, w);
+        assert!((far - (1.0 - frames_only / (frames_only + 3.5 + 2.0))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn zero_message_weight_ignores_the_message() {
+        let w = Weighting {
+            decay: 1.0,
+            message_weight: 0.0,
+            error_type_weight: 1.0,
+            detail_weight: 1.0,
+        };
+        let a = sig(&["x"], Some("already mutably borrowed: BorrowError"));
+        let b = sig(&["x"], Some("attempt to add with overflow"));
+        assert_eq!(distance(&a, &b, w), 0.0);
     }
 }

@@ -109,6 +109,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         min_samples: 5,
         decay: 1.0,
         message_weight: 1.0,
+        error_type_weight: 0.0,
+        detail_weight: 0.0,
         threads: 2,
     };
     let mut write_jsonl: Option<String> = None;
@@ -121,6 +123,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--eps" => params.eps = value.parse()?,
             "--decay" => params.decay = value.parse()?,
             "--message-weight" => params.message_weight = value.parse()?,
+            "--error-type-weight" => params.error_type_weight = value.parse()?,
+            "--detail-weight" => params.detail_weight = value.parse()?,
             "--min-samples" => params.min_samples = value.parse()?,
             "--threads" => params.threads = value.parse()?,
             "--write-jsonl" => write_jsonl = Some(value),
