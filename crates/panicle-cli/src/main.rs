@@ -81,6 +81,9 @@ enum Command {
         /// Weight ratio between a frame and the one inside it; 1 is plain Jaccard.
         #[arg(long, default_value_t = 1.0)]
         decay: f64,
+        /// Weight of a frame's leaf name (last two path segments) relative to the frame.
+        #[arg(long, default_value_t = panicle_cluster::DEFAULT_LEAF_WEIGHT)]
+        leaf_weight: f64,
         /// Weight of the panic kind of an input line's `message`, when it has one
         /// (0 ignores messages).
         #[arg(long, default_value_t = panicle_cluster::DEFAULT_MESSAGE_WEIGHT)]
@@ -218,6 +221,9 @@ struct ClusterParams {
     /// Weight ratio between a frame and the one inside it; 1 is plain Jaccard.
     #[arg(long, env = "PANICLE_CLUSTER_DECAY", default_value_t = panicle_cluster::DEFAULT_DECAY)]
     decay: f64,
+    /// Weight of a frame's leaf name (last two path segments, what survives a move) relative to the frame.
+    #[arg(long, env = "PANICLE_CLUSTER_LEAF_WEIGHT", default_value_t = panicle_cluster::DEFAULT_LEAF_WEIGHT)]
+    leaf_weight: f64,
     /// Weight of the message's panic kind (0 ignores messages).
     #[arg(long, env = "PANICLE_CLUSTER_MESSAGE_WEIGHT", default_value_t = panicle_cluster::DEFAULT_MESSAGE_WEIGHT)]
     message_weight: f64,
@@ -235,6 +241,7 @@ impl ClusterParams {
             eps: self.eps,
             min_samples: self.min_samples,
             decay: self.decay,
+            leaf_weight: self.leaf_weight,
             message_weight: self.message_weight,
             error_type_weight: self.error_type_weight,
             detail_weight: self.detail_weight,
@@ -406,6 +413,7 @@ async fn run(cli: Cli) -> Result<()> {
             eps,
             min_samples,
             decay,
+            leaf_weight,
             message_weight,
             error_type_weight,
             detail_weight,
@@ -414,6 +422,7 @@ async fn run(cli: Cli) -> Result<()> {
                 eps,
                 min_samples,
                 decay,
+                leaf_weight,
                 message_weight,
                 error_type_weight,
                 detail_weight,

@@ -29,7 +29,8 @@ pub use explain::{Explanation, explain};
 pub use index::NeighbourGraph;
 pub use jsonl::{InputLine, OutputLine, Summary, cluster_jsonl};
 pub use signature::{
-    GroupSignature, SignatureSet, Token, Weighting, distance, reference_distance, weighted_tokens,
+    GroupSignature, SignatureSet, Token, Weighting, distance, leaf_name, reference_distance,
+    weighted_tokens,
 };
 pub use stable::{GroupLabel, Merge, Split, StableAssignment, attach, stabilize};
 
@@ -52,13 +53,15 @@ pub const DEFAULT_EPS: f64 = 0.55;
 /// Default events a neighbourhood needs to be dense.
 pub const DEFAULT_MIN_SAMPLES: u64 = 2;
 /// Default weight ratio between a frame and the one inside it.
-pub const DEFAULT_DECAY: f64 = 0.2;
+pub const DEFAULT_DECAY: f64 = 0.3;
+/// Default weight of a frame's leaf name relative to the frame.
+pub const DEFAULT_LEAF_WEIGHT: f64 = 3.0;
 /// Default weight of the message's panic kind.
 pub const DEFAULT_MESSAGE_WEIGHT: f64 = 2.0;
 /// Default weight of the message's error type.
-pub const DEFAULT_ERROR_TYPE_WEIGHT: f64 = 1.0;
+pub const DEFAULT_ERROR_TYPE_WEIGHT: f64 = 6.0;
 /// Default weight of each payload detail of the message.
-pub const DEFAULT_DETAIL_WEIGHT: f64 = 0.5;
+pub const DEFAULT_DETAIL_WEIGHT: f64 = 1.0;
 
 /// Clustering parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,6 +73,9 @@ pub struct Params {
     pub min_samples: u64,
     /// Frame at depth i weighs `decay^i`; in (0, 1]. 1 is plain Jaccard.
     pub decay: f64,
+    /// A frame's leaf name (last two path segments) weighs this times the
+    /// frame; 0 leaves leaves out.
+    pub leaf_weight: f64,
     /// Weight of the message's panic kind; 0 ignores messages.
     pub message_weight: f64,
     /// Weight of the message's error type.
@@ -86,6 +92,7 @@ impl Default for Params {
             eps: DEFAULT_EPS,
             min_samples: DEFAULT_MIN_SAMPLES,
             decay: DEFAULT_DECAY,
+            leaf_weight: DEFAULT_LEAF_WEIGHT,
             message_weight: DEFAULT_MESSAGE_WEIGHT,
             error_type_weight: DEFAULT_ERROR_TYPE_WEIGHT,
             detail_weight: DEFAULT_DETAIL_WEIGHT,
@@ -99,6 +106,7 @@ impl Params {
     pub fn weighting(&self) -> Weighting {
         Weighting {
             decay: self.decay,
+            leaf_weight: self.leaf_weight,
             message_weight: self.message_weight,
             error_type_weight: self.error_type_weight,
             detail_weight: self.detail_weight,
@@ -123,6 +131,7 @@ impl Params {
             return bad("decay", "must be within (0, 1]");
         }
         for (name, w) in [
+            ("leaf_weight", self.leaf_weight),
             ("message_weight", self.message_weight),
             ("error_type_weight", self.error_type_weight),
             ("detail_weight", self.detail_weight),

@@ -1,11 +1,13 @@
 //! Group signatures: weighted token sets and their weighted Jaccard distance.
 //!
-//! A signature holds a group's frame tokens, the bigrams of consecutive frames
-//! (so order matters) and its message template read as parts
+//! A signature holds a group's frame tokens, each frame's leaf name (its
+//! last two path segments, which survive moving code to another module),
+//! the bigrams of consecutive frames (so order matters) and its message template read as parts
 //! ([`panicle_protocol::message_parts`]): the panic kind, the error type and
 //! each payload detail are tokens of their own. The frame at depth `i`
-//! (0 = innermost) weighs `decay^i`, a bigram `(f_i, f_i+1)` weighs as `f_i`,
-//! a repeated token keeps its largest weight; the kind weighs
+//! (0 = innermost) weighs `decay^i`, its leaf `leaf_weight` times that, a
+//! bigram `(f_i, f_i+1)` weighs as `f_i`, a repeated token keeps its largest
+//! weight; the kind weighs
 //! `message_weight`, the error type `error_type_weight`, each detail
 //! `detail_weight`. So `ParseIntError { kind: InvalidDigit }` and `{ kind:
 //! Empty }` at one culprit differ by two light detail tokens, while
@@ -41,6 +43,9 @@ impl GroupSignature {
 pub struct Weighting {
     /// Weight ratio between a frame and the one inside it, in (0, 1].
     pub decay: f64,
+    /// Weight of a frame's leaf name relative to the frame's own; 0 leaves
+    /// leaves out.
+    pub leaf_weight: f64,
     /// Weight of the message's panic kind; 0 ignores the message entirely.
     pub message_weight: f64,
     /// Weight of the message's error type (`ParseIntError`, `io::Error`).
@@ -78,6 +83,30 @@ impl Weighting {
     }
 }
 
+/// A function's last two path segments, what survives moving it to another
+/// module or package: `orders::pricing::line_total` and
+/// `orders::quote::pricing::line_total` are both `pricing::line_total`;
+/// `github.com/acme/fleet/internal/routes.avgStop` is `routes.avgStop`.
+/// Anonymous bodies (`::{closure}`) stay on the name they belong to.
+pub fn leaf_name(function: &str) -> &str {
+    if function.contains("::") {
+        let mut body = function;
+        while let Some(rest) = body.strip_suffix("::{closure}") {
+            body = rest;
+        }
+        let mut cut = body.len();
+        for _ in 0..2 {
+            match body[..cut].rfind("::") {
+                Some(at) => cut = at,
+                None => return function,
+            }
+        }
+        &function[cut + 2..]
+    } else {
+        function.rsplit_once('/').map_or(function, |(_, leaf)| leaf)
+    }
+}
+
 /// The kind of a token, kept apart so a frame never equals a message.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Token {
@@ -85,6 +114,8 @@ pub enum Token {
     Frame(String),
     /// Two consecutive frames, inner then outer.
     Bigram(String, String),
+    /// A frame's [`leaf_name`].
+    Leaf(String),
     /// The message's panic kind.
     Kind(String),
     /// The type of the message's error value.
@@ -107,6 +138,12 @@ pub fn weighted_tokens(sig: &GroupSignature, w: Weighting) -> HashMap<Token, f64
     let mut weight = 1.0;
     for (i, f) in sig.frames.iter().enumerate() {
         put(Token::Frame(f.clone()), weight);
+        if w.leaf_weight > 0.0 {
+            put(
+                Token::Leaf(leaf_name(f).to_string()),
+                weight * w.leaf_weight,
+            );
+        }
         if let Some(next) = sig.frames.get(i + 1) {
             put(Token::Bigram(f.clone(), next.clone()), weight);
         }
@@ -161,7 +198,9 @@ const EMPTY_TOKEN: u32 = 0;
 impl SignatureSet {
     /// Interns and weighs the signatures, in order; point `i` is the `i`-th.
     pub fn build<'a>(sigs: impl IntoIterator<Item = &'a GroupSignature>, w: Weighting) -> Self {
-        let mut frames: HashMap<&'a str, u32> = HashMap::new();
+        // A frame's id and its leaf's id.
+        let mut frames: HashMap<&'a str, (u32, u32)> = HashMap::new();
+        let mut leaves: HashMap<&'a str, u32> = HashMap::new();
         // A template is parsed once; its tokens' ids and weights are reused.
         let mut messages: HashMap<&'a str, Vec<(u32, f64)>> = HashMap::new();
         let mut message_tokens: HashMap<Token, u32> = HashMap::new();
@@ -177,24 +216,36 @@ impl SignatureSet {
         let mut tokens: Vec<u32> = Vec::new();
         let mut weights: Vec<f64> = Vec::new();
         let mut row: Vec<(u32, f64)> = Vec::new();
-        let mut frame_ids: Vec<u32> = Vec::new();
+        let mut frame_ids: Vec<(u32, u32)> = Vec::new();
         let mut bigram_ids: Vec<u32> = Vec::new();
+        let pair_key = |a: u32, b: u32| (u64::from(a) << 32) | u64::from(b);
         for sig in sigs {
             row.clear();
             frame_ids.clear();
             for f in &sig.frames {
-                let id = *frames.entry(f.as_str()).or_insert_with(|| fresh(&mut next));
-                frame_ids.push(id);
+                let ids = *frames.entry(f.as_str()).or_insert_with(|| {
+                    let id = fresh(&mut next);
+                    let leaf = *leaves
+                        .entry(leaf_name(f))
+                        .or_insert_with(|| fresh(&mut next));
+                    (id, leaf)
+                });
+                frame_ids.push(ids);
             }
             bigram_ids.clear();
             for pair in frame_ids.windows(2) {
-                let key = (u64::from(pair[0]) << 32) | u64::from(pair[1]);
-                let id = *bigrams.entry(key).or_insert_with(|| fresh(&mut next));
+                let id = *bigrams
+                    .entry(pair_key(pair[0].0, pair[1].0))
+                    .or_insert_with(|| fresh(&mut next));
                 bigram_ids.push(id);
             }
             let mut weight = 1.0;
-            for (i, &f) in frame_ids.iter().enumerate() {
+            let leaf_weight = w.leaf_weight;
+            for (i, &(f, leaf)) in frame_ids.iter().enumerate() {
                 row.push((f, weight));
+                if leaf_weight > 0.0 {
+                    row.push((leaf, weight * leaf_weight));
+                }
                 if let Some(&b) = bigram_ids.get(i) {
                     row.push((b, weight));
                 }
@@ -342,6 +393,7 @@ mod tests {
 
     const PLAIN: Weighting = Weighting {
         decay: 1.0,
+        leaf_weight: 0.0,
         message_weight: 1.0,
         error_type_weight: 1.0,
         detail_weight: 1.0,
@@ -368,6 +420,7 @@ mod tests {
     fn repeated_token_keeps_largest_weight() {
         let w = Weighting {
             decay: 0.5,
+            leaf_weight: 0.0,
             message_weight: 0.0,
             error_type_weight: 1.0,
             detail_weight: 1.0,
@@ -382,6 +435,7 @@ mod tests {
     fn table_matches_reference() {
         let w = Weighting {
             decay: 0.7,
+            leaf_weight: 0.5,
             message_weight: 2.0,
             error_type_weight: 1.0,
             detail_weight: 0.5,
@@ -400,6 +454,9 @@ mod tests {
             sig(&["a", "c"], Some(digit)),
             // A frame named like a message part stays a frame.
             sig(&["ParseIntError", "Empty"], Some(empty)),
+            // Moved: the same leaves under another module.
+            sig(&["app::a::b", "app::x::c::d"], None),
+            sig(&["app::m::a::b", "app::x::c::d::{closure}"], None),
         ];
         let set = SignatureSet::build(&sigs, w);
         for i in 0..sigs.len() {
@@ -420,6 +477,7 @@ mod tests {
     fn payload_variants_are_close_and_kinds_far() {
         let w = Weighting {
             decay: 0.2,
+            leaf_weight: 0.0,
             message_weight: 2.0,
             error_type_weight: 1.0,
             detail_weight: 0.5,
@@ -451,9 +509,54 @@ mod tests {
     }
 
     #[test]
+    fn leaves_survive_a_move() {
+        for (f, leaf) in [
+            ("orders::pricing::line_total", "pricing::line_total"),
+            ("orders::quote::pricing::line_total", "pricing::line_total"),
+            (
+                "orders::api::add::{closure}::{closure}",
+                "api::add::{closure}::{closure}",
+            ),
+            ("main", "main"),
+            ("shop::main", "shop::main"),
+            (
+                "github.com/acme/fleet/internal/routes.avgStop",
+                "routes.avgStop",
+            ),
+            ("github.com/acme/x/api.(*S).handle", "api.(*S).handle"),
+            ("main.worker.func", "main.worker.func"),
+        ] {
+            assert_eq!(leaf_name(f), leaf, "{f}");
+        }
+        let w = Weighting {
+            decay: 0.5,
+            leaf_weight: 1.0,
+            message_weight: 0.0,
+            error_type_weight: 0.0,
+            detail_weight: 0.0,
+        };
+        let a = sig(&["orders::pricing::line_total", "orders::api::show"], None);
+        let moved = sig(
+            &["orders::quote::pricing::line_total", "orders::api::show"],
+            None,
+        );
+        let other = sig(&["orders::pricing::discount", "orders::api::show"], None);
+        assert!(distance(&a, &moved, w) < distance(&a, &other, w));
+        let no_leaves = Weighting {
+            leaf_weight: 0.0,
+            ..w
+        };
+        assert_eq!(
+            distance(&a, &moved, no_leaves),
+            distance(&a, &other, no_leaves)
+        );
+    }
+
+    #[test]
     fn zero_message_weight_ignores_the_message() {
         let w = Weighting {
             decay: 1.0,
+            leaf_weight: 1.0,
             message_weight: 0.0,
             error_type_weight: 1.0,
             detail_weight: 1.0,

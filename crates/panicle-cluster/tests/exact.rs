@@ -29,7 +29,11 @@ fn signature() -> impl Strategy<Value = GroupSignature> {
     )
         .prop_map(|(frames, msg)| {
             GroupSignature::new(
-                frames.iter().map(|f| format!("app::f{f}")).collect(),
+                // Two modules, so leaves are shared across frames too.
+                frames
+                    .iter()
+                    .map(|f| format!("app::m{}::f{}", f % 2, f / 2))
+                    .collect(),
                 msg.map(|m| MESSAGES[m].to_string()),
             )
         })
@@ -40,6 +44,7 @@ struct Case {
     sigs: Vec<GroupSignature>,
     counts: Vec<u64>,
     decay: f64,
+    leaf_weight: f64,
     message_weight: f64,
     error_type_weight: f64,
     detail_weight: f64,
@@ -69,6 +74,7 @@ fn case() -> impl Strategy<Value = Case> {
             (
                 prop_oneof![Just(0.0f64), 0.0f64..2.0],
                 prop_oneof![Just(0.0f64), 0.0f64..1.0],
+                prop_oneof![Just(0.0f64), Just(1.0f64), 0.0f64..1.0],
             ),
             prop_oneof![
                 (0.0f64..=1.0).prop_map(EpsPick::Free),
@@ -82,13 +88,14 @@ fn case() -> impl Strategy<Value = Case> {
                     counts,
                     decay,
                     message_weight,
-                    (error_type_weight, detail_weight),
+                    (error_type_weight, detail_weight, leaf_weight),
                     eps_pick,
                     min_samples,
                 )| Case {
                     sigs,
                     counts,
                     decay,
+                    leaf_weight,
                     message_weight,
                     error_type_weight,
                     detail_weight,
@@ -106,6 +113,7 @@ proptest! {
     fn fast_equals_brute_force(c in case()) {
         let w = Weighting {
             decay: c.decay,
+            leaf_weight: c.leaf_weight,
             message_weight: c.message_weight,
             error_type_weight: c.error_type_weight,
             detail_weight: c.detail_weight,
@@ -127,6 +135,7 @@ proptest! {
             eps,
             min_samples: c.min_samples,
             decay: c.decay,
+            leaf_weight: c.leaf_weight,
             message_weight: c.message_weight,
             error_type_weight: c.error_type_weight,
             detail_weight: c.detail_weight,
@@ -144,6 +153,7 @@ fn window(p: usize) -> GroupSignature {
 
 const PLAIN: Weighting = Weighting {
     decay: 1.0,
+    leaf_weight: 0.0,
     message_weight: 1.0,
     error_type_weight: 1.0,
     detail_weight: 1.0,
