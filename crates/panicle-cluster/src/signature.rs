@@ -508,6 +508,29 @@ mod tests {
         assert!((far - (1.0 - frames_only / (frames_only + 3.5 + 2.0))).abs() < 1e-12);
     }
 
+    /// The worked example of ARCHITECTURE.md, with the defaults.
+    #[test]
+    fn architecture_worked_example() {
+        let w = crate::Params::default().weighting();
+        let none = Some("called `Option::unwrap()` on a `None` value");
+        let a1 = sig(
+            &["shop::orders::reserve", "shop::api::checkout", "shop::main"],
+            none,
+        );
+        let a2 = sig(
+            &["shop::orders::reserve", "shop::jobs::batch", "shop::main"],
+            none,
+        );
+        let b = sig(
+            &["shop::cart::total", "shop::api::checkout", "shop::main"],
+            Some("index out of bounds: the len is <n> but the index is <n>"),
+        );
+        let (smin, smax) = (6.36, 6.36 + 2.0 * 2.5);
+        assert!((distance(&a1, &a2, w) - (1.0 - smin / smax)).abs() < 1e-9);
+        let (smin, smax) = (1.86, 2.0 * 8.86 - 1.86);
+        assert!((distance(&a1, &b, w) - (1.0 - smin / smax)).abs() < 1e-9);
+    }
+
     #[test]
     fn leaves_survive_a_move() {
         for (f, leaf) in [
