@@ -450,7 +450,10 @@ fn grid_search_on_the_tuning_part_supports_the_defaults() {
 /// The largest link inside each root cause (the longest edge of its
 /// minimum spanning tree: the smallest eps that can chain it together) and
 /// the smallest distance between two root causes, under `params`.
-fn margins(caps: &[Capture], params: &Params) -> (Vec<(f64, String)>, Vec<(f64, String)>) {
+/// A distance and what it is between, largest or smallest first.
+type Ranked = Vec<(f64, String)>;
+
+fn margins(caps: &[Capture], params: &Params) -> (Ranked, Ranked) {
     let g = Groups::new(caps, keep);
     let set = SignatureSet::build(&g.sigs, params.weighting());
     let n = g.sigs.len();
@@ -461,7 +464,7 @@ fn margins(caps: &[Capture], params: &Params) -> (Vec<(f64, String)>, Vec<(f64, 
     let mut labels = label_of.clone();
     labels.sort();
     labels.dedup();
-    let mut inside: Vec<(f64, String)> = Vec::new();
+    let mut inside: Ranked = Vec::new();
     for l in &labels {
         let idx: Vec<usize> = (0..n).filter(|&i| label_of[i] == *l).collect();
         // Prim's algorithm over the cause's groups.
@@ -485,7 +488,7 @@ fn margins(caps: &[Capture], params: &Params) -> (Vec<(f64, String)>, Vec<(f64, 
         inside.push((longest, l.to_string()));
     }
     inside.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut between: Vec<(f64, String)> = Vec::new();
+    let mut between: Ranked = Vec::new();
     for (x, a) in labels.iter().enumerate() {
         for b in &labels[..x] {
             let mut d = f64::INFINITY;
