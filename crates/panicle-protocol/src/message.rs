@@ -198,6 +198,8 @@ fn debug_value(s: &str) -> Option<(String, Vec<String>)> {
     }
     let ty = match name {
         "Os" | "Kind" | "Custom" | "SimpleMessage" => "io::Error".to_string(),
+        // A static-message io::Error: `Error { kind: NotFound, message: ".." }`.
+        "Error" if named && names == ["kind", "message"] => "io::Error".to_string(),
         "Error" if !named && names.contains(&"line") && names.contains(&"column") => {
             "serde_json::Error".to_string()
         }
@@ -331,6 +333,16 @@ mod tests {
                 "failed to open spool".into(),
                 Some("io::Error".into()),
                 owned(&["Other"])
+            )
+        );
+        assert_eq!(
+            parts(
+                r#"called `Result::unwrap()` on an `Err` value: Error { kind: InvalidInput, message: "cursor out of range" }"#
+            ),
+            (
+                unwrap.into(),
+                Some("io::Error".into()),
+                owned(&["InvalidInput"])
             )
         );
         assert_eq!(
@@ -470,6 +482,17 @@ mod tests {
             ("reservation exists".into(), None, vec![])
         );
         assert_eq!(message_parts(""), MessageParts::default());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_reads_without_panicking(
+            s in "[a-zA-Z0-9_:{}()\\[\\]\", <>é`'.-]{0,80}|\\PC{0,120}",
+        ) {
+            let p = message_parts(&s);
+            proptest::prop_assert!(s.trim().is_empty() || !p.kind.is_empty() || s.trim().starts_with(": "));
+            let _ = message_parts(&message_template(&s));
+        }
     }
 
     #[test]
