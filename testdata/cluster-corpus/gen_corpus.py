@@ -301,4 +301,5 @@ def main():
                     print(json.dumps(rec))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -271,6 +271,8 @@ if (hasClusters) {
     // Two call paths, one cluster: the groups and why they were merged.
     assert((await page.locator('.groups tr.group-row').count()) === 2, 'two member groups');
     assert((await page.locator('.merged-because').innerText()).includes('shop::orders::reserve'), 'merged because of the shared frames');
+    const why = await page.locator('.groups .why-text').first().innerText();
+    assert(why.startsWith('same culprit'), `the merge is explained by culprit and message: ${why}`);
     // Stack: in-app frames marked, dependency frames folded until asked.
     const stackPanel = page.locator('.stack-panel');
     assert((await stackPanel.locator('.frame.in-app').count()) >= 1, 'in-app frames highlighted');

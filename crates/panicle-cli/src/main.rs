@@ -81,9 +81,19 @@ enum Command {
         /// Weight ratio between a frame and the one inside it; 1 is plain Jaccard.
         #[arg(long, default_value_t = 1.0)]
         decay: f64,
-        /// Weight of an input line's `message` token, when it has one.
+        /// Weight of a frame's leaf name (last two path segments) relative to the frame.
+        #[arg(long, default_value_t = panicle_cluster::DEFAULT_LEAF_WEIGHT)]
+        leaf_weight: f64,
+        /// Weight of the panic kind of an input line's `message`, when it has one
+        /// (0 ignores messages).
         #[arg(long, default_value_t = panicle_cluster::DEFAULT_MESSAGE_WEIGHT)]
         message_weight: f64,
+        /// Weight of the error type in a message (`ParseIntError`, `io::Error`).
+        #[arg(long, default_value_t = panicle_cluster::DEFAULT_ERROR_TYPE_WEIGHT)]
+        error_type_weight: f64,
+        /// Weight of each payload detail in a message (`InvalidDigit`, `NotFound`).
+        #[arg(long, default_value_t = panicle_cluster::DEFAULT_DETAIL_WEIGHT)]
+        detail_weight: f64,
     },
     /// Run a program and report the crashes its stderr shows (Rust panics,
     /// Go panics and fatal errors). Exits with the program's exit code.
@@ -215,9 +225,18 @@ struct ClusterParams {
     /// Weight ratio between a frame and the one inside it; 1 is plain Jaccard.
     #[arg(long, env = "PANICLE_CLUSTER_DECAY", default_value_t = panicle_cluster::DEFAULT_DECAY)]
     decay: f64,
-    /// Weight of the message template token (0 ignores messages).
+    /// Weight of a frame's leaf name (last two path segments, what survives a move) relative to the frame.
+    #[arg(long, env = "PANICLE_CLUSTER_LEAF_WEIGHT", default_value_t = panicle_cluster::DEFAULT_LEAF_WEIGHT)]
+    leaf_weight: f64,
+    /// Weight of the message's panic kind (0 ignores messages).
     #[arg(long, env = "PANICLE_CLUSTER_MESSAGE_WEIGHT", default_value_t = panicle_cluster::DEFAULT_MESSAGE_WEIGHT)]
     message_weight: f64,
+    /// Weight of the message's error type (`ParseIntError`, `io::Error`).
+    #[arg(long, env = "PANICLE_CLUSTER_ERROR_TYPE_WEIGHT", default_value_t = panicle_cluster::DEFAULT_ERROR_TYPE_WEIGHT)]
+    error_type_weight: f64,
+    /// Weight of each payload detail of the message (`InvalidDigit`, `NotFound`).
+    #[arg(long, env = "PANICLE_CLUSTER_DETAIL_WEIGHT", default_value_t = panicle_cluster::DEFAULT_DETAIL_WEIGHT)]
+    detail_weight: f64,
 }
 
 impl ClusterParams {
@@ -226,7 +245,10 @@ impl ClusterParams {
             eps: self.eps,
             min_samples: self.min_samples,
             decay: self.decay,
+            leaf_weight: self.leaf_weight,
             message_weight: self.message_weight,
+            error_type_weight: self.error_type_weight,
+            detail_weight: self.detail_weight,
             threads: 0,
         };
         params.validate()?;
@@ -395,13 +417,19 @@ async fn run(cli: Cli) -> Result<()> {
             eps,
             min_samples,
             decay,
+            leaf_weight,
             message_weight,
+            error_type_weight,
+            detail_weight,
         } => {
             let params = ClusterParams {
                 eps,
                 min_samples,
                 decay,
+                leaf_weight,
                 message_weight,
+                error_type_weight,
+                detail_weight,
             }
             .params()?;
             tokio::task::spawn_blocking(move || cluster::run(&input, output.as_deref(), &params))

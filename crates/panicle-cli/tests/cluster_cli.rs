@@ -12,8 +12,8 @@ fn clusters_a_jsonl_file() {
     let input = dir.path().join("groups.jsonl");
     let output = dir.path().join("labels.jsonl");
     // a and b share two of three frames: plain Jaccard distance 0.75 with
-    // bigrams ({r,c,m,rc,cm} vs {r,b,m,rb,bm}: 2 shared of 8), and eps is
-    // inclusive; c shares nothing.
+    // bigrams ({r,c,m,rc,cm} vs {r,b,m,rb,bm}: 2 shared of 8; decay 1, no
+    // leaf tokens), and eps is inclusive; c shares nothing.
     std::fs::write(
         &input,
         concat!(
@@ -33,6 +33,7 @@ fn clusters_a_jsonl_file() {
             .arg("--output")
             .arg(&output)
             .args(["--eps", eps, "--min-samples", "2", "--decay", "1"])
+            .args(["--leaf-weight", "0"])
             .output()
             .unwrap()
     };

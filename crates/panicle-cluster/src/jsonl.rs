@@ -19,7 +19,8 @@ pub struct InputLine {
     /// Events of the group (default 1), what `min_samples` counts.
     #[serde(default = "one")]
     pub count: u64,
-    /// Optional message template token.
+    /// Optional message template, read as panic kind, error type and
+    /// payload details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -9,16 +9,32 @@ use panicle_cluster::{
 };
 use proptest::prelude::*;
 
+/// Messages whose parts overlap: shared kinds, shared error types, payload
+/// variants, and no payload at all.
+const MESSAGES: &[&str] = &[
+    "message 0",
+    "message 1",
+    "called `Result::unwrap()` on an `Err` value: ParseIntError { kind: InvalidDigit }",
+    "called `Result::unwrap()` on an `Err` value: ParseIntError { kind: Empty }",
+    "called `Result::unwrap()` on an `Err` value: Os { code: <n>, kind: NotFound, message: \"<s>\" }",
+    "load config: ParseIntError { kind: Empty }",
+    "load config: open <path>: permission denied",
+];
+
 fn signature() -> impl Strategy<Value = GroupSignature> {
     // A small vocabulary so that pairs overlap often; stacks of 0..8 frames.
     (
         prop::collection::vec(0u8..10, 0..8),
-        prop::option::of(0u8..3),
+        prop::option::of(0..MESSAGES.len()),
     )
         .prop_map(|(frames, msg)| {
             GroupSignature::new(
-                frames.iter().map(|f| format!("app::f{f}")).collect(),
-                msg.map(|m| format!("message {m}")),
+                // Two modules, so leaves are shared across frames too.
+                frames
+                    .iter()
+                    .map(|f| format!("app::m{}::f{}", f % 2, f / 2))
+                    .collect(),
+                msg.map(|m| MESSAGES[m].to_string()),
             )
         })
 }
@@ -28,7 +44,10 @@ struct Case {
     sigs: Vec<GroupSignature>,
     counts: Vec<u64>,
     decay: f64,
+    leaf_weight: f64,
     message_weight: f64,
+    error_type_weight: f64,
+    detail_weight: f64,
     eps_pick: EpsPick,
     min_samples: u64,
 }
@@ -52,6 +71,11 @@ fn case() -> impl Strategy<Value = Case> {
             ],
             prop_oneof![Just(1.0f64), 0.3f64..1.0],
             prop_oneof![Just(1.0f64), Just(0.0f64), 0.0f64..3.0],
+            (
+                prop_oneof![Just(0.0f64), 0.0f64..2.0],
+                prop_oneof![Just(0.0f64), 0.0f64..1.0],
+                prop_oneof![Just(0.0f64), Just(1.0f64), 0.0f64..1.0],
+            ),
             prop_oneof![
                 (0.0f64..=1.0).prop_map(EpsPick::Free),
                 (0usize..100, 0usize..100).prop_map(|(i, j)| EpsPick::Pair(i, j)),
@@ -59,11 +83,22 @@ fn case() -> impl Strategy<Value = Case> {
             1u64..8,
         )
             .prop_map(
-                |(sigs, counts, decay, message_weight, eps_pick, min_samples)| Case {
+                |(
                     sigs,
                     counts,
                     decay,
                     message_weight,
+                    (error_type_weight, detail_weight, leaf_weight),
+                    eps_pick,
+                    min_samples,
+                )| Case {
+                    sigs,
+                    counts,
+                    decay,
+                    leaf_weight,
+                    message_weight,
+                    error_type_weight,
+                    detail_weight,
                     eps_pick,
                     min_samples,
                 },
@@ -76,7 +111,13 @@ proptest! {
 
     #[test]
     fn fast_equals_brute_force(c in case()) {
-        let w = Weighting { decay: c.decay, message_weight: c.message_weight };
+        let w = Weighting {
+            decay: c.decay,
+            leaf_weight: c.leaf_weight,
+            message_weight: c.message_weight,
+            error_type_weight: c.error_type_weight,
+            detail_weight: c.detail_weight,
+        };
         let set = SignatureSet::build(&c.sigs, w);
         let n = set.len();
         let eps = match c.eps_pick {
@@ -94,7 +135,10 @@ proptest! {
             eps,
             min_samples: c.min_samples,
             decay: c.decay,
+            leaf_weight: c.leaf_weight,
             message_weight: c.message_weight,
+            error_type_weight: c.error_type_weight,
+            detail_weight: c.detail_weight,
             threads: 2,
         };
         prop_assert_eq!(&cluster_set(&set, &c.counts, &params), &reference);
@@ -109,7 +153,10 @@ fn window(p: usize) -> GroupSignature {
 
 const PLAIN: Weighting = Weighting {
     decay: 1.0,
+    leaf_weight: 0.0,
     message_weight: 1.0,
+    error_type_weight: 1.0,
+    detail_weight: 1.0,
 };
 
 #[test]

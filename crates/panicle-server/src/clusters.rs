@@ -594,6 +594,14 @@ pub async fn get_cluster(
                 "core": g.core,
                 "shared_frames": why.shared_frames,
                 "same_message": why.same_message,
+                "same_culprit": why.same_culprit,
+                "same_kind": why.same_kind,
+                "same_error_type": why.same_error_type(),
+                "payload_differs": why.payload_differs.as_ref().map(|(this, rep)| json!({
+                    "this": this,
+                    "representative": rep,
+                })),
+                "why": why.summary(),
                 "distance": why.distance,
             })
         })

@@ -409,4 +409,52 @@ panicle_store::backend_tests! {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+
+    // `qty.parse::<u32>().unwrap()` reached with "ten" and with "": two
+    // messages, two groups, one cluster, and the merge read in the terms
+    // of the message's parts.
+    async fn payload_variants_merge_and_are_explained(db: &TestDb) {
+        let s = start(db).await;
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let unwrap = "called `Result::unwrap()` on an `Err` value: ParseIntError { kind: ";
+        let digit = format!("{unwrap}InvalidDigit }}");
+        let empty = format!("{unwrap}Empty }}");
+        let add = [("shop::cart::parse_qty", 10, true), ("shop::api::add_item", 20, true), ("shop::main", 5, true)];
+        let update = [("shop::cart::parse_qty", 10, true), ("shop::api::update_item", 31, true), ("shop::main", 5, true)];
+        let none = [("shop::cart::parse_qty", 12, true), ("shop::api::add_item", 20, true), ("shop::main", 5, true)];
+        let mut events = Vec::new();
+        for k in 0..2 {
+            events.push(event(&digit, &add, now - HOUR + k, "web-1", "shop@2.0", None, None));
+            events.push(event(&empty, &update, now - HOUR + 10 + k, "web-1", "shop@2.0", None, None));
+            events.push(event(UNWRAP, &none, now - HOUR + 20 + k, "web-1", "shop@2.0", None, None));
+        }
+        let (status, body) = call("POST", format!("{}/api/v1/events", s.base), None, Some(s.key.clone()), Some(Value::Array(events))).await;
+        assert_eq!(status, 202, "{body}");
+        let tok = || Some(s.token.clone());
+        let (status, report) = call("POST", format!("{}/api/v1/clusters/recompute", s.base), tok(), None, None).await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["groups"], 3);
+        // The payload variants join; the `Option::unwrap()` in the same function stays apart.
+        assert_eq!(report["clusters"], 2, "{report}");
+        let (_, list) = call("GET", format!("{}/api/v1/clusters?state=all", s.base), tok(), None, None).await;
+        let merged = list["items"].as_array().unwrap().iter().find(|c| c["group_count"] == 2).unwrap();
+        let id = merged["id"].as_str().unwrap();
+        let (status, c) = call("GET", format!("{}/api/v1/clusters/{id}", s.base), tok(), None, None).await;
+        assert_eq!(status, 200, "{c}");
+        let groups = c["groups"].as_array().unwrap();
+        assert_eq!(groups.len(), 2);
+        let member = groups.iter().find(|g| g["distance"].as_f64().unwrap() > 0.0).unwrap();
+        let rep = groups.iter().find(|g| g["distance"].as_f64().unwrap() == 0.0).unwrap();
+        let variant = |g: &Value| if g["title"].as_str().unwrap().contains("Empty") { "Empty" } else { "InvalidDigit" };
+        assert_ne!(variant(member), variant(rep));
+        assert_eq!(
+            member["why"],
+            format!("same culprit, same kind, same error type; payload differs: {} / {}", variant(member), variant(rep))
+        );
+        assert_eq!(member["same_culprit"], true);
+        assert_eq!(member["same_kind"], true);
+        assert_eq!(member["same_error_type"], true);
+        assert_eq!(member["same_message"], false);
+        assert_eq!(member["payload_differs"], json!({"this": [variant(member)], "representative": [variant(rep)]}));
+    }
 }

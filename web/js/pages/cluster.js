@@ -300,12 +300,17 @@ function groupsPanel(c) {
   return box;
 }
 
-/** What a member group shares with the cluster's representative group. */
+/** What a member group shares with the cluster's representative group:
+ * the server's summary ("same culprit, same kind, same error type; payload
+ * differs: InvalidDigit / Empty"), the shared frames and the distance. */
 function whyMerged(g) {
   const shared = Array.isArray(g.shared_frames) ? g.shared_frames : [];
   const out = [];
-  if (typeof g.distance === 'number' && g.distance === 0) out.push(h('span', { class: 'tag' }, 'representative'));
-  if (g.same_message) out.push(h('span', { class: 'tag' }, 'same message'));
+  const representative = typeof g.distance === 'number' && g.distance === 0;
+  if (representative) out.push(h('span', { class: 'tag' }, 'representative'));
+  // The server's one-line reading: culprit, kind, error type, payload.
+  if (!representative && typeof g.why === 'string' && g.why) out.push(h('div', { class: 'why-text' }, g.why));
+  else if (g.same_message) out.push(h('span', { class: 'tag' }, 'same message'));
   if (shared.length) {
     out.push(h('span', { class: 'small' }, `shares ${plural(shared.length, 'frame')}: `));
     out.push(shared.slice(0, 3).map((f) => h('code', { class: 'chip mono' }, f)));

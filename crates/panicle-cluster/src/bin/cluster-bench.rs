@@ -108,7 +108,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eps: 0.5,
         min_samples: 5,
         decay: 1.0,
+        leaf_weight: 0.0,
         message_weight: 1.0,
+        error_type_weight: 0.0,
+        detail_weight: 0.0,
         threads: 2,
     };
     let mut write_jsonl: Option<String> = None;
@@ -120,7 +123,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--n" => sizes = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
             "--eps" => params.eps = value.parse()?,
             "--decay" => params.decay = value.parse()?,
+            "--leaf-weight" => params.leaf_weight = value.parse()?,
             "--message-weight" => params.message_weight = value.parse()?,
+            "--error-type-weight" => params.error_type_weight = value.parse()?,
+            "--detail-weight" => params.detail_weight = value.parse()?,
             "--min-samples" => params.min_samples = value.parse()?,
             "--threads" => params.threads = value.parse()?,
             "--write-jsonl" => write_jsonl = Some(value),
