@@ -7,6 +7,7 @@
 //! - `hang`: a caught panic, prints `PANICKED`, then sleeps until killed (kill -9).
 //! - `storm N`: the same panic N times in a tight loop (caught), then a normal exit.
 //! - `nul N`: a panic whose message holds a NUL byte, then `storm N`.
+//! - `storm-hang N`: `storm N`, prints `PANICKED`, then sleeps until killed.
 //!
 //! `DEMO_SEND_TIMEOUT_MS` sets the sender's request timeout (the delivery
 //! tests make a hung server outlast the exit's flush with it).
@@ -45,6 +46,17 @@ fn main() {
                 std::thread::sleep(std::time::Duration::from_secs(60));
             }
         }
+        "storm-hang" => {
+            let n: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(200);
+            for i in 0..n {
+                let _ = std::panic::catch_unwind(|| orders::reserve(black_box(i)));
+            }
+            println!("PANICKED");
+            let _ = std::io::stdout().flush();
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        }
         "storm" | "nul" => {
             if mode == "nul" {
                 let _ = std::panic::catch_unwind(|| panic!("bad\0byte"));
@@ -56,7 +68,9 @@ fn main() {
             println!("stats {:?}", panicle::delivery_stats());
         }
         other => {
-            eprintln!("unknown mode {other}: use ok, main, exit, hang, storm N or nul N");
+            eprintln!(
+                "unknown mode {other}: use ok, main, exit, hang, storm N, storm-hang N or nul N"
+            );
             std::process::exit(2);
         }
     }

@@ -401,6 +401,8 @@ pub struct SendReport {
 /// by event id.
 pub fn send_dir(dir: &Path, dsn: &Dsn, timeout: Duration) -> Result<SendReport, SpoolError> {
     let spool = Spool::open(dir, false, u64::MAX / 4, u64::MAX / 4)?;
+    // Storm counts a killed process kept only in its ledger.
+    crate::sender::recover_storm_ledgers(&spool);
     // Crash records a signal handler left: made events first. This process
     // is not the one that crashed, so their frames go unsymbolized unless
     // the build-ids match (the server symbolizes by build-id and offset).

@@ -23,6 +23,7 @@ mod context;
 pub mod hook_bench;
 #[cfg(feature = "tower")]
 mod layer;
+mod ledger;
 mod modules;
 mod options;
 #[cfg(feature = "otel")]

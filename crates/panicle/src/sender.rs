@@ -126,6 +126,8 @@ struct Storm {
     threshold: u32,
     /// Per-process randomness of the folded panics' ids.
     seed: (u64, u64),
+    /// The counts again, in a file the process maps: they outlive a kill.
+    ledger: Option<crate::ledger::Ledger>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -212,6 +214,7 @@ impl Storm {
                 .collect(),
             threshold,
             seed,
+            ledger: None,
         }
     }
 
@@ -227,7 +230,12 @@ impl Storm {
                     .key
                     .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
                 {
-                    Ok(_) => return Some(idx),
+                    Ok(_) => {
+                        if let Some(ledger) = &self.ledger {
+                            ledger.set_key(idx, key);
+                        }
+                        return Some(idx);
+                    }
                     Err(actual) => k = actual,
                 }
             }
@@ -266,6 +274,9 @@ impl Storm {
         }
         if folded {
             let n = slot.folded.fetch_add(1, Ordering::AcqRel);
+            if let Some(ledger) = &self.ledger {
+                ledger.folded(idx, n + 1);
+            }
             Seen::Folded { slot: idx, n }
         } else {
             Seen::Individual {
@@ -361,6 +372,8 @@ struct StormAcc {
     message_templates: HashSet<String>,
     /// Raw messages already templated (bounded): a storm repeats one.
     seen_messages: HashSet<String>,
+    /// The ledger's copy of `template` is current.
+    template_saved: bool,
     /// Messages templated for this aggregate (bounded: one fingerprint
     /// shares one template but for key collisions, so looking on at every
     /// sample of a long storm would cost the sender for nothing).
@@ -523,10 +536,25 @@ impl Delivery {
                 None
             }
         };
+        // Storm counts a killed process left: aggregates, before the backlog is read.
+        if let Some(spool) = &spool {
+            recover_storm_ledgers(spool);
+        }
         let backlog = spool
             .as_ref()
             .and_then(|s| s.list().ok())
             .unwrap_or_default();
+        let mut storm = Storm::new(opts.storm_threshold_per_sec);
+        if let Some(spool) = &spool
+            && storm.threshold > 0
+        {
+            match crate::ledger::Ledger::create(spool.dir(), STORM_SLOTS, storm.seed) {
+                Ok(ledger) => storm.ledger = Some(ledger),
+                Err(e) => eprintln!(
+                    "panicle: no storm ledger in the spool ({e}): a kill during a storm loses its folded counts"
+                ),
+            }
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(opts.queue_capacity.max(1));
         let (folded_tx, folded_rx) = std::sync::mpsc::sync_channel(SAMPLE_QUEUE);
         let mut core = Core {
@@ -548,7 +576,7 @@ impl Delivery {
         let shared = Arc::new(Shared {
             transport: HttpTransport::new(dsn, options.send_timeout),
             fallback: HttpTransport::new(dsn, opts.fallback_send_timeout),
-            storm: Storm::new(opts.storm_threshold_per_sec),
+            storm,
             pending: AtomicUsize::new(core.ready.len()),
             options: opts,
             spool,
@@ -653,7 +681,15 @@ impl Delivery {
     /// send made for it finds nothing listening: everything is in the spool
     /// already and the next start ships it.
     pub fn flush_at_exit(&self, timeout: Duration, wait_when_unreachable: bool) -> bool {
-        self.shared.flush(timeout, !wait_when_unreachable)
+        let flushed = self.shared.flush(timeout, !wait_when_unreachable);
+        // Every count is in an aggregate in the spool: the ledger has
+        // nothing left to keep.
+        if self.shared.storm.unsent() == 0
+            && let Some(ledger) = &self.shared.storm.ledger
+        {
+            ledger.remove();
+        }
+        flushed
     }
 
     /// The spool directory, when the spool could be opened.
@@ -945,7 +981,11 @@ fn cycle(s: &Shared) -> Duration {
     // `Retry-After` is a wait after the response (RFC 9110).
     core.retry_at = Some(Instant::now() + wait);
     core.retry_at_from_server = result.retry_after.is_some();
-    s.flush_requested.store(false, Ordering::Release);
+    // A flush that began during the send has not been served: it keeps its
+    // request (and its wake-up), so the next round skips the backoff for it.
+    if s.flush_round.load(Ordering::Acquire) == round {
+        s.flush_requested.store(false, Ordering::Release);
+    }
     wait
 }
 
@@ -976,6 +1016,49 @@ fn take_in(s: &Shared, spool: &Spool, core: &mut Core) {
         let acc = core.storms.entry(template.slot).or_default();
         acc.last_individual_id = Some(template.event.event_id.clone());
         acc.template = Some(template.event);
+        acc.template_saved = false;
+    }
+    save_templates(s, core);
+}
+
+/// Gives the ledger the template of each slot that folds panics, so the
+/// next start can turn counts a killed process left into aggregates with
+/// the right frames. Written when a slot's template changes while it folds
+/// (the sender's thread, never the hook's).
+fn save_templates(s: &Shared, core: &mut Core) {
+    let Some(ledger) = &s.storm.ledger else {
+        return;
+    };
+    for (idx, acc) in core.storms.iter_mut() {
+        if acc.template_saved {
+            continue;
+        }
+        let Some(template) = &acc.template else {
+            continue;
+        };
+        let folding = s
+            .storm
+            .slots
+            .get(*idx)
+            .is_some_and(|slot| slot.folded.load(Ordering::Acquire) > 0);
+        if !folding {
+            continue;
+        }
+        let Ok(event) = serde_json::to_value(template) else {
+            continue;
+        };
+        let saved = serde_json::json!({
+            "last_individual_id": acc.last_individual_id,
+            "event": event,
+        });
+        let Ok(json) = serde_json::to_vec(&saved) else {
+            continue;
+        };
+        let path = ledger.template_path(*idx);
+        let tmp = path.with_extension("json.tmp");
+        if std::fs::write(&tmp, &json).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+            acc.template_saved = true;
+        }
     }
 }
 
@@ -990,6 +1073,7 @@ fn take_folded(s: &Shared, core: &mut Core, folded: FoldedPanic) {
         && acc.template.is_none()
     {
         acc.template = Some(*template);
+        acc.template_saved = false;
         slot.has_template.store(true, Ordering::Release);
     }
     if folded.sampled.n >= slot.reported.load(Ordering::Acquire) {
@@ -1048,10 +1132,87 @@ fn emit_storm_slot(
         let samples = acc.take_samples(from, to);
         let event = aggregate(&s.storm, key, acc, from, to, samples, messages);
         messages = Vec::new();
-        if !spool_aggregate(spool, &mut core.known, &mut core.ready, &event) {
+        if spool_aggregate(spool, &mut core.known, &mut core.ready, &event) {
+            if let Some(ledger) = &s.storm.ledger {
+                ledger.reported(idx, to);
+            }
+        } else {
             s.pending.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
+
+/// Turns what dead processes' storm ledgers counted but never wrote out
+/// into aggregates in `spool` (exactly once: an aggregate a process wrote
+/// before it could mark it in its ledger is found in the spool by its id),
+/// then removes the ledgers. Their frames come from the slot's saved
+/// template; without one the count still goes out, under a generic message.
+pub(crate) fn recover_storm_ledgers(spool: &Spool) -> u64 {
+    let mut recovered = 0;
+    let dead = crate::ledger::dead_ledgers(spool.dir());
+    if dead.is_empty() {
+        return 0;
+    }
+    let existing: HashMap<String, PathBuf> = spool
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.event_id, e.path))
+        .collect();
+    for ledger in dead {
+        let storm = Storm {
+            slots: Vec::new(),
+            threshold: 0,
+            seed: ledger.seed,
+            ledger: None,
+        };
+        let mut complete = true;
+        for (slot, counts) in &ledger.unreported {
+            let mut acc = StormAcc::default();
+            if let Some(saved) = ledger
+                .template(*slot)
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            {
+                acc.last_individual_id = saved["last_individual_id"].as_str().map(String::from);
+                acc.template = serde_json::from_value(saved["event"].clone()).ok();
+            }
+            let mut from = counts.reported;
+            // Written to the spool just before the kill, not yet marked.
+            while from < counts.folded {
+                let id = storm.folded_id(counts.key, from);
+                let Some(count) = existing
+                    .get(&id)
+                    .and_then(|p| std::fs::read(p).ok())
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| v["count"].as_u64())
+                else {
+                    break;
+                };
+                from += count.max(1);
+            }
+            for (a, b) in aggregate_ranges(from, counts.folded, MAX_COUNT) {
+                let mut event = aggregate(&storm, counts.key, &acc, a, b, Vec::new(), Vec::new());
+                if let Some(t) = &acc.template {
+                    event.timestamp = t.timestamp.clone();
+                }
+                event
+                    .tags
+                    .insert("panicle.storm.recovered".into(), "true".into());
+                let written = serde_json::to_vec(&event)
+                    .ok()
+                    .is_some_and(|json| spool.write(&event.event_id, &json).is_ok());
+                if written {
+                    recovered += b - a;
+                } else {
+                    complete = false;
+                }
+            }
+        }
+        if complete {
+            ledger.remove();
+        }
+    }
+    recovered
 }
 
 /// Most panics one aggregate carries (the server's bound).

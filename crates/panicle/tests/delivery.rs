@@ -502,3 +502,56 @@ fn storm_counts_survive_a_server_that_never_answers() {
     let total: u64 = events.iter().map(|(_, c)| c).sum();
     assert_eq!(total, PANICS * PROCESSES as u64, "{events:?}");
 }
+
+/// Issue 22: a storm, then `kill -9` right after the loop, the server down.
+/// The folded panics were counts in the process's memory; the storm ledger
+/// keeps them in a mapped file, and the next start ships them.
+#[test]
+fn storm_counts_survive_kill_9_right_after_the_loop() {
+    const PROCESSES: usize = 4;
+    const PANICS: u64 = 200;
+    let mut server = Server::prepare();
+    let spools: Vec<_> = (0..PROCESSES)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let mut children: Vec<_> = spools
+        .iter()
+        .map(|spool| {
+            Command::new(demo())
+                .args(["storm-hang", &PANICS.to_string()])
+                .env("PANICLE_DSN", &server.dsn)
+                .env("PANICLE_SPOOL_DIR", spool.path())
+                .env_remove("OTEL_SERVICE_NAME")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in &mut children {
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "PANICKED");
+        child.kill().unwrap(); // SIGKILL
+        assert!(!child.wait().unwrap().success());
+    }
+    server.listen();
+    for spool in &spools {
+        assert!(run(&demo(), &["ok"], &server.dsn, spool.path()).success());
+        assert_eq!(spooled(spool.path()), 0);
+        let left: Vec<_> = std::fs::read_dir(spool.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("storms-"))
+            .collect();
+        assert!(left.is_empty(), "ledgers left behind: {left:?}");
+    }
+    let events = server.events();
+    let total: u64 = events.iter().map(|(_, c)| c).sum();
+    assert_eq!(total, PANICS * PROCESSES as u64, "{events:?}");
+    // The recovered counts carry the storm's frames and message.
+    assert!(events.iter().all(|(m, _)| m == MESSAGE), "{events:?}");
+}
