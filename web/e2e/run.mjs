@@ -405,6 +405,33 @@ if (STORM_EVENT_ID) {
   });
 }
 
+if (STORM_EVENT_ID) {
+  await step('the events page: a count column (the storm row says ×N) and the cluster list\'s filters, pod included', async () => {
+    const pod = (await apiGet(`/events/${STORM_EVENT_ID}`)).body.pod;
+    await page.goto(`${BASE_URL}/events`);
+    await page.waitForSelector('form.filters');
+    assert((await page.locator('table.events thead th', { hasText: 'Count' }).count()) === 1, 'a Count column');
+    for (const name of ['service', 'environment', 'release']) assert((await page.locator(`form.filters input[name="${name}"]`).count()) === 1, `filter ${name}`);
+    await page.locator('details.more-filters summary').click();
+    await page.fill('form.filters input[name="pod"]', pod);
+    await page.click('form.filters button[type="submit"]');
+    await page.waitForURL((u) => u.search.includes('pod='));
+    await page.waitForSelector('table.events tr.event-row');
+    const pods = await page.locator('table.events tbody tr.event-row').evaluateAll((rows) => rows.map((r) => r.children[6].textContent.trim()));
+    assert(pods.length > 0 && pods.every((p) => p === pod), `only ${pod}: ${pods}`);
+    assert((await page.locator('.active-filters').innerText()).includes(`pod: ${pod}`), 'the active filter is shown');
+    assert(await page.locator('details.more-filters').evaluate((d) => d.open), 'more filters open while one is set');
+    const storm = page.locator(`tr.event-row[data-id="${STORM_EVENT_ID}"] td.event-count`);
+    assert((await storm.innerText()).trim() === `×${STORM_COUNT}`, `the storm row counts ${STORM_COUNT}: ${await storm.innerText()}`);
+    const other = page.locator('tr.event-row:not([data-id="' + STORM_EVENT_ID + '"]) td.event-count').first();
+    assert((await other.innerText()).trim() === '1', 'a single panic counts 1');
+    // The API refuses what it does not know instead of ignoring it.
+    const bad = await apiGet('/events?pdo=x');
+    assert(bad.status === 400 && bad.body.error.code === 'unknown_parameter', `unknown parameter: ${JSON.stringify(bad.body)}`);
+    await shot(page, 'events-filtered');
+  });
+}
+
 await step('a hostile panic message shows as text and runs nothing', async () => {
   const hostile = async () => {
     const r = await page.evaluate(() => ({

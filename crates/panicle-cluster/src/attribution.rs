@@ -407,7 +407,12 @@ impl TrendChange {
 /// Compares the events of `[mid − len, mid)` (`older`) with `[mid, mid + len)`
 /// (`newer`), like with like: only for a cluster that existed during the
 /// whole previous window (first seen at or before its start).
-pub fn trend_change(older: u64, newer: u64, first_seen_ms: i64, previous_start_ms: i64) -> TrendChange {
+pub fn trend_change(
+    older: u64,
+    newer: u64,
+    first_seen_ms: i64,
+    previous_start_ms: i64,
+) -> TrendChange {
     if first_seen_ms > previous_start_ms {
         return TrendChange::New;
     }
@@ -504,7 +509,11 @@ mod tests {
         ];
         let h = heatmap(&points, Bucket::Every(hour), 0, 3 * hour);
         assert_eq!(h.times, vec![0, hour, 2 * hour]);
-        assert_eq!(h.depths, vec![Some(5), Some(7), Some(9), None], "unknown depth last");
+        assert_eq!(
+            h.depths,
+            vec![Some(5), Some(7), Some(9), None],
+            "unknown depth last"
+        );
         assert_eq!(
             h.cells,
             vec![vec![2, 0, 1], vec![0, 1, 0], vec![0, 0, 1], vec![0, 0, 4]]
@@ -523,7 +532,12 @@ mod tests {
         );
         assert_eq!(h.max, 0);
         // Counts add up (pre-aggregated points, storm counts).
-        let h = heatmap(&[(Some(2), 0, 3), (Some(2), 5, 4)], Bucket::Every(hour), 0, hour);
+        let h = heatmap(
+            &[(Some(2), 0, 3), (Some(2), 5, 4)],
+            Bucket::Every(hour),
+            0,
+            hour,
+        );
         assert_eq!(h.cells, vec![vec![7]]);
     }
 
@@ -531,28 +545,52 @@ mod tests {
     fn buckets_are_what_they_say_and_columns_are_bounded() {
         let (minute, hour, day) = (60_000, 3_600_000, 86_400_000);
         // 15 minutes over 3 hours: as asked, 12 columns.
-        assert_eq!(fit_bucket(Bucket::Every(15 * minute), 0, 3 * hour), Bucket::Every(15 * minute));
+        assert_eq!(
+            fit_bucket(Bucket::Every(15 * minute), 0, 3 * hour),
+            Bucket::Every(15 * minute)
+        );
         // 15 minutes over a week (672 columns): the finest ladder width
         // that fits, 1h (168 columns), named as such.
         let b = fit_bucket(Bucket::Every(15 * minute), 0, 7 * day);
         assert_eq!((b, bucket_name(b)), (Bucket::Every(hour), "1h".to_string()));
         // A year by the hour: days, then 3 years: weeks, then decades: whole days.
-        assert_eq!(fit_bucket(Bucket::Every(hour), 0, 365 * day), Bucket::Every(7 * day));
+        assert_eq!(
+            fit_bucket(Bucket::Every(hour), 0, 365 * day),
+            Bucket::Every(7 * day)
+        );
         let long = fit_bucket(Bucket::Every(hour), 0, 20 * 365 * day);
-        let Bucket::Every(w) = long else { panic!("{long:?}") };
+        let Bucket::Every(w) = long else {
+            panic!("{long:?}")
+        };
         assert_eq!(w % day, 0);
         for (asked, since, until) in [
             (Bucket::Every(minute), 17, 30 * day + 5),
-            (Bucket::Every(15 * minute), 1_700_000_123_456, 1_700_000_123_456 + 7 * day),
+            (
+                Bucket::Every(15 * minute),
+                1_700_000_123_456,
+                1_700_000_123_456 + 7 * day,
+            ),
             (Bucket::Every(hour), 0, 20 * 365 * day),
             (Bucket::Every(day), 3, 3 + 199 * day),
         ] {
             let b = fit_bucket(asked, since, until);
-            let h = heatmap(&[(Some(1), since, 1), (Some(1), until - 1, 1)], b, since, until);
-            assert!(h.times.len() as i64 <= MAX_HEATMAP_COLUMNS, "{asked:?} {since} {until}: {}", h.times.len());
+            let h = heatmap(
+                &[(Some(1), since, 1), (Some(1), until - 1, 1)],
+                b,
+                since,
+                until,
+            );
+            assert!(
+                h.times.len() as i64 <= MAX_HEATMAP_COLUMNS,
+                "{asked:?} {since} {until}: {}",
+                h.times.len()
+            );
             assert_eq!(h.total, 2, "both ends counted: {asked:?}");
             let w = column_width(b);
-            assert!(h.times.windows(2).all(|p| p[1] - p[0] == w), "columns are the bucket apart");
+            assert!(
+                h.times.windows(2).all(|p| p[1] - p[0] == w),
+                "columns are the bucket apart"
+            );
             assert_eq!(h.times[0] % w, 0, "aligned");
         }
         assert_eq!(bucket_name(Bucket::Every(15 * minute)), "15m");

@@ -765,7 +765,10 @@ pub async fn get_cluster(
             groups.iter().map(|g| g.last_seen_ms).max().unwrap_or(0),
         )
     } else {
-        (seen(|a| a.first_seen_ms, i64::min), seen(|a| a.last_seen_ms, i64::max))
+        (
+            seen(|a| a.first_seen_ms, i64::min),
+            seen(|a| a.last_seen_ms, i64::max),
+        )
     };
     let mut out = json!({
         "id": id,
@@ -1022,7 +1025,10 @@ pub async fn cluster_paths(
     let mut rest = Vec::new();
     for g in &members {
         let total = counts.get(&g.id).map_or(0, |a| a.count).max(0) as u64;
-        let (done, newest) = walked.get(g.id.as_str()).copied().unwrap_or((0, usize::MAX));
+        let (done, newest) = walked
+            .get(g.id.as_str())
+            .copied()
+            .unwrap_or((0, usize::MAX));
         if total <= done {
             continue;
         }

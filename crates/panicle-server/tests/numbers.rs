@@ -61,9 +61,18 @@ async fn start(db: &TestDb) -> Running {
 }
 
 /// One exchange: (status, body bytes, JSON body).
-async fn call(url: String, token: Option<String>, key: Option<String>, body: Option<Value>) -> (u16, usize, Value) {
+async fn call(
+    url: String,
+    token: Option<String>,
+    key: Option<String>,
+    body: Option<Value>,
+) -> (u16, usize, Value) {
     tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
         let mut resp = match body {
             None => {
                 let mut r = agent.get(&url);
@@ -80,12 +89,17 @@ async fn call(url: String, token: Option<String>, key: Option<String>, body: Opt
                 if let Some(k) = &key {
                     r = r.header("X-Panicle-Key", k);
                 }
-                r.send(serde_json::to_vec(&body).unwrap().as_slice()).unwrap()
+                r.send(serde_json::to_vec(&body).unwrap().as_slice())
+                    .unwrap()
             }
         };
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (status, text.len(), serde_json::from_str(&text).unwrap_or(Value::Null))
+        (
+            status,
+            text.len(),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
     })
     .await
     .unwrap()
@@ -93,18 +107,36 @@ async fn call(url: String, token: Option<String>, key: Option<String>, body: Opt
 
 impl Running {
     async fn get(&self, path: &str) -> Value {
-        let (status, _, body) = call(format!("{}{path}", self.base), Some(self.token.clone()), None, None).await;
+        let (status, _, body) = call(
+            format!("{}{path}", self.base),
+            Some(self.token.clone()),
+            None,
+            None,
+        )
+        .await;
         assert_eq!(status, 200, "{path}: {body}");
         body
     }
 
     async fn status(&self, path: &str) -> (u16, Value) {
-        let (status, _, body) = call(format!("{}{path}", self.base), Some(self.token.clone()), None, None).await;
+        let (status, _, body) = call(
+            format!("{}{path}", self.base),
+            Some(self.token.clone()),
+            None,
+            None,
+        )
+        .await;
         (status, body)
     }
 
     async fn ingest(&self, events: Vec<Value>) {
-        let (status, _, body) = call(format!("{}/api/v1/events", self.base), None, Some(self.key.clone()), Some(Value::Array(events))).await;
+        let (status, _, body) = call(
+            format!("{}/api/v1/events", self.base),
+            None,
+            Some(self.key.clone()),
+            Some(Value::Array(events)),
+        )
+        .await;
         assert_eq!(status, 202, "{body}");
     }
 }
@@ -157,32 +189,80 @@ fn storm(count: u32, ts: i64) -> Value {
 }
 
 fn sum_counts(items: &Value) -> i64 {
-    items.as_array().unwrap().iter().map(|v| v["count"].as_i64().unwrap()).sum()
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["count"].as_i64().unwrap())
+        .sum()
 }
 
 fn heat_total(h: &Value) -> i64 {
-    h["cells"].as_array().unwrap().iter().map(|c| c[2].as_i64().unwrap()).sum()
+    h["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[2].as_i64().unwrap())
+        .sum()
 }
 
 /// Every view of cluster `id` over `filter` (a query string, may be
 /// empty): the numbers each shows, all of which must be `want`.
 async fn assert_views_agree(s: &Running, id: &str, filter: &str, want: i64) {
-    let amp = if filter.is_empty() { String::new() } else { format!("&{filter}") };
-    let q = if filter.is_empty() { String::new() } else { format!("?{filter}") };
+    let amp = if filter.is_empty() {
+        String::new()
+    } else {
+        format!("&{filter}")
+    };
+    let q = if filter.is_empty() {
+        String::new()
+    } else {
+        format!("?{filter}")
+    };
     let list = s.get(&format!("/api/v1/clusters?state=all{amp}")).await;
-    let row = list["items"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("{id} listed: {list}"));
+    let row = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("{id} listed: {list}"));
     assert_eq!(row["count"], want, "list [{filter}]");
     let c = s.get(&format!("/api/v1/clusters/{id}{q}")).await;
     assert_eq!(c["count"], want, "detail header [{filter}]");
-    assert_eq!(sum_counts(&c["groups"]), want, "member groups [{filter}]: {}", c["groups"]);
-    for dim in ["services", "releases", "environments", "pods", "nodes", "routes"] {
-        assert_eq!(sum_counts(&c["where"][dim]), want, "where.{dim} [{filter}]: {}", c["where"][dim]);
+    assert_eq!(
+        sum_counts(&c["groups"]),
+        want,
+        "member groups [{filter}]: {}",
+        c["groups"]
+    );
+    for dim in [
+        "services",
+        "releases",
+        "environments",
+        "pods",
+        "nodes",
+        "routes",
+    ] {
+        assert_eq!(
+            sum_counts(&c["where"][dim]),
+            want,
+            "where.{dim} [{filter}]: {}",
+            c["where"][dim]
+        );
     }
     assert_eq!(sum_counts(&c["trend"]), want, "trend [{filter}]");
     let (since, until) = (rfc3339(now_ms() - 3 * HOUR), rfc3339(now_ms() + MINUTE));
-    let h = s.get(&format!("/api/v1/clusters/{id}/heatmap?bucket=15m&since={since}&until={until}")).await;
+    let h = s
+        .get(&format!(
+            "/api/v1/clusters/{id}/heatmap?bucket=15m&since={since}&until={until}"
+        ))
+        .await;
     if filter.is_empty() {
-        assert_eq!((heat_total(&h), h["total"].as_i64()), (want, Some(want)), "heatmap: {h}");
+        assert_eq!(
+            (heat_total(&h), h["total"].as_i64()),
+            (want, Some(want)),
+            "heatmap: {h}"
+        );
     }
     let paths = s.get(&format!("/api/v1/clusters/{id}/paths{q}")).await;
     assert_eq!(paths["root"]["count"], want, "paths [{filter}]: {paths}");
@@ -196,7 +276,9 @@ async fn assert_views_agree(s: &Running, id: &str, filter: &str, want: i64) {
             Some(c) => format!("?limit=7&cursor={c}{amp}"),
             None => format!("?limit=7{amp}"),
         };
-        let page = s.get(&format!("/api/v1/clusters/{id}/events{page_q}")).await;
+        let page = s
+            .get(&format!("/api/v1/clusters/{id}/events{page_q}"))
+            .await;
         listed += sum_counts(&page["items"]);
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),

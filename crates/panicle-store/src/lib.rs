@@ -38,8 +38,8 @@ pub use alerts::{
     SPIKE_BASELINE_MS, WindowCount, level_of_kind, level_passes,
 };
 pub use clusters::{
-    ClusterChange, ClusterEvent, Distributions, EventFilter, GroupAggregate, GroupAssignment, HostColumn, JobLock,
-    NewCluster,
+    ClusterChange, ClusterEvent, Distributions, EventFilter, GroupAggregate, GroupAssignment,
+    HostColumn, JobLock, NewCluster,
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent, StormRange};
 pub use groups::{GroupQuery, GroupRow};

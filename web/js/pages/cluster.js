@@ -97,7 +97,7 @@ function header(c, title) {
       { class: 'stats' },
       stat('events', h('strong', {}, num(c.count))),
       stat('groups', num(c.group_count ?? (c.groups || []).length)),
-      stat('trend', h('span', {}, sparkline(c.trend, { width: 140, height: 30 }), ' ', growth(c.growth))),
+      stat('trend', h('span', {}, sparkline(c.trend, { width: 140, height: 30 }), ' ', growth(c.trend_change ?? c.growth))),
       stat('first seen', ago(c.first_seen)),
       stat('last seen', ago(c.last_seen)),
       stat('started in', c.first_release ? h('code', {}, c.first_release) : '–'),
@@ -213,6 +213,9 @@ function heatmapPanel(c, signal) {
       const res = await api(`/clusters/${enc}/heatmap${qs({ bucket, ...win })}`, { signal });
       if (mine !== seq) return;
       const parts = [heatmap({ ...res, bucket: res.bucket || bucket }, { caption: 'This cluster' })];
+      if (res.requested_bucket && res.bucket && res.bucket !== res.requested_bucket) {
+        parts.push(h('p', { class: 'muted small bucket-note' }, `One column is ${res.bucket}: by ${res.requested_bucket} this window would need more than 200 columns.`));
+      }
       if (compare && res.project) {
         parts.unshift(h('h3', {}, 'This cluster'));
         parts.push(h('h3', {}, 'Whole project, same window'), heatmap({ ...res.project, bucket: res.bucket || bucket }, { caption: 'Whole project' }));
