@@ -129,28 +129,33 @@ pub(crate) fn culprit_of_group(g: &GroupRow) -> Value {
     }
 }
 
-/// Trend windows: the filter's range or the last 24 hours, in 24 buckets
-/// whose last one holds `until` (the current hour is never left out).
-/// Returns the filter narrowed to the window, its start and the bucket width.
+/// Trend windows: exactly the filter's range (default: the last 24 hours,
+/// whose last bucket holds now), cut from its start into 24 buckets of one
+/// width (the last takes the few milliseconds the division leaves), so the
+/// buckets add up to the count over the same filter and the halves compared
+/// are the same length. Returns the filter narrowed to the window, its
+/// start and the bucket width.
 fn trend_window(filter: &EventFilter) -> (EventFilter, i64, i64) {
     let until = filter.until_ms.unwrap_or_else(crate::now_ms);
-    let since = filter.since_ms.unwrap_or(until - DAY_MS);
-    let width = ((until - since) / TREND_BUCKETS).max(60_000);
-    let last = (until - 1).div_euclid(width);
-    let start = (last - (TREND_BUCKETS - 1)) * width;
+    let since = filter.since_ms.unwrap_or(until - DAY_MS).min(until - 1);
+    let width = ((until - since) / TREND_BUCKETS).max(1);
     let window = EventFilter {
-        since_ms: Some(start),
-        until_ms: Some((last + 1) * width),
+        since_ms: Some(since),
+        until_ms: Some(until),
         ..filter.clone()
     };
-    (window, start, width)
+    (window, since, width)
+}
+
+/// The bucket of a relative bucket number the store answered.
+fn trend_bucket(b: i64) -> i64 {
+    b.clamp(0, TREND_BUCKETS - 1)
 }
 
 fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value> {
     (0..TREND_BUCKETS)
         .map(|i| {
-            let b = start / width + i;
-            json!({"t": format_ms(b * width), "count": counts.get(&b).copied().unwrap_or(0)})
+            json!({"t": format_ms(start + i * width), "count": counts.get(&i).copied().unwrap_or(0)})
         })
         .collect()
 }
@@ -308,11 +313,15 @@ pub async fn list_clusters(
         .collect();
     let mut trends: HashMap<&str, HashMap<i64, i64>> = HashMap::new();
     for (g, b, n) in store
-        .group_trends(&trend_filter, width, &page_groups)
+        .group_trends(&trend_filter, start, width, &page_groups)
         .await?
     {
         if let Some(c) = cluster_of.get(g.as_str()) {
-            *trends.entry(*c).or_default().entry(b).or_default() += n;
+            *trends
+                .entry(*c)
+                .or_default()
+                .entry(trend_bucket(b))
+                .or_default() += n;
         }
     }
     let mut services: HashMap<&str, BTreeMap<String, i64>> = HashMap::new();
@@ -731,10 +740,10 @@ pub async fn get_cluster(
     let mut trend_counts: HashMap<i64, i64> = HashMap::new();
     for (_, b, n) in state
         .store
-        .group_trends(&trend_filter, width, &member_ids)
+        .group_trends(&trend_filter, start, width, &member_ids)
         .await?
     {
-        *trend_counts.entry(b).or_default() += n;
+        *trend_counts.entry(trend_bucket(b)).or_default() += n;
     }
     let changes: Vec<Value> = state
         .store
@@ -749,7 +758,7 @@ pub async fn get_cluster(
     // The list's comparison: the trend's older half against its newer.
     let (mut older, mut newer) = (0u64, 0u64);
     for (b, n) in &trend_counts {
-        if *b < start / width + TREND_BUCKETS / 2 {
+        if *b < TREND_BUCKETS / 2 {
             older += (*n).max(0) as u64;
         } else {
             newer += (*n).max(0) as u64;

@@ -328,6 +328,12 @@ panicle_store::backend_tests! {
         assert_views_agree(&s, &c_id, &format!("since={}", now - 31 * HOUR), 8).await;
         // A time filter takes the events' path (not the group counters): the same.
         assert_views_agree(&s, &a, &format!("since={}", now - 3 * HOUR), total).await;
+        // The trend covers exactly the filter's window: its first panic,
+        // right at `since`, is in the first bucket.
+        assert_views_agree(&s, &a, &format!("since={t}&until={}", now + MINUTE), total).await;
+        let first = s.get(&format!("/api/v1/clusters/{a}?since={t}&until={}", now + MINUTE)).await;
+        assert_eq!(first["trend"][0]["t"], rfc3339(t));
+        assert!(first["trend"][0]["count"].as_i64().unwrap() >= 1, "{}", first["trend"]);
         // A pod narrows every view alike: checkout-1 has the storms and
         // the stored ones of i = 1, 5, 9.
         let c1 = s.get(&format!("/api/v1/clusters/{a}/events?pod=checkout-1&limit=500")).await;

@@ -482,21 +482,26 @@ impl Store {
             .collect()
     }
 
-    /// Event counts per (group, time bucket) of the given groups, for sparklines.
+    /// Event counts per (group, bucket) of the given groups, for
+    /// sparklines: bucket `b` is `origin_ms + b·bucket_ms ..` (the filter
+    /// should start at `origin_ms`).
     pub async fn group_trends(
         &self,
         filter: &EventFilter,
+        origin_ms: i64,
         bucket_ms: i64,
         group_ids: &[String],
     ) -> Result<Vec<(String, i64, i64)>> {
+        let bucket_ms = bucket_ms.max(1);
         if group_ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut f = filter.to_filter();
         push_in(&mut f, "e.group_id", group_ids);
         let sql = format!(
-            "SELECT e.group_id AS group_id, e.ts / {bucket_ms} AS b, CAST(SUM(e.weight) AS BIGINT) AS n \
-             FROM {COUNTED} e{} GROUP BY e.group_id, e.ts / {bucket_ms}",
+            "SELECT e.group_id AS group_id, (e.ts - {origin_ms}) / {bucket_ms} AS b, \
+             CAST(SUM(e.weight) AS BIGINT) AS n \
+             FROM {COUNTED} e{} GROUP BY e.group_id, (e.ts - {origin_ms}) / {bucket_ms}",
             f.where_sql()
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)

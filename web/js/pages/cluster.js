@@ -164,17 +164,18 @@ function suggestionPanel(c) {
 }
 
 /**
- * The window a heatmap looks at: up to 3 days by hour, 30 days by day or hour
- * of day, ending just after the cluster's last event (not now, so an old
- * cluster still shows its pattern).
+ * The window a heatmap looks at: the cluster's whole life, from the bucket
+ * of its first event to the end of the bucket of its last (not now, so an
+ * old cluster still shows its pattern), so the map holds every event the
+ * header counts. A long life gets a coarser bucket from the server, which
+ * says which.
  */
 function heatWindow(c, bucket) {
   const last = Date.parse(c.last_seen) || Date.now();
   const first = Date.parse(c.first_seen) || last;
   const unit = bucket === '1h' ? 3600e3 : 86400e3;
-  const span = bucket === '1h' ? 72 * 3600e3 : 30 * 86400e3;
   const until = (Math.floor(last / unit) + 1) * unit;
-  const since = Math.floor(Math.max(first, until - span) / unit) * unit;
+  const since = Math.floor(first / unit) * unit;
   return { since: new Date(since).toISOString(), until: new Date(until).toISOString() };
 }
 
