@@ -416,6 +416,8 @@ if (STORM_EVENT_ID) {
     await page.fill('form.filters input[name="pod"]', pod);
     await page.click('form.filters button[type="submit"]');
     await page.waitForURL((u) => u.search.includes('pod='));
+    // The filtered page replaced the unfiltered one.
+    await page.waitForSelector('.events-page .active-filters');
     await page.waitForSelector('table.events tr.event-row');
     const pods = await page.locator('table.events tbody tr.event-row').evaluateAll((rows) => rows.map((r) => r.children[6].textContent.trim()));
     assert(pods.length > 0 && pods.every((p) => p === pod), `only ${pod}: ${pods}`);
