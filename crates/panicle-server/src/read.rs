@@ -321,7 +321,7 @@ pub struct ProjectParam {
 /// never silently picks one of several copies.
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
     params(("id" = String, Path, description = "Event id, or the id of a panic storm control folded into an aggregate"), ProjectParam),
-    responses((status = 200, description = "The stored columns (`count`: panics the event stands for) plus `event`, the whole event as received. A storm aggregate adds `storm`: `{count, traces, request_ids, routes, sampled, folded_ids, id_prefix, seq_start, seq_end, first_event_id, messages, samples: [{event_id, timestamp, trace_id, span_id, trace_url, request_id, route, message}]}`. When the id is a folded panic's, the answer is its aggregate with `folded: {requested_id, into}` (`into`: the aggregate's event id)", body = Object),
+    responses((status = 200, description = "The stored columns (`count`: panics the event stands for) plus `event`, the whole event as received. A storm aggregate adds `storm`: `{count, traces, request_ids, routes, sampled, folded_ids, id_prefix, seq_start, seq_end, first_event_id, messages, samples: [{event_id, timestamp, trace_id, span_id, trace_url, request_id, route, message}]}`. When the id is a folded panic's, the answer is its aggregate with `folded: {requested_id, into}` (`into`: the aggregate's event id). An event its group kept only as a count answers `sampled: true` with its id, time, count and its group's kind, platform and message template, and `event: null`", body = Object),
               (status = 404, description = "No event and no storm aggregate with this id in the token's projects", body = crate::openapi::ErrorBody),
               (status = 409, description = "Several of the token's projects hold this event id: add `?project=`", body = crate::openapi::ErrorBody)))]
 pub async fn get_event(
@@ -362,6 +362,33 @@ pub async fn get_event(
     } else {
         holders
     };
+    // Counted but not kept in full (its group was over its cap): what is
+    // known of it, so an id from the events list always resolves.
+    if holders.is_empty() {
+        let sampled: Vec<EventSummary> = state
+            .store
+            .sampled_events_by_id(&id)
+            .await?
+            .into_iter()
+            .filter(|e| in_scope(e.project_id))
+            .collect();
+        if let [one] = sampled.as_slice() {
+            let mut out = event_json(one);
+            out["trace_url"] = Value::Null;
+            out["event"] = Value::Null;
+            return Ok(Json(out));
+        }
+        if sampled.len() > 1 {
+            return Err(ApiError::AmbiguousEvent {
+                id,
+                projects: sampled
+                    .iter()
+                    .map(|e| e.project_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
     let (project, stored_id) = match holders.as_slice() {
         [] => return Err(ApiError::UnknownEvent(id)),
         [one] => one.clone(),

@@ -319,6 +319,11 @@ panicle_store::backend_tests! {
         let sampled: Vec<&Value> = events["items"].as_array().unwrap().iter().filter(|e| e["sampled"] == true).collect();
         assert!(!sampled.is_empty(), "the cap sampled some: {events}");
         assert!(sampled.iter().all(|e| e["count"] == 1 && e["pod"].is_null() && e["depth"].is_null()));
+        // Its id resolves: what is known of it.
+        let one = sampled[0]["event_id"].as_str().unwrap();
+        let view = s.get(&format!("/api/v1/events/{one}")).await;
+        assert_eq!((view["sampled"].as_bool(), view["count"].as_i64(), &view["event"]), (Some(true), Some(1), &Value::Null), "{view}");
+        assert_eq!(view["group_id"], sampled[0]["group_id"]);
         let storms: Vec<i64> = events["items"].as_array().unwrap().iter().map(|e| e["count"].as_i64().unwrap()).filter(|n| *n > 1).collect();
         assert_eq!(storms, vec![25, 30], "storm aggregates listed with their counts");
 

@@ -589,6 +589,21 @@ impl Store {
         Ok(holders)
     }
 
+    /// The events with this id a group over its cap kept only the id, time
+    /// and weight of (one per project holding it, lowest first), with their
+    /// group's kind, platform and message template.
+    pub async fn sampled_events_by_id(&self, event_id: &str) -> Result<Vec<EventSummary>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM {} e WHERE e.sampled = 1 AND e.event_id = $1 \
+             ORDER BY e.project_id",
+            crate::counted::COUNTED
+        )))
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
     /// One event by id; `project_id` narrows it when ids collide across
     /// projects (without it, the copy in the lowest project).
     pub async fn get_event(

@@ -23,9 +23,8 @@ export function eventsTable(items, { showService = true } = {}) {
       h(
         'td',
         { class: 'nowrap' },
-        e.sampled
-          ? h('span', { class: 'sampled', title: 'counted, but only its id, time and count were kept: its group was over its cap' }, ago(e.timestamp), ' ', h('span', { class: 'tag' }, 'sampled'))
-          : h('a', { href: `/events/${encodeURIComponent(e.event_id)}`, class: 'event-link' }, ago(e.timestamp)),
+        h('a', { href: `/events/${encodeURIComponent(e.event_id)}`, class: 'event-link' }, ago(e.timestamp)),
+        e.sampled ? h('span', { class: 'tag sampled', title: 'counted, but only its id, time and count were kept: its group was over its cap' }, 'sampled') : null,
       ),
       h('td', { class: 'num event-count', title: e.count > 1 ? `stands for ${plural(e.count, 'panic')} (storm control)` : 'one panic' }, e.count > 1 ? h('strong', { class: 'storm-count' }, `×${num(e.count)}`) : num(e.count ?? 1)),
       h('td', { class: 'msg' }, h('span', { class: 'message-text' }, e.message || '(no message)')),
