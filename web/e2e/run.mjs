@@ -257,9 +257,17 @@ if (hasClusters) {
   });
 
   await step('open a cluster: suggestion, culprit, stack with folded dependencies, heatmap, paths, where, groups, events', async () => {
+    // The link carries the list's range, so the page counts what the row counted.
+    assert(orderClusterHref.includes('range=7d'), `the cluster link keeps the list's range: ${orderClusterHref}`);
+    const listed = (await page.locator(`tr.cluster-row:has(a.cluster-link[href="${orderClusterHref}"]) td.num strong`).innerText()).trim();
     await page.click(`tr.cluster-row a.cluster-link[href="${orderClusterHref}"]`);
-    await page.waitForURL((u) => u.pathname === orderClusterHref);
+    await page.waitForURL((u) => `${u.pathname}${u.search}` === orderClusterHref);
     await settled(page);
+    const headerCount = (await page.locator('.stat').first().locator('.stat-value').innerText()).trim();
+    assert(headerCount === listed, `header ${headerCount} = list row ${listed}`);
+    assert((await page.locator('.view-notice').innerText()).includes('Last 7 days'), 'the page says what it counts');
+    const perService = await page.locator('section.where .dist').first().locator('tr').evaluateAll((rows) => rows.map((r) => Number(r.children[2].textContent.replace(/[^0-9]/g, ''))));
+    assert(perService.reduce((a, b) => a + b, 0) === Number(listed.replace(/[^0-9]/g, '')), `services ${perService} add up to ${listed}`);
     const text = await mainText(page);
     assert(text.includes('shop::orders::reserve'), 'culprit shown');
     // The fix suggestion says what produced it.

@@ -168,7 +168,7 @@ fn change_json(out: &mut Value, change: TrendChange) {
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", params(ClusterListParams),
-    responses((status = 200, description = "Clusters with title, counts, trend, services, suggestion and `state`. `count` is the panics of the cluster's events over the filters (storm counts and events kept only as counts included; the same number the cluster's views add up to). `trend`: 24 buckets of the window (the filter's range, else the last 24 hours); `trend_change` compares its newer half with its older, like with like: `{kind: \"new\"}` for a cluster first seen after the older half began, `{kind: \"returned\"}` for one quiet through it, else `{kind: \"growth\", ratio}`; `growth` is that ratio or null. Filters `pod`, `node`, `route`, `trace_id`, `kind`, `platform` count only the events that match (events kept only as counts match none of pod, node, route, trace_id) (`{status, resolution, release, ignore, regression, changed_at, changed_by}`; `regression` is set when a new event reopened a resolved cluster); `{items, next_cursor, total}`. Only unresolved clusters unless `state` says otherwise", body = Object),
+    responses((status = 200, description = "Clusters with title, counts, trend, services, suggestion and `state` (`{status, resolution, release, ignore, regression, changed_at, changed_by}`; `regression` is set when a new event reopened a resolved cluster); `{items, next_cursor, total}`. `count` is the panics of the cluster's events over the filters (storm counts and events kept only as counts included; the same number the cluster's views add up to). `trend`: 24 buckets of the window (the filter's range, else the last 24 hours); `trend_change` compares its newer half with its older, like with like: `{kind: \"new\"}` for a cluster first seen after the older half began, `{kind: \"returned\"}` for one quiet through it, else `{kind: \"growth\", ratio}`; `growth` is that ratio or null. Filters `pod`, `node`, `route`, `trace_id`, `kind`, `platform` count only the events that match (events kept only as counts match none of pod, node, route, trace_id). Only unresolved clusters unless `state` says otherwise", body = Object),
               (status = 400, description = "Bad parameter (`invalid_parameter`), or one this endpoint does not take (`unknown_parameter`, naming it)", body = crate::openapi::ErrorBody),
               (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
               (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
@@ -890,6 +890,18 @@ pub struct HeatmapParams {
     pub until: Option<String>,
     /// One member group only (the project baseline stays whole).
     pub group: Option<String>,
+    /// The cluster list's event filters narrow the cluster's map (the
+    /// project baseline keeps only the window), so it counts what the
+    /// cluster's other views count over the same filters.
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+    pub route: Option<String>,
+    pub trace_id: Option<String>,
+    pub kind: Option<String>,
+    pub platform: Option<String>,
 }
 
 fn parse_bucket(s: &str) -> Option<Bucket> {
@@ -969,9 +981,25 @@ pub async fn cluster_heatmap(
         until_ms: Some(until),
         ..EventFilter::default()
     };
+    let narrowed = ListParams {
+        service: p.service.clone(),
+        environment: p.environment.clone(),
+        release: p.release.clone(),
+        pod: p.pod.clone(),
+        node: p.node.clone(),
+        route: p.route.clone(),
+        trace_id: p.trace_id.clone(),
+        kind: p.kind.clone(),
+        platform: p.platform.clone(),
+        group: p.group.clone(),
+        ..ListParams::default()
+    }
+    .event_filter()?;
     let cluster_filter = EventFilter {
-        group_id: p.group.clone(),
-        ..filter.clone()
+        since_ms: Some(since),
+        until_ms: Some(until),
+        project_id: filter.project_id,
+        ..narrowed
     };
     let width = attribution::column_width(bucket);
     let weighted = |rows: Vec<(Option<i64>, i64, i64)>| -> Vec<(Option<i64>, i64, u64)> {

@@ -251,19 +251,22 @@ async fn assert_views_agree(s: &Running, id: &str, filter: &str, want: i64) {
         );
     }
     assert_eq!(sum_counts(&c["trend"]), want, "trend [{filter}]");
-    let (since, until) = (rfc3339(now_ms() - 3 * HOUR), rfc3339(now_ms() + MINUTE));
+    // The heatmap over the filter's window (else the last three hours), narrowed alike.
+    let window = if filter.contains("since=") {
+        String::new()
+    } else {
+        format!("&since={}&until={}", now_ms() - 3 * HOUR, now_ms() + MINUTE)
+    };
     let h = s
         .get(&format!(
-            "/api/v1/clusters/{id}/heatmap?bucket=15m&since={since}&until={until}"
+            "/api/v1/clusters/{id}/heatmap?bucket=15m{window}{amp}"
         ))
         .await;
-    if filter.is_empty() {
-        assert_eq!(
-            (heat_total(&h), h["total"].as_i64()),
-            (want, Some(want)),
-            "heatmap: {h}"
-        );
-    }
+    assert_eq!(
+        (heat_total(&h), h["total"].as_i64()),
+        (want, Some(want)),
+        "heatmap [{filter}]: {h}"
+    );
     let paths = s.get(&format!("/api/v1/clusters/{id}/paths{q}")).await;
     assert_eq!(paths["root"]["count"], want, "paths [{filter}]: {paths}");
     let children: i64 = sum_counts(&paths["root"]["children"]);
@@ -442,7 +445,7 @@ panicle_store::backend_tests! {
             ("/api/v1/clusters?sevrice=x".to_string(), "sevrice"),
             (format!("/api/v1/clusters/{id}?bucket=1h"), "bucket"),
             (format!("/api/v1/clusters/{id}/events?q=x"), "q"),
-            (format!("/api/v1/clusters/{id}/heatmap?pod=x"), "pod"),
+            (format!("/api/v1/clusters/{id}/heatmap?sort=x"), "sort"),
             ("/api/v1/groups?service=x".to_string(), "service"),
         ] {
             let (status, err) = s.status(&path).await;

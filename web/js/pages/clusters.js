@@ -210,6 +210,19 @@ function filterForm(ctx, seen, projs) {
   return form;
 }
 
+/**
+ * A cluster's page over the list's time range and event filters, so its
+ * header, distributions, heatmap, paths and events count what the list's
+ * row counted.
+ */
+export function clusterHref(id, q) {
+  const range = q.get('range') || DEFAULT_RANGE;
+  const view = { ...filterParams(q), range: range === 'all' ? null : range };
+  if (q.get('since')) view.since = q.get('since');
+  if (q.get('until')) view.until = q.get('until');
+  return `/clusters/${encodeURIComponent(id)}${qs(view)}`;
+}
+
 /** What a person calls the cluster: the fix's title, else the culprit. */
 export function clusterTitle(c) {
   if (c.suggestion && c.suggestion.title) return c.suggestion.title;
@@ -257,7 +270,7 @@ function clusterTable(items, q, ctx) {
       h(
         'td',
         { class: 'cl-title' },
-        h('a', { href: `/clusters/${encodeURIComponent(c.id)}`, class: 'cluster-link' }, c.suggestion && title === c.suggestion.title ? withCode(title) : title),
+        h('a', { href: clusterHref(c.id, q), class: 'cluster-link' }, c.suggestion && title === c.suggestion.title ? withCode(title) : title),
         c.suggestion ? h('span', { class: 'tag fix', title: 'a fix is suggested' }, 'fix') : null,
         stateBadges(c.state),
         culprit && culprit !== title ? h('div', { class: 'culprit' }, h('code', {}, culprit)) : null,
