@@ -257,9 +257,17 @@ if (hasClusters) {
   });
 
   await step('open a cluster: suggestion, culprit, stack with folded dependencies, heatmap, paths, where, groups, events', async () => {
+    // The link carries the list's range, so the page counts what the row counted.
+    assert(orderClusterHref.includes('range=7d'), `the cluster link keeps the list's range: ${orderClusterHref}`);
+    const listed = (await page.locator(`tr.cluster-row:has(a.cluster-link[href="${orderClusterHref}"]) td.num strong`).innerText()).trim();
     await page.click(`tr.cluster-row a.cluster-link[href="${orderClusterHref}"]`);
-    await page.waitForURL((u) => u.pathname === orderClusterHref);
+    await page.waitForURL((u) => `${u.pathname}${u.search}` === orderClusterHref);
     await settled(page);
+    const headerCount = (await page.locator('.stat').first().locator('.stat-value').innerText()).trim();
+    assert(headerCount === listed, `header ${headerCount} = list row ${listed}`);
+    assert((await page.locator('.view-notice').innerText()).includes('Last 7 days'), 'the page says what it counts');
+    const perService = await page.locator('section.where .dist').first().locator('tr').evaluateAll((rows) => rows.map((r) => Number(r.children[2].textContent.replace(/[^0-9]/g, ''))));
+    assert(perService.reduce((a, b) => a + b, 0) === Number(listed.replace(/[^0-9]/g, '')), `services ${perService} add up to ${listed}`);
     const text = await mainText(page);
     assert(text.includes('shop::orders::reserve'), 'culprit shown');
     // The fix suggestion says what produced it.
@@ -404,6 +412,35 @@ if (STORM_EVENT_ID) {
       await page.waitForSelector('section.storm-panel');
       assert((await page.locator('.folded-notice').innerText()).includes(api.body.storm.samples[7].event_id), 'the folded event opens its aggregate');
     }
+  });
+}
+
+if (STORM_EVENT_ID) {
+  await step('the events page: a count column (the storm row says ×N) and the cluster list\'s filters, pod included', async () => {
+    const pod = (await apiGet(`/events/${STORM_EVENT_ID}`)).body.pod;
+    await page.goto(`${BASE_URL}/events`);
+    await page.waitForSelector('form.filters');
+    assert((await page.locator('table.events thead th', { hasText: 'Count' }).count()) === 1, 'a Count column');
+    for (const name of ['service', 'environment', 'release']) assert((await page.locator(`form.filters input[name="${name}"]`).count()) === 1, `filter ${name}`);
+    await page.locator('details.more-filters summary').click();
+    await page.fill('form.filters input[name="pod"]', pod);
+    await page.click('form.filters button[type="submit"]');
+    await page.waitForURL((u) => u.search.includes('pod='));
+    // The filtered page replaced the unfiltered one.
+    await page.waitForSelector('.events-page .active-filters');
+    await page.waitForSelector('table.events tr.event-row');
+    const pods = await page.locator('table.events tbody tr.event-row').evaluateAll((rows) => rows.map((r) => r.children[6].textContent.trim()));
+    assert(pods.length > 0 && pods.every((p) => p === pod), `only ${pod}: ${pods}`);
+    assert((await page.locator('.active-filters').innerText()).includes(`pod: ${pod}`), 'the active filter is shown');
+    assert(await page.locator('details.more-filters').evaluate((d) => d.open), 'more filters open while one is set');
+    const storm = page.locator(`tr.event-row[data-id="${STORM_EVENT_ID}"] td.event-count`);
+    assert((await storm.innerText()).trim() === `×${STORM_COUNT}`, `the storm row counts ${STORM_COUNT}: ${await storm.innerText()}`);
+    const other = page.locator('tr.event-row:not([data-id="' + STORM_EVENT_ID + '"]) td.event-count').first();
+    assert((await other.innerText()).trim() === '1', 'a single panic counts 1');
+    // The API refuses what it does not know instead of ignoring it.
+    const bad = await apiGet('/events?pdo=x');
+    assert(bad.status === 400 && bad.body.error.code === 'unknown_parameter', `unknown parameter: ${JSON.stringify(bad.body)}`);
+    await shot(page, 'events-filtered');
   });
 }
 

@@ -66,12 +66,22 @@ function colourFor(step, nsteps) {
   return STEPS[idx];
 }
 
+/** Minutes in a bucket name: `15m` → 15, `6h` → 360, `1d` → 1440. */
+function bucketMinutes(bucket) {
+  const m = /^(\d+)([mhd])$/.exec(String(bucket));
+  if (!m) return 60;
+  return Number(m[1]) * { m: 1, h: 60, d: 1440 }[m[2]];
+}
+
 function timeLabel(label, bucket) {
   if (bucket === 'hour_of_day') return /:/.test(String(label)) ? String(label) : `${String(label).padStart(2, '0')}:00`;
   const t = Date.parse(label);
   if (Number.isNaN(t)) return String(label);
   const iso = new Date(t).toISOString();
-  return bucket === '1d' ? iso.slice(5, 10) : `${iso.slice(5, 10)} ${iso.slice(11, 13)}h`;
+  const minutes = bucketMinutes(bucket);
+  if (minutes >= 1440) return iso.slice(5, 10);
+  if (minutes >= 60) return `${iso.slice(5, 10)} ${iso.slice(11, 13)}h`;
+  return `${iso.slice(5, 10)} ${iso.slice(11, 16)}`;
 }
 
 function timeTitle(label, bucket) {
@@ -84,13 +94,30 @@ function timeTitle(label, bucket) {
 }
 
 /**
- * Depth × time heatmap. `data`: {bucket, times, depths, cells[depth][time], max}.
- * Returns a figure with the SVG, a legend and a hover readout.
+ * The API's sparse heatmap (`{start, bucket_ms, columns, depths, cells:
+ * [[row, column, count]]}`) as column labels and dense rows; a dense one
+ * (`times`, `cells[row][column]`) passes through.
+ */
+export function denseHeatmap(data) {
+  const depths = data.depths || [];
+  if (Array.isArray(data.times)) return { times: data.times, depths, cells: data.cells || [] };
+  const n = Number(data.columns) || 0;
+  const start = data.start ? Date.parse(data.start) : null;
+  const step = Number(data.bucket_ms) || 0;
+  const times = Array.from({ length: n }, (_, i) => (start === null || Number.isNaN(start) ? `${String(i).padStart(2, '0')}:00` : new Date(start + i * step).toISOString()));
+  const cells = depths.map(() => new Array(n).fill(0));
+  for (const c of data.cells || []) {
+    if (Array.isArray(c) && cells[c[0]] && c[1] < n) cells[c[0]][c[1]] = Number(c[2]) || 0;
+  }
+  return { times, depths, cells };
+}
+
+/**
+ * Depth × time heatmap. `data`: the API's answer (see denseHeatmap) with
+ * `bucket`. Returns a figure with the SVG, a legend and a hover readout.
  */
 export function heatmap(data, { caption = 'Events by stack depth and time' } = {}) {
-  const times = data.times || [];
-  const depths = data.depths || [];
-  const cells = data.cells || [];
+  const { times, depths, cells } = denseHeatmap(data);
   const max = Number(data.max) || Math.max(0, ...cells.flat().map(Number));
   const bucket = data.bucket || '1h';
   const readout = h('p', { class: 'readout', 'aria-live': 'polite' }, 'Hover a cell for its count.');
@@ -118,9 +145,11 @@ export function heatmap(data, { caption = 'Events by stack depth and time' } = {
   // Axis titles and depth labels.
   svg.append(s('text', { x: left - 6, y: 12, class: 'axis-title', 'text-anchor': 'end' }, 'depth'));
   depths.forEach((d, j) => {
-    svg.append(s('text', { x: left - 6, y: top + j * ch + ch / 2 + 4, class: 'axis', 'text-anchor': 'end' }, String(d)));
+    const label = s('text', { x: left - 6, y: top + j * ch + ch / 2 + 4, class: 'axis', 'text-anchor': 'end' }, d === null ? '?' : String(d));
+    if (d === null) label.append(s('title', {}, 'depth not kept: events counted but sampled (their group was over its cap)'));
+    svg.append(label);
   });
-  const every = Math.max(1, Math.ceil((bucket === '1h' ? 74 : 44) / cw));
+  const every = Math.max(1, Math.ceil((bucket !== 'hour_of_day' && bucketMinutes(bucket) < 1440 ? 74 : 44) / cw));
   times.forEach((t, i) => {
     if (i % every !== 0) return;
     svg.append(
@@ -129,14 +158,14 @@ export function heatmap(data, { caption = 'Events by stack depth and time' } = {
     );
   });
   svg.append(
-    s('text', { x: left, y: height - 4, class: 'axis-title' }, bucket === 'hour_of_day' ? 'hour of day (UTC)' : `time (UTC, ${bucket === '1d' ? 'days' : 'hours'})`),
+    s('text', { x: left, y: height - 4, class: 'axis-title' }, bucket === 'hour_of_day' ? 'hour of day (UTC)' : `time (UTC, one column = ${bucket})`),
   );
   const showNumbers = cw >= 22 && ch >= 14;
   depths.forEach((d, j) => {
     const row = cells[j] || [];
     times.forEach((t, i) => {
       const c = Number(row[i]) || 0;
-      const where = `depth ${d} · ${timeTitle(t, bucket)}`;
+      const where = `${d === null ? 'depth not kept' : `depth ${d}`} · ${timeTitle(t, bucket)}`;
       const text = `${where}: ${num(c)} ${c === 1 ? 'event' : 'events'}`;
       const step = c > 0 ? stepOf(c, bounds) : -1;
       const rect = s('rect', {
@@ -147,7 +176,7 @@ export function heatmap(data, { caption = 'Events by stack depth and time' } = {
         fill: c > 0 ? colourFor(step, bounds.length) : '#eef0f3',
         class: 'cell',
         'data-count': c,
-        'data-depth': d,
+        'data-depth': d === null ? '' : d,
         'data-time': t,
       });
       rect.append(s('title', {}, text));
@@ -197,7 +226,7 @@ export function bar(count, total, width = 120) {
 /** A distribution as a table: name, bar, count, share. */
 export function distribution(title, items, { limit = 8, total } = {}) {
   const list = (Array.isArray(items) ? items : []).map((it) =>
-    typeof it === 'string' ? { name: it, count: null } : { name: it.name ?? it.value ?? '', count: it.count ?? null },
+    typeof it === 'string' ? { name: it, count: null } : { name: it.name ?? it.value ?? '', count: it.count ?? null, others: it.others },
   );
   const sum = total ?? list.reduce((a, b) => a + (Number(b.count) || 0), 0);
   const box = h('div', { class: 'dist' }, h('h3', {}, title));
@@ -210,7 +239,7 @@ export function distribution(title, items, { limit = 8, total } = {}) {
     return h(
       'tr',
       {},
-      h('td', { class: 'dist-name', title: it.name || '(none)' }, it.name || h('span', { class: 'muted' }, '(none)')),
+      h('td', { class: 'dist-name', title: it.name || (it.others ? `${it.others} more values` : 'not recorded: absent from the event, or the event was kept only as a count') }, it.name || h('span', { class: 'muted' }, it.others ? `(${num(it.others)} others)` : '(not recorded)')),
       h('td', { class: 'dist-bar' }, it.count !== null ? bar(it.count, sum, 90) : ''),
       h('td', { class: 'num' }, it.count !== null ? num(it.count) : ''),
       h('td', { class: 'num muted' }, pct !== null ? `${pct}%` : ''),

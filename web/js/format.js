@@ -40,8 +40,19 @@ export function exact(iso) {
   return new Date(t).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
 }
 
-/** Growth as a signed percentage with an arrow, readable without colour. */
-export function growth(g) {
+/**
+ * The trend's comparison: "new" for a cluster first seen within the
+ * compared windows, "back" for one quiet through the older, else growth as
+ * a signed percentage with an arrow, readable without colour. Takes the
+ * API's `trend_change` (or a bare growth ratio from an older server).
+ */
+export function growth(change) {
+  if (change && typeof change === 'object') {
+    if (change.kind === 'new') return h('span', { class: 'growth new', title: 'first seen within the compared windows: nothing like to compare with' }, 'new');
+    if (change.kind === 'returned') return h('span', { class: 'growth up', title: 'no events in the previous period of the same length' }, '↑ back');
+    return growth(change.ratio);
+  }
+  const g = change;
   if (g === null || g === undefined || Number.isNaN(g)) return null;
   const pct = Math.round(g * 100);
   if (pct === 0) return h('span', { class: 'growth flat', title: 'no change against the previous period' }, '→ 0%');

@@ -26,6 +26,9 @@ pub struct EventFacts {
     /// In-app frames, innermost first.
     pub frames: Vec<FrameFacts>,
     pub release: Option<String>,
+    /// Panics the event stands for (a storm aggregate's count, else 1):
+    /// what [`hot_paths`] adds up, so its counts agree with the cluster's.
+    pub weight: u64,
 }
 
 /// The frame to blame: the innermost in-app frame that at least 80% of the
@@ -114,8 +117,8 @@ pub struct PathNode {
     pub children: Vec<PathNode>,
 }
 
-/// Aggregates the events' in-app call paths into a tree with counts; the
-/// busiest branch comes first at every level.
+/// Aggregates the events' in-app call paths into a tree with counts, each
+/// event counting its weight; the busiest branch comes first at every level.
 pub fn hot_paths(events: &[EventFacts]) -> PathNode {
     #[derive(Default)]
     struct Trie {
@@ -124,11 +127,11 @@ pub fn hot_paths(events: &[EventFacts]) -> PathNode {
     }
     let mut root = Trie::default();
     for e in events {
-        root.count += 1;
+        root.count += e.weight;
         let mut node = &mut root;
         for f in e.frames.iter().rev() {
             node = node.children.entry(f.function.clone()).or_default();
-            node.count += 1;
+            node.count += e.weight;
         }
     }
     fn build(function: String, t: Trie) -> PathNode {
@@ -147,66 +150,135 @@ pub fn hot_paths(events: &[EventFacts]) -> PathNode {
 /// How heatmap columns are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
-    /// Fixed-width windows of this many milliseconds.
+    /// Fixed-width windows of this many milliseconds, aligned to the epoch
+    /// (UTC midnight for days).
     Every(i64),
     /// The hour of the day, 0–23 (UTC): daily patterns.
     HourOfDay,
 }
 
-/// Call depth × time counts.
+/// Most heatmap columns: a wider range gets a coarser bucket, never a
+/// column of some odd width still labelled with the one asked for.
+pub const MAX_HEATMAP_COLUMNS: i64 = 200;
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 60 * MINUTE_MS;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// The widths a heatmap may fall back to, finest first; each divides a day
+/// (or is whole days), so columns start at round times.
+const LADDER: &[i64] = &[
+    MINUTE_MS,
+    5 * MINUTE_MS,
+    15 * MINUTE_MS,
+    30 * MINUTE_MS,
+    HOUR_MS,
+    3 * HOUR_MS,
+    6 * HOUR_MS,
+    12 * HOUR_MS,
+    DAY_MS,
+    7 * DAY_MS,
+];
+
+/// Columns of `width` that `since..until` spans (aligned to the width).
+pub fn column_count(width: i64, since_ms: i64, until_ms: i64) -> i64 {
+    let width = width.max(1);
+    let first = since_ms.div_euclid(width);
+    let last = (until_ms.max(since_ms + 1) - 1).div_euclid(width);
+    last - first + 1
+}
+
+/// The bucket a heatmap is drawn at: the one asked for when `since..until`
+/// fits in [`MAX_HEATMAP_COLUMNS`] of it, else the finest coarser width of
+/// the ladder that fits (whole days past a week). Hour-of-day is 24 columns
+/// whatever the range.
+pub fn fit_bucket(asked: Bucket, since_ms: i64, until_ms: i64) -> Bucket {
+    let Bucket::Every(width) = asked else {
+        return asked;
+    };
+    let width = width.max(1);
+    if column_count(width, since_ms, until_ms) <= MAX_HEATMAP_COLUMNS {
+        return Bucket::Every(width);
+    }
+    if let Some(w) = LADDER
+        .iter()
+        .copied()
+        .find(|w| *w > width && column_count(*w, since_ms, until_ms) <= MAX_HEATMAP_COLUMNS)
+    {
+        return Bucket::Every(w);
+    }
+    // Longer than 200 weeks: whole days, as few as fit (one more column
+    // for the alignment of the first).
+    let span = (until_ms - since_ms).max(1);
+    let mut days = (span / DAY_MS / (MAX_HEATMAP_COLUMNS - 1)).max(1);
+    while column_count(days * DAY_MS, since_ms, until_ms) > MAX_HEATMAP_COLUMNS {
+        days += 1;
+    }
+    Bucket::Every((days * DAY_MS).max(width))
+}
+
+/// A bucket's name as the API takes it: `15m`, `1h`, `1d`, `hour_of_day`.
+pub fn bucket_name(bucket: Bucket) -> String {
+    match bucket {
+        Bucket::HourOfDay => "hour_of_day".into(),
+        Bucket::Every(w) if w % DAY_MS == 0 => format!("{}d", w / DAY_MS),
+        Bucket::Every(w) if w % HOUR_MS == 0 => format!("{}h", w / HOUR_MS),
+        Bucket::Every(w) if w % MINUTE_MS == 0 => format!("{}m", w / MINUTE_MS),
+        Bucket::Every(w) => format!("{w}ms"),
+    }
+}
+
+/// Call depth × time counts, dense: the server sends the non-zero cells.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Heatmap {
     /// Column keys: bucket starts in epoch ms, or hours 0–23.
     pub times: Vec<i64>,
-    /// Row keys: call depths present, ascending.
-    pub depths: Vec<i64>,
+    /// Row keys: call depths present, ascending; `None` (last) holds the
+    /// events whose depth was not kept (sampled).
+    pub depths: Vec<Option<i64>>,
     /// `cells[row][column]`.
     pub cells: Vec<Vec<u64>>,
     pub max: u64,
+    /// Every count of the map: the events of the window.
+    pub total: u64,
 }
 
-/// Most heatmap columns; a wider range gets wider buckets.
-pub const MAX_HEATMAP_COLUMNS: i64 = 500;
-
-/// The width the points should be pre-aggregated at: the bucket's width,
-/// widened so `since..until` fits in [`MAX_HEATMAP_COLUMNS`]; an hour for
-/// hour-of-day.
-pub fn column_width(bucket: Bucket, since_ms: i64, until_ms: i64) -> i64 {
+/// The width the points should be pre-aggregated at: the bucket's (after
+/// [`fit_bucket`]); an hour for hour-of-day.
+pub fn column_width(bucket: Bucket) -> i64 {
     match bucket {
-        Bucket::HourOfDay => 3_600_000,
-        Bucket::Every(width) => width
-            .max(1)
-            .max((until_ms - since_ms) / MAX_HEATMAP_COLUMNS + 1),
+        Bucket::HourOfDay => HOUR_MS,
+        Bucket::Every(width) => width.max(1),
     }
 }
 
-/// Sums `(depth, timestamp, count)` points per cell. Fixed buckets span
-/// `since..until` at [`column_width`].
+/// Sums `(depth, timestamp, count)` points per cell. `bucket` is used as
+/// given (fit it first with [`fit_bucket`]); fixed buckets span
+/// `since..until`, aligned to their width.
 pub fn heatmap(
-    points: &[(i64, i64, u64)],
+    points: &[(Option<i64>, i64, u64)],
     bucket: Bucket,
     since_ms: i64,
     until_ms: i64,
 ) -> Heatmap {
-    let mut depths: Vec<i64> = points.iter().map(|p| p.0).collect();
-    depths.sort_unstable();
+    let mut depths: Vec<Option<i64>> = points.iter().map(|p| p.0).collect();
+    // Known depths ascending, the unknown one last.
+    depths.sort_unstable_by_key(|d| (d.is_none(), *d));
     depths.dedup();
+    let width = column_width(bucket);
     let times: Vec<i64> = match bucket {
         Bucket::HourOfDay => (0..24).collect(),
         Bucket::Every(_) => {
-            let width = column_width(bucket, since_ms, until_ms);
             let start = since_ms.div_euclid(width) * width;
-            (0..)
+            (0..column_count(width, since_ms, until_ms))
                 .map(|i| start + i * width)
-                .take_while(|t| *t < until_ms.max(start + 1))
                 .collect()
         }
     };
-    let width = column_width(bucket, since_ms, until_ms);
     let mut cells = vec![vec![0u64; times.len()]; depths.len()];
     for &(depth, ts, count) in points {
         let column = match bucket {
-            Bucket::HourOfDay => Some(ts.div_euclid(3_600_000).rem_euclid(24) as usize),
+            Bucket::HourOfDay => Some(ts.div_euclid(HOUR_MS).rem_euclid(24) as usize),
             Bucket::Every(_) => {
                 let first = times.first().copied().unwrap_or(0);
                 (ts >= first)
@@ -214,16 +286,19 @@ pub fn heatmap(
                     .filter(|c| *c < times.len())
             }
         };
-        if let (Some(c), Ok(r)) = (column, depths.binary_search(&depth)) {
+        let row = depths.iter().position(|d| *d == depth);
+        if let (Some(c), Some(r)) = (column, row) {
             cells[r][c] += count;
         }
     }
     let max = cells.iter().flatten().copied().max().unwrap_or(0);
+    let total = cells.iter().flatten().sum();
     Heatmap {
         times,
         depths,
         cells,
         max,
+        total,
     }
 }
 
@@ -306,13 +381,47 @@ pub fn regression(events: &[EventFacts], quiet_ms: i64) -> Option<Regression> {
     found
 }
 
-/// Growth of a trend: events in the newer half minus the older half,
-/// relative to the older half (a cluster new in the window grows by its count).
-pub fn growth(trend: &[u64]) -> f64 {
-    let half = trend.len() / 2;
-    let older: u64 = trend[..half].iter().sum();
-    let newer: u64 = trend[half..].iter().sum();
-    (newer as f64 - older as f64) / (older.max(1) as f64)
+/// How a cluster's recent window compares with the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TrendChange {
+    /// First seen after the previous window began: nothing to compare
+    /// with (a "+1,200%" for a cluster minutes old says nothing).
+    New,
+    /// Seen before the previous window began but not in it: back.
+    Returned,
+    /// Same-length windows, both with events: `(newer − older) / older`.
+    Growth { ratio: f64 },
+}
+
+impl TrendChange {
+    /// The ratio, when there is one to tell.
+    pub fn ratio(&self) -> Option<f64> {
+        match self {
+            TrendChange::Growth { ratio } => Some(*ratio),
+            _ => None,
+        }
+    }
+}
+
+/// Compares the events of `[mid − len, mid)` (`older`) with `[mid, mid + len)`
+/// (`newer`), like with like: only for a cluster that existed during the
+/// whole previous window (first seen at or before its start).
+pub fn trend_change(
+    older: u64,
+    newer: u64,
+    first_seen_ms: i64,
+    previous_start_ms: i64,
+) -> TrendChange {
+    if first_seen_ms > previous_start_ms {
+        return TrendChange::New;
+    }
+    if older == 0 {
+        return TrendChange::Returned;
+    }
+    TrendChange::Growth {
+        ratio: (newer as f64 - older as f64) / older as f64,
+    }
 }
 
 #[cfg(test)]
@@ -331,6 +440,7 @@ mod tests {
                 })
                 .collect(),
             release: release.map(Into::into),
+            weight: 1,
         }
     }
 
@@ -390,35 +500,101 @@ mod tests {
     fn heatmap_counts_depth_by_bucket() {
         let hour = 3_600_000;
         let points = [
-            (5, 0, 1),
-            (5, 10, 1),
-            (7, hour + 1, 1),
-            (5, 2 * hour, 1),
-            (9, 2 * hour + 5, 1),
+            (Some(5), 0, 1),
+            (Some(5), 10, 1),
+            (Some(7), hour + 1, 1),
+            (Some(5), 2 * hour, 1),
+            (Some(9), 2 * hour + 5, 1),
+            (None, 2 * hour + 7, 4),
         ];
         let h = heatmap(&points, Bucket::Every(hour), 0, 3 * hour);
         assert_eq!(h.times, vec![0, hour, 2 * hour]);
-        assert_eq!(h.depths, vec![5, 7, 9]);
-        assert_eq!(h.cells, vec![vec![2, 0, 1], vec![0, 1, 0], vec![0, 0, 1]]);
-        assert_eq!(h.max, 2);
+        assert_eq!(
+            h.depths,
+            vec![Some(5), Some(7), Some(9), None],
+            "unknown depth last"
+        );
+        assert_eq!(
+            h.cells,
+            vec![vec![2, 0, 1], vec![0, 1, 0], vec![0, 0, 1], vec![0, 0, 4]]
+        );
+        assert_eq!((h.max, h.total), (4, 9));
         let by_hour = heatmap(&points, Bucket::HourOfDay, 0, 0);
         assert_eq!(by_hour.times.len(), 24);
         assert_eq!(by_hour.cells[0][0], 2);
         assert_eq!(by_hour.cells[0][2], 1);
         // Events outside the window are not counted.
         let h = heatmap(
-            &[(1, -5, 1), (1, 10 * hour, 1)],
+            &[(Some(1), -5, 1), (Some(1), 10 * hour, 1)],
             Bucket::Every(hour),
             0,
             2 * hour,
         );
         assert_eq!(h.max, 0);
         // Counts add up (pre-aggregated points, storm counts).
-        let h = heatmap(&[(2, 0, 3), (2, 5, 4)], Bucket::Every(hour), 0, hour);
+        let h = heatmap(
+            &[(Some(2), 0, 3), (Some(2), 5, 4)],
+            Bucket::Every(hour),
+            0,
+            hour,
+        );
         assert_eq!(h.cells, vec![vec![7]]);
-        // A year by the hour is widened to at most 500 columns.
-        let year = 365 * 24 * hour;
-        assert!(heatmap(&[], Bucket::Every(hour), 0, year).times.len() <= 500);
+    }
+
+    #[test]
+    fn buckets_are_what_they_say_and_columns_are_bounded() {
+        let (minute, hour, day) = (60_000, 3_600_000, 86_400_000);
+        // 15 minutes over 3 hours: as asked, 12 columns.
+        assert_eq!(
+            fit_bucket(Bucket::Every(15 * minute), 0, 3 * hour),
+            Bucket::Every(15 * minute)
+        );
+        // 15 minutes over a week (672 columns): the finest ladder width
+        // that fits, 1h (168 columns), named as such.
+        let b = fit_bucket(Bucket::Every(15 * minute), 0, 7 * day);
+        assert_eq!((b, bucket_name(b)), (Bucket::Every(hour), "1h".to_string()));
+        // A year by the hour: days, then 3 years: weeks, then decades: whole days.
+        assert_eq!(
+            fit_bucket(Bucket::Every(hour), 0, 365 * day),
+            Bucket::Every(7 * day)
+        );
+        let long = fit_bucket(Bucket::Every(hour), 0, 20 * 365 * day);
+        let Bucket::Every(w) = long else {
+            panic!("{long:?}")
+        };
+        assert_eq!(w % day, 0);
+        for (asked, since, until) in [
+            (Bucket::Every(minute), 17, 30 * day + 5),
+            (
+                Bucket::Every(15 * minute),
+                1_700_000_123_456,
+                1_700_000_123_456 + 7 * day,
+            ),
+            (Bucket::Every(hour), 0, 20 * 365 * day),
+            (Bucket::Every(day), 3, 3 + 199 * day),
+        ] {
+            let b = fit_bucket(asked, since, until);
+            let h = heatmap(
+                &[(Some(1), since, 1), (Some(1), until - 1, 1)],
+                b,
+                since,
+                until,
+            );
+            assert!(
+                h.times.len() as i64 <= MAX_HEATMAP_COLUMNS,
+                "{asked:?} {since} {until}: {}",
+                h.times.len()
+            );
+            assert_eq!(h.total, 2, "both ends counted: {asked:?}");
+            let w = column_width(b);
+            assert!(
+                h.times.windows(2).all(|p| p[1] - p[0] == w),
+                "columns are the bucket apart"
+            );
+            assert_eq!(h.times[0] % w, 0, "aligned");
+        }
+        assert_eq!(bucket_name(Bucket::Every(15 * minute)), "15m");
+        assert_eq!(bucket_name(Bucket::HourOfDay), "hour_of_day");
     }
 
     #[test]
@@ -453,9 +629,23 @@ mod tests {
     }
 
     #[test]
-    fn growth_compares_halves() {
-        assert_eq!(growth(&[1, 1, 2, 2]), 1.0);
-        assert_eq!(growth(&[0, 0, 3, 0]), 3.0);
-        assert!(growth(&[4, 0, 0, 0]) < 0.0);
+    fn trend_compares_like_with_like() {
+        // Existed through the previous window: growth of same-length windows.
+        assert_eq!(trend_change(2, 4, 0, 100).ratio(), Some(1.0));
+        assert_eq!(trend_change(4, 1, 100, 100).ratio(), Some(-0.75));
+        // First seen minutes ago (after the previous window began): new.
+        assert_eq!(trend_change(0, 13, 150, 100), TrendChange::New);
+        assert_eq!(trend_change(1, 13, 101, 100), TrendChange::New);
+        // Old, quiet in the previous window, back now.
+        assert_eq!(trend_change(0, 3, 5, 100), TrendChange::Returned);
+    }
+
+    #[test]
+    fn hot_paths_count_weights() {
+        let mut storm = ev(1, &[("reserve", 1), ("main", 1)], None);
+        storm.weight = 37;
+        let tree = hot_paths(&[storm, ev(2, &[("reserve", 1), ("main", 1)], None)]);
+        assert_eq!(tree.count, 38);
+        assert_eq!(tree.children[0].children[0].count, 38);
     }
 }

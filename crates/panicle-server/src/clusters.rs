@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::Json;
 use axum::extract::{Path, State};
 use panicle_cluster::attribution::{
-    self, Bucket, EventFacts, FrameFacts, confinement, distribution, growth,
+    self, Bucket, EventFacts, FrameFacts, TrendChange, confinement, trend_change,
 };
 use panicle_cluster::traces::{self, TraceLink};
 use panicle_cluster::{GroupSignature, explain};
@@ -15,12 +15,12 @@ use panicle_protocol::storm::StormRecord;
 use panicle_rules::{
     Culprit as RuleCulprit, Evidence, MatchInput, Share, Suggestion, derived_suggestion,
 };
-use panicle_store::{ClusterEvent, EventFilter, GroupRow, HostColumn};
+use panicle_store::{ClusterEvent, EventFilter, GroupAggregate, GroupRow, HostColumn};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{Admin, Reader};
-use crate::error::ApiQuery;
+use crate::error::ReadQuery;
 use crate::read::{ListParams, event_json, format_ms, page_json, parse_time, rfc3339_ms};
 use crate::{ApiError, AppState};
 
@@ -45,6 +45,15 @@ pub struct ClusterListParams {
     pub service: Option<String>,
     pub environment: Option<String>,
     pub release: Option<String>,
+    /// Clusters with events on this pod (counts: those events).
+    pub pod: Option<String>,
+    pub node: Option<String>,
+    /// Route template, e.g. `/orders/{id}`.
+    pub route: Option<String>,
+    pub trace_id: Option<String>,
+    /// `panic`, `signal`, …
+    pub kind: Option<String>,
+    pub platform: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
     pub limit: Option<u32>,
@@ -64,6 +73,12 @@ impl ClusterListParams {
             service: self.service.clone(),
             environment: self.environment.clone(),
             release: self.release.clone(),
+            pod: self.pod.clone(),
+            node: self.node.clone(),
+            route: self.route.clone(),
+            trace_id: self.trace_id.clone(),
+            kind: self.kind.clone(),
+            platform: self.platform.clone(),
             since: self.since.clone(),
             until: self.until.clone(),
             limit: self.limit,
@@ -74,15 +89,7 @@ impl ClusterListParams {
 }
 
 fn event_filter(p: &ListParams) -> Result<EventFilter, ApiError> {
-    Ok(EventFilter {
-        project_id: p.project,
-        service: p.service.clone().filter(|s| !s.is_empty()),
-        environment: p.environment.clone().filter(|s| !s.is_empty()),
-        release: p.release.clone().filter(|s| !s.is_empty()),
-        since_ms: p.since_ms()?,
-        until_ms: p.until_ms()?,
-        group_id: p.group.clone().filter(|g| !g.is_empty()),
-    })
+    p.event_filter()
 }
 
 /// The group that stands for a cluster: the one with most events.
@@ -122,41 +129,53 @@ pub(crate) fn culprit_of_group(g: &GroupRow) -> Value {
     }
 }
 
-/// Trend windows: the filter's range or the last 24 hours, in 24 buckets
-/// whose last one holds `until` (the current hour is never left out).
-/// Returns the filter narrowed to the window, its start and the bucket width.
+/// Trend windows: exactly the filter's range (default: the last 24 hours,
+/// whose last bucket holds now), cut from its start into 24 buckets of one
+/// width (the last takes the few milliseconds the division leaves), so the
+/// buckets add up to the count over the same filter and the halves compared
+/// are the same length. Returns the filter narrowed to the window, its
+/// start and the bucket width.
 fn trend_window(filter: &EventFilter) -> (EventFilter, i64, i64) {
     let until = filter.until_ms.unwrap_or_else(crate::now_ms);
-    let since = filter.since_ms.unwrap_or(until - DAY_MS);
-    let width = ((until - since) / TREND_BUCKETS).max(60_000);
-    let last = (until - 1).div_euclid(width);
-    let start = (last - (TREND_BUCKETS - 1)) * width;
+    let since = filter.since_ms.unwrap_or(until - DAY_MS).min(until - 1);
+    let width = ((until - since) / TREND_BUCKETS).max(1);
     let window = EventFilter {
-        since_ms: Some(start),
-        until_ms: Some((last + 1) * width),
+        since_ms: Some(since),
+        until_ms: Some(until),
         ..filter.clone()
     };
-    (window, start, width)
+    (window, since, width)
+}
+
+/// The bucket of a relative bucket number the store answered.
+fn trend_bucket(b: i64) -> i64 {
+    b.clamp(0, TREND_BUCKETS - 1)
 }
 
 fn trend_points(counts: &HashMap<i64, i64>, start: i64, width: i64) -> Vec<Value> {
     (0..TREND_BUCKETS)
         .map(|i| {
-            let b = start / width + i;
-            json!({"t": format_ms(b * width), "count": counts.get(&b).copied().unwrap_or(0)})
+            json!({"t": format_ms(start + i * width), "count": counts.get(&i).copied().unwrap_or(0)})
         })
         .collect()
 }
 
+/// `growth` (a ratio, or null when there is nothing like to compare with)
+/// and `trend_change` (`{kind: new | returned | growth, ratio}`).
+fn change_json(out: &mut Value, change: TrendChange) {
+    out["growth"] = json!(change.ratio());
+    out["trend_change"] = json!(change);
+}
+
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", params(ClusterListParams),
-    responses((status = 200, description = "Clusters with title, counts, trend, services, suggestion and `state` (`{status, resolution, release, ignore, regression, changed_at, changed_by}`; `regression` is set when a new event reopened a resolved cluster); `{items, next_cursor, total}`. Only unresolved clusters unless `state` says otherwise", body = Object),
-              (status = 400, description = "Bad parameter", body = crate::openapi::ErrorBody),
+    responses((status = 200, description = "Clusters with title, counts, trend, services, suggestion and `state` (`{status, resolution, release, ignore, regression, changed_at, changed_by}`; `regression` is set when a new event reopened a resolved cluster); `{items, next_cursor, total}`. `count` is the panics of the cluster's events over the filters (storm counts and events kept only as counts included; the same number the cluster's views add up to). `trend`: 24 buckets of the window (the filter's range, else the last 24 hours); `trend_change` compares its newer half with its older, like with like: `{kind: \"new\"}` for a cluster first seen after the older half began, `{kind: \"returned\"}` for one quiet through it, else `{kind: \"growth\", ratio}`; `growth` is that ratio or null. Filters `pod`, `node`, `route`, `trace_id`, `kind`, `platform` count only the events that match (events kept only as counts match none of pod, node, route, trace_id). Only unresolved clusters unless `state` says otherwise", body = Object),
+              (status = 400, description = "Bad parameter (`invalid_parameter`), or one this endpoint does not take (`unknown_parameter`, naming it)", body = crate::openapi::ErrorBody),
               (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
               (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
 pub async fn list_clusters(
     State(state): State<AppState>,
     reader: Reader,
-    ApiQuery(p): ApiQuery<ClusterListParams>,
+    ReadQuery(p): ReadQuery<ClusterListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let list = p.list();
     let limit = list.limit()? as usize;
@@ -250,25 +269,38 @@ pub async fn list_clusters(
         id: &'a str,
         totals: Totals,
         members: &'a [&'a GroupRow],
-        growth: f64,
+        change: TrendChange,
+        newer: u64,
     }
     let mut rows: Vec<Row<'_>> = totals
         .iter()
         .filter_map(|(id, t)| {
             let members = by_cluster.get(id)?;
             let (older, newer) = halves.get(id).copied().unwrap_or((0, 0));
+            // When it began: the groups' history, whatever the filter.
+            let born = members.iter().map(|g| g.first_seen_ms).min()?;
             Some(Row {
                 id,
                 totals: *t,
                 members,
-                growth: growth(&[older, newer]),
+                change: trend_change(older, newer, born, start),
+                newer,
             })
         })
         .collect();
+    // Fastest growing: new and returned clusters first (by their recent
+    // events), then by growth.
+    let growth_key = |r: &Row<'_>| match r.change {
+        TrendChange::Growth { ratio } => (0, ratio),
+        _ => (1, r.newer as f64),
+    };
     rows.sort_by(|a, b| {
         let key = match sort {
             "events" => b.totals.count.cmp(&a.totals.count),
-            "growth" => b.growth.total_cmp(&a.growth),
+            "growth" => {
+                let (ka, kb) = (growth_key(a), growth_key(b));
+                kb.0.cmp(&ka.0).then(kb.1.total_cmp(&ka.1))
+            }
             _ => b.totals.last_seen_ms.cmp(&a.totals.last_seen_ms),
         };
         key.then_with(|| a.id.cmp(b.id))
@@ -281,11 +313,15 @@ pub async fn list_clusters(
         .collect();
     let mut trends: HashMap<&str, HashMap<i64, i64>> = HashMap::new();
     for (g, b, n) in store
-        .group_trends(&trend_filter, width, &page_groups)
+        .group_trends(&trend_filter, start, width, &page_groups)
         .await?
     {
         if let Some(c) = cluster_of.get(g.as_str()) {
-            *trends.entry(*c).or_default().entry(b).or_default() += n;
+            *trends
+                .entry(*c)
+                .or_default()
+                .entry(trend_bucket(b))
+                .or_default() += n;
         }
     }
     let mut services: HashMap<&str, BTreeMap<String, i64>> = HashMap::new();
@@ -311,7 +347,7 @@ pub async fn list_clusters(
                 .as_ref()
                 .and_then(|s| s["title"].as_str().map(str::to_string))
                 .unwrap_or_else(|| rep.template.clone());
-            Some(json!({
+            let mut item = json!({
                 "id": r.id,
                 "project_id": rep.project_id,
                 "title": title,
@@ -326,10 +362,11 @@ pub async fn list_clusters(
                 "last_seen": format_ms(t.last_seen_ms),
                 "first_release": first.first_release,
                 "trend": trend_points(trends.get(r.id).unwrap_or(&empty), start, width),
-                "growth": r.growth,
                 "suggestion": suggestion,
                 "state": crate::states::state_json(state_of(r.id), now),
-            }))
+            });
+            change_json(&mut item, r.change);
+            Some(item)
         })
         .collect();
     let next = (offset + limit < total).then(|| encode_offset(offset + limit));
@@ -409,16 +446,33 @@ fn facts(e: &ClusterEvent, payload: &Value) -> EventFacts {
             })
             .collect(),
         release: e.release.clone(),
+        weight: e.weight.max(0) as u64,
     }
 }
 
-fn dist_json(d: &[(String, u64)]) -> Value {
-    Value::Array(
-        d.iter()
-            .take(20)
-            .map(|(name, count)| json!({"name": name, "count": count}))
-            .collect(),
-    )
+/// Values shown of a distribution; the rest is one `others` entry.
+const DIST_SHOWN: usize = 20;
+
+/// `[{name, count}]`, busiest first, adding up to the cluster's count: a
+/// `name: null` entry holds the panics where the value was not recorded
+/// (absent, or an event kept only as a count), and past [`DIST_SHOWN`]
+/// values one `{name: null, others: n, count}` entry holds the rest.
+fn dist_json(d: &[(Option<String>, i64)]) -> Value {
+    let (named, unknown): (Vec<_>, Vec<_>) = d.iter().partition(|(v, _)| v.is_some());
+    let mut out: Vec<Value> = named
+        .iter()
+        .take(DIST_SHOWN)
+        .map(|(name, count)| json!({"name": name, "count": count}))
+        .collect();
+    if named.len() > DIST_SHOWN {
+        let rest: i64 = named[DIST_SHOWN..].iter().map(|(_, n)| n).sum();
+        out.push(json!({"name": null, "others": named.len() - DIST_SHOWN, "count": rest}));
+    }
+    let unknown: i64 = unknown.iter().map(|(_, n)| n).sum();
+    if unknown > 0 {
+        out.push(json!({"name": null, "count": unknown}));
+    }
+    Value::Array(out)
 }
 
 fn top_share(d: &[(String, u64)], total: u64) -> Option<Share> {
@@ -454,13 +508,13 @@ async fn load_cluster(
 
 #[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
-    responses((status = 200, description = "Culprit, common path, groups and why merged, where, confinement, `state` (as in the list), `returned_after_quiet` (back in a new release after 7 quiet days; `regression` is its old name), `changes` (merges, splits, state changes, regressions and reopens: `{at, kind, others, actor, detail}`), traces, related clusters, trend, fix suggestion. `traces`: distinct trace ids of the events considered, newest first (up to 200; `trace_count` in all), each `{trace_id, url, event_id, timestamp, request_id, route, folded_into}`, storm samples included (`folded_into`: the aggregate holding that panic); `storms`: the newest storm aggregates, `{event_id, timestamp, count, traces, request_ids, routes, sampled, folded_ids}`", body = Object),
+    responses((status = 200, description = "Every number counts the same panics over the filter (storm counts and events kept only as counts included): `count`, each member group's `count`, each `where` distribution (`[{name, count}]`; `name: null` holds the panics where the value was not recorded, and `{name: null, others: n, count}` the values past the 20 busiest) and the `trend` all add up to it, as do the heatmap, the paths' root and the events list. `trend_change` and `growth` as in the list. Culprit, common path, groups and why merged, where, confinement, `state` (as in the list), `returned_after_quiet` (back in a new release after 7 quiet days; `regression` is its old name), `changes` (merges, splits, state changes, regressions and reopens: `{at, kind, others, actor, detail}`), traces, related clusters, trend, fix suggestion. `traces`: distinct trace ids of the events considered, newest first (up to 200; `trace_count` in all), each `{trace_id, url, event_id, timestamp, request_id, route, folded_into}`, storm samples included (`folded_into`: the aggregate holding that panic); `storms`: the newest storm aggregates, `{event_id, timestamp, count, traces, request_ids, routes, sampled, folded_ids}`", body = Object),
               (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn get_cluster(
     State(state): State<AppState>,
     reader: Reader,
     Path(id): Path<String>,
-    ApiQuery(p): ApiQuery<ListParams>,
+    ReadQuery(p): ReadQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &reader, &id, p.project).await?;
     let filter = event_filter(&p)?;
@@ -496,12 +550,23 @@ pub async fn get_cluster(
     };
 
     let culprit = attribution::culprit(&facts);
-    let d_services = distribution(events.iter().map(|e| e.service.as_deref()));
-    let d_releases = distribution(events.iter().map(|e| e.release.as_deref()));
-    let d_envs = distribution(events.iter().map(|e| e.environment.as_deref()));
-    let d_pods = distribution(events.iter().map(|e| e.pod.as_deref()));
-    let d_nodes = distribution(events.iter().map(|e| e.node.as_deref()));
-    let d_routes = distribution(events.iter().map(|e| e.route.as_deref()));
+    // Every number below counts the same panics: storm counts and events
+    // kept only as counts (sampled) included, over the same filter.
+    let member_ids: Vec<String> = refs.iter().map(|g| g.id.clone()).collect();
+    let counts = member_counts(&state, &filter, &refs).await?;
+    let count: i64 = counts.values().map(|a| a.count).sum();
+    let d = state.store.distributions(&filter, &member_ids).await?;
+    let named = |d: &[(Option<String>, i64)]| -> Vec<(String, u64)> {
+        d.iter()
+            .filter_map(|(v, n)| Some((v.clone()?, (*n).max(0) as u64)))
+            .collect()
+    };
+    let (d_services, d_pods, d_nodes, d_routes) = (
+        named(&d.services),
+        named(&d.pods),
+        named(&d.nodes),
+        named(&d.routes),
+    );
     let services: Vec<String> = d_services.iter().map(|(s, _)| s.clone()).collect();
     let confined = {
         let pods = state
@@ -564,8 +629,8 @@ pub async fn get_cluster(
                 }),
                 path: culprit.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
                 first_seen_release: first_group.first_release.clone(),
-                top_pod: top_share(&d_pods, total),
-                top_route: top_share(&d_routes, total),
+                top_pod: top_share(&d_pods, count.max(0) as u64),
+                top_route: top_share(&d_routes, count.max(0) as u64),
             })
         });
 
@@ -586,7 +651,7 @@ pub async fn get_cluster(
                 "id": g.id,
                 "title": g.template,
                 "culprit": g.culprit,
-                "count": g.count,
+                "count": counts.get(&g.id).map_or(0, |a| a.count),
                 "frames": g.frames,
                 "first_seen": format_ms(g.first_seen_ms),
                 "last_seen": format_ms(g.last_seen_ms),
@@ -680,14 +745,13 @@ pub async fn get_cluster(
 
     // The same weighted trend as the list's, over every event of the window.
     let (trend_filter, start, width) = trend_window(&filter);
-    let member_ids: Vec<String> = refs.iter().map(|g| g.id.clone()).collect();
     let mut trend_counts: HashMap<i64, i64> = HashMap::new();
     for (_, b, n) in state
         .store
-        .group_trends(&trend_filter, width, &member_ids)
+        .group_trends(&trend_filter, start, width, &member_ids)
         .await?
     {
-        *trend_counts.entry(b).or_default() += n;
+        *trend_counts.entry(trend_bucket(b)).or_default() += n;
     }
     let changes: Vec<Value> = state
         .store
@@ -699,8 +763,31 @@ pub async fn get_cluster(
         })
         .collect();
     let cluster_state = state.store.cluster_state(&id).await?;
-    let count: i64 = groups.iter().map(|g| g.count).sum();
-    Ok(Json(json!({
+    // The list's comparison: the trend's older half against its newer.
+    let (mut older, mut newer) = (0u64, 0u64);
+    for (b, n) in &trend_counts {
+        if *b < TREND_BUCKETS / 2 {
+            older += (*n).max(0) as u64;
+        } else {
+            newer += (*n).max(0) as u64;
+        }
+    }
+    let born = refs.iter().map(|g| g.first_seen_ms).min().unwrap_or(0);
+    let seen = |f: fn(&GroupAggregate) -> i64, pick: fn(i64, i64) -> i64| {
+        counts.values().map(f).reduce(pick).unwrap_or(0)
+    };
+    let (first_seen, last_seen) = if filter.is_unfiltered() {
+        (
+            groups.iter().map(|g| g.first_seen_ms).min().unwrap_or(0),
+            groups.iter().map(|g| g.last_seen_ms).max().unwrap_or(0),
+        )
+    } else {
+        (
+            seen(|a| a.first_seen_ms, i64::min),
+            seen(|a| a.last_seen_ms, i64::max),
+        )
+    };
+    let mut out = json!({
         "id": id,
         "project_id": rep.project_id,
         "title": if matches!(suggestion.source, panicle_rules::SuggestionSource::Rule { .. }) { suggestion.title.clone() } else { rep.template.clone() },
@@ -709,8 +796,8 @@ pub async fn get_cluster(
         "kind": rep.kind,
         "count": count,
         "group_count": groups.len(),
-        "first_seen": format_ms(groups.iter().map(|g| g.first_seen_ms).min().unwrap_or(0)),
-        "last_seen": format_ms(groups.iter().map(|g| g.last_seen_ms).max().unwrap_or(0)),
+        "first_seen": format_ms(first_seen),
+        "last_seen": format_ms(last_seen),
         "first_release": first_group.first_release,
         "culprit": culprit.as_ref().map(|(c, _)| c),
         "common_path": culprit.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
@@ -722,12 +809,12 @@ pub async fn get_cluster(
         "groups": members,
         "merged_because": common.unwrap_or_default(),
         "where": {
-            "services": dist_json(&d_services),
-            "releases": dist_json(&d_releases),
-            "environments": dist_json(&d_envs),
-            "pods": dist_json(&d_pods),
-            "nodes": dist_json(&d_nodes),
-            "routes": dist_json(&d_routes),
+            "services": dist_json(&d.services),
+            "releases": dist_json(&d.releases),
+            "environments": dist_json(&d.environments),
+            "pods": dist_json(&d.pods),
+            "nodes": dist_json(&d.nodes),
+            "routes": dist_json(&d.routes),
         },
         "confined": confined,
         "state": crate::states::state_json(&cluster_state, crate::now_ms()),
@@ -741,18 +828,52 @@ pub async fn get_cluster(
         "trend": trend_points(&trend_counts, start, width),
         "changes": changes,
         "events_considered": total,
-    })))
+    });
+    change_json(&mut out, trend_change(older, newer, born, start));
+    Ok(Json(out))
+}
+
+/// Per member group, its panics over the filter: the group counters when
+/// nothing narrows (what the list shows), else its events' weights.
+async fn member_counts(
+    state: &AppState,
+    filter: &EventFilter,
+    members: &[&GroupRow],
+) -> Result<HashMap<String, GroupAggregate>, ApiError> {
+    if filter.is_unfiltered() {
+        return Ok(members
+            .iter()
+            .map(|g| {
+                let a = GroupAggregate {
+                    group_id: g.id.clone(),
+                    count: g.count,
+                    first_seen_ms: g.first_seen_ms,
+                    last_seen_ms: g.last_seen_ms,
+                };
+                (g.id.clone(), a)
+            })
+            .collect());
+    }
+    let ids: Vec<String> = members.iter().map(|g| g.id.clone()).collect();
+    Ok(state
+        .store
+        .aggregates_of_groups(filter, &ids)
+        .await?
+        .into_iter()
+        .map(|a| (a.group_id.clone(), a))
+        .collect())
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/events", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
-    responses((status = 200, description = "Events of the cluster, newest first, with trace links; `{items, next_cursor}`", body = Object),
+    responses((status = 200, description = "Events of the cluster, newest first, with trace links; `{items, next_cursor}`. Each item's `count` is the panics it stands for, and events kept only as a count (`sampled: true`) are listed too, so the counts of all pages add up to the cluster's `count` over the same filter", body = Object),
+              (status = 400, description = "Bad or unknown parameter", body = crate::openapi::ErrorBody),
               (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_events(
     State(state): State<AppState>,
     reader: Reader,
     Path(id): Path<String>,
-    ApiQuery(p): ApiQuery<ListParams>,
+    ReadQuery(p): ReadQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &reader, &id, p.project).await?;
     let q = p.event_query(Some(groups.into_iter().map(|g| g.id).collect()))?;
@@ -767,12 +888,28 @@ pub async fn cluster_events(
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HeatmapParams {
-    /// `15m`, `1h` (default), `1d`, … or `hour_of_day`.
+    /// `15m`, `1h` (default), `1d`, … or `hour_of_day`. A range that would
+    /// need more than 200 columns of it is drawn at a coarser bucket, named
+    /// in the answer's `bucket`.
     pub bucket: Option<String>,
+    /// Start of the window (default: 7 days before `until`).
     pub since: Option<String>,
+    /// End of the window (default: now).
     pub until: Option<String>,
     /// One member group only (the project baseline stays whole).
     pub group: Option<String>,
+    /// The cluster list's event filters narrow the cluster's map (the
+    /// project baseline keeps only the window), so it counts what the
+    /// cluster's other views count over the same filters.
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+    pub route: Option<String>,
+    pub trace_id: Option<String>,
+    pub kind: Option<String>,
+    pub platform: Option<String>,
 }
 
 fn parse_bucket(s: &str) -> Option<Bucket> {
@@ -790,32 +927,50 @@ fn parse_bucket(s: &str) -> Option<Bucket> {
     Some(Bucket::Every(n * ms))
 }
 
+/// A heatmap, sparse: the columns are `columns` buckets of `bucket_ms` from
+/// `start` (or the 24 hours of the day), and `cells` lists only the
+/// non-zero ones as `[row, column, count]` (row: index into `depths`), so a
+/// quiet week is a few bytes, not 200 × depths zeros.
 fn heatmap_json(h: &attribution::Heatmap, bucket: Bucket) -> Value {
-    let times: Vec<Value> = h
-        .times
+    let cells: Vec<Value> = h
+        .cells
         .iter()
-        .map(|t| match bucket {
-            Bucket::HourOfDay => json!(format!("{t:02}:00")),
-            Bucket::Every(_) => json!(format_ms(*t)),
+        .enumerate()
+        .flat_map(|(r, row)| {
+            row.iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(move |(c, n)| json!([r, c, n]))
         })
         .collect();
-    json!({"times": times, "depths": h.depths, "cells": h.cells, "max": h.max})
+    let start = match bucket {
+        Bucket::HourOfDay => Value::Null,
+        Bucket::Every(_) => json!(h.times.first().map(|t| format_ms(*t))),
+    };
+    json!({
+        "start": start,
+        "columns": h.times.len(),
+        "depths": h.depths,
+        "cells": cells,
+        "max": h.max,
+        "total": h.total,
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/heatmap", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), HeatmapParams),
-    responses((status = 200, description = "Call depth × time counts of the cluster and of the whole project: `{bucket, times, depths, cells, max, project}`", body = Object),
-              (status = 400, description = "Bad bucket or range", body = crate::openapi::ErrorBody),
+    responses((status = 200, description = "Call depth × time counts of the cluster and of the whole project, storm counts included: `{bucket, requested_bucket, bucket_ms, since, until, start, columns, depths, cells, max, total, project}`. `bucket` is the width the columns really have: the one asked for, or a coarser one (`15m`, `30m`, `1h`, `3h`, `6h`, `12h`, `1d`, `7d`, whole days) when the window would need more than 200 columns. Columns are aligned to the bucket (UTC); column `i` starts at `start + i × bucket_ms` (for `hour_of_day`, `start` is null and column `i` is the hour `i`). `depths` ascending, `null` last for events whose depth was not kept (sampled). `cells` lists only non-zero cells, as `[row, column, count]`. The events' filters (`service`, `pod`, …, `group`) narrow the cluster's map; `project`: the same window for the whole project", body = Object),
+              (status = 400, description = "Bad bucket or range, or an unknown parameter", body = crate::openapi::ErrorBody),
               (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_heatmap(
     State(state): State<AppState>,
     reader: Reader,
     Path(id): Path<String>,
-    ApiQuery(p): ApiQuery<HeatmapParams>,
+    ReadQuery(p): ReadQuery<HeatmapParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &reader, &id, None).await?;
     let bucket_name = p.bucket.clone().unwrap_or_else(|| "1h".into());
-    let bucket = parse_bucket(&bucket_name).ok_or_else(|| ApiError::BadParam {
+    let asked = parse_bucket(&bucket_name).ok_or_else(|| ApiError::BadParam {
         name: "bucket",
         message: format!("`{bucket_name}`: use e.g. 15m, 1h, 1d or hour_of_day"),
     })?;
@@ -827,18 +982,35 @@ pub async fn cluster_heatmap(
             message: "must be before until".into(),
         });
     }
+    let bucket = attribution::fit_bucket(asked, since, until);
     let filter = EventFilter {
         project_id: Some(groups[0].project_id),
         since_ms: Some(since),
         until_ms: Some(until),
         ..EventFilter::default()
     };
+    let narrowed = ListParams {
+        service: p.service.clone(),
+        environment: p.environment.clone(),
+        release: p.release.clone(),
+        pod: p.pod.clone(),
+        node: p.node.clone(),
+        route: p.route.clone(),
+        trace_id: p.trace_id.clone(),
+        kind: p.kind.clone(),
+        platform: p.platform.clone(),
+        group: p.group.clone(),
+        ..ListParams::default()
+    }
+    .event_filter()?;
     let cluster_filter = EventFilter {
-        group_id: p.group.clone(),
-        ..filter.clone()
+        since_ms: Some(since),
+        until_ms: Some(until),
+        project_id: filter.project_id,
+        ..narrowed
     };
-    let width = attribution::column_width(bucket, since, until);
-    let weighted = |rows: Vec<(i64, i64, i64)>| -> Vec<(i64, i64, u64)> {
+    let width = attribution::column_width(bucket);
+    let weighted = |rows: Vec<(Option<i64>, i64, i64)>| -> Vec<(Option<i64>, i64, u64)> {
         rows.into_iter()
             .map(|(d, t, n)| (d, t, n.max(0) as u64))
             .collect()
@@ -853,31 +1025,78 @@ pub async fn cluster_heatmap(
     let h = attribution::heatmap(&cluster_points, bucket, since, until);
     let ph = attribution::heatmap(&project_points, bucket, since, until);
     let mut out = heatmap_json(&h, bucket);
-    out["bucket"] = json!(bucket_name);
+    out["bucket"] = json!(attribution::bucket_name(bucket));
+    out["requested_bucket"] = json!(bucket_name);
+    out["bucket_ms"] = json!(width);
+    out["since"] = json!(format_ms(since));
+    out["until"] = json!(format_ms(until));
     out["project"] = heatmap_json(&ph, bucket);
     Ok(Json(out))
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/paths", tag = "clusters",
     params(("id" = String, Path, description = "Cluster id"), ListParams),
-    responses((status = 200, description = "Tree of in-app call paths with event counts: `{root: {function, count, children}}`", body = Object),
+    responses((status = 200, description = "Tree of in-app call paths with event counts (storm counts included; the root's count is the cluster's over the filter): `{root: {function, count, children}}`. The newest 2,000 stored events are walked; the group's other panics (older ones, and those kept only as counts) follow the path of their group's newest event, which the fingerprint fixes", body = Object),
+              (status = 400, description = "Bad or unknown parameter", body = crate::openapi::ErrorBody),
               (status = 404, description = "No such cluster in the token's projects", body = crate::openapi::ErrorBody)))]
 pub async fn cluster_paths(
     State(state): State<AppState>,
     reader: Reader,
     Path(id): Path<String>,
-    ApiQuery(p): ApiQuery<ListParams>,
+    ReadQuery(p): ReadQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    load_cluster(&state, &reader, &id, p.project).await?;
+    let groups = load_cluster(&state, &reader, &id, p.project).await?;
     let filter = event_filter(&p)?;
     let events = state
         .store
         .cluster_events(Some(&id), &filter, ATTRIBUTION_EVENTS)
         .await?;
-    let facts: Vec<EventFacts> = events
+    let mut facts: Vec<EventFacts> = events
         .iter()
         .map(|e| facts(e, &serde_json::from_str(&e.payload).unwrap_or(Value::Null)))
         .collect();
+    // The panics not walked: each group's count less what was walked of it,
+    // along the group's newest walked path (its signature when none was).
+    let members: Vec<&GroupRow> = groups
+        .iter()
+        .filter(|g| filter.group_id.as_ref().is_none_or(|id| &g.id == id))
+        .collect();
+    let counts = member_counts(&state, &filter, &members).await?;
+    let mut walked: HashMap<&str, (u64, usize)> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let w = walked.entry(e.group_id.as_str()).or_insert((0, i));
+        w.0 += e.weight.max(0) as u64;
+    }
+    let mut rest = Vec::new();
+    for g in &members {
+        let total = counts.get(&g.id).map_or(0, |a| a.count).max(0) as u64;
+        let (done, newest) = walked
+            .get(g.id.as_str())
+            .copied()
+            .unwrap_or((0, usize::MAX));
+        if total <= done {
+            continue;
+        }
+        let frames = match facts.get(newest) {
+            Some(f) => f.frames.clone(),
+            None => g
+                .frames
+                .iter()
+                .map(|f| FrameFacts {
+                    function: f.clone(),
+                    file: None,
+                    line: None,
+                })
+                .collect(),
+        };
+        rest.push(EventFacts {
+            timestamp_ms: g.last_seen_ms,
+            frames,
+            release: None,
+            weight: total - done,
+        });
+    }
+    facts.extend(rest);
     Ok(Json(json!({"root": attribution::hot_paths(&facts)})))
 }
 

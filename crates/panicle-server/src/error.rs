@@ -46,6 +46,8 @@ pub enum ApiError {
     BadParam { name: &'static str, message: String },
     #[error("invalid request: {0}")]
     BadRequest(String),
+    #[error("unknown query parameter `{name}`: this endpoint takes {known}")]
+    UnknownParam { name: String, known: String },
     #[error("no Rust or Go crash found in the text: send the whole stderr from the panic line on")]
     NoCrash,
     #[error("{0} not found")]
@@ -91,6 +93,7 @@ impl ApiError {
             | ApiError::Decode(_)
             | ApiError::BadParam { .. }
             | ApiError::BadRequest(_)
+            | ApiError::UnknownParam { .. }
             | ApiError::NoCrash => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) | ApiError::NotFoundNamed { .. } | ApiError::UnknownEvent(_) => {
                 StatusCode::NOT_FOUND
@@ -122,6 +125,7 @@ impl ApiError {
             ApiError::BadEncoding(_) => "unsupported_encoding",
             ApiError::Decode(e) => e.code(),
             ApiError::BadParam { .. } | ApiError::BadRequest(_) => "invalid_parameter",
+            ApiError::UnknownParam { .. } => "unknown_parameter",
             ApiError::NoCrash => "no_crash_found",
             ApiError::NotFound(_) | ApiError::NotFoundNamed { .. } | ApiError::UnknownEvent(_) => {
                 "not_found"
@@ -209,5 +213,46 @@ where
             .await
             .map(|axum::extract::Query(v)| ApiQuery(v))
             .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// [`ApiQuery`] that refuses a parameter the endpoint does not take: 400
+/// `unknown_parameter` naming it. A filter the server ignored silently
+/// (`/api/v1/events?pod=…`) answered every event as if it had matched; the
+/// known names are the ones the OpenAPI document lists (`IntoParams`), so
+/// the check and the documentation cannot drift apart.
+pub struct ReadQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ReadQuery<T>
+where
+    T: serde::de::DeserializeOwned + utoipa::IntoParams,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let known: Vec<String> = T::into_params(|| None)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        for (name, _) in pairs.0 {
+            if !known.contains(&name) {
+                return Err(ApiError::UnknownParam {
+                    name: name.chars().take(64).collect(),
+                    known: known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        let ApiQuery(v) = ApiQuery::<T>::from_request_parts(parts, state).await?;
+        Ok(ReadQuery(v))
     }
 }

@@ -5,14 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use panicle_cluster::traces::{self, storm_summary};
 use panicle_protocol::storm::StormRecord;
-use panicle_store::{Cursor, EventQuery, EventSummary, GroupQuery, GroupRow, Page};
+use panicle_store::{Cursor, EventFilter, EventQuery, EventSummary, GroupQuery, GroupRow, Page};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::auth::Reader;
-use crate::error::ApiQuery;
+use crate::error::ReadQuery;
 use crate::{ApiError, AppState};
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -27,6 +27,18 @@ pub struct ListParams {
     pub service: Option<String>,
     pub environment: Option<String>,
     pub release: Option<String>,
+    /// Pod (`k8s.pod.name`) the panic happened on.
+    pub pod: Option<String>,
+    /// Node (`k8s.node.name` or host) the panic happened on.
+    pub node: Option<String>,
+    /// Route template of the request, e.g. `/orders/{id}`.
+    pub route: Option<String>,
+    /// Trace id (32 hex digits) of the request.
+    pub trace_id: Option<String>,
+    /// Event kind: `panic`, `signal`, `error`, …
+    pub kind: Option<String>,
+    /// `rust`, `go`, `python`, `node`, …
+    pub platform: Option<String>,
     /// RFC 3339 or epoch milliseconds (inclusive).
     pub since: Option<String>,
     /// RFC 3339 or epoch milliseconds (exclusive).
@@ -39,7 +51,34 @@ pub struct ListParams {
     pub group: Option<String>,
 }
 
+/// An empty value filters nothing (a form's blank field).
+fn given(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
 impl ListParams {
+    /// The event filters of these parameters (no group, no paging).
+    pub fn event_filter(&self) -> Result<EventFilter, ApiError> {
+        Ok(EventFilter {
+            project_id: self.project,
+            service: given(&self.service),
+            environment: given(&self.environment),
+            release: given(&self.release),
+            since_ms: self.since_ms()?,
+            until_ms: self.until_ms()?,
+            group_id: given(&self.group),
+            pod: given(&self.pod),
+            node: given(&self.node),
+            route: given(&self.route),
+            trace_id: given(&self.trace_id),
+            kind: given(&self.kind),
+            platform: given(&self.platform),
+        })
+    }
+
     pub fn limit(&self) -> Result<u32, ApiError> {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
@@ -74,17 +113,25 @@ impl ListParams {
             (Some(g), None) => Some(vec![g.clone()]),
             (None, ids) => ids,
         };
+        let f = self.event_filter()?;
         Ok(EventQuery {
             project_id: self.project,
             project_ids: None,
             group_ids,
-            service: self.service.clone(),
-            environment: self.environment.clone(),
-            release: self.release.clone(),
-            since_ms: self.since_ms()?,
-            until_ms: self.until_ms()?,
+            service: f.service,
+            environment: f.environment,
+            release: f.release,
+            pod: f.pod,
+            node: f.node,
+            route: f.route,
+            trace_id: f.trace_id,
+            kind: f.kind,
+            platform: f.platform,
+            since_ms: f.since_ms,
+            until_ms: f.until_ms,
             limit: self.limit()?,
             cursor: self.cursor()?,
+            include_sampled: true,
         })
     }
 }
@@ -143,8 +190,9 @@ pub fn event_json(e: &EventSummary) -> Value {
         "pod": e.pod,
         "node": e.node,
         "route": e.route,
-        "depth": e.depth,
+        "depth": (!e.sampled).then_some(e.depth),
         "count": e.weight,
+        "sampled": e.sampled,
     })
 }
 
@@ -239,14 +287,14 @@ fn not_ready(why: &str) -> (StatusCode, Json<Value>) {
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(ListParams),
-    responses((status = 200, description = "Events of the token's projects, newest first: `{items, next_cursor}`; `count` is the panics an event stands for (a storm aggregate's count, else 1)", body = Object),
-              (status = 400, description = "Bad parameter or cursor", body = crate::openapi::ErrorBody),
+    responses((status = 200, description = "Events of the token's projects, newest first: `{items, next_cursor}`; `count` is the panics an event stands for (a storm aggregate's count, else 1), so the counts add up to the groups' and clusters'. An event its group kept only the id, time and count of (the per-group cap) is listed with `sampled: true`, its group's kind, platform and message template, and no service, pod, route, trace or depth; a filter on those leaves it out", body = Object),
+              (status = 400, description = "Bad parameter or cursor (`invalid_parameter`, `invalid_cursor`), or a parameter this endpoint does not take (`unknown_parameter`, naming it)", body = crate::openapi::ErrorBody),
               (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
               (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
 pub async fn list_events(
     State(state): State<AppState>,
     reader: Reader,
-    ApiQuery(p): ApiQuery<ListParams>,
+    ReadQuery(p): ReadQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let mut q = p.event_query(None)?;
     q.project_ids = reader.list_projects(p.project)?;
@@ -273,14 +321,14 @@ pub struct ProjectParam {
 /// never silently picks one of several copies.
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
     params(("id" = String, Path, description = "Event id, or the id of a panic storm control folded into an aggregate"), ProjectParam),
-    responses((status = 200, description = "The stored columns (`count`: panics the event stands for) plus `event`, the whole event as received. A storm aggregate adds `storm`: `{count, traces, request_ids, routes, sampled, folded_ids, id_prefix, seq_start, seq_end, first_event_id, messages, samples: [{event_id, timestamp, trace_id, span_id, trace_url, request_id, route, message}]}`. When the id is a folded panic's, the answer is its aggregate with `folded: {requested_id, into}` (`into`: the aggregate's event id)", body = Object),
+    responses((status = 200, description = "The stored columns (`count`: panics the event stands for) plus `event`, the whole event as received. A storm aggregate adds `storm`: `{count, traces, request_ids, routes, sampled, folded_ids, id_prefix, seq_start, seq_end, first_event_id, messages, samples: [{event_id, timestamp, trace_id, span_id, trace_url, request_id, route, message}]}`. When the id is a folded panic's, the answer is its aggregate with `folded: {requested_id, into}` (`into`: the aggregate's event id). An event its group kept only as a count answers `sampled: true` with its id, time, count and its group's kind, platform and message template, and `event: null`", body = Object),
               (status = 404, description = "No event and no storm aggregate with this id in the token's projects", body = crate::openapi::ErrorBody),
               (status = 409, description = "Several of the token's projects hold this event id: add `?project=`", body = crate::openapi::ErrorBody)))]
 pub async fn get_event(
     State(state): State<AppState>,
     reader: Reader,
     Path(id): Path<String>,
-    ApiQuery(p): ApiQuery<ProjectParam>,
+    ReadQuery(p): ReadQuery<ProjectParam>,
 ) -> Result<Json<Value>, ApiError> {
     // Ids are stored hyphenated and lowercase (as ingest canonicalizes
     // them): find one however the caller spells it.
@@ -314,6 +362,33 @@ pub async fn get_event(
     } else {
         holders
     };
+    // Counted but not kept in full (its group was over its cap): what is
+    // known of it, so an id from the events list always resolves.
+    if holders.is_empty() {
+        let sampled: Vec<EventSummary> = state
+            .store
+            .sampled_events_by_id(&id)
+            .await?
+            .into_iter()
+            .filter(|e| in_scope(e.project_id))
+            .collect();
+        if let [one] = sampled.as_slice() {
+            let mut out = event_json(one);
+            out["trace_url"] = Value::Null;
+            out["event"] = Value::Null;
+            return Ok(Json(out));
+        }
+        if sampled.len() > 1 {
+            return Err(ApiError::AmbiguousEvent {
+                id,
+                projects: sampled
+                    .iter()
+                    .map(|e| e.project_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
     let (project, stored_id) = match holders.as_slice() {
         [] => return Err(ApiError::UnknownEvent(id)),
         [one] => one.clone(),
@@ -347,15 +422,36 @@ pub async fn get_event(
     Ok(Json(out))
 }
 
-#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", params(ListParams),
+/// The group list's query.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GroupListParams {
+    /// Project id.
+    pub project: Option<i64>,
+    /// Groups seen since (RFC 3339 or epoch milliseconds).
+    pub since: Option<String>,
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", params(GroupListParams),
     responses((status = 200, description = "Groups (same fingerprint) of the token's projects, most recently seen first: `{items, next_cursor}`", body = Object),
               (status = 401, description = "No valid token", body = crate::openapi::ErrorBody),
               (status = 404, description = "`project` is not one the token may read", body = crate::openapi::ErrorBody)))]
 pub async fn list_groups(
     State(state): State<AppState>,
     reader: Reader,
-    ApiQuery(p): ApiQuery<ListParams>,
+    ReadQuery(g): ReadQuery<GroupListParams>,
 ) -> Result<Json<Value>, ApiError> {
+    let p = ListParams {
+        project: g.project,
+        since: g.since,
+        limit: g.limit,
+        cursor: g.cursor,
+        ..ListParams::default()
+    };
     let q = GroupQuery {
         project_ids: reader.list_projects(p.project)?,
         project_id: p.project,

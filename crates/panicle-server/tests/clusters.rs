@@ -223,7 +223,7 @@ fn names(list: &Value) -> Vec<(String, u64)> {
         .iter()
         .map(|v| {
             (
-                v["name"].as_str().unwrap().to_string(),
+                v["name"].as_str().unwrap_or("(not recorded)").to_string(),
                 v["count"].as_u64().unwrap(),
             )
         })
@@ -285,7 +285,8 @@ panicle_store::backend_tests! {
         assert_eq!(c["common_path"], json!(["shop::main"]));
         assert_eq!(names(&c["where"]["pods"]), vec![("web-1".to_string(), 5)]);
         assert_eq!(names(&c["where"]["releases"]), vec![("shop@1.0".to_string(), 3), ("shop@1.1".to_string(), 2)]);
-        assert_eq!(names(&c["where"]["routes"]), vec![("/orders/{id}".to_string(), 3)]);
+        // A2's two have no route: the distribution still adds up to 5.
+        assert_eq!(names(&c["where"]["routes"]), vec![("/orders/{id}".to_string(), 3), ("(not recorded)".to_string(), 2)]);
         assert_eq!(c["confined"], json!({"kind": "pod", "name": "web-1"}));
         assert_eq!(c["regression"]["release"], "shop@1.1");
         assert_eq!(c["regression"]["previous_release"], "shop@1.0");
@@ -336,15 +337,16 @@ panicle_store::backend_tests! {
         let (status, h) = call("GET", format!("{}/api/v1/clusters/{id}/heatmap?bucket=1h&since={}&until={}", s.base, t0, t0 + 3 * HOUR), tok(), None, None).await;
         assert_eq!(status, 200, "{h}");
         assert_eq!(h["depths"], json!([3]));
-        assert_eq!(h["cells"], json!([[1, 1, 1]]));
-        assert_eq!(h["times"][0], rfc3339(t0));
-        assert_eq!(h["project"]["cells"], json!([[2, 2, 1]]));
+        // Sparse: [row, column, count] of the non-zero cells.
+        assert_eq!(h["cells"], json!([[0, 0, 1], [0, 1, 1], [0, 2, 1]]));
+        assert_eq!((h["start"].as_str(), h["columns"].as_u64(), h["bucket"].as_str()), (Some(rfc3339(t0).as_str()), Some(3), Some("1h")));
+        assert_eq!(h["project"]["cells"], json!([[0, 0, 2], [0, 1, 2], [0, 2, 1]]));
         assert_eq!(h["project"]["max"], 2);
         let (_, hod) = call("GET", format!("{}/api/v1/clusters/{id}/heatmap?bucket=hour_of_day&since={}&until={}", s.base, t0 - DAY, now), tok(), None, None).await;
-        assert_eq!(hod["times"].as_array().unwrap().len(), 24);
+        assert_eq!((hod["columns"].as_u64(), &hod["start"]), (Some(24), &Value::Null));
         assert_eq!(hod["depths"], json!([3, 4]));
-        let total: u64 = hod["cells"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).map(|c| c.as_u64().unwrap()).sum();
-        assert_eq!(total, 5);
+        let total: u64 = hod["cells"].as_array().unwrap().iter().map(|c| c[2].as_u64().unwrap()).sum();
+        assert_eq!((total, hod["total"].as_u64()), (5, Some(5)));
         let (status, _) = call("GET", format!("{}/api/v1/clusters/{id}/heatmap?bucket=7x", s.base), tok(), None, None).await;
         assert_eq!(status, 400);
 

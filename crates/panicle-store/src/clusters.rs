@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AssertSqlSafe, Row};
 
+use crate::counted::COUNTED;
 use crate::page::{Bind, Filter, bind_all, push_in};
 use crate::{Backend, Result, Store, now_ms};
 
@@ -65,7 +66,21 @@ pub struct ClusterEvent {
     pub node: Option<String>,
     pub route: Option<String>,
     pub depth: i64,
+    /// Panics the event stands for (a storm aggregate's count, else 1).
+    pub weight: i64,
     pub payload: String,
+}
+
+/// Weighted counts per value of the columns a cluster's "where" shows;
+/// `None` is "not recorded" (absent, or a sampled event's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Distributions {
+    pub services: Vec<(Option<String>, i64)>,
+    pub releases: Vec<(Option<String>, i64)>,
+    pub environments: Vec<(Option<String>, i64)>,
+    pub pods: Vec<(Option<String>, i64)>,
+    pub nodes: Vec<(Option<String>, i64)>,
+    pub routes: Vec<(Option<String>, i64)>,
 }
 
 /// Where a process ran, for confinement checks.
@@ -86,6 +101,13 @@ pub struct EventFilter {
     pub until_ms: Option<i64>,
     /// One group only (attribution of a group rather than its cluster).
     pub group_id: Option<String>,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+    pub route: Option<String>,
+    pub trace_id: Option<String>,
+    /// The panic kind (`panic`, `signal`, …).
+    pub kind: Option<String>,
+    pub platform: Option<String>,
 }
 
 impl EventFilter {
@@ -106,6 +128,18 @@ impl EventFilter {
         if let Some(s) = &self.release {
             f.push("e.release = ?", Bind::Text(s.clone()));
         }
+        for (column, value) in [
+            ("e.pod", &self.pod),
+            ("e.node", &self.node),
+            ("e.route", &self.route),
+            ("e.trace_id", &self.trace_id),
+            ("e.kind", &self.kind),
+            ("e.platform", &self.platform),
+        ] {
+            if let Some(v) = value {
+                f.push(&format!("{column} = ?"), Bind::Text(v.clone()));
+            }
+        }
         if let Some(t) = self.since_ms {
             f.push("e.ts >= ?", Bind::Int(t));
         }
@@ -123,6 +157,12 @@ impl EventFilter {
             && self.since_ms.is_none()
             && self.until_ms.is_none()
             && self.group_id.is_none()
+            && self.pod.is_none()
+            && self.node.is_none()
+            && self.route.is_none()
+            && self.trace_id.is_none()
+            && self.kind.is_none()
+            && self.platform.is_none()
     }
 }
 
@@ -372,7 +412,39 @@ impl Store {
         let f = filter.to_filter();
         let sql = format!(
             "SELECT e.group_id AS group_id, CAST(SUM(e.weight) AS BIGINT) AS n, MIN(e.ts) AS fs, MAX(e.ts) AS ls \
-             FROM events e{} GROUP BY e.group_id",
+             FROM {COUNTED} e{} GROUP BY e.group_id",
+            f.where_sql()
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GroupAggregate {
+                    group_id: r.try_get("group_id")?,
+                    count: r.try_get("n")?,
+                    first_seen_ms: r.try_get("fs")?,
+                    last_seen_ms: r.try_get("ls")?,
+                })
+            })
+            .collect()
+    }
+
+    /// [`Store::group_aggregates`] of the given groups only: a cluster's
+    /// members, read through the `(group_id, ts)` index.
+    pub async fn aggregates_of_groups(
+        &self,
+        filter: &EventFilter,
+        group_ids: &[String],
+    ) -> Result<Vec<GroupAggregate>> {
+        if group_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut f = filter.to_filter();
+        push_in(&mut f, "e.group_id", group_ids);
+        let sql = format!(
+            "SELECT e.group_id AS group_id, CAST(SUM(e.weight) AS BIGINT) AS n, MIN(e.ts) AS fs, MAX(e.ts) AS ls \
+             FROM {COUNTED} e{} GROUP BY e.group_id",
             f.where_sql()
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
@@ -402,7 +474,7 @@ impl Store {
             "SELECT e.group_id AS group_id, \
              CAST(SUM(CASE WHEN e.ts < {mid_ms} THEN e.weight ELSE 0 END) AS BIGINT) AS older, \
              CAST(SUM(CASE WHEN e.ts >= {mid_ms} THEN e.weight ELSE 0 END) AS BIGINT) AS newer \
-             FROM events e{} GROUP BY e.group_id",
+             FROM {COUNTED} e{} GROUP BY e.group_id",
             f.where_sql()
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
@@ -419,21 +491,26 @@ impl Store {
             .collect()
     }
 
-    /// Event counts per (group, time bucket) of the given groups, for sparklines.
+    /// Event counts per (group, bucket) of the given groups, for
+    /// sparklines: bucket `b` is `origin_ms + b·bucket_ms ..` (the filter
+    /// should start at `origin_ms`).
     pub async fn group_trends(
         &self,
         filter: &EventFilter,
+        origin_ms: i64,
         bucket_ms: i64,
         group_ids: &[String],
     ) -> Result<Vec<(String, i64, i64)>> {
+        let bucket_ms = bucket_ms.max(1);
         if group_ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut f = filter.to_filter();
         push_in(&mut f, "e.group_id", group_ids);
         let sql = format!(
-            "SELECT e.group_id AS group_id, e.ts / {bucket_ms} AS b, CAST(SUM(e.weight) AS BIGINT) AS n \
-             FROM events e{} GROUP BY e.group_id, e.ts / {bucket_ms}",
+            "SELECT e.group_id AS group_id, (e.ts - {origin_ms}) / {bucket_ms} AS b, \
+             CAST(SUM(e.weight) AS BIGINT) AS n \
+             FROM {COUNTED} e{} GROUP BY e.group_id, (e.ts - {origin_ms}) / {bucket_ms}",
             f.where_sql()
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
@@ -490,7 +567,7 @@ impl Store {
         }
         let sql = format!(
             "SELECT e.event_id, e.group_id, g.cluster_id, e.ts, e.service, e.environment, e.release, \
-             e.trace_id, e.pod, e.node, e.route, e.depth, e.payload \
+             e.trace_id, e.pod, e.node, e.route, e.depth, e.weight, e.payload \
              FROM events e JOIN event_groups g ON g.id = e.group_id{} ORDER BY e.ts DESC, e.event_id DESC LIMIT {}",
             f.where_sql(),
             limit.max(1)
@@ -513,19 +590,21 @@ impl Store {
                     node: r.try_get("node")?,
                     route: r.try_get("route")?,
                     depth: r.try_get("depth")?,
+                    weight: r.try_get("weight")?,
                     payload: r.try_get("payload")?,
                 })
             })
             .collect()
     }
     /// Events per (call depth, time bucket of `width_ms`), weighted by their
-    /// storm counts: the heatmap, aggregated where the rows are.
+    /// storm counts: the heatmap, aggregated where the rows are. A sampled
+    /// event's depth was not kept: `None`.
     pub async fn depth_buckets(
         &self,
         filter: &EventFilter,
         cluster_id: Option<&str>,
         width_ms: i64,
-    ) -> Result<Vec<(i64, i64, i64)>> {
+    ) -> Result<Vec<(Option<i64>, i64, i64)>> {
         let width_ms = width_ms.max(1);
         let mut f = filter.to_filter();
         let join = match cluster_id {
@@ -537,7 +616,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT e.depth AS d, (e.ts / {width_ms}) * {width_ms} AS b, CAST(SUM(e.weight) AS BIGINT) AS n \
-             FROM events e{join}{} GROUP BY e.depth, e.ts / {width_ms}",
+             FROM {COUNTED} e{join}{} GROUP BY e.depth, e.ts / {width_ms}",
             f.where_sql()
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
@@ -546,6 +625,46 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get("d")?, r.try_get("b")?, r.try_get("n")?)))
             .collect()
+    }
+
+    /// Where the given groups' events ran: per column, each value (None:
+    /// not recorded, sampled events included) with the panics seen there,
+    /// busiest first. Every column's counts add up to the same total.
+    pub async fn distributions(
+        &self,
+        filter: &EventFilter,
+        group_ids: &[String],
+    ) -> Result<Distributions> {
+        let mut out = Distributions::default();
+        if group_ids.is_empty() {
+            return Ok(out);
+        }
+        for (column, slot) in [
+            ("service", &mut out.services),
+            ("release", &mut out.releases),
+            ("environment", &mut out.environments),
+            ("pod", &mut out.pods),
+            ("node", &mut out.nodes),
+            ("route", &mut out.routes),
+        ] {
+            let mut f = filter.to_filter();
+            push_in(&mut f, "e.group_id", group_ids);
+            let sql = format!(
+                "SELECT e.{column} AS v, CAST(SUM(e.weight) AS BIGINT) AS n \
+                 FROM {COUNTED} e{} GROUP BY e.{column}",
+                f.where_sql()
+            );
+            let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
+                .fetch_all(&self.pool)
+                .await?;
+            let mut values = rows
+                .iter()
+                .map(|r| Ok((r.try_get("v")?, r.try_get("n")?)))
+                .collect::<Result<Vec<(Option<String>, i64)>>>()?;
+            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            *slot = values;
+        }
+        Ok(out)
     }
 
     /// Clusters whose events share a trace id with the given ones.

@@ -86,6 +86,9 @@ pub struct EventSummary {
     pub depth: i64,
     /// Panics this event stands for (a storm aggregate's count, else 1).
     pub weight: i64,
+    /// Counted, but only its id, time and weight were kept (its group was
+    /// over its cap): the other columns are its group's or empty.
+    pub sampled: bool,
 }
 
 /// A stored event with its raw payload.
@@ -105,14 +108,24 @@ pub struct EventQuery {
     pub service: Option<String>,
     pub environment: Option<String>,
     pub release: Option<String>,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+    pub route: Option<String>,
+    pub trace_id: Option<String>,
+    pub kind: Option<String>,
+    pub platform: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub limit: u32,
     pub cursor: Option<Cursor>,
+    /// List the events a group over its cap kept only the id, time and
+    /// weight of too, so the list's counts add up to the groups' (the read
+    /// API); `false` lists stored events only.
+    pub include_sampled: bool,
 }
 
 const SUMMARY_COLUMNS: &str = "event_id, project_id, group_id, ts, received_at, platform, kind, \
-     message, service, environment, release, trace_id, pod, node, route, depth, weight";
+     message, service, environment, release, trace_id, pod, node, route, depth, weight, sampled";
 
 fn summary_from_row(row: &sqlx::any::AnyRow) -> Result<EventSummary> {
     Ok(EventSummary {
@@ -131,8 +144,9 @@ fn summary_from_row(row: &sqlx::any::AnyRow) -> Result<EventSummary> {
         pod: row.try_get("pod")?,
         node: row.try_get("node")?,
         route: row.try_get("route")?,
-        depth: row.try_get("depth")?,
+        depth: row.try_get::<Option<i64>, _>("depth")?.unwrap_or(0),
         weight: row.try_get("weight")?,
+        sampled: row.try_get::<i64, _>("sampled")? != 0,
     })
 }
 
@@ -482,6 +496,12 @@ impl Store {
             since_ms: q.since_ms,
             until_ms: q.until_ms,
             group_id: None,
+            pod: q.pod.clone(),
+            node: q.node.clone(),
+            route: q.route.clone(),
+            trace_id: q.trace_id.clone(),
+            kind: q.kind.clone(),
+            platform: q.platform.clone(),
         }
         .to_filter();
         let nothing = || {
@@ -506,8 +526,13 @@ impl Store {
             f.after("e.ts", "e.event_id", c);
         }
         let limit = q.limit.clamp(1, 1000);
+        let source = if q.include_sampled {
+            crate::counted::COUNTED.to_string()
+        } else {
+            "(SELECT events.*, CAST(0 AS BIGINT) AS sampled FROM events)".to_string()
+        };
         let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM events e{} ORDER BY e.ts DESC, e.event_id DESC LIMIT {}",
+            "SELECT {SUMMARY_COLUMNS} FROM {source} e{} ORDER BY e.ts DESC, e.event_id DESC LIMIT {}",
             f.where_sql(),
             limit + 1
         );
@@ -564,6 +589,21 @@ impl Store {
         Ok(holders)
     }
 
+    /// The events with this id a group over its cap kept only the id, time
+    /// and weight of (one per project holding it, lowest first), with their
+    /// group's kind, platform and message template.
+    pub async fn sampled_events_by_id(&self, event_id: &str) -> Result<Vec<EventSummary>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM {} e WHERE e.sampled = 1 AND e.event_id = $1 \
+             ORDER BY e.project_id",
+            crate::counted::COUNTED
+        )))
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
     /// One event by id; `project_id` narrows it when ids collide across
     /// projects (without it, the copy in the lowest project).
     pub async fn get_event(
@@ -574,7 +614,8 @@ impl Store {
         let row = match project_id {
             Some(p) => {
                 sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {SUMMARY_COLUMNS}, payload FROM events WHERE event_id = $1 AND project_id = $2"
+                    "SELECT {SUMMARY_COLUMNS}, payload FROM (SELECT events.*, CAST(0 AS BIGINT) AS sampled FROM events) e \
+                     WHERE event_id = $1 AND project_id = $2"
                 )))
                 .bind(event_id)
                 .bind(p)
@@ -583,7 +624,8 @@ impl Store {
             }
             None => {
                 sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {SUMMARY_COLUMNS}, payload FROM events WHERE event_id = $1 \
+                    "SELECT {SUMMARY_COLUMNS}, payload FROM (SELECT events.*, CAST(0 AS BIGINT) AS sampled FROM events) e \
+                     WHERE event_id = $1 \
                      ORDER BY project_id LIMIT 1"
                 )))
                 .bind(event_id)

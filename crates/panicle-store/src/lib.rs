@@ -9,6 +9,7 @@
 mod access;
 mod alerts;
 mod clusters;
+mod counted;
 mod events;
 mod groups;
 mod limits;
@@ -37,8 +38,8 @@ pub use alerts::{
     SPIKE_BASELINE_MS, WindowCount, level_of_kind, level_passes,
 };
 pub use clusters::{
-    ClusterChange, ClusterEvent, EventFilter, GroupAggregate, GroupAssignment, HostColumn, JobLock,
-    NewCluster,
+    ClusterChange, ClusterEvent, Distributions, EventFilter, GroupAggregate, GroupAssignment,
+    HostColumn, JobLock, NewCluster,
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent, StormRange};
 pub use groups::{GroupQuery, GroupRow};

@@ -6,17 +6,35 @@ import { num, ago, plural, growth, exact, withCode } from '../format.js';
 import { heatmap, distribution, pathTree, sparkline } from '../charts.js';
 import { stack } from '../stack.js';
 import { section, codeBlock } from '../ui.js';
-import { clusterTitle, culpritText } from './clusters.js';
+import { RANGES, clusterTitle, culpritText, sinceFor } from './clusters.js';
+import { activeFilters, filterParams } from '../filters.js';
 import { eventsTable, traceCell } from './events.js';
 import { stormBadge } from './event.js';
 import { stateActions, stateBadges, stateText, changeText } from '../states.js';
 
+/**
+ * The events the page counts: the time range and filters the list link
+ * carried (none: every event), as API parameters.
+ */
+function viewOf(q) {
+  return { ...filterParams(q), since: q.get('range') ? sinceFor(q) : q.get('since'), until: q.get('until') };
+}
+
+/** "Last 7 days · pod: web-1 — all events": what the numbers count. */
+function viewNotice(q, id) {
+  const range = RANGES.find((r) => r[0] === q.get('range'));
+  const parts = [range ? range[1] : null, q.get('since') ? `since ${q.get('since')}` : null, ...activeFilters(q).map(([k, v]) => `${k}: ${v}`)].filter(Boolean);
+  if (!parts.length) return null;
+  return h('p', { class: 'view-notice muted small' }, 'Counting the events of: ', parts.map((p) => h('span', { class: 'chip' }, p)), ' ', h('a', { href: `/clusters/${encodeURIComponent(id)}` }, 'all events'));
+}
+
 export async function clusterPage(ctx) {
   const id = ctx.params[0];
   const enc = encodeURIComponent(id);
+  const view = viewOf(ctx.query);
   let c;
   try {
-    c = await api(`/clusters/${enc}`, { signal: ctx.signal });
+    c = await api(`/clusters/${enc}${qs(view)}`, { signal: ctx.signal });
   } catch (e) {
     if (e instanceof ApiError && e.status === 404 && !isMissingRoute(e)) {
       document.title = 'Cluster not found · Panicle';
@@ -28,7 +46,7 @@ export async function clusterPage(ctx) {
   document.title = `${title.slice(0, 60)} · Panicle`;
   const signal = ctx.signal;
 
-  const page = h('div', { class: 'page cluster-page' }, header(c, title));
+  const page = h('div', { class: 'page cluster-page' }, header(c, title), viewNotice(ctx.query, id));
   page.append(statePanel(c, ctx));
   const notices = [];
   const st = c.state || {};
@@ -65,20 +83,20 @@ export async function clusterPage(ctx) {
       ),
     ),
   );
-  page.append(heatmapPanel(c, signal));
+  page.append(heatmapPanel(c, signal, view));
   page.append(
     h(
       'div',
       { class: 'two-col' },
       section('Hot paths', async () => {
-        const res = await api(`/clusters/${enc}/paths`, { signal });
+        const res = await api(`/clusters/${enc}/paths${qs(view)}`, { signal });
         return h('div', {}, h('p', { class: 'muted small' }, 'Outermost caller at the top, panic site at the leaves; bars are shares of the cluster\u2019s events.'), pathTree(res.root));
       }),
       wherePanel(c),
     ),
   );
   page.append(groupsPanel(c));
-  page.append(eventsPanel(enc, signal));
+  page.append(eventsPanel(enc, signal, view));
   page.append(h('div', { class: 'two-col' }, tracesPanel(c), relatedPanel(c)));
   return page;
 }
@@ -97,7 +115,7 @@ function header(c, title) {
       { class: 'stats' },
       stat('events', h('strong', {}, num(c.count))),
       stat('groups', num(c.group_count ?? (c.groups || []).length)),
-      stat('trend', h('span', {}, sparkline(c.trend, { width: 140, height: 30 }), ' ', growth(c.growth))),
+      stat('trend', h('span', {}, sparkline(c.trend, { width: 140, height: 30 }), ' ', growth(c.trend_change ?? c.growth))),
       stat('first seen', ago(c.first_seen)),
       stat('last seen', ago(c.last_seen)),
       stat('started in', c.first_release ? h('code', {}, c.first_release) : '–'),
@@ -164,21 +182,26 @@ function suggestionPanel(c) {
 }
 
 /**
- * The window a heatmap looks at: up to 3 days by hour, 30 days by day or hour
- * of day, ending just after the cluster's last event (not now, so an old
- * cluster still shows its pattern).
+ * The window a heatmap looks at: the cluster's whole life, from the bucket
+ * of its first event to the end of the bucket of its last (not now, so an
+ * old cluster still shows its pattern), so the map holds every event the
+ * header counts. A long life gets a coarser bucket from the server, which
+ * says which.
  */
-function heatWindow(c, bucket) {
+function heatWindow(c, bucket, view) {
   const last = Date.parse(c.last_seen) || Date.now();
   const first = Date.parse(c.first_seen) || last;
   const unit = bucket === '1h' ? 3600e3 : 86400e3;
-  const span = bucket === '1h' ? 72 * 3600e3 : 30 * 86400e3;
-  const until = (Math.floor(last / unit) + 1) * unit;
-  const since = Math.floor(Math.max(first, until - span) / unit) * unit;
+  let until = (Math.floor(last / unit) + 1) * unit;
+  let since = Math.floor(first / unit) * unit;
+  // Never wider than the view's own range: the map counts what the header counts.
+  if (view && view.since) since = Math.max(since, Date.parse(view.since) || since);
+  if (view && view.until) until = Math.min(until, Date.parse(view.until) || until);
+  if (since >= until) until = since + unit;
   return { since: new Date(since).toISOString(), until: new Date(until).toISOString() };
 }
 
-function heatmapPanel(c, signal) {
+function heatmapPanel(c, signal, view) {
   const enc = encodeURIComponent(c.id);
   const last = Date.parse(c.last_seen);
   const first = Date.parse(c.first_seen);
@@ -209,10 +232,13 @@ function heatmapPanel(c, signal) {
     const mine = ++seq;
     replace(body, h('p', { class: 'loading' }, 'Loading…'));
     try {
-      const win = heatWindow(c, bucket === 'hour_of_day' ? '1d' : bucket);
-      const res = await api(`/clusters/${enc}/heatmap${qs({ bucket, ...win })}`, { signal });
+      const win = heatWindow(c, bucket === 'hour_of_day' ? '1d' : bucket, view);
+      const res = await api(`/clusters/${enc}/heatmap${qs({ ...view, bucket, ...win })}`, { signal });
       if (mine !== seq) return;
       const parts = [heatmap({ ...res, bucket: res.bucket || bucket }, { caption: 'This cluster' })];
+      if (res.requested_bucket && res.bucket && res.bucket !== res.requested_bucket) {
+        parts.push(h('p', { class: 'muted small bucket-note' }, `One column is ${res.bucket}: by ${res.requested_bucket} this window would need more than 200 columns.`));
+      }
       if (compare && res.project) {
         parts.unshift(h('h3', {}, 'This cluster'));
         parts.push(h('h3', {}, 'Whole project, same window'), heatmap({ ...res.project, bucket: res.bucket || bucket }, { caption: 'Whole project' }));
@@ -330,13 +356,13 @@ function changesList(changes) {
   );
 }
 
-function eventsPanel(enc, signal) {
+function eventsPanel(enc, signal, view) {
   let cursor = null;
   const holder = h('div', {});
   const more = h('button', { type: 'button', class: 'more', hidden: true }, 'Older events');
   async function load() {
     more.disabled = true;
-    const res = await api(`/clusters/${enc}/events${qs({ limit: 20, cursor })}`, { signal });
+    const res = await api(`/clusters/${enc}/events${qs({ ...view, limit: 20, cursor })}`, { signal });
     const items = res.items || [];
     if (!holder.firstChild) holder.append(items.length ? eventsTable(items) : h('p', { class: 'muted' }, 'No events.'));
     else holder.querySelector('tbody').append(...eventsTable(items).querySelectorAll('tbody tr'));

@@ -7,6 +7,7 @@ import { num, ago, growth, plural, withCode } from '../format.js';
 import { sparkline } from '../charts.js';
 import { firstRun } from '../ui.js';
 import { STATE_FILTERS, stateActions, stateBadges } from '../states.js';
+import { EVENT_FILTER_KEYS, facetsOf, filterFields, filterParams } from '../filters.js';
 
 export const RANGES = [
   ['1h', 'Last hour', 3600e3],
@@ -20,7 +21,7 @@ const SORTS = [
   ['events', 'Most events'],
   ['growth', 'Fastest growing'],
 ];
-const FILTERS = ['project', 'state', 'service', 'environment', 'release', 'range', 'q', 'sort', 'per_page'];
+const FILTERS = ['project', 'state', ...EVENT_FILTER_KEYS, 'range', 'q', 'sort', 'per_page'];
 const PAGE = 25;
 
 /** Rows per page: `per_page` in the URL (1 to 100), else 25. */
@@ -43,21 +44,20 @@ let facetCache = null;
  * Distinct values seen in the latest 500 events, for the filter suggestions;
  * kept for a minute so paging and filtering do not ask again.
  */
-async function facets(signal) {
+export async function facets(signal) {
   if (facetCache && Date.now() - facetCache.at < 60e3) return facetCache.value;
   try {
     const res = await api('/events?limit=500', { signal });
-    const out = { service: new Set(), environment: new Set(), release: new Set() };
-    for (const e of res.items || []) for (const k of Object.keys(out)) if (e[k]) out[k].add(e[k]);
+    const out = facetsOf(res.items);
     facetCache = { at: Date.now(), value: out };
     return out;
   } catch (e) {
     if (e.name === 'AbortError' || e.status === 401) throw e;
-    return { service: new Set(), environment: new Set(), release: new Set() };
+    return facetsOf([]);
   }
 }
 
-async function projects(signal) {
+export async function projects(signal) {
   try {
     const res = await api('/projects', { signal });
     return (res && res.items) || [];
@@ -72,9 +72,7 @@ export async function clustersPage(ctx) {
   const q = ctx.query;
   const params = {
     project: q.get('project'),
-    service: q.get('service'),
-    environment: q.get('environment'),
-    release: q.get('release'),
+    ...filterParams(q),
     since: sinceFor(q),
     until: q.get('until'),
     q: q.get('q'),
@@ -83,7 +81,7 @@ export async function clustersPage(ctx) {
     limit: perPage(q),
     cursor: q.get('cursor'),
   };
-  const filtered = ['service', 'environment', 'release', 'q', 'since', 'until', 'state'].some((k) => q.get(k)) || (q.get('range') && q.get('range') !== 'all');
+  const filtered = [...EVENT_FILTER_KEYS, 'q', 'since', 'until', 'state'].some((k) => q.get(k)) || (q.get('range') && q.get('range') !== 'all');
   const [listResult, seen, projs] = await Promise.all([
     api(`/clusters${qs(params)}`, { signal: ctx.signal }).then(
       (r) => ({ ok: r }),
@@ -157,16 +155,6 @@ export async function clustersPage(ctx) {
 
 function filterForm(ctx, seen, projs) {
   const q = ctx.query;
-  const field = (name, label, values, placeholder) => {
-    const listId = `dl-${name}`;
-    return h(
-      'div',
-      { class: 'field' },
-      h('label', { for: `f-${name}` }, label),
-      h('input', { id: `f-${name}`, name, type: 'text', value: q.get(name) || '', list: listId, placeholder, autocomplete: 'off' }),
-      h('datalist', { id: listId }, [...values].sort().map((v) => h('option', { value: v }))),
-    );
-  };
   const select = (name, label, options, current) =>
     h(
       'div',
@@ -187,9 +175,7 @@ function filterForm(ctx, seen, projs) {
     { class: 'filters', role: 'search', action: '/clusters', method: 'get' },
     h('div', { class: 'field grow' }, h('label', { for: 'f-q' }, 'Search'), search),
     projs.length > 1 ? select('project', 'Project', [['', 'All projects'], ...projs.map((p) => [String(p.id), p.name])], q.get('project') || '') : null,
-    field('service', 'Service', seen.service, 'any'),
-    field('environment', 'Environment', seen.environment, 'any'),
-    field('release', 'Release', seen.release, 'any'),
+    filterFields(q, seen),
     select('state', 'State', STATE_FILTERS, q.get('state') || 'unresolved'),
     select('range', 'Time range', RANGES.map(([v, t]) => [v, t]), q.get('range') || DEFAULT_RANGE),
     select('sort', 'Sort by', SORTS, q.get('sort') || 'last_seen'),
@@ -222,6 +208,19 @@ function filterForm(ctx, seen, projs) {
   };
   document.addEventListener('keydown', onKey);
   return form;
+}
+
+/**
+ * A cluster's page over the list's time range and event filters, so its
+ * header, distributions, heatmap, paths and events count what the list's
+ * row counted.
+ */
+export function clusterHref(id, q) {
+  const range = q.get('range') || DEFAULT_RANGE;
+  const view = { ...filterParams(q), range: range === 'all' ? null : range };
+  if (q.get('since')) view.since = q.get('since');
+  if (q.get('until')) view.until = q.get('until');
+  return `/clusters/${encodeURIComponent(id)}${qs(view)}`;
 }
 
 /** What a person calls the cluster: the fix's title, else the culprit. */
@@ -271,14 +270,14 @@ function clusterTable(items, q, ctx) {
       h(
         'td',
         { class: 'cl-title' },
-        h('a', { href: `/clusters/${encodeURIComponent(c.id)}`, class: 'cluster-link' }, c.suggestion && title === c.suggestion.title ? withCode(title) : title),
+        h('a', { href: clusterHref(c.id, q), class: 'cluster-link' }, c.suggestion && title === c.suggestion.title ? withCode(title) : title),
         c.suggestion ? h('span', { class: 'tag fix', title: 'a fix is suggested' }, 'fix') : null,
         stateBadges(c.state),
         culprit && culprit !== title ? h('div', { class: 'culprit' }, h('code', {}, culprit)) : null,
         (c.message || c.title) && (c.message || c.title) !== title ? h('div', { class: 'message muted' }, c.message || c.title) : null,
       ),
       h('td', { class: 'num' }, h('strong', {}, num(c.count)), h('div', { class: 'muted small' }, plural(c.group_count ?? 1, 'group'))),
-      h('td', { class: 'trend' }, sparkline(c.trend), h('div', { class: 'small' }, growth(c.growth))),
+      h('td', { class: 'trend' }, sparkline(c.trend), h('div', { class: 'small' }, growth(c.trend_change ?? c.growth))),
       h('td', { class: 'services' }, services.slice(0, 3).map((sv) => h('span', { class: 'chip' }, sv)), services.length > 3 ? h('span', { class: 'muted small' }, ` +${services.length - 3}`) : null),
       h('td', {}, ago(c.first_seen)),
       h('td', {}, ago(c.last_seen)),

@@ -164,6 +164,9 @@ export async function eventPage(ctx) {
     folded
       ? h('p', { class: 'notice folded-notice', role: 'note' }, 'Event ', h('code', {}, String(folded.requested_id)), ' was folded by storm control into this event.')
       : null,
+    ev.sampled
+      ? h('p', { class: 'notice sampled-notice', role: 'note' }, 'Counted, but only its id, time and count were kept: its group was over its cap of events kept in full. The message is its group\u2019s.')
+      : null,
     h('h1', { class: 'event-message' }, message),
     h(
       'p',

@@ -2,9 +2,10 @@
 
 import { h } from '../dom.js';
 import { api, qs } from '../api.js';
-import { ago } from '../format.js';
+import { ago, num, plural } from '../format.js';
 import { firstRun } from '../ui.js';
-import { sinceFor } from './clusters.js';
+import { RANGES, facets, projects, sinceFor } from './clusters.js';
+import { EVENT_FILTER_KEYS, activeFilters, filterFields, filterParams } from '../filters.js';
 
 /** A link to the trace when the server knows a trace viewer, else the id. */
 export function traceCell(traceId, url) {
@@ -19,8 +20,14 @@ export function eventsTable(items, { showService = true } = {}) {
     h(
       'tr',
       { class: 'event-row', dataset: { id: e.event_id } },
-      h('td', { class: 'nowrap' }, h('a', { href: `/events/${encodeURIComponent(e.event_id)}`, class: 'event-link' }, ago(e.timestamp))),
-      h('td', { class: 'msg' }, h('span', { class: 'message-text' }, e.message || '(no message)'), e.count > 1 ? h('span', { class: 'storm-count', title: `stands for ${e.count} panics (storm control)` }, ` ×${e.count}`) : null),
+      h(
+        'td',
+        { class: 'nowrap' },
+        h('a', { href: `/events/${encodeURIComponent(e.event_id)}`, class: 'event-link' }, ago(e.timestamp)),
+        e.sampled ? h('span', { class: 'tag sampled', title: 'counted, but only its id, time and count were kept: its group was over its cap' }, 'sampled') : null,
+      ),
+      h('td', { class: 'num event-count', title: e.count > 1 ? `stands for ${plural(e.count, 'panic')} (storm control)` : 'one panic' }, e.count > 1 ? h('strong', { class: 'storm-count' }, `×${num(e.count)}`) : num(e.count ?? 1)),
+      h('td', { class: 'msg' }, h('span', { class: 'message-text' }, e.message || '(no message)')),
       showService ? h('td', {}, e.service || h('span', { class: 'muted' }, '–')) : null,
       h('td', {}, e.environment || h('span', { class: 'muted' }, '–')),
       h('td', {}, e.release ? h('code', {}, e.release) : h('span', { class: 'muted' }, '–')),
@@ -39,6 +46,7 @@ export function eventsTable(items, { showService = true } = {}) {
         'tr',
         {},
         h('th', { scope: 'col' }, 'When'),
+        h('th', { scope: 'col', class: 'num', title: 'panics the event stands for: a storm aggregate counts every panic it folded' }, 'Count'),
         h('th', { scope: 'col' }, 'Message'),
         showService ? h('th', { scope: 'col' }, 'Service') : null,
         h('th', { scope: 'col' }, 'Env'),
@@ -57,23 +65,22 @@ export async function eventsPage(ctx) {
   const q = ctx.query;
   const params = {
     project: q.get('project'),
-    service: q.get('service'),
-    environment: q.get('environment'),
-    release: q.get('release'),
+    ...filterParams(q),
     since: q.get('range') ? sinceFor(q) : q.get('since'),
     until: q.get('until'),
     limit: 50,
     cursor: q.get('cursor'),
   };
-  const res = await api(`/events${qs(params)}`, { signal: ctx.signal });
+  const [res, seen, projs] = await Promise.all([api(`/events${qs(params)}`, { signal: ctx.signal }), facets(ctx.signal), projects(ctx.signal)]);
   const items = res.items || [];
   const page = h('div', { class: 'page events-page' }, h('div', { class: 'page-head' }, h('h1', {}, 'Latest events'), h('p', { class: 'muted' }, 'Every panic as it arrived, newest first.')));
-  const filters = ['service', 'environment', 'release'].filter((k) => q.get(k));
+  page.append(eventFilterForm(ctx, seen, projs));
+  const filters = activeFilters(q);
   if (filters.length) {
-    page.append(h('p', { class: 'active-filters' }, 'Filtered by ', filters.map((k) => h('span', { class: 'chip' }, `${k}: ${q.get(k)}`)), ' ', h('a', { href: '/events' }, 'clear')));
+    page.append(h('p', { class: 'active-filters' }, 'Filtered by ', filters.map(([k, v]) => h('span', { class: 'chip' }, `${k}: ${v}`)), ' ', h('a', { href: '/events' }, 'clear')));
   }
   if (!items.length) {
-    page.append(filters.length || q.get('cursor') ? h('section', { class: 'panel empty' }, h('p', {}, 'No events match.')) : await firstRun(ctx.signal));
+    page.append(filters.length || q.get('cursor') || q.get('range') || q.get('project') ? h('section', { class: 'panel empty' }, h('p', {}, 'No events match.')) : await firstRun(ctx.signal));
     return page;
   }
   page.append(h('section', { class: 'panel table-panel' }, eventsTable(items)));
@@ -83,4 +90,39 @@ export async function eventsPage(ctx) {
     page.append(h('nav', { class: 'pager', 'aria-label': 'Pages' }, h('a', { href: '/events' }, '← Newest'), h('a', { href: `/events?${p}`, rel: 'next' }, 'Older →')));
   }
   return page;
+}
+
+/** The cluster list's filters, for events: the same names in the URL and the API. */
+function eventFilterForm(ctx, seen, projs) {
+  const q = ctx.query;
+  const select = (name, label, options, current) =>
+    h(
+      'div',
+      { class: 'field' },
+      h('label', { for: `f-${name}` }, label),
+      h('select', { id: `f-${name}`, name }, options.map(([v, text]) => h('option', { value: v, selected: v === current }, text))),
+    );
+  const form = h(
+    'form',
+    { class: 'filters', role: 'search', action: '/events', method: 'get' },
+    projs.length > 1 ? select('project', 'Project', [['', 'All projects'], ...projs.map((p) => [String(p.id), p.name])], q.get('project') || '') : null,
+    filterFields(q, seen),
+    select('range', 'Time range', RANGES.map(([v, t]) => [v, t]), q.get('range') || 'all'),
+    h('div', { class: 'field actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply'), h('a', { href: '/events', class: 'clear' }, 'Reset')),
+  );
+  const apply = () => {
+    const data = new FormData(form);
+    const out = {};
+    for (const k of ['project', ...EVENT_FILTER_KEYS, 'range']) {
+      const v = String(data.get(k) || '').trim();
+      if (v && !(k === 'range' && v === 'all')) out[k] = v;
+    }
+    ctx.navigate(`/events${qs(out)}`);
+  };
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    apply();
+  });
+  for (const sel of form.querySelectorAll('select')) sel.addEventListener('change', apply);
+  return form;
 }
