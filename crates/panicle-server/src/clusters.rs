@@ -393,6 +393,7 @@ fn facts(e: &ClusterEvent, payload: &Value) -> EventFacts {
     let any_in_app = frames.iter().any(|f| f["in_app"] == true);
     EventFacts {
         timestamp_ms: e.timestamp_ms,
+        app_frames: any_in_app,
         frames: frames
             .iter()
             .filter(|f| !any_in_app || f["in_app"] == true)
