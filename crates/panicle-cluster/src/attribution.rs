@@ -23,8 +23,11 @@ pub struct FrameFacts {
 #[derive(Debug, Clone, Default)]
 pub struct EventFacts {
     pub timestamp_ms: i64,
-    /// In-app frames, innermost first.
+    /// In-app frames, innermost first; with no in-app frame on the stack
+    /// (a crash in a library's goroutine), its frames outside the runtime.
     pub frames: Vec<FrameFacts>,
+    /// `frames` are the application's (false: the fallback above).
+    pub app_frames: bool,
     pub release: Option<String>,
     /// Panics the event stands for (a storm aggregate's count, else 1):
     /// what [`hot_paths`] adds up, so its counts agree with the cluster's.
@@ -41,6 +44,10 @@ pub struct Culprit {
     pub line_max: Option<u32>,
     /// Share of the events whose stack holds it.
     pub share: f64,
+    /// The culprit is application code. False when most events holding it
+    /// had no application frame at all: it is then the first frame outside
+    /// the runtime (a library's), and the cluster says so.
+    pub in_app: bool,
 }
 
 /// The culprit and the call path above it shared by 80% of the events
@@ -91,6 +98,11 @@ pub fn culprit(events: &[EventFacts]) -> Option<(Culprit, Vec<String>)> {
         .iter()
         .max_by_key(|(name, c)| (**c, std::cmp::Reverse(*name)))
         .map(|(f, _)| (*f).to_string());
+    let holding: Vec<&EventFacts> = events
+        .iter()
+        .filter(|e| e.frames.iter().any(|f| f.function == function))
+        .collect();
+    let in_app = holding.iter().filter(|e| e.app_frames).count() * 2 > holding.len();
     let path = shared
         .iter()
         .skip(1)
@@ -103,6 +115,7 @@ pub fn culprit(events: &[EventFacts]) -> Option<(Culprit, Vec<String>)> {
             line_min,
             line_max,
             share: n as f64 / total as f64,
+            in_app,
         },
         path,
     ))
@@ -439,9 +452,21 @@ mod tests {
                     line: Some(*l),
                 })
                 .collect(),
+            app_frames: true,
             release: release.map(Into::into),
             weight: 1,
         }
+    }
+
+    #[test]
+    fn a_culprit_outside_the_app_says_so() {
+        let mut lib = ev(1, &[("bytes.(*Buffer).Reset", 98)], None);
+        lib.app_frames = false;
+        let (c, _) = culprit(&[lib.clone(), lib]).unwrap();
+        assert_eq!(c.function, "bytes.(*Buffer).Reset");
+        assert!(!c.in_app);
+        let (c, _) = culprit(&[ev(1, &[("shop::reserve", 4)], None)]).unwrap();
+        assert!(c.in_app);
     }
 
     #[test]

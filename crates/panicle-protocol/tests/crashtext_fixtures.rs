@@ -667,3 +667,39 @@ fn into_event_carries_everything() {
     assert_eq!(json["thread_state"], "running");
     assert!(json.get("threads").is_none());
 }
+
+#[test]
+fn go_locked_to_thread_state_is_kept() {
+    let c = parse("go/go1.19-locked-to-thread.txt");
+    assert_eq!(c.kind, Kind::Panic);
+    assert_eq!(c.message, "runtime error: integer divide by zero");
+    assert_eq!(thread_name(&c), "goroutine 1");
+    assert_eq!(c.thread_state.as_deref(), Some("running, locked to thread"));
+    assert_eq!(top(&c, 2), ["main.(*device).open", "main.main"]);
+    assert_eq!(c.frames[0].in_app, Some(true));
+    assert_eq!(location(&c), "/tmp/gofx/locked/main.go:11");
+}
+
+#[test]
+fn go_out_of_memory_is_fatal_with_the_allocation_in_the_app() {
+    let c = parse("go/go1.19-out-of-memory.txt");
+    assert_eq!(c.kind, Kind::Fatal);
+    assert_eq!(c.message, "out of memory");
+    // The runtime's allocator frames are not the app's; the culprit is.
+    let first_app = c.frames.iter().find(|f| f.in_app == Some(true)).unwrap();
+    assert_eq!(first_app.function.as_deref(), Some("main.buildIndex"));
+    assert_eq!(first_app.line, Some(8));
+}
+
+#[test]
+fn go_crash_in_a_library_goroutine_has_no_app_frame() {
+    let c = parse("go/go1.19-library-goroutine-no-app-frame.txt");
+    assert_eq!(c.kind, Kind::Panic);
+    assert_eq!(
+        c.message,
+        "runtime error: invalid memory address or nil pointer dereference"
+    );
+    assert_eq!(thread_name(&c), "goroutine 17");
+    assert_eq!(top(&c, 1), ["bytes.(*Buffer).Reset"]);
+    assert!(c.frames.iter().all(|f| f.in_app != Some(true)), "{:?}", c.frames);
+}

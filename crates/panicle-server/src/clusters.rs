@@ -430,6 +430,7 @@ fn facts(e: &ClusterEvent, payload: &Value) -> EventFacts {
     let any_in_app = frames.iter().any(|f| f["in_app"] == true);
     EventFacts {
         timestamp_ms: e.timestamp_ms,
+        app_frames: any_in_app,
         frames: frames
             .iter()
             .filter(|f| !any_in_app || f["in_app"] == true)
@@ -1089,9 +1090,11 @@ pub async fn cluster_paths(
                 })
                 .collect(),
         };
+        let app_frames = facts.get(newest).is_none_or(|f| f.app_frames);
         rest.push(EventFacts {
             timestamp_ms: g.last_seen_ms,
             frames,
+            app_frames,
             release: None,
             weight: total - done,
         });

@@ -412,6 +412,38 @@ panicle_store::backend_tests! {
         }
     }
 
+    // A crash in a library's goroutine: no frame of the program on the
+    // stack. The culprit is the first frame outside the runtime, marked so.
+    async fn a_culprit_outside_the_app_is_marked(db: &TestDb) {
+        let s = start(db).await;
+        let tok = || Some(s.token.clone());
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let events: Vec<Value> = (0..3)
+            .map(|i| json!({
+                "event_id": uuid::Uuid::new_v4().to_string(),
+                "timestamp": rfc3339(now - (i + 1) * 60_000),
+                "message": "runtime error: invalid memory address or nil pointer dereference",
+                "platform": "go",
+                "kind": "panic",
+                "frames": [
+                    {"function": "runtime.panicmem", "file": "/usr/lib/go-1.19/src/runtime/panic.go", "line": 260, "in_app": false},
+                    {"function": "bytes.(*Buffer).Reset", "file": "/usr/lib/go-1.19/src/bytes/buffer.go", "line": 98, "in_app": false},
+                    {"function": "time.goFunc", "file": "/usr/lib/go-1.19/src/time/sleep.go", "line": 176, "in_app": false},
+                ],
+                "resource": {"service.name": "sessions"},
+            }))
+            .collect();
+        let (status, body) = call("POST", format!("{}/api/v1/events", s.base), None, Some(s.key.clone()), Some(Value::Array(events))).await;
+        assert_eq!(status, 202, "{body}");
+        call("POST", format!("{}/api/v1/clusters/recompute", s.base), tok(), None, None).await;
+        let (_, list) = call("GET", format!("{}/api/v1/clusters", s.base), tok(), None, None).await;
+        let id = list["items"][0]["id"].as_str().unwrap().to_string();
+        let (status, c) = call("GET", format!("{}/api/v1/clusters/{id}", s.base), tok(), None, None).await;
+        assert_eq!(status, 200, "{c}");
+        assert_eq!(c["culprit"]["function"], "bytes.(*Buffer).Reset", "{c}");
+        assert_eq!(c["culprit"]["in_app"], false, "{c}");
+    }
+
     // `qty.parse::<u32>().unwrap()` reached with "ten" and with "": two
     // messages, two groups, one cluster, and the merge read in the terms
     // of the message's parts.

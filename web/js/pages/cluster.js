@@ -78,6 +78,7 @@ export async function clusterPage(ctx) {
         { class: 'panel stack-panel', 'aria-label': 'Culprit and stack' },
         h('div', { class: 'section-head' }, h('h2', {}, 'Culprit'), c.representative && c.representative.event_id ? h('a', { href: `/events/${encodeURIComponent(c.representative.event_id)}`, class: 'small' }, 'representative event →') : null),
         culpritText(c) ? h('p', { class: 'culprit-line' }, h('code', {}, culpritText(c))) : h('p', { class: 'muted' }, 'No in-app frame to blame.'),
+        c.culprit && c.culprit.in_app === false ? h('p', { class: 'muted culprit-outside' }, 'No application frame is on the stack: this is the first frame outside the runtime (library code). Look at what started this goroutine or thread.') : null,
         h('h3', {}, 'Representative stack'),
         stack(c.representative && c.representative.frames),
       ),
