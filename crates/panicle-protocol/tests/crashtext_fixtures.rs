@@ -701,5 +701,9 @@ fn go_crash_in_a_library_goroutine_has_no_app_frame() {
     );
     assert_eq!(thread_name(&c), "goroutine 17");
     assert_eq!(top(&c, 1), ["bytes.(*Buffer).Reset"]);
-    assert!(c.frames.iter().all(|f| f.in_app != Some(true)), "{:?}", c.frames);
+    assert!(
+        c.frames.iter().all(|f| f.in_app != Some(true)),
+        "{:?}",
+        c.frames
+    );
 }
