@@ -1,9 +1,9 @@
 //! The signal handler (Linux). Everything here runs inside a handler for a
 //! crashing process, so it only makes async-signal-safe calls (`openat`,
-//! `write`, `renameat`, `unlinkat`, `sigaction`, `raise`, `clock_gettime`,
-//! `prctl`, `nanosleep`) and touches nothing that allocates or locks. All it
-//! needs was prepared at init: the spool directory, already open, and the
-//! record's static lines.
+//! `write`, `renameat`, `unlinkat`, `sigaction`, `raise`, `pthread_sigmask`,
+//! `clock_gettime`, `prctl`, `nanosleep`) and touches nothing that allocates
+//! or locks. All it needs was prepared at init: the spool directory, already
+//! open, and the record's static lines.
 //!
 //! One exception to strict async-signal-safety, chosen knowingly: the stack
 //! is walked with `_Unwind_Backtrace` (libgcc, through
@@ -34,8 +34,9 @@
 //!    barrier): the record is deleted, SIGABRT is ours again, the thread
 //!    resumes.
 //! 4. Otherwise the default disposition is restored and the signal raised
-//!    again: the process dies by it, as the shell and the orchestrator
-//!    expect.
+//!    again (and unblocked): the process dies by it, as the shell and the
+//!    orchestrator expect. A signal taken while handling another (a fault in
+//!    a chained handler) ends the process by the first one.
 
 use std::ffi::CString;
 use std::io;

@@ -240,12 +240,7 @@ fn addresses(record: &Record) -> Vec<ForeignAddress> {
 /// address and the crashed process's resource and release.
 /// Waits at most `wait` for this executable's debug info; past it the
 /// frames ship unsymbolized (with build-id and offset).
-pub fn to_event(
-    record: &Record,
-    options: &Options,
-    resource: &Resource,
-    wait: Duration,
-) -> Event {
+pub fn to_event(record: &Record, options: &Options, resource: &Resource, wait: Duration) -> Event {
     let name = signal_name(record.signal);
     // Rust's main thread is the process's first: the kernel names it after
     // the executable, std calls it `main`.
@@ -390,7 +385,11 @@ mod tests {
     fn a_record_cut_after_its_head_or_left_as_tmp_is_an_event() {
         let dir = tempfile::tempdir().unwrap();
         let pid = dead_pid();
-        fs::write(dir.path().join("signal-1-2-3.crash"), head(pid, libc::SIGSEGV)).unwrap();
+        fs::write(
+            dir.path().join("signal-1-2-3.crash"),
+            head(pid, libc::SIGSEGV),
+        )
+        .unwrap();
         // The handler died between writing the head and renaming it.
         let tmp = format!(".signal-{pid}-{pid}.tmp");
         fs::write(dir.path().join(&tmp), head(pid, libc::SIGILL)).unwrap();
@@ -404,7 +403,10 @@ mod tests {
         for e in &events {
             assert_eq!(e.extra["signal"]["record_complete"], false);
             assert_eq!(e.frames.len(), 1);
-            assert_eq!(e.frames[0].instruction_addr.as_deref(), Some("0x555500001234"));
+            assert_eq!(
+                e.frames[0].instruction_addr.as_deref(),
+                Some("0x555500001234")
+            );
         }
         assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
     }
@@ -476,7 +478,12 @@ mod tests {
             complete: true,
             ..Record::default()
         };
-        let event = to_event(&record, &Options::default(), &Resource::default(), SYMBOLIZE_WAIT);
+        let event = to_event(
+            &record,
+            &Options::default(),
+            &Resource::default(),
+            SYMBOLIZE_WAIT,
+        );
         assert_eq!(event.kind, Some(Kind::Signal));
         assert_eq!(event.platform, Some(Platform::Rust));
         assert_eq!(
@@ -507,7 +514,13 @@ mod tests {
         // The id is the record's: recovering it twice makes one event.
         assert_eq!(
             event.event_id,
-            to_event(&record, &Options::default(), &Resource::default(), SYMBOLIZE_WAIT).event_id
+            to_event(
+                &record,
+                &Options::default(),
+                &Resource::default(),
+                SYMBOLIZE_WAIT
+            )
+            .event_id
         );
     }
 
@@ -523,7 +536,12 @@ mod tests {
             thread: Some("my-service".into()),
             ..Record::default()
         };
-        let event = to_event(&record, &Options::default(), &Resource::default(), SYMBOLIZE_WAIT);
+        let event = to_event(
+            &record,
+            &Options::default(),
+            &Resource::default(),
+            SYMBOLIZE_WAIT,
+        );
         assert_eq!(event.message, "thread 'main' has overflowed its stack");
         assert_eq!(event.tags["death"], "stack_overflow");
         assert_eq!(event.tags["process.signal_name"], "SIGSEGV");
