@@ -241,6 +241,38 @@ fn a_record_cut_after_its_head_ships_at_the_next_start() {
 }
 
 #[test]
+fn recovered_records_are_never_folded_into_storm_counts() {
+    let server = common::TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    for _ in 0..3 {
+        let died = run("segv", &server.dsn, &spool, &[]);
+        assert_eq!(died.status.signal(), Some(libc::SIGSEGV));
+    }
+    assert_eq!(records(&spool).len(), 3);
+    // One crash per second is a storm: submitted through storm control,
+    // the second and third deaths would be folded into a count.
+    let started = run(
+        "start",
+        &server.dsn,
+        &spool,
+        &[("PANICLE_STORM_THRESHOLD", "1")],
+    );
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let events = server.wait_for_events(3);
+    let signals = events
+        .iter()
+        .filter(|e| e.kind == Some(Kind::Signal))
+        .count();
+    assert_eq!(signals, 3, "{events:#?}");
+    assert!(records(&spool).is_empty());
+}
+
+#[test]
 fn a_spawned_thread_overflowing_its_stack_is_named() {
     let (event, died) = die_then_start("thread-overflow", libc::SIGABRT);
     assert_eq!(128 + died.status.signal().unwrap(), 134);
