@@ -5,7 +5,9 @@
 //! `handled-fault` (a fault that a
 //! handler installed before `init` resolves, as a GC's write barrier does:
 //! the process lives on), `panic-in-drop` (a panic while unwinding: std
-//! aborts, and the panic's own event is the report); `start` only starts (and ships what an earlier run
+//! aborts, and the panic's own event is the report), `fault-in-abort-handler`
+//! (an abort whose handler, installed before `init`, faults: the process
+//! still dies by SIGABRT); `start` only starts (and ships what an earlier run
 //! left in the spool) and exits.
 //!
 //! ```sh
@@ -21,6 +23,9 @@ fn main() {
     if mode == "handled-fault" {
         barrier::install();
     }
+    if mode == "fault-in-abort-handler" {
+        faulty_abort_handler::install();
+    }
     let _guard = panicle::init(panicle::Options::from_env().with_release(panicle::release_name!()));
     match mode.as_str() {
         "stack-overflow" => println!("{}", worker::recurse(0, [1; 512])),
@@ -33,7 +38,7 @@ fn main() {
         "segv" => worker::raise_segv(),
         "null" => worker::write_null(black_box(16)),
         "panic-in-drop" => worker::panic_in_drop(),
-        "abort" => worker::give_up(),
+        "abort" | "fault-in-abort-handler" => worker::give_up(),
         "handled-fault" => {
             let value = barrier::write_protected(black_box(42));
             println!("resumed after the handled fault: {value}");
@@ -45,7 +50,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown mode {other:?}: use stack-overflow, thread-overflow, segv, null, abort, panic-in-drop, handled-fault or start"
+                "unknown mode {other:?}: use stack-overflow, thread-overflow, segv, null, abort, panic-in-drop, handled-fault, fault-in-abort-handler or start"
             );
             std::process::exit(2);
         }
@@ -95,6 +100,23 @@ mod worker {
     pub fn write_null(addr: usize) {
         // SAFETY: none; the point is to fault.
         unsafe { (addr as *mut u8).write_volatile(1) };
+    }
+}
+
+/// A SIGABRT handler that itself faults (a buggy cleanup hook): the SDK's
+/// handler chains to it and takes the nested SIGSEGV.
+mod faulty_abort_handler {
+    extern "C" fn on_abort(_: libc::c_int) {
+        super::worker::write_null(std::hint::black_box(16));
+    }
+
+    pub fn install() {
+        // SAFETY: a handler of the right kind.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_abort as *const () as usize;
+            libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut());
+        }
     }
 }
 

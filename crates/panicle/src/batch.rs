@@ -410,13 +410,19 @@ pub fn send_dir(dir: &Path, dsn: &Dsn, timeout: Duration) -> Result<SendReport, 
         dir,
         &crate::Options::default(),
         &crate::context::Resource::default(),
+        // The record is deleted only once its event is in the spool.
         |event| match serde_json::to_vec(&event) {
-            Ok(json) => {
-                if let Err(e) = spool.write(&event.event_id, &json) {
+            Ok(json) => match spool.write(&event.event_id, &json) {
+                Ok(_) => true,
+                Err(e) => {
                     eprintln!("panicle: {e}");
+                    false
                 }
+            },
+            Err(e) => {
+                eprintln!("panicle: a crash record's event: {e}");
+                false
             }
-            Err(e) => eprintln!("panicle: a crash record's event: {e}"),
         },
     );
     let transport = HttpTransport::new(

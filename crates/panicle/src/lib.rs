@@ -68,8 +68,18 @@ impl Drop for Guard {
         if let Some(client) = CLIENT.get()
             && let Some(delivery) = &client.delivery
         {
+            // Delivery first (storm counts to the spool included), so a
+            // recovery still waiting for debug info cannot starve it; then
+            // what recovery stored meanwhile, in the time left.
             let o = &client.options.delivery;
-            delivery.flush_at_exit(o.exit_flush_timeout, o.exit_waits_for_unreachable_server);
+            let deadline = std::time::Instant::now() + o.exit_flush_timeout;
+            let wait = o.exit_waits_for_unreachable_server;
+            let recovering = !signals::recovered();
+            delivery.flush_at_exit(o.exit_flush_timeout, wait);
+            if recovering && signals::wait_recovered(deadline) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                delivery.flush_at_exit(left, wait);
+            }
         }
     }
 }
@@ -111,10 +121,13 @@ pub fn init(options: Options) -> Guard {
                 signals::install(dir, &client.options, &client.resource);
             }
             let shipper = client.clone();
+            // Straight to the spool (no storm control: a record is one
+            // death); the record goes only once its event is stored.
             signals::recover_in_background(dir, &client.options, &client.resource, move |event| {
-                if let Some(delivery) = &shipper.delivery {
-                    delivery.submit(event);
-                }
+                shipper
+                    .delivery
+                    .as_ref()
+                    .is_some_and(|d| d.spool_recovered(&event))
             });
         }
         let previous = std::panic::take_hook();
@@ -134,15 +147,21 @@ pub fn detect_resource(options: &Options) -> std::collections::BTreeMap<String, 
 
 /// Waits up to `timeout` for queued events to be sent (the crash records
 /// of earlier runs being recovered included); true when none is left.
+///
+/// Delivery is flushed first (storm counts go to the spool then), so a
+/// recovery waiting for debug info cannot take the whole timeout; then
+/// recovery is waited for, and what it stored flushed in the time left.
 pub fn flush(timeout: Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
-    let recovered = signals::wait_recovered(deadline);
-    match CLIENT.get().and_then(|c| c.delivery.as_ref()) {
-        Some(d) => {
-            d.flush(deadline.saturating_duration_since(std::time::Instant::now())) && recovered
-        }
-        None => recovered,
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    let delivery = CLIENT.get().and_then(|c| c.delivery.as_ref());
+    let recovering = !signals::recovered();
+    let flushed = delivery.is_none_or(|d| d.flush(timeout));
+    if !recovering {
+        return flushed;
     }
+    let recovered = signals::wait_recovered(deadline);
+    delivery.is_none_or(|d| d.flush(left())) && recovered
 }
 
 thread_local! {

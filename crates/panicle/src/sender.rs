@@ -696,6 +696,38 @@ impl Delivery {
     pub fn spool_dir(&self) -> Option<&std::path::Path> {
         self.shared.spool.as_ref().map(|s| s.dir())
     }
+
+    /// A recovered crash record's event: written to the spool as it is (no
+    /// storm control: a record is one death, never folded), then handed to
+    /// the sender. True once it is in the spool, so the record may go.
+    pub fn spool_recovered(&self, event: &Event) -> bool {
+        let s = &*self.shared;
+        let Some(spool) = &s.spool else { return false };
+        let Ok(json) = serde_json::to_vec(event) else {
+            return false;
+        };
+        match spool.write(&event.event_id, &json) {
+            Ok(entry) => {
+                bump(&STATS.spooled, 1);
+                s.pending.fetch_add(1, Ordering::AcqRel);
+                let item = Item {
+                    entry,
+                    json,
+                    storm_template: None,
+                };
+                if s.tx.try_send(item).is_err() {
+                    s.pending.fetch_sub(1, Ordering::AcqRel);
+                    s.rescan.store(true, Ordering::Release);
+                }
+                s.wake();
+                true
+            }
+            Err(e) => {
+                eprintln!("panicle: a recovered crash record stays in the spool: {e}");
+                false
+            }
+        }
+    }
 }
 
 impl Shared {

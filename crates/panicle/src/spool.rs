@@ -204,7 +204,8 @@ impl Spool {
 
     /// Every complete event file, oldest first; resets the accounting to what
     /// is on disk. Leftover temporary files older than ten minutes are removed
-    /// (a writer died between create and rename).
+    /// (a writer died between create and rename), except a signal handler's
+    /// `.signal-*.tmp`: that one is a crash record, which recovery ships.
     pub fn list(&self) -> Result<Vec<SpoolEntry>, SpoolError> {
         let read = fs::read_dir(&self.dir).map_err(|source| SpoolError::ReadDir {
             path: self.dir.clone(),
@@ -216,6 +217,9 @@ impl Spool {
             let Some(name) = name.to_str() else { continue };
             let Ok(meta) = item.metadata() else { continue };
             if !meta.is_file() {
+                continue;
+            }
+            if crate::signals::is_tmp_record(name) {
                 continue;
             }
             if name.starts_with('.') && name.ends_with(".tmp") {
@@ -375,6 +379,20 @@ mod tests {
             spool.write("c", b"{}"),
             Err(SpoolError::Full { .. })
         ));
+    }
+
+    #[test]
+    fn a_signal_handlers_leftover_is_not_deleted_as_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for name in [".half.tmp", ".signal-40-41.tmp"] {
+            let f = std::fs::File::create(dir.path().join(name)).unwrap();
+            f.set_modified(old).unwrap();
+        }
+        let spool = Spool::open(dir.path(), false, 1 << 20, 10).unwrap();
+        assert!(spool.list().unwrap().is_empty());
+        assert!(!dir.path().join(".half.tmp").exists());
+        assert!(dir.path().join(".signal-40-41.tmp").exists());
     }
 
     #[test]

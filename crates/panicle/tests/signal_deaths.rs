@@ -189,6 +189,90 @@ fn an_abort_is_one_signal_event_naming_its_caller() {
 }
 
 #[test]
+fn a_fault_inside_the_abort_handler_chain_still_dies_by_sigabrt() {
+    let (event, died) = die_then_start("fault-in-abort-handler", libc::SIGABRT);
+    assert_eq!(128 + died.status.signal().unwrap(), 134);
+    assert_eq!(event.message, "killed by SIGABRT (aborted)");
+    assert_eq!(event.tags["process.signal_name"], "SIGABRT");
+}
+
+#[test]
+fn a_record_cut_after_its_head_ships_at_the_next_start() {
+    let server = common::TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let died = run("segv", &server.dsn, &spool, &[]);
+    assert_eq!(died.status.signal(), Some(libc::SIGSEGV));
+    let names = records(&spool);
+    assert_eq!(names.len(), 1);
+    // What a second fault in the stack walk leaves: the head lines only,
+    // under the final name (the handler renames before it walks).
+    let path = spool.join(&names[0]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head_end = text.find("\nframe ").unwrap() + 1;
+    std::fs::write(&path, &text[..head_end]).unwrap();
+
+    let started = run("start", &server.dsn, &spool, &[]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let events = server.wait_for_events(1);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event.kind, Some(Kind::Signal));
+    assert_eq!(event.tags["process.signal_name"], "SIGSEGV");
+    assert_eq!(event.extra["signal"]["record_complete"], false);
+    // The interrupted pc is the one frame there is (no modules on record:
+    // shipped bare).
+    let pc = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pc "))
+        .unwrap()
+        .to_string();
+    let addrs: Vec<_> = event
+        .frames
+        .iter()
+        .map(|f| f.instruction_addr.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(addrs, [pc]);
+    assert!(records(&spool).is_empty(), "the record was consumed");
+}
+
+#[test]
+fn recovered_records_are_never_folded_into_storm_counts() {
+    let server = common::TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    for _ in 0..3 {
+        let died = run("segv", &server.dsn, &spool, &[]);
+        assert_eq!(died.status.signal(), Some(libc::SIGSEGV));
+    }
+    assert_eq!(records(&spool).len(), 3);
+    // One crash per second is a storm: submitted through storm control,
+    // the second and third deaths would be folded into a count.
+    let started = run(
+        "start",
+        &server.dsn,
+        &spool,
+        &[("PANICLE_STORM_THRESHOLD", "1")],
+    );
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let events = server.wait_for_events(3);
+    let signals = events
+        .iter()
+        .filter(|e| e.kind == Some(Kind::Signal))
+        .count();
+    assert_eq!(signals, 3, "{events:#?}");
+    assert!(records(&spool).is_empty());
+}
+
+#[test]
 fn a_spawned_thread_overflowing_its_stack_is_named() {
     let (event, died) = die_then_start("thread-overflow", libc::SIGABRT);
     assert_eq!(128 + died.status.signal().unwrap(), 134);

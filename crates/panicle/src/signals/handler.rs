@@ -1,9 +1,9 @@
 //! The signal handler (Linux). Everything here runs inside a handler for a
 //! crashing process, so it only makes async-signal-safe calls (`openat`,
-//! `write`, `renameat`, `unlinkat`, `sigaction`, `raise`, `clock_gettime`,
-//! `prctl`, `nanosleep`) and touches nothing that allocates or locks. All it
-//! needs was prepared at init: the spool directory, already open, and the
-//! record's static lines.
+//! `write`, `renameat`, `unlinkat`, `sigaction`, `raise`, `pthread_sigmask`,
+//! `clock_gettime`, `prctl`, `nanosleep`) and touches nothing that allocates
+//! or locks. All it needs was prepared at init: the spool directory, already
+//! open, and the record's static lines.
 //!
 //! One exception to strict async-signal-safety, chosen knowingly: the stack
 //! is walked with `_Unwind_Backtrace` (libgcc, through
@@ -17,9 +17,13 @@
 //! leaves the crashing instruction on record.
 //!
 //! The order of events:
-//! 1. The first thread to take a signal writes `.signal-<pid>-<tid>.tmp`
-//!    and renames it `signal-<time>-<pid>-<tid>.crash` (the spool's readers
-//!    never see half a record): durable before anything else runs.
+//! 1. The first thread to take a signal writes the head of the record (the
+//!    signal, `pc`, pid, tid, time) as `.signal-<pid>-<tid>.tmp`, renames it
+//!    `signal-<time>-<pid>-<tid>.crash` at once, then writes the stack walk
+//!    and the static lines through the same descriptor, ending with `end`.
+//!    A second fault while handling (the same signal is blocked, so the
+//!    kernel kills the process outright) leaves a record without `end`
+//!    under its final name, which recovery ships as far as it goes.
 //! 2. SIGABRT gets its previous disposition back, then the handler installed
 //!    before ours runs (std's prints `thread 'x' has overflowed its stack`
 //!    and aborts for an overflow, or restores the default and returns). Its
@@ -30,8 +34,9 @@
 //!    barrier): the record is deleted, SIGABRT is ours again, the thread
 //!    resumes.
 //! 4. Otherwise the default disposition is restored and the signal raised
-//!    again: the process dies by it, as the shell and the orchestrator
-//!    expect.
+//!    again (and unblocked): the process dies by it, as the shell and the
+//!    orchestrator expect. A signal taken while handling another (a fault in
+//!    a chained handler) ends the process by the first one.
 
 use std::ffi::CString;
 use std::io;
@@ -77,6 +82,9 @@ static INSTALLED: OnceLock<Installed> = OnceLock::new();
 static HANDLING_TID: AtomicI32 = AtomicI32::new(0);
 /// A record is written under its temporary name and not yet renamed.
 static PENDING: AtomicBool = AtomicBool::new(false);
+/// The signal the writing thread took first: a nested one (a fault inside
+/// the handler chain) still ends the process by this one.
+static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// A record of this handling is in place under its final name.
 static FINAL: AtomicBool = AtomicBool::new(false);
 static PENDING_NANOS: AtomicU64 = AtomicU64::new(0);
@@ -321,7 +329,8 @@ unsafe fn pc_sp(ctx: *mut c_void) -> (usize, usize) {
     }
 }
 
-/// Writes the record under its temporary name. Its own (never inlined)
+/// Writes the record: its head under the temporary name, renamed to the
+/// final one before the stack walk, the rest appended. Its own (never inlined)
 /// frame, so its buffers are off the stack before the previous handler
 /// runs on the same small alternate stack.
 #[inline(never)]
@@ -378,6 +387,9 @@ fn write_record(inst: &Installed, sig: c_int, info: *mut siginfo_t, ctx: *mut c_
         },
     );
     sink.flush();
+    // From here the record is the spool's: a fault in the walk below (or
+    // anything after it) leaves it under its final name, cut short.
+    finalize(inst, tid);
     let mut frames = [0usize; MAX_FRAMES];
     let mut n = 0usize;
     // SAFETY: see the module's notes on `_Unwind_Backtrace`.
@@ -396,8 +408,8 @@ fn write_record(inst: &Installed, sig: c_int, info: *mut siginfo_t, ctx: *mut c_
     unsafe { libc::close(fd) };
 }
 
-/// Gives the pending record its final name: from now on the next start
-/// ships it.
+/// Gives the pending record its final name (a no-op once it has it): from
+/// now on the next start ships it, complete or not.
 fn finalize(inst: &Installed, tid: i32) {
     if !PENDING.swap(false, Ordering::SeqCst) {
         return;
@@ -457,16 +469,23 @@ fn our_action() -> libc::sigaction {
     }
 }
 
-/// Restores the default disposition and raises the signal again; it is
-/// blocked while this handler runs, so it lands as the handler returns.
+/// Restores the default disposition, raises the signal again and unblocks
+/// it: the process dies by it here. (Waiting for the handler to return is
+/// not enough when `sig` is not the signal being handled: a nested handler
+/// returns into the outer one, where `sig` is still blocked.)
 fn die_by(sig: c_int) {
-    // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask.
+    // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask; the set is
+    // a local.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = libc::SIG_DFL;
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(sig, &action, std::ptr::null_mut());
         libc::raise(sig);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
 }
 
@@ -546,13 +565,17 @@ fn handle(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
         }
     }
     match role {
-        Role::First => {}
+        Role::First => FIRST_SIGNAL.store(sig, Ordering::SeqCst),
         Role::Reentered => {
-            // std's abort after an overflow, or a fault while writing:
-            // what was written is the record.
+            // Another signal while this thread handles one (the same one is
+            // blocked: the kernel kills at once): a fault in the stack walk
+            // or in a chained handler, e.g. inside the SIGABRT handler found
+            // at install. What was written is the record; the process dies
+            // by the signal it took first, as the shell would have seen it.
             finalize(inst, tid);
             if !chain(inst, sig, info, ctx) {
-                die_by(sig);
+                let first = FIRST_SIGNAL.load(Ordering::SeqCst);
+                die_by(if first != 0 { first } else { sig });
             }
             return;
         }
@@ -578,6 +601,7 @@ fn handle(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     if chain(inst, sig, info, ctx) && by_kernel && sig != libc::SIGABRT {
         discard(inst, tid);
         set_abort_disposition(inst, true);
+        FIRST_SIGNAL.store(0, Ordering::SeqCst);
         HANDLING_TID.store(0, Ordering::SeqCst);
         return;
     }

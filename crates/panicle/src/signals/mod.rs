@@ -24,10 +24,12 @@ use crate::context::Resource;
 use crate::modules;
 use crate::options::Options;
 
-pub use recover::recover_dir;
+pub use recover::{is_tmp_record, recover_dir};
 
 /// Records are `signal-<unix nanos>-<pid>-<tid>.crash` in the spool
 /// directory: the sender ignores them (not `.json`), recovery finds them.
+/// (`.signal-<pid>-<tid>.tmp` while the handler writes the head: the spool
+/// never deletes those as stale, recovery takes them too.)
 pub const RECORD_PREFIX: &str = "signal-";
 pub const RECORD_SUFFIX: &str = ".crash";
 
@@ -104,12 +106,13 @@ pub(crate) fn install(dir: &Path, options: &Options, resource: &Resource) {
 static RECOVERING: AtomicUsize = AtomicUsize::new(0);
 
 /// Turns the records an earlier process left in `dir` into events handed to
-/// `submit`, on a background thread (symbolizing waits for debug info).
+/// `store` (true: stored, the record may go), on a background thread
+/// (symbolizing waits, briefly, for debug info).
 pub(crate) fn recover_in_background(
     dir: &Path,
     options: &Options,
     resource: &Resource,
-    submit: impl Fn(Event) + Send + 'static,
+    store: impl Fn(Event) -> bool + Send + 'static,
 ) {
     if recover::pending(dir).is_empty() {
         return;
@@ -126,11 +129,16 @@ pub(crate) fn recover_in_background(
                 }
             }
             let _done = Done;
-            recover_dir(&dir, &options, &resource, submit);
+            recover_dir(&dir, &options, &resource, store);
         });
     if spawned.is_err() {
         RECOVERING.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// True when no recovery is in progress.
+pub(crate) fn recovered() -> bool {
+    RECOVERING.load(Ordering::SeqCst) == 0
 }
 
 /// Waits until recoveries in progress handed their events over, or

@@ -1,10 +1,11 @@
 //! From crash records left in the spool to events: found at the next start
 //! (or by `panicle spool send`), symbolized when this process runs the
-//! executable that crashed, handed over, then deleted.
+//! executable that crashed, written to the spool, then deleted: a record
+//! goes only once its event is stored.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use panicle_protocol::{Event, Kind, Platform, Sdk, Thread};
 use serde_json::{Value, json};
@@ -21,11 +22,29 @@ use crate::symbolize::{self, ForeignAddress};
 /// Largest record read; a bigger file is not one of ours.
 const MAX_RECORD_BYTES: u64 = 1 << 20;
 
-/// How long recovery waits for this executable's debug info (off the panic
-/// path: a crash record is worth a longer wait than a panic).
-const SYMBOLIZE_WAIT: Duration = Duration::from_secs(30);
+/// How long recovery waits for this executable's debug info. Short: in a
+/// crash loop the process may not live longer than this, and the record
+/// must become an event before it dies again (unsymbolized frames carry
+/// build-id and offset for the server).
+const SYMBOLIZE_WAIT: Duration = Duration::from_secs(2);
 
-/// The records in `dir`, oldest first.
+/// A record cut short (no `end`) whose writer is alive and that is younger
+/// than this may still be being written: left for a later recovery.
+const WRITING_GRACE: Duration = Duration::from_secs(30);
+
+/// Prefix of a record whose head the handler is writing (renamed to its
+/// final name before the stack walk). One left behind (the process died
+/// between the two) is recovered like a record.
+const TMP_PREFIX: &str = ".signal-";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// True for the name of a record that a handler did not get to rename.
+pub fn is_tmp_record(name: &str) -> bool {
+    name.starts_with(TMP_PREFIX) && name.ends_with(TMP_SUFFIX)
+}
+
+/// The records in `dir`, oldest first (regular files only: a FIFO under a
+/// record's name would block the read).
 pub fn pending(dir: &Path) -> Vec<PathBuf> {
     let Ok(read) = fs::read_dir(dir) else {
         return Vec::new();
@@ -35,7 +54,9 @@ pub fn pending(dir: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            name.starts_with(RECORD_PREFIX) && name.ends_with(RECORD_SUFFIX)
+            let record = (name.starts_with(RECORD_PREFIX) && name.ends_with(RECORD_SUFFIX))
+                || is_tmp_record(&name);
+            record && e.metadata().is_ok_and(|m| m.is_file())
         })
         .map(|e| e.path())
         .collect();
@@ -43,34 +64,127 @@ pub fn pending(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Turns every record in `dir` into an event handed to `submit`, deleting
-/// each record once handed over (a record that is not one is deleted with a
-/// word on stderr). Returns how many events were made.
+/// True when process `pid` exists (and is not this one).
+fn alive(pid: i32) -> bool {
+    if pid <= 0 || pid as u32 == std::process::id() {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A record cut short by a writer that is still running and wrote it a
+/// moment ago: its handler is likely still at it.
+fn being_written(record: &Record, modified: Option<SystemTime>) -> bool {
+    !record.complete
+        && alive(record.pid)
+        && modified
+            .and_then(|m| m.elapsed().ok())
+            .is_none_or(|age| age < WRITING_GRACE)
+}
+
+fn read_record(path: &Path) -> std::io::Result<(Vec<u8>, Option<SystemTime>)> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_RECORD_BYTES).read_to_end(&mut bytes)?;
+    Ok((bytes, meta.modified().ok()))
+}
+
+/// Turns every record in `dir` into an event handed to `store`, which
+/// returns true once the event is stored (written to the spool). A record
+/// is deleted only then; one `store` refused stays for the next recovery.
+/// A record cut short is shipped as far as it goes; a file that is not a
+/// record is deleted with a word on stderr. Returns how many events were
+/// stored.
 pub fn recover_dir(
     dir: &Path,
     options: &Options,
     resource: &Resource,
-    mut submit: impl FnMut(Event),
+    mut store: impl FnMut(Event) -> bool,
 ) -> usize {
     let mut made = 0;
-    for path in pending(dir) {
-        let parsed = fs::File::open(&path).and_then(|f| {
-            use std::io::Read;
-            let mut bytes = Vec::new();
-            f.take(MAX_RECORD_BYTES).read_to_end(&mut bytes)?;
-            Ok(bytes)
-        });
-        let Ok(bytes) = parsed else { continue };
+    for mut path in pending(dir) {
+        let Ok((bytes, modified)) = read_record(&path) else {
+            continue;
+        };
         match Record::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(record) if being_written(&record, modified) => continue,
             Ok(record) => {
-                submit(to_event(&record, options, resource));
+                let retried = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(RETRY_SUFFIX));
+                // Marked before any wait for debug info: if this process
+                // dies during it (a crash loop), the next one does not wait.
+                if !retried && let Some(tried) = mark_tried(&path) {
+                    path = tried;
+                }
+                let wait = if retried {
+                    Duration::ZERO
+                } else {
+                    SYMBOLIZE_WAIT
+                };
+                if !store(to_event(&record, options, resource, wait)) {
+                    continue;
+                }
                 made += 1;
             }
-            Err(e) => eprintln!("panicle: {} dropped: {e}", path.display()),
+            Err(e) => {
+                // A handler's head not written yet: not junk.
+                if alive_writer_of_tmp(&path, modified) {
+                    continue;
+                }
+                eprintln!("panicle: {} dropped: {e}", path.display());
+            }
         }
         let _ = fs::remove_file(&path);
     }
     made
+}
+
+/// A record's name once a recovery started on it (it may die waiting for
+/// debug info): `signal-…-<tid>.retry.crash`.
+const RETRY_SUFFIX: &str = ".retry.crash";
+
+/// Renames a record to its tried name; the new path, or None when it could
+/// not be renamed (then the old one stands).
+fn mark_tried(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let stem = name
+        .strip_suffix(RECORD_SUFFIX)
+        .or_else(|| name.strip_suffix(TMP_SUFFIX))?;
+    let stem = stem.strip_prefix('.').unwrap_or(stem);
+    let to = path.with_file_name(format!("{stem}{RETRY_SUFFIX}"));
+    fs::rename(path, &to).ok()?;
+    Some(to)
+}
+
+/// An unparsable `.signal-<pid>-<tid>.tmp` of a live process written a
+/// moment ago: its handler is writing the head.
+fn alive_writer_of_tmp(path: &Path, modified: Option<SystemTime>) -> bool {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return false;
+    };
+    let Some(pid) = name
+        .strip_prefix(TMP_PREFIX)
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    alive(pid)
+        && modified
+            .and_then(|m| m.elapsed().ok())
+            .is_none_or(|age| age < WRITING_GRACE)
 }
 
 /// The event id of a record: derived from the crashed thread and the
@@ -124,7 +238,9 @@ fn addresses(record: &Record) -> Vec<ForeignAddress> {
 /// `process.signal_name` (as `panicle run` names a signal death), a stack
 /// overflow said so (`death: stack_overflow`, std's wording), the faulting
 /// address and the crashed process's resource and release.
-pub fn to_event(record: &Record, options: &Options, resource: &Resource) -> Event {
+/// Waits at most `wait` for this executable's debug info; past it the
+/// frames ship unsymbolized (with build-id and offset).
+pub fn to_event(record: &Record, options: &Options, resource: &Resource, wait: Duration) -> Event {
     let name = signal_name(record.signal);
     // Rust's main thread is the process's first: the kernel names it after
     // the executable, std calls it `main`.
@@ -149,14 +265,19 @@ pub fn to_event(record: &Record, options: &Options, resource: &Resource) -> Even
         name: thread,
         id: (record.tid != 0).then(|| record.tid.to_string()),
     });
-    let addresses = addresses(record);
+    let mut addresses = addresses(record);
     let main_here = addresses.iter().any(|a| {
         a.local
             .is_some_and(|l| modules::main_module().is_some_and(|m| l >= m.start && l < m.end))
     });
     if main_here {
         symbolize::warm_up();
-        symbolize::wait_ready(Instant::now() + SYMBOLIZE_WAIT);
+        if !symbolize::wait_ready(Instant::now() + wait) {
+            // Not ready in time: resolving would wait again. Bare frames.
+            for a in &mut addresses {
+                a.local = None;
+            }
+        }
     }
     event.frames = symbolize::foreign_frames(&addresses, options);
     event.resource = if record.resource.is_empty() {
@@ -205,7 +326,130 @@ pub fn to_event(record: &Record, options: &Options, resource: &Resource) -> Even
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signals::record::RecordModule;
+    use crate::signals::record::{self, Dynamic, RecordModule};
+
+    /// A record's head as the handler writes it before the stack walk.
+    fn head(pid: i32, signal: i32) -> Vec<u8> {
+        let mut out = Vec::new();
+        record::write_head(
+            &mut out,
+            &Dynamic {
+                signal,
+                code: 1,
+                fault_address: 0x10,
+                pc: 0x5555_0000_1234,
+                sp: 0x7ffc_0000_1000,
+                pid,
+                tid: pid,
+                thread: b"svc",
+                time_ns: 1_767_225_600_000_000_000,
+            },
+        );
+        out
+    }
+
+    fn complete(pid: i32) -> Vec<u8> {
+        let mut out = head(pid, libc::SIGBUS);
+        record::write_frames(&mut out, &[0x5555_0000_1234, 0x5555_0000_2000]);
+        out.extend_from_slice(record::END);
+        out
+    }
+
+    /// A pid no process has: a child that ran and was reaped.
+    fn dead_pid() -> i32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id() as i32
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn recover(dir: &Path, stored: bool) -> Vec<Event> {
+        let mut events = Vec::new();
+        recover_dir(dir, &Options::default(), &Resource::default(), |e| {
+            events.push(e);
+            stored
+        });
+        events
+    }
+
+    #[test]
+    fn a_record_cut_after_its_head_or_left_as_tmp_is_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dead_pid();
+        fs::write(
+            dir.path().join("signal-1-2-3.crash"),
+            head(pid, libc::SIGSEGV),
+        )
+        .unwrap();
+        // The handler died between writing the head and renaming it.
+        let tmp = format!(".signal-{pid}-{pid}.tmp");
+        fs::write(dir.path().join(&tmp), head(pid, libc::SIGILL)).unwrap();
+        let events = recover(dir.path(), true);
+        let mut signals: Vec<_> = events
+            .iter()
+            .map(|e| e.tags["process.signal_name"].clone())
+            .collect();
+        signals.sort();
+        assert_eq!(signals, ["SIGILL", "SIGSEGV"]);
+        for e in &events {
+            assert_eq!(e.extra["signal"]["record_complete"], false);
+            assert_eq!(e.frames.len(), 1);
+            assert_eq!(
+                e.frames[0].instruction_addr.as_deref(),
+                Some("0x555500001234")
+            );
+        }
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    }
+
+    #[test]
+    fn a_record_whose_event_was_not_stored_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("signal-1-2-3.crash"), complete(dead_pid())).unwrap();
+        assert_eq!(recover(dir.path(), false).len(), 1);
+        // Kept, marked as tried: the next recovery does not wait for debug
+        // info again (a crash loop ships it).
+        assert_eq!(names(dir.path()), ["signal-1-2-3.retry.crash"]);
+        let again = recover(dir.path(), true);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].tags["process.signal_name"], "SIGBUS");
+        assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_cut_record_of_a_live_process_written_just_now_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = std::os::unix::process::parent_id() as i32;
+        fs::write(dir.path().join("signal-1-2-3.crash"), head(parent, 11)).unwrap();
+        let tmp = format!(".signal-{parent}-{parent}.tmp");
+        fs::write(dir.path().join(&tmp), b"panicle-sig").unwrap();
+        fs::write(dir.path().join("signal-4-5-6.crash"), complete(parent)).unwrap();
+        let events = recover(dir.path(), true);
+        assert_eq!(events.len(), 1, "only the complete one");
+        assert_eq!(events[0].tags["process.signal_name"], "SIGBUS");
+        assert_eq!(names(dir.path()), [tmp.as_str(), "signal-1-2-3.crash"]);
+    }
+
+    #[test]
+    fn a_fifo_under_a_record_name_does_not_block_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("signal-0-0-0.crash");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        fs::write(dir.path().join("signal-1-2-3.crash"), complete(dead_pid())).unwrap();
+        assert_eq!(recover(dir.path(), true).len(), 1);
+        assert_eq!(names(dir.path()), ["signal-0-0-0.crash"]);
+    }
 
     #[test]
     fn a_record_of_another_build_ships_bare_addresses_with_offsets() {
@@ -234,7 +478,12 @@ mod tests {
             complete: true,
             ..Record::default()
         };
-        let event = to_event(&record, &Options::default(), &Resource::default());
+        let event = to_event(
+            &record,
+            &Options::default(),
+            &Resource::default(),
+            SYMBOLIZE_WAIT,
+        );
         assert_eq!(event.kind, Some(Kind::Signal));
         assert_eq!(event.platform, Some(Platform::Rust));
         assert_eq!(
@@ -265,7 +514,13 @@ mod tests {
         // The id is the record's: recovering it twice makes one event.
         assert_eq!(
             event.event_id,
-            to_event(&record, &Options::default(), &Resource::default()).event_id
+            to_event(
+                &record,
+                &Options::default(),
+                &Resource::default(),
+                SYMBOLIZE_WAIT
+            )
+            .event_id
         );
     }
 
@@ -281,7 +536,12 @@ mod tests {
             thread: Some("my-service".into()),
             ..Record::default()
         };
-        let event = to_event(&record, &Options::default(), &Resource::default());
+        let event = to_event(
+            &record,
+            &Options::default(),
+            &Resource::default(),
+            SYMBOLIZE_WAIT,
+        );
         assert_eq!(event.message, "thread 'main' has overflowed its stack");
         assert_eq!(event.tags["death"], "stack_overflow");
         assert_eq!(event.tags["process.signal_name"], "SIGSEGV");

@@ -39,7 +39,11 @@ pub fn foreign_frames(addresses: &[ForeignAddress], options: &Options) -> Vec<Fr
             Some(local) => {
                 // The resolver looks up the byte before a return address:
                 // the interrupted instruction is looked up at itself.
-                let probe = if a.exact { local + 1 } else { local };
+                let probe = if a.exact {
+                    local.wrapping_add(1)
+                } else {
+                    local
+                };
                 for raw in resolve(&[probe]) {
                     out.push(origin(classify(raw, options)));
                 }
