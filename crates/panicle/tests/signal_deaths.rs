@@ -37,6 +37,10 @@ fn run(mode: &str, dsn: &str, spool: &Path, extra_env: &[(&str, &str)]) -> Outpu
         .env("PANICLE_DSN", dsn)
         .env("PANICLE_SPOOL_DIR", spool)
         .env("OTEL_SERVICE_NAME", "crash-demo")
+        // A debug build's DWARF on a loaded machine (the whole suite runs
+        // at once) can take longer than the default 2 s to load: these
+        // tests check names, so they give recovery the time.
+        .env("PANICLE_RECOVER_SYMBOLIZE_WAIT_MS", "60000")
         .env_remove("PANICLE_SIGNAL_HANDLERS");
     for (k, v) in extra_env {
         command.env(k, v);

@@ -28,6 +28,15 @@ const MAX_RECORD_BYTES: u64 = 1 << 20;
 /// build-id and offset for the server).
 const SYMBOLIZE_WAIT: Duration = Duration::from_secs(2);
 
+/// `SYMBOLIZE_WAIT`, or `PANICLE_RECOVER_SYMBOLIZE_WAIT_MS` where a slow
+/// start (a large debug build on a loaded machine) needs longer for names.
+fn symbolize_wait() -> Duration {
+    std::env::var("PANICLE_RECOVER_SYMBOLIZE_WAIT_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(SYMBOLIZE_WAIT, Duration::from_millis)
+}
+
 /// A record cut short (no `end`) whose writer is alive and that is younger
 /// than this may still be being written: left for a later recovery.
 const WRITING_GRACE: Duration = Duration::from_secs(30);
@@ -131,7 +140,7 @@ pub fn recover_dir(
                 let wait = if retried {
                     Duration::ZERO
                 } else {
-                    SYMBOLIZE_WAIT
+                    symbolize_wait()
                 };
                 if !store(to_event(&record, options, resource, wait)) {
                     continue;
