@@ -409,25 +409,7 @@ impl Store {
     /// `(group_id, ts)` index answers it without a join; the caller folds
     /// groups into clusters.
     pub async fn group_aggregates(&self, filter: &EventFilter) -> Result<Vec<GroupAggregate>> {
-        let f = filter.to_filter();
-        let sql = format!(
-            "SELECT e.group_id AS group_id, CAST(SUM(e.weight) AS BIGINT) AS n, MIN(e.ts) AS fs, MAX(e.ts) AS ls \
-             FROM {COUNTED} e{} GROUP BY e.group_id",
-            f.where_sql()
-        );
-        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), f.binds)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GroupAggregate {
-                    group_id: r.try_get("group_id")?,
-                    count: r.try_get("n")?,
-                    first_seen_ms: r.try_get("fs")?,
-                    last_seen_ms: r.try_get("ls")?,
-                })
-            })
-            .collect()
+        self.aggregates_where(filter.to_filter()).await
     }
 
     /// [`Store::group_aggregates`] of the given groups only: a cluster's
@@ -442,6 +424,11 @@ impl Store {
         }
         let mut f = filter.to_filter();
         push_in(&mut f, "e.group_id", group_ids);
+        self.aggregates_where(f).await
+    }
+
+    /// Count, first and last time per group of the counted events `f` keeps.
+    async fn aggregates_where(&self, f: Filter) -> Result<Vec<GroupAggregate>> {
         let sql = format!(
             "SELECT e.group_id AS group_id, CAST(SUM(e.weight) AS BIGINT) AS n, MIN(e.ts) AS fs, MAX(e.ts) AS ls \
              FROM {COUNTED} e{} GROUP BY e.group_id",
