@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use panicle_server::alerts::{AlertConfig, Alerts, RuleBody};
 use panicle_server::webhook::TrustRoots;
-use panicle_store::{AlertRule, Store};
+use panicle_store::AlertRule;
 
 use crate::DbArgs;
 
@@ -98,21 +98,6 @@ pub fn trust_roots(path: Option<&std::path::Path>) -> Result<Option<TrustRoots>>
     Ok(Some(roots))
 }
 
-/// Opens the database a server already made; refuses a missing SQLite file.
-async fn open_existing(db: &DbArgs) -> Result<Store> {
-    let url = &db.database_url;
-    if let Some(rest) = url.strip_prefix("sqlite:") {
-        let rest = rest.trim_start_matches("//");
-        let path = rest.split_once('?').map_or(rest, |(p, _)| p);
-        if !std::path::Path::new(path).is_file() {
-            bail!(
-                "no database at {path}: start `panicle serve` with it first, or pass --database-url / DATABASE_URL"
-            );
-        }
-    }
-    crate::open(db).await
-}
-
 fn show_rule(r: &AlertRule, project: &str) -> String {
     let mut filters = Vec::new();
     if let Some(s) = &r.service {
@@ -167,7 +152,7 @@ pub async fn run(command: AlertCommand) -> Result<()> {
                 window,
                 factor,
             } = *args;
-            let store = open_existing(&db).await?;
+            let store = crate::open_existing(&db).await?;
             let p = store.project_by_name(&project).await?.with_context(|| {
                 format!("no project named `{project}` (see `panicle project list`)")
             })?;
@@ -195,7 +180,7 @@ pub async fn run(command: AlertCommand) -> Result<()> {
             Ok(())
         }
         AlertCommand::List { db, project } => {
-            let store = open_existing(&db).await?;
+            let store = crate::open_existing(&db).await?;
             let projects = store.projects().await?;
             let only = match &project {
                 Some(name) => Some(
@@ -218,7 +203,7 @@ pub async fn run(command: AlertCommand) -> Result<()> {
             Ok(())
         }
         AlertCommand::Remove { id, db } => {
-            let store = open_existing(&db).await?;
+            let store = crate::open_existing(&db).await?;
             if !store.delete_alert_rule(id).await? {
                 bail!("no alert rule with id {id} (see `panicle alert list`)");
             }
@@ -232,7 +217,7 @@ pub async fn run(command: AlertCommand) -> Result<()> {
             alert_ca_file,
         } => {
             let trust_roots = trust_roots(alert_ca_file.as_deref())?;
-            let store = open_existing(&db).await?;
+            let store = crate::open_existing(&db).await?;
             let rule = store.alert_rule(id).await?.with_context(|| {
                 format!("no alert rule with id {id} (see `panicle alert list`)")
             })?;

@@ -443,7 +443,7 @@ async fn run(cli: Cli) -> Result<()> {
                     public_url,
                 },
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let project = store.create_project(&name).await?;
             println!("{}", dsn(&public_url_or_listen(public_url), &project));
             Ok(())
@@ -460,7 +460,7 @@ async fn run(cli: Cli) -> Result<()> {
                     retention_days,
                 },
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let now = store
                 .update_project_limits(
                     &name,
@@ -486,7 +486,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Project {
             command: ProjectCommand::List { db, public_url },
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let base = public_url_or_listen(public_url);
             for p in store.projects().await? {
                 println!("{}\t{}\t{}", p.id, p.name, dsn(&base, &p));
@@ -510,7 +510,7 @@ async fn token(command: TokenCommand) -> Result<()> {
             admin: _,
             project,
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let scope = if project.is_empty() {
                 TokenScope::Admin
             } else {
@@ -533,7 +533,7 @@ async fn token(command: TokenCommand) -> Result<()> {
             Ok(())
         }
         TokenCommand::List { db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             println!("ID\tSCOPE\tCREATED\tLAST USED\tLABEL");
             for t in store.tokens().await? {
                 println!(
@@ -550,7 +550,7 @@ async fn token(command: TokenCommand) -> Result<()> {
             Ok(())
         }
         TokenCommand::Revoke { id, db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             if !store.revoke_token(&id).await? {
                 anyhow::bail!("no token with id `{id}` (see `panicle token list`)");
             }
@@ -586,6 +586,26 @@ fn rfc3339_ms(ms: i64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| ms.to_string())
+}
+
+/// Opens the database a server already made. Every command but `serve`
+/// goes through here: a missing SQLite file is an error that says where it
+/// looked, never a new empty database in the current directory.
+async fn open_existing(db: &DbArgs) -> Result<Store> {
+    let url = &db.database_url;
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let rest = rest.trim_start_matches("//");
+        let path = std::path::Path::new(rest.split_once('?').map_or(rest, |(p, _)| p));
+        if !path.is_file() {
+            let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            anyhow::bail!(
+                "no database at {}: run this where `panicle serve` keeps its data, \
+                 or point it there with --database-url / DATABASE_URL",
+                shown.display()
+            );
+        }
+    }
+    open(db).await
 }
 
 async fn open(db: &DbArgs) -> Result<Store> {

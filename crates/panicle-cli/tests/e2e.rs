@@ -129,6 +129,22 @@ fn demo_panic_lands_on_postgres() {
 fn project_and_token_commands_print_one_line() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(TestDb::new(Backend::Sqlite));
+    // Before `serve` made the database, a command refuses and says where it looked.
+    let out = Command::new(common::PANICLE)
+        .args(["project", "list"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no database at /") && stderr.contains("--database-url"),
+        "{stderr}"
+    );
+    let path = db.url.trim_start_matches("sqlite://");
+    assert!(!std::path::Path::new(path).exists(), "nothing created");
+    // What `serve` does first: the database with its schema.
+    rt.block_on(db.store());
     let run = |args: &[&str]| {
         let out = Command::new(common::PANICLE)
             .args(args)

@@ -67,6 +67,8 @@ fn uuid() -> String {
 fn project_update_sets_limits_that_serve_enforces() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(TestDb::new(Backend::Sqlite));
+    // The database `serve` makes on its first start.
+    rt.block_on(db.store());
     let (code, stdout, _) = cli(&db, &["project", "create", "shop"]);
     assert_eq!(code, Some(0));
     let dsn: panicle_protocol::Dsn = stdout.trim().parse().unwrap();
