@@ -88,10 +88,6 @@ impl ClusterListParams {
     }
 }
 
-fn event_filter(p: &ListParams) -> Result<EventFilter, ApiError> {
-    p.event_filter()
-}
-
 /// The group that stands for a cluster: the one with most events.
 pub(crate) fn representative<'a>(groups: &[&'a GroupRow]) -> Option<&'a GroupRow> {
     groups
@@ -179,7 +175,7 @@ pub async fn list_clusters(
 ) -> Result<Json<Value>, ApiError> {
     let list = p.list();
     let limit = list.limit()? as usize;
-    let mut filter = event_filter(&list)?;
+    let mut filter = list.event_filter()?;
     let allowed = reader.list_projects(filter.project_id)?;
     // A token of one project lists that project, as if it had asked for it.
     if let (None, Some([only])) = (filter.project_id, allowed.as_deref()) {
@@ -518,7 +514,7 @@ pub async fn get_cluster(
     ReadQuery(p): ReadQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &reader, &id, p.project).await?;
-    let filter = event_filter(&p)?;
+    let filter = p.event_filter()?;
     let events = state
         .store
         .cluster_events(Some(&id), &filter, ATTRIBUTION_EVENTS)
@@ -1047,7 +1043,7 @@ pub async fn cluster_paths(
     ReadQuery(p): ReadQuery<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let groups = load_cluster(&state, &reader, &id, p.project).await?;
-    let filter = event_filter(&p)?;
+    let filter = p.event_filter()?;
     let events = state
         .store
         .cluster_events(Some(&id), &filter, ATTRIBUTION_EVENTS)
