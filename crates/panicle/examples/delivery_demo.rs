@@ -5,7 +5,9 @@
 //! - `main`: a panic in `main` (exit code 101; with a `panic = "abort"` build: abort).
 //! - `exit`: a caught panic, then `std::process::exit(3)` at once (no guard drop).
 //! - `hang`: a caught panic, prints `PANICKED`, then sleeps until killed (kill -9).
-//! - `storm N`: the same panic N times in a tight loop (caught), then a normal exit.
+//! - `storm N`: the same panic N times in a tight loop (caught), then a normal
+//!   exit; prints what each panic took (median, p99, max), and with
+//!   `DEMO_SLOWEST` set the six slowest panics and their place in the loop.
 //! - `nul N`: a panic whose message holds a NUL byte, then `storm N`.
 //! - `storm-hang N`: `storm N`, prints `PANICKED`, then sleeps until killed.
 //!
@@ -62,9 +64,32 @@ fn main() {
                 let _ = std::panic::catch_unwind(|| panic!("bad\0byte"));
             }
             let n: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
+            let mut took = Vec::with_capacity(n as usize);
             for i in 0..n {
+                let t = std::time::Instant::now();
                 let _ = std::panic::catch_unwind(|| orders::reserve(black_box(i)));
+                took.push(t.elapsed().as_micros());
             }
+            if std::env::var_os("DEMO_SLOWEST").is_some() {
+                let mut slowest: Vec<(usize, u128)> = took.iter().copied().enumerate().collect();
+                slowest.sort_unstable_by_key(|&(_, t)| std::cmp::Reverse(t));
+                println!(
+                    "slowest (panic, µs): {:?}",
+                    &slowest[..slowest.len().min(6)]
+                );
+            }
+            took.sort_unstable();
+            let at = |q: f64| {
+                took.get(((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            println!(
+                "per panic (µs): median {} p99 {} max {}",
+                at(0.5),
+                at(0.99),
+                at(1.0)
+            );
             println!("stats {:?}", panicle::delivery_stats());
         }
         other => {

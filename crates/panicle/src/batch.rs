@@ -240,7 +240,7 @@ impl Round {
                         .as_ref()
                         .is_none_or(|ids| ids.iter().any(|id| same_id(id, &entry.event_id)));
                     if let Some(r) = refusal {
-                        self.reject(spool, entry, &r.reason);
+                        self.reject(spool, entry, &json, &r.reason);
                     } else if taken {
                         errors.acked(&entry.event_id);
                         spool.remove(&entry);
@@ -254,8 +254,8 @@ impl Round {
             }
             PostOutcome::Refused { status, reason } => {
                 if batch.len() == 1 {
-                    for (e, _) in batch {
-                        self.reject(spool, e, &format!("HTTP {status} {reason}"));
+                    for (e, json) in batch {
+                        self.reject(spool, e, &json, &format!("HTTP {status} {reason}"));
                     }
                 } else {
                     let mut first = batch;
@@ -367,8 +367,8 @@ impl Round {
             let why = format!(
                 "sent alone, it failed {POISON_STRIKES} times ({reason}) while the server took other events"
             );
-            for (e, _) in batch {
-                self.reject(spool, e, &why);
+            for (e, json) in batch {
+                self.reject(spool, e, &json, &why);
             }
             return;
         }
@@ -377,8 +377,8 @@ impl Round {
         self.out.unsent.extend(batch);
     }
 
-    fn reject(&mut self, spool: &Spool, entry: SpoolEntry, reason: &str) {
-        spool.reject(&entry, reason);
+    fn reject(&mut self, spool: &Spool, entry: SpoolEntry, json: &[u8], reason: &str) {
+        spool.reject(&entry, json, reason);
         self.out.rejected.push(entry);
     }
 }
@@ -401,7 +401,9 @@ pub struct SendReport {
 /// by event id.
 pub fn send_dir(dir: &Path, dsn: &Dsn, timeout: Duration) -> Result<SendReport, SpoolError> {
     let spool = Spool::open(dir, false, u64::MAX / 4, u64::MAX / 4)?;
-    // Storm counts a killed process kept only in its ledger.
+    // Events a killed process kept only in its hook journal, and storm
+    // counts it kept only in its ledger.
+    crate::spool::journal::recover(&spool);
     crate::sender::recover_storm_ledgers(&spool);
     // Crash records a signal handler left: made events first. This process
     // is not the one that crashed, so their frames go unsymbolized unless

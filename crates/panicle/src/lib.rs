@@ -33,6 +33,7 @@ mod sender;
 pub mod signals;
 pub mod spool;
 mod symbolize;
+mod threads;
 mod transport;
 
 use std::panic::PanicHookInfo;

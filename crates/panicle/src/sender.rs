@@ -20,6 +20,7 @@ use panicle_protocol::{Dsn, Event, StormRecord, StormSample};
 
 use crate::batch::{Backoff, ServerErrors, send_batch};
 use crate::options::{DeliveryOptions, Options};
+use crate::spool::journal::{self, Journal};
 use crate::spool::{Spool, SpoolEntry, SpoolError, default_spool_dir};
 use crate::transport::HttpTransport;
 
@@ -448,6 +449,9 @@ impl StormAcc {
 struct Item {
     entry: SpoolEntry,
     json: Vec<u8>,
+    /// The event is only in this journal record yet: the sender writes its
+    /// spool file, then clears the record.
+    journal_record: Option<journal::Record>,
     /// For an event of a tracked fingerprint: the template of the slot's
     /// next aggregates.
     storm_template: Option<StormTemplate>,
@@ -465,6 +469,10 @@ struct Core {
     folded_rx: Receiver<FoldedPanic>,
     ready: VecDeque<Queued>,
     known: HashSet<PathBuf>,
+    /// Events that are only in the hook's journal (no spool file): their
+    /// record is cleared once the server has them, or when they are written
+    /// out to make room (see `make_room_in_journal`).
+    journaled: HashMap<PathBuf, journal::Record>,
     storms: HashMap<usize, StormAcc>,
     backoff: Backoff,
     server_errors: ServerErrors,
@@ -478,6 +486,9 @@ struct Core {
 struct Shared {
     options: DeliveryOptions,
     spool: Option<Spool>,
+    /// Where the hook writes its events (see `spool::journal`); without it
+    /// the hook writes spool files itself.
+    journal: Option<Journal>,
     transport: HttpTransport,
     /// Same endpoint, short timeout: the hook's send when the spool is unusable.
     fallback: HttpTransport,
@@ -536,10 +547,24 @@ impl Delivery {
                 None
             }
         };
-        // Storm counts a killed process left: aggregates, before the backlog is read.
+        // What a killed process left, before the backlog is read: the
+        // events in its journal become spool files, then the storm counts
+        // in its ledger aggregates (whose template may be one of those).
         if let Some(spool) = &spool {
+            journal::recover(spool);
             recover_storm_ledgers(spool);
         }
+        let journal = spool
+            .as_ref()
+            .and_then(|spool| match Journal::create(spool.dir(), opts.spool_fsync) {
+                Ok(journal) => Some(journal),
+                Err(e) => {
+                    eprintln!(
+                        "panicle: no hook journal in the spool ({e}): the hook writes spool files itself"
+                    );
+                    None
+                }
+            });
         let backlog = spool
             .as_ref()
             .and_then(|s| s.list().ok())
@@ -562,6 +587,7 @@ impl Delivery {
             folded_rx,
             ready: VecDeque::new(),
             known: HashSet::new(),
+            journaled: HashMap::new(),
             storms: HashMap::new(),
             backoff: Backoff::default(),
             server_errors: ServerErrors::default(),
@@ -580,6 +606,7 @@ impl Delivery {
             pending: AtomicUsize::new(core.ready.len()),
             options: opts,
             spool,
+            journal,
             tx,
             folded_tx,
             rescan: AtomicBool::new(false),
@@ -637,12 +664,13 @@ impl Delivery {
             s.send_from_hook(&json);
             return event_id;
         };
-        match spool.write(&event.event_id, &json) {
-            Ok(entry) => {
+        match s.spool_from_hook(spool, &event.event_id, &json) {
+            Ok((entry, journal_record)) => {
                 bump(&STATS.spooled, 1);
                 let item = Item {
                     entry,
                     json,
+                    journal_record,
                     storm_template: storm_slot.map(|(slot, folded_before)| StormTemplate {
                         slot,
                         folded_before,
@@ -650,9 +678,14 @@ impl Delivery {
                     }),
                 };
                 s.pending.fetch_add(1, Ordering::AcqRel);
-                if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                if let Err(TrySendError::Full(item) | TrySendError::Disconnected(item)) =
                     s.tx.try_send(item)
                 {
+                    // The sender will not hear of it: the file must be there
+                    // for its rescan.
+                    if let Some(record) = item.journal_record {
+                        s.write_out(spool, &item.entry, &item.json, record);
+                    }
                     s.pending.fetch_sub(1, Ordering::AcqRel);
                     s.rescan.store(true, Ordering::Release);
                 }
@@ -682,6 +715,11 @@ impl Delivery {
     /// already and the next start ships it.
     pub fn flush_at_exit(&self, timeout: Duration, wait_when_unreachable: bool) -> bool {
         let flushed = self.shared.flush(timeout, !wait_when_unreachable);
+        // Every event the sender took in is a spool file by now; what a
+        // panic on its way out left in the journal stays for the next start.
+        if let Some(journal) = &self.shared.journal {
+            journal.close_if_empty();
+        }
         // Every count is in an aggregate in the spool: the ledger has
         // nothing left to keep.
         if self.shared.storm.unsent() == 0
@@ -713,6 +751,7 @@ impl Delivery {
                 let item = Item {
                     entry,
                     json,
+                    journal_record: None,
                     storm_template: None,
                 };
                 if s.tx.try_send(item).is_err() {
@@ -731,6 +770,53 @@ impl Delivery {
 }
 
 impl Shared {
+    /// The hook's write: the event's record in the journal (one `pwrite`),
+    /// or, when the journal cannot take it, its spool file. The record, if
+    /// any, is the sender's to write out and clear.
+    fn spool_from_hook(
+        &self,
+        spool: &Spool,
+        event_id: &str,
+        json: &[u8],
+    ) -> Result<(SpoolEntry, Option<journal::Record>), SpoolError> {
+        let entry = spool.entry(crate::spool::unix_nanos(), event_id, json.len())?;
+        let record = self.journal.as_ref().and_then(|journal| {
+            let name = entry.path.file_name()?.to_str()?;
+            journal.append(name, json)
+        });
+        if record.is_none() {
+            spool
+                .write_entry(&entry, json)
+                .inspect_err(|_| spool.forget(&entry))?;
+        }
+        Ok((entry, record))
+    }
+
+    /// A journaled event becomes its spool file and leaves the journal.
+    /// False when the file cannot be written: the record stays.
+    fn write_out(
+        &self,
+        spool: &Spool,
+        entry: &SpoolEntry,
+        json: &[u8],
+        record: journal::Record,
+    ) -> bool {
+        let Some(journal) = &self.journal else {
+            return false;
+        };
+        match spool.write_entry(entry, json) {
+            Ok(()) => {
+                journal.release(record);
+                true
+            }
+            Err(e) => {
+                bump(&STATS.spool_errors, 1);
+                eprintln!("panicle: {e} (the event stays in the hook journal)");
+                false
+            }
+        }
+    }
+
     /// A folded panic: counted in its slot (already, by its number `n`),
     /// handed its derived id, and sampled for the sender when there is room.
     fn fold(&self, slot: usize, key: u64, n: u64, mut event: Event) -> String {
@@ -892,6 +978,7 @@ impl Shared {
 
 fn run_sender(shared: &Shared) {
     IS_SENDER.with(|f| f.set(true));
+    crate::threads::lower_priority();
     loop {
         let wait = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cycle(shared)))
             .unwrap_or(Duration::from_millis(100));
@@ -917,6 +1004,7 @@ fn cycle(s: &Shared) -> Duration {
         return Duration::from_secs(1);
     };
     take_in(s, spool, core);
+    make_room_in_journal(s, spool, core);
     if s.rescan.swap(false, Ordering::AcqRel)
         && let Ok(entries) = spool.list()
     {
@@ -991,8 +1079,23 @@ fn cycle(s: &Shared) -> Duration {
     let core = &mut *guard;
     core.server_errors = server_errors;
     let resolved = result.acked.len() + result.rejected.len();
-    for e in result.acked.iter().chain(&result.rejected) {
+    for (e, acked) in result
+        .acked
+        .iter()
+        .map(|e| (e, true))
+        .chain(result.rejected.iter().map(|e| (e, false)))
+    {
         core.known.remove(&e.path);
+        if let Some(record) = core.journaled.remove(&e.path)
+            && let Some(journal) = &s.journal
+        {
+            journal.release(record);
+            // It had no file to remove: it leaves the accounting here (a
+            // refused one did in `Spool::reject`).
+            if acked {
+                spool.forget(e);
+            }
+        }
     }
     bump(&STATS.sent, result.acked.len() as u64);
     bump(&STATS.rejected, result.rejected.len() as u64);
@@ -1021,6 +1124,26 @@ fn cycle(s: &Shared) -> Duration {
     wait
 }
 
+/// The hook's events stay in its journal while they wait for the server
+/// (as durable there as in a file, and no file system work at all when the
+/// server answers). Once the journal is three quarters full, the waiting
+/// ones become spool files, so that it empties and the hook keeps room.
+fn make_room_in_journal(s: &Shared, spool: &Spool, core: &mut Core) {
+    let Some(journal) = &s.journal else {
+        return;
+    };
+    if journal.used() < journal::JOURNAL_BYTES / 4 * 3 {
+        return;
+    }
+    for q in &core.ready {
+        if let (Some(&record), Some(json)) = (core.journaled.get(&q.entry.path), &q.json)
+            && s.write_out(spool, &q.entry, json, record)
+        {
+            core.journaled.remove(&q.entry.path);
+        }
+    }
+}
+
 /// Takes what the hook handed over: folded panics' samples, spooled events,
 /// and the templates of storm slots (folded panics before a template belong
 /// to aggregates that name the template before it: written out first).
@@ -1031,6 +1154,9 @@ fn take_in(s: &Shared, spool: &Spool, core: &mut Core) {
     let mut templates = Vec::new();
     while let Ok(item) = core.rx.try_recv() {
         templates.extend(item.storm_template);
+        if let Some(record) = item.journal_record {
+            core.journaled.insert(item.entry.path.clone(), record);
+        }
         if core.known.insert(item.entry.path.clone()) {
             core.ready.push_back(Queued {
                 entry: item.entry,
@@ -1191,6 +1317,10 @@ pub(crate) fn recover_storm_ledgers(spool: &Spool) -> u64 {
         .into_iter()
         .map(|e| (e.event_id, e.path))
         .collect();
+    // A storm whose template the sender had not saved yet (killed right
+    // after the loop) takes the newest event of its fingerprint sent on its
+    // own: the hook spools that one before it folds any.
+    let mut individual: Option<HashMap<u64, Event>> = None;
     for ledger in dead {
         let storm = Storm {
             slots: Vec::new(),
@@ -1207,6 +1337,13 @@ pub(crate) fn recover_storm_ledgers(spool: &Spool) -> u64 {
             {
                 acc.last_individual_id = saved["last_individual_id"].as_str().map(String::from);
                 acc.template = serde_json::from_value(saved["event"].clone()).ok();
+            }
+            if acc.template.is_none() {
+                let newest = individual.get_or_insert_with(|| individual_events(spool));
+                if let Some(event) = newest.get(&counts.key) {
+                    acc.last_individual_id = Some(event.event_id.clone());
+                    acc.template = Some(event.clone());
+                }
             }
             let mut from = counts.reported;
             // Written to the spool just before the kill, not yet marked.
@@ -1245,6 +1382,24 @@ pub(crate) fn recover_storm_ledgers(spool: &Spool) -> u64 {
         }
     }
     recovered
+}
+
+/// The newest event of each storm key in the spool that stands for one
+/// panic (no aggregate).
+fn individual_events(spool: &Spool) -> HashMap<u64, Event> {
+    let mut newest = HashMap::new();
+    // Oldest first: a newer event of a key replaces an older one.
+    for entry in spool.list().unwrap_or_default() {
+        let Some(event) = std::fs::read(&entry.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Event>(&b).ok())
+            .filter(|e| e.storm.is_none() && !e.extra.contains_key("count"))
+        else {
+            continue;
+        };
+        newest.insert(storm_key(&event), event);
+    }
+    newest
 }
 
 /// Most panics one aggregate carries (the server's bound).
@@ -1602,18 +1757,24 @@ mod tests {
         ));
     }
 
-    /// Events spooled in `dir`, oldest first.
+    /// Events spooled in `dir` (as files or in a hook journal), oldest first.
     fn spooled_events(dir: &std::path::Path) -> Vec<Event> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
             .unwrap()
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?.to_string();
+                Some((name, std::fs::read(&p).ok()?))
+            })
             .collect();
+        files.extend(journal::journaled_in(dir));
         files.sort();
+        files.dedup_by(|a, b| a.0 == b.0);
         files
             .iter()
-            .filter_map(|p| serde_json::from_slice(&std::fs::read(p).ok()?).ok())
+            .filter_map(|(_, json)| serde_json::from_slice(json).ok())
             .collect()
     }
 

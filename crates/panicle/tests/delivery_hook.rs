@@ -13,11 +13,7 @@ use panicle_store::{Backend, EventQuery};
 const HANG: Duration = Duration::from_secs(60);
 
 fn spooled(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        .count()
+    panicle::spool::waiting_events(dir)
 }
 
 #[test]

@@ -8,7 +8,12 @@
 //! - Names sort by capture time, so "oldest first" is a name sort.
 //! - No fsync unless asked: the page cache survives the death of the process;
 //!   fsync only buys durability across a node crash.
-//! - Writing takes no lock and allocates little: it runs inside the panic hook.
+//! - Writing takes no lock and allocates little.
+//!
+//! The panic hook itself puts events in its [`journal`] (a record in a
+//! mapped file, no file system call); an event becomes a file here when
+//! it must wait for the server, or when the next start finds it in a dead
+//! process's journal.
 
 use std::fs;
 use std::io::Write;
@@ -17,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use panicle_protocol::Dsn;
+
+pub(crate) mod journal;
 
 /// Why the spool could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +71,25 @@ pub struct Spool {
 
 /// Subdirectory for events the server refused for good (kept for inspection).
 pub const REJECTED_DIR: &str = "rejected";
+
+/// How many events wait in a spool directory: its event files, and the
+/// records in the hook journals of the processes using it (alive or dead),
+/// which the next start or `panicle spool send` makes files of.
+pub fn waiting_events(dir: &Path) -> usize {
+    let files = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| event_id_of(n).is_some())
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned());
+    let mut names: std::collections::HashSet<String> = files.collect();
+    names.extend(journal::journaled_in(dir).into_iter().map(|(name, _)| name));
+    names.len()
+}
 
 /// `$XDG_CACHE_HOME/panicle/spool/<service>/<project>@<host>`, else the same
 /// under `~/.cache`, else under the temp dir. `PANICLE_SPOOL_DIR` wins over
@@ -119,7 +145,7 @@ fn sanitize(name: &str) -> String {
     }
 }
 
-fn unix_nanos() -> u128 {
+pub(crate) fn unix_nanos() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -162,10 +188,25 @@ impl Spool {
         &self.dir
     }
 
-    /// Writes one event. Called from the panic hook: no lock, no network.
-    /// Refuses only when the spool is at twice its cap (the sender trims the
-    /// oldest down to the cap; this is the backstop when it cannot keep up).
+    /// Writes one event. Refuses only when the spool is at twice its cap
+    /// (the sender trims the oldest down to the cap; this is the backstop
+    /// when it cannot keep up).
     pub fn write(&self, event_id: &str, json: &[u8]) -> Result<SpoolEntry, SpoolError> {
+        let entry = self.entry(unix_nanos(), event_id, json.len())?;
+        self.write_entry(&entry, json)
+            .inspect_err(|_| self.forget(&entry))?;
+        Ok(entry)
+    }
+
+    /// Names an event's file (capture time and id) and counts it in, without
+    /// writing it: the hook puts the event in its journal and the sender
+    /// writes the file (see [`journal`]). Refuses at twice the cap.
+    pub(crate) fn entry(
+        &self,
+        nanos: u128,
+        event_id: &str,
+        size: usize,
+    ) -> Result<SpoolEntry, SpoolError> {
         let (bytes, files) = (
             self.bytes.load(Ordering::Relaxed),
             self.files.load(Ordering::Relaxed),
@@ -174,8 +215,20 @@ impl Spool {
             return Err(SpoolError::Full { bytes, files });
         }
         let id = sanitize(event_id);
-        let tmp = self.dir.join(format!(".{id}.tmp"));
-        let path = self.dir.join(format!("{:020}-{id}.json", unix_nanos()));
+        let entry = SpoolEntry {
+            path: self.dir.join(format!("{nanos:020}-{id}.json")),
+            event_id: id,
+            size: size as u64,
+        };
+        self.bytes.fetch_add(entry.size, Ordering::Relaxed);
+        self.files.fetch_add(1, Ordering::Relaxed);
+        Ok(entry)
+    }
+
+    /// Writes the file of an entry made by [`Spool::entry`]: under a hidden
+    /// temporary name, renamed into place. The entry stays counted in.
+    pub(crate) fn write_entry(&self, entry: &SpoolEntry, json: &[u8]) -> Result<(), SpoolError> {
+        let tmp = self.dir.join(format!(".{}.tmp", entry.event_id));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(json)?;
@@ -183,23 +236,46 @@ impl Spool {
                 f.sync_all()?;
             }
             drop(f);
-            fs::rename(&tmp, &path)?;
+            fs::rename(&tmp, &entry.path)?;
             if self.fsync {
                 fs::File::open(&self.dir)?.sync_all()?;
             }
             Ok(())
         };
-        if let Err(source) = write() {
+        write().map_err(|source| {
             let _ = fs::remove_file(&tmp);
-            return Err(SpoolError::Write { path, source });
-        }
-        self.bytes.fetch_add(json.len() as u64, Ordering::Relaxed);
-        self.files.fetch_add(1, Ordering::Relaxed);
-        Ok(SpoolEntry {
-            path,
-            event_id: id,
-            size: json.len() as u64,
+            SpoolError::Write {
+                path: entry.path.clone(),
+                source,
+            }
         })
+    }
+
+    /// Writes an event under the file name it was given when captured
+    /// (a journal's record): only a spool file name is taken.
+    pub(crate) fn write_named(&self, name: &str, json: &[u8]) -> Result<SpoolEntry, SpoolError> {
+        let path = self.dir.join(name);
+        let invalid = || SpoolError::Write {
+            path: path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a spool file name (<nanos>-<id>.json)",
+            ),
+        };
+        let (nanos, id) = name
+            .strip_suffix(".json")
+            .and_then(|stem| stem.split_once('-'))
+            .filter(|_| event_id_of(name).is_some())
+            .ok_or_else(invalid)?;
+        let nanos: u128 = nanos.parse().map_err(|_| invalid())?;
+        let entry = self.entry(nanos, id, json.len())?;
+        if entry.path != path {
+            self.forget(&entry);
+            return Err(invalid());
+        }
+        self.write_entry(&entry, json)
+            .inspect_err(|_| self.forget(&entry))?;
+        Ok(entry)
     }
 
     /// Every complete event file, oldest first; resets the accounting to what
@@ -257,12 +333,21 @@ impl Spool {
     }
 
     /// Moves an event the server refused for good out of the way, with the
-    /// server's reason beside it (`<name>.reason`), for someone to read.
-    pub fn reject(&self, entry: &SpoolEntry, reason: &str) {
+    /// server's reason beside it (`<name>.reason`), for someone to read. An
+    /// event that never had its file (it was in the hook's journal) is
+    /// written there from `json`.
+    pub fn reject(&self, entry: &SpoolEntry, json: &[u8], reason: &str) {
         let dir = self.dir.join(REJECTED_DIR);
         let target = entry.path.file_name().map(|n| dir.join(n));
         let moved = target.filter(|target| {
-            fs::create_dir_all(&dir).is_ok() && fs::rename(&entry.path, target).is_ok()
+            fs::create_dir_all(&dir).is_ok()
+                && match fs::rename(&entry.path, target) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        fs::write(target, json).is_ok()
+                    }
+                    Err(_) => false,
+                }
         });
         match moved {
             Some(target) => {
@@ -274,7 +359,7 @@ impl Spool {
     }
 
     /// Takes an event that left the spool out of the accounting.
-    fn forget(&self, entry: &SpoolEntry) {
+    pub(crate) fn forget(&self, entry: &SpoolEntry) {
         let _ = self
             .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
