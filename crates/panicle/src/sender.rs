@@ -449,8 +449,9 @@ impl StormAcc {
 struct Item {
     entry: SpoolEntry,
     json: Vec<u8>,
-    /// The event is only in this journal record yet: the sender writes its
-    /// spool file, then clears the record.
+    /// The event is only in this journal record (no spool file): the sender
+    /// clears it once the server has the event, or writes the file first to
+    /// make room.
     journal_record: Option<journal::Record>,
     /// For an event of a tracked fingerprint: the template of the slot's
     /// next aggregates.
@@ -715,8 +716,8 @@ impl Delivery {
     /// already and the next start ships it.
     pub fn flush_at_exit(&self, timeout: Duration, wait_when_unreachable: bool) -> bool {
         let flushed = self.shared.flush(timeout, !wait_when_unreachable);
-        // Every event the sender took in is a spool file by now; what a
-        // panic on its way out left in the journal stays for the next start.
+        // What the server has not taken stays in the journal (or the spool)
+        // for the next start; an empty journal goes.
         if let Some(journal) = &self.shared.journal {
             journal.close_if_empty();
         }
@@ -770,9 +771,9 @@ impl Delivery {
 }
 
 impl Shared {
-    /// The hook's write: the event's record in the journal (one `pwrite`),
-    /// or, when the journal cannot take it, its spool file. The record, if
-    /// any, is the sender's to write out and clear.
+    /// The hook's write: the event's record in the journal (one copy into
+    /// mapped memory), or, when the journal cannot take it, its spool file.
+    /// The record, if any, is the sender's to clear.
     fn spool_from_hook(
         &self,
         spool: &Spool,
@@ -978,7 +979,6 @@ impl Shared {
 
 fn run_sender(shared: &Shared) {
     IS_SENDER.with(|f| f.set(true));
-    crate::threads::lower_priority();
     loop {
         let wait = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cycle(shared)))
             .unwrap_or(Duration::from_millis(100));
@@ -1004,7 +1004,12 @@ fn cycle(s: &Shared) -> Duration {
         return Duration::from_secs(1);
     };
     take_in(s, spool, core);
-    make_room_in_journal(s, spool, core);
+    let flushing = s.flush_requested.load(Ordering::Acquire);
+    // A flush (the exit's above all) wants the server first; what it
+    // leaves in the journal is as safe there.
+    if !flushing {
+        make_room_in_journal(s, spool, core);
+    }
     if s.rescan.swap(false, Ordering::AcqRel)
         && let Ok(entries) = spool.list()
     {
@@ -1015,7 +1020,6 @@ fn cycle(s: &Shared) -> Duration {
             }
         }
     }
-    let flushing = s.flush_requested.load(Ordering::Acquire);
     let now = Instant::now();
     if flushing || now >= core.next_storm {
         emit_storm_counts(s, spool, core, flushing);

@@ -129,7 +129,6 @@ pub(crate) fn recover_in_background(
                 }
             }
             let _done = Done;
-            crate::threads::lower_priority();
             recover_dir(&dir, &options, &resource, store);
         });
     if spawned.is_err() {

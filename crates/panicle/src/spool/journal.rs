@@ -10,9 +10,10 @@
 //! the hook's stores meet pages that are already allocated and dirty), held
 //! under an exclusive `flock` while the process lives, like the storm ledger.
 //! The hook reserves room for a record with one compare-and-swap, copies the
-//! record in and hands the event to the sender, which writes it out as an
-//! ordinary spool file and then zeroes the record. When the last record is
-//! gone, records start again at the beginning. A process that dies first
+//! record in and hands the event to the sender, which sends it from memory
+//! and zeroes the record once the server has it (or, when the journal fills
+//! up, writes it out as an ordinary spool file first). When the last record
+//! is gone, records start again at the beginning. A process that dies first
 //! leaves its records in the file; the next start (or `panicle spool send`)
 //! turns them into spool files.
 //!
@@ -42,9 +43,9 @@ const MAGIC: [u8; 4] = [0x01, b'P', b'J', 0x01];
 const HEADER: usize = 16;
 /// Records start at multiples of this, so recovery finds each one.
 const ALIGN: usize = 256;
-/// Room for about 300 typical events (6 KB) in flight at once; past it the
+/// Room for about 500 typical events (6–8 KB) in flight at once; past it the
 /// hook writes spool files itself.
-pub(crate) const JOURNAL_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const JOURNAL_BYTES: usize = 4 * 1024 * 1024;
 const PREFIX: &str = "hook-";
 const SUFFIX: &str = ".journal";
 

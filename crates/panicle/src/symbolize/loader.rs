@@ -103,6 +103,10 @@ pub fn warm_up() {
                     LOADING.with(|l| l.set(false));
                 }
                 NAMES_PENDING.store(false, Ordering::SeqCst);
+                // What is left only makes later panics cheaper: it must not
+                // take a core from a panicking thread (or from the sender
+                // at exit) meanwhile.
+                crate::threads::lower_priority();
                 let _ = resolve_uncached_batch(&caller);
                 warm_units();
             }
