@@ -113,3 +113,89 @@ fn stripped_demo_reports_addresses_and_build_id() {
     );
     assert!(names.iter().any(|n| n == "demo::main"), "{names:#?}");
 }
+
+/// What a frame says once symbolized: the parts a stripped build must not lose.
+fn named(
+    frames: &[panicle::protocol::Frame],
+) -> Vec<(Option<String>, Option<String>, Option<u32>, Option<bool>)> {
+    frames
+        .iter()
+        .map(|f| (f.function.clone(), f.file.clone(), f.line, f.in_app))
+        .collect()
+}
+
+/// Runs `exe unwrap-none` against a fresh server and returns the event.
+fn panic_of(exe: &std::path::Path, spool: &std::path::Path) -> panicle::protocol::Event {
+    let server = common::TestServer::start();
+    let out = Command::new(exe)
+        .arg("unwrap-none")
+        .env("PANICLE_DSN", &server.dsn)
+        .env("PANICLE_SPOOL_DIR", spool)
+        .env("OTEL_SERVICE_NAME", "demo")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(101),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.wait_for_events(1).remove(0)
+}
+
+/// Issue 18: a stripped build whose debug info was split off with
+/// `objcopy --only-keep-debug` and linked back with `--add-gnu-debuglink`
+/// symbolizes on the spot exactly as the unstripped build does.
+#[test]
+fn a_stripped_demo_follows_its_debuglink_to_the_same_frames() {
+    let original = demo_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("demo");
+    let debug = dir.path().join("demo.debug");
+    std::fs::copy(&original, &exe).unwrap();
+    for args in [
+        vec![
+            "--only-keep-debug".to_string(),
+            exe.display().to_string(),
+            debug.display().to_string(),
+        ],
+        vec![
+            format!("--add-gnu-debuglink={}", debug.display()),
+            exe.display().to_string(),
+        ],
+    ] {
+        if args[0].starts_with("--add") {
+            assert!(
+                Command::new("strip")
+                    .arg("--strip-all")
+                    .arg(&exe)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        assert!(
+            Command::new("objcopy")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success(),
+            "objcopy {args:?}"
+        );
+    }
+    let bytes = std::fs::read(&exe).unwrap();
+    let obj = object::File::parse(&*bytes).unwrap();
+    assert!(obj.section_by_name(".debug_line").is_none(), "stripped");
+    assert!(obj.section_by_name(".symtab").is_none(), "stripped");
+
+    let unstripped = panic_of(&original, &dir.path().join("spool-a"));
+    let split = panic_of(&exe, &dir.path().join("spool-b"));
+    assert_eq!(
+        split.frames[0].function.as_deref(),
+        Some("demo::orders::reserve"),
+        "{:#?}",
+        split.frames
+    );
+    assert!(split.frames[0].line.is_some(), "{:#?}", split.frames);
+    assert_eq!(named(&split.frames), named(&unstripped.frames));
+}

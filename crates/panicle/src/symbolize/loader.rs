@@ -8,6 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::classify::finish;
+use super::debug_file::debug_info_file;
 use super::demangle::{clean_symbol, has_path, split_path, strip_generics};
 use super::names::NameIndex;
 use super::qualify::{anonymous_marker, qualify_inlined};
@@ -28,6 +29,9 @@ pub(super) struct Symbolizer {
     pub(super) closure_kinds: Mutex<HashMap<String, Option<&'static str>>>,
     pub(super) loader: Mutex<addr2line::Loader>,
     pub(super) module: &'static Module,
+    /// Where the DWARF and the symbol table were read: the executable, or
+    /// its separate debug file (see `debug_file`).
+    pub(super) debug_file: std::path::PathBuf,
 }
 
 /// Built after the loader (it demangles every symbol): until it is ready,
@@ -64,11 +68,13 @@ pub(super) fn load() -> Option<Symbolizer> {
 
 pub(super) fn load_unmarked() -> Option<Symbolizer> {
     let module = modules::main_module()?;
-    let loader = addr2line::Loader::new(&module.path).ok()?;
+    let debug_file = debug_info_file(&module.path, module.build_id.as_deref());
+    let loader = addr2line::Loader::new(&debug_file).ok()?;
     Some(Symbolizer {
         closure_kinds: Mutex::new(HashMap::new()),
         loader: Mutex::new(loader),
         module,
+        debug_file,
     })
 }
 
@@ -95,13 +101,11 @@ pub fn warm_up() {
                 }
             }
             let _pending = NoLongerPending;
-            if SYMBOLIZER.get_or_init(load).is_some() {
-                if let Some(main) = modules::main_module() {
-                    // Marked like the load: a panic inside does not wait for itself.
-                    LOADING.with(|l| l.set(true));
-                    let _ = NAMES.get_or_init(|| NameIndex::read(&main.path));
-                    LOADING.with(|l| l.set(false));
-                }
+            if let Some(s) = SYMBOLIZER.get_or_init(load) {
+                // Marked like the load: a panic inside does not wait for itself.
+                LOADING.with(|l| l.set(true));
+                let _ = NAMES.get_or_init(|| NameIndex::read(&s.debug_file));
+                LOADING.with(|l| l.set(false));
                 NAMES_PENDING.store(false, Ordering::SeqCst);
                 // What is left only makes later panics cheaper: it must not
                 // take a core from a panicking thread (or from the sender
@@ -157,7 +161,7 @@ pub fn resolve_cold(addresses: &[usize]) -> Vec<RawFrame> {
     let Some(s) = load() else {
         return addresses.iter().map(|a| bare(*a)).collect();
     };
-    let index = NameIndex::read(&s.module.path);
+    let index = NameIndex::read(&s.debug_file);
     std::hint::black_box(&index);
     let Ok(loader) = s.loader.lock() else {
         return Vec::new();
@@ -181,7 +185,7 @@ pub(super) fn symbolizer(deadline: Instant) -> Option<&'static Symbolizer> {
     if !WARM_STARTED.swap(true, Ordering::SeqCst) {
         let loaded = SYMBOLIZER.get_or_init(load).as_ref();
         if let Some(s) = loaded {
-            let _ = NAMES.get_or_init(|| NameIndex::read(&s.module.path));
+            let _ = NAMES.get_or_init(|| NameIndex::read(&s.debug_file));
         }
         return loaded;
     }

@@ -9,6 +9,7 @@
 //! time and keeping the bare addresses (a server can symbolize them later).
 
 mod classify;
+mod debug_file;
 mod demangle;
 mod foreign;
 mod loader;
@@ -200,7 +201,6 @@ fn bare(addr: usize) -> RawFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules;
     use crate::options::Options;
     use classify::classify;
     use loader::{NAMES, names};
@@ -213,8 +213,8 @@ mod tests {
         // Loads the symbolizer, then the name index (waiting for another
         // test's load in progress).
         let _ = capture_raw();
-        if let Some(main) = modules::main_module() {
-            let _ = NAMES.get_or_init(|| NameIndex::read(&main.path));
+        if let Some(Some(s)) = loader::SYMBOLIZER.get() {
+            let _ = NAMES.get_or_init(|| NameIndex::read(&s.debug_file));
         }
         assert!(!names().machinery.is_empty());
         #[inline(never)]
