@@ -235,3 +235,34 @@ fn the_link_checker_catches_links_that_leave_or_miss_the_repository() {
         ["../shared/DESIGN.md", "other.md"]
     );
 }
+
+/// The README's install command builds the crate whose binary the rest of
+/// the README calls `panicle`.
+#[test]
+fn the_readme_installs_the_panicle_binary() {
+    let root = repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let install = readme
+        .lines()
+        .find(|l| l.starts_with("cargo install "))
+        .expect("README shows no `cargo install` command");
+    let words: Vec<&str> = install.split_whitespace().collect();
+    assert!(words.contains(&"--locked"), "{install}: not --locked");
+    let path = words
+        .iter()
+        .skip_while(|w| **w != "--path")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{install}: no --path"));
+    let manifest = std::fs::read_to_string(root.join(path).join("Cargo.toml"))
+        .unwrap_or_else(|e| panic!("{install}: {path}/Cargo.toml: {e}"));
+    let bin = manifest
+        .split("[[bin]]")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{path}/Cargo.toml has no [[bin]]"));
+    assert!(
+        bin.lines()
+            .take_while(|l| !l.starts_with('['))
+            .any(|l| l.replace(' ', "") == "name=\"panicle\""),
+        "{path}/Cargo.toml's [[bin]] is not named panicle: {bin}"
+    );
+}
