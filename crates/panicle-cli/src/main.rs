@@ -393,14 +393,23 @@ fn main() -> Result<()> {
             EnvFilter::try_from_env("PANICLE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(log_in_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(run(cli))
+}
+
+/// Colour codes are for a person at a terminal: a log file, journald or
+/// `kubectl logs` shows them as garbage. `NO_COLOR` (any non-empty value,
+/// <https://no-color.org>) turns them off even at a terminal.
+fn log_in_colour(log_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    log_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 async fn run(cli: Cli) -> Result<()> {
