@@ -114,10 +114,11 @@ fn stripped_demo_reports_addresses_and_build_id() {
     assert!(names.iter().any(|n| n == "demo::main"), "{names:#?}");
 }
 
+/// Function, file, line, in-app.
+type Named = (Option<String>, Option<String>, Option<u32>, Option<bool>);
+
 /// What a frame says once symbolized: the parts a stripped build must not lose.
-fn named(
-    frames: &[panicle::protocol::Frame],
-) -> Vec<(Option<String>, Option<String>, Option<u32>, Option<bool>)> {
+fn named(frames: &[panicle::protocol::Frame]) -> Vec<Named> {
     frames
         .iter()
         .map(|f| (f.function.clone(), f.file.clone(), f.line, f.in_app))
