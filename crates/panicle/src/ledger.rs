@@ -214,24 +214,8 @@ impl DeadLedger {
 /// The ledgers in `dir` whose process is gone (their lock is free), read.
 /// A file that is not a ledger of this version is left alone.
 pub(crate) fn dead_ledgers(dir: &Path) -> Vec<DeadLedger> {
-    let Ok(read) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for item in read.flatten() {
-        let name = item.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !(name.starts_with(PREFIX) && name.ends_with(SUFFIX)) {
-            continue;
-        }
-        let path = item.path();
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
-            continue;
-        };
-        // SAFETY: our own descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            continue; // alive
-        }
+    for (path, file) in crate::spool::dead_process_files(dir, PREFIX, SUFFIX) {
         let Ok(bytes) = fs::read(&path) else { continue };
         if let Some((seed, unreported)) = parse(&bytes) {
             out.push(DeadLedger {

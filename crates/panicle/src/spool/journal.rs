@@ -258,24 +258,8 @@ impl Drop for Journal {
 /// (or to another process recovering it) and is left alone. Returns how
 /// many events were written.
 pub(crate) fn recover(spool: &Spool) -> usize {
-    let Ok(read) = fs::read_dir(spool.dir()) else {
-        return 0;
-    };
     let mut written = 0;
-    for item in read.flatten() {
-        let name = item.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !(name.starts_with(PREFIX) && name.ends_with(SUFFIX)) {
-            continue;
-        }
-        let path = item.path();
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
-            continue;
-        };
-        // SAFETY: our own descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            continue;
-        }
+    for (path, file) in super::dead_process_files(spool.dir(), PREFIX, SUFFIX) {
         let mut complete = true;
         for (name, json) in records(&file) {
             if spool.dir().join(&name).exists() {

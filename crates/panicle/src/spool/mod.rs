@@ -72,6 +72,38 @@ pub struct Spool {
 /// Subdirectory for events the server refused for good (kept for inspection).
 pub const REJECTED_DIR: &str = "rejected";
 
+/// The files in `dir` named `<prefix>…<suffix>` whose exclusive `flock`
+/// could be taken (their process is gone), opened read-write and kept
+/// locked: a per-process file (hook journal, storm ledger) of a dead
+/// process, which one recovery at a time may read.
+pub(crate) fn dead_process_files(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> Vec<(PathBuf, fs::File)> {
+    use std::os::fd::AsRawFd;
+    let Ok(read) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in read.flatten() {
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with(prefix) && name.ends_with(suffix)) {
+            continue;
+        }
+        let path = item.path();
+        let Ok(file) = fs::OpenOptions::new().read(true).write(true).open(&path) else {
+            continue;
+        };
+        // SAFETY: our own descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            out.push((path, file));
+        }
+    }
+    out
+}
+
 /// How many events wait in a spool directory: its event files, and the
 /// records in the hook journals of the processes using it (alive or dead),
 /// which the next start or `panicle spool send` makes files of.
