@@ -11,7 +11,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSection, SectionKind};
+use object::Object;
+use panicle_debuginfo::{build_id_of, has_dwarf};
 
 /// Where distributions (and `debuginfod` caches laid out like them) keep
 /// separate debug files.
@@ -58,24 +59,6 @@ fn separate_debug_file(exe: &Path, build_id: Option<&str>, root: &Path) -> Optio
     candidates
         .into_iter()
         .find(|c| c.as_path() != exe && crc32_of(c) == Some(crc))
-}
-
-/// True when the object carries DWARF line tables or units (a stripped
-/// executable has neither; an `--only-keep-debug` file has both).
-fn has_dwarf<'data, R: object::ReadRef<'data>>(obj: &object::File<'data, R>) -> bool {
-    [".debug_line", ".debug_info"].iter().any(|name| {
-        obj.section_by_name(name)
-            .is_some_and(|s| s.size() > 0 && s.kind() != SectionKind::UninitializedData)
-    })
-}
-
-/// The GNU build-id of the ELF at `path`, as lowercase hex.
-fn build_id_of(path: &Path) -> Option<String> {
-    let file = File::open(path).ok()?;
-    let cache = object::ReadCache::new(file);
-    let obj = object::File::parse(&cache).ok()?;
-    let id = obj.build_id().ok()??;
-    Some(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The CRC-32 `.gnu_debuglink` records: of the whole file.

@@ -2,31 +2,26 @@
 //! the symbol table's name index), walked unit by unit so no first lookup
 //! falls on a panic, and asked for the inline chain at one address.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use panicle_debuginfo::{ClosureKinds, Lookup, NameIndex};
+
 use super::classify::finish;
 use super::debug_file::debug_info_file;
-use super::demangle::{clean_symbol, has_path, split_path, strip_generics};
-use super::names::NameIndex;
-use super::qualify::{anonymous_marker, qualify_inlined};
 use super::{CACHE, RawFrame, bare, capture_addresses, capture_raw, resolve_uncached_batch};
 use crate::modules::{self, Module};
 
 /// Functions looked up per hold of the loader lock during the warm-up.
 pub(super) const WARM_CHUNK: usize = 256;
 
-/// Bound of the warm-up's work on a huge executable.
-pub(super) const MAX_WARM_FUNCTIONS: usize = 500_000;
-
 /// The executable's debug info, its symbol names by last path segment, and
 /// where it is mapped.
 pub(super) struct Symbolizer {
     /// What each closure symbol is (`{async fn}`, `{async block}`), asked
     /// of DWARF once; only touched with `loader` held.
-    pub(super) closure_kinds: Mutex<HashMap<String, Option<&'static str>>>,
+    pub(super) closure_kinds: ClosureKinds,
     pub(super) loader: Mutex<addr2line::Loader>,
     pub(super) module: &'static Module,
     /// Where the DWARF and the symbol table were read: the executable, or
@@ -71,7 +66,7 @@ pub(super) fn load_unmarked() -> Option<Symbolizer> {
     let debug_file = debug_info_file(&module.path, module.build_id.as_deref());
     let loader = addr2line::Loader::new(&debug_file).ok()?;
     Some(Symbolizer {
-        closure_kinds: Mutex::new(HashMap::new()),
+        closure_kinds: ClosureKinds::default(),
         loader: Mutex::new(loader),
         module,
         debug_file,
@@ -132,7 +127,7 @@ pub(super) fn warm_units() {
     let Some(Some(s)) = SYMBOLIZER.get() else {
         return;
     };
-    for chunk in names().functions.chunks(WARM_CHUNK) {
+    for chunk in names().functions().chunks(WARM_CHUNK) {
         let Ok(loader) = s.loader.lock() else { return };
         for &(probe, _) in chunk {
             if let Ok(mut frames) = loader.find_frames(probe) {
@@ -228,192 +223,41 @@ pub(super) fn resolve_one(
     }
     // A return address points after the call: look up the call itself.
     let probe = s.module.relative(addr).saturating_sub(1) as u64;
-    // Demangled once at warm-up: demangling long generic names is most of
-    // the cost of a first lookup.
-    let symbol =
-        loader
-            .find_symbol_info(probe)
-            .map(|sym| match names().by_address.get(&sym.address()) {
-                Some(name) => name.clone(),
-                None => clean_symbol(sym.name()),
-            });
-    let mut frames: Vec<RawFrame> = Vec::new();
-    if let Ok(mut iter) = loader.find_frames(probe) {
-        while let Ok(Some(f)) = iter.next() {
-            let function = f
-                .function
-                .as_ref()
-                .and_then(|n| n.raw_name().ok())
-                .map(|n| clean_symbol(&n));
-            let (file, line, column) = match f.location {
-                Some(l) => (
-                    l.file.map(str::to_string),
-                    l.line,
-                    l.column.filter(|c| *c > 0),
-                ),
-                None => (None, None, None),
-            };
-            frames.push(RawFrame {
-                function,
-                file,
-                line,
-                column,
-                instruction_addr: addr,
-                finished: None,
-            });
-        }
-    }
-    let dwarf_names: Vec<Option<String>> = frames.iter().map(|f| f.function.clone()).collect();
-    match frames.last_mut() {
-        // The outermost frame is the real function: the symbol table has its
-        // full path where line-tables-only DWARF has a bare name, and DWARF
-        // tells what the symbol's `{closure}` is (`{async fn}`, `{async block}`).
-        Some(outer) => {
-            if let Some(symbol) = symbol {
-                let kind = outer.function.as_deref().and_then(anonymous_marker);
-                outer.function = Some(with_body_kinds(s, loader, &symbol, kind));
-            }
-        }
-        None => frames.push(RawFrame {
-            function: symbol,
-            ..bare(addr)
-        }),
-    }
-    let mut constructor =
-        |body: &RawFrame, caller: &RawFrame| constructor_of(loader, probe, body, caller);
-    qualify_inlined(&mut frames, &dwarf_names, names(), &mut constructor);
+    let lookup = Lookup {
+        loader,
+        names: names(),
+        closure_kinds: &s.closure_kinds,
+    };
+    let mut frames = lookup.frames_at(probe, addr);
     for frame in &mut frames {
         frame.finished = Some(Arc::new(finish(frame)));
     }
     frames
 }
 
-/// Most rows of one file scanned for a constructor, and per source line.
-const MAX_CONSTRUCTOR_LINES: usize = 512;
-const ROWS_PER_LINE: usize = 4;
-
-/// A symbol's name with each `{closure}` made what it is: legacy mangling
-/// calls async fn bodies and async blocks closures too. The last segment's
-/// kind comes from DWARF's name of the frame (`kind`), an outer one's from
-/// DWARF's name of that closure's own symbol (cached).
-fn with_body_kinds(
-    s: &Symbolizer,
-    loader: &addr2line::Loader,
-    symbol: &str,
-    kind: Option<&'static str>,
-) -> String {
-    if !symbol.contains("{closure}") {
-        return symbol.to_string();
-    }
-    let parts = split_path(symbol);
-    let mut out = String::with_capacity(symbol.len() + 8);
-    // The symbol's own spelling up to here: the key of `closures`.
-    let mut symbol_prefix = String::with_capacity(symbol.len());
-    for (j, part) in parts.iter().enumerate() {
-        if j > 0 {
-            out.push_str("::");
-            symbol_prefix.push_str("::");
-        }
-        symbol_prefix.push_str(part);
-        let marker = if *part != "{closure}" {
-            None
-        } else if j + 1 == parts.len() {
-            kind
-        } else {
-            closure_kind(s, loader, &symbol_prefix)
-        };
-        out.push_str(marker.unwrap_or(part));
-    }
-    out
-}
-
-/// What the closure symbol `name` is, from DWARF's name of its body.
-fn closure_kind(s: &Symbolizer, loader: &addr2line::Loader, name: &str) -> Option<&'static str> {
-    let mut kinds = s.closure_kinds.try_lock().ok()?;
-    if let Some(kind) = kinds.get(name) {
-        return *kind;
-    }
-    let address = names().closures.get(name).copied()?;
-    let mut kind = None;
-    if let Ok(mut frames) = loader.find_frames(address) {
-        while let Ok(Some(f)) = frames.next() {
-            kind = f
-                .function
-                .as_ref()
-                .and_then(|n| n.raw_name().ok())
-                .and_then(|n| anonymous_marker(&clean_symbol(&n)));
-        }
-    }
-    if kinds.len() < 4096 {
-        kinds.insert(name.to_string(), kind);
-    }
-    kind
-}
-
-/// The function whose future `body` (an async fn's body inlined bare) is:
-/// where a body is polled by `load(id).await`, its constructor `load` was
-/// inlined at the same call site. Scans the rows of the body's file in the
-/// function holding `probe` for a named frame whose caller stands where
-/// `body`'s caller does. None when the constructor was not inlined there
-/// (the caller then names the body, or the module does).
-fn constructor_of(
-    loader: &addr2line::Loader,
-    probe: u64,
-    body: &RawFrame,
-    caller: &RawFrame,
-) -> Option<String> {
-    let file = body.file.as_deref()?;
-    let body_line = body.line?;
-    let (caller_file, caller_line) = (caller.file.as_deref()?, caller.line?);
-    let (start, end) = names().function_range(probe)?;
-    let mut rows: Vec<(u32, u64)> = Vec::new();
-    for (address, _, location) in loader.find_location_range(start, end).ok()? {
-        if location.file == Some(file)
-            && let Some(line) = location.line
-            && line <= body_line
-            // A constructor's rows may share a line with the body's prologue.
-            && rows.iter().filter(|(l, _)| *l == line).count() < ROWS_PER_LINE
-        {
-            rows.push((line, address));
-            if rows.len() == MAX_CONSTRUCTOR_LINES {
-                break;
-            }
-        }
-    }
-    for (_, address) in rows {
-        let Ok(mut iter) = loader.find_frames(address) else {
-            continue;
-        };
-        let mut chain: Vec<(Option<String>, Option<String>, Option<u32>)> = Vec::new();
-        while let Ok(Some(f)) = iter.next() {
-            let name = f
-                .function
-                .as_ref()
-                .and_then(|n| n.raw_name().ok())
-                .map(|n| clean_symbol(&n));
-            let (f_file, f_line) = match f.location {
-                Some(l) => (l.file.map(str::to_string), l.line),
-                None => (None, None),
-            };
-            chain.push((name, f_file, f_line));
-        }
-        for pair in chain.windows(2) {
-            let [
-                (Some(name), Some(f_file), _),
-                (_, Some(c_file), Some(c_line)),
-            ] = pair
-            else {
-                continue;
-            };
-            if f_file == file
-                && c_file == caller_file
-                && *c_line == caller_line
-                && !name.starts_with('{')
-                && !has_path(name)
-            {
-                return Some(strip_generics(name).to_string());
-            }
-        }
-    }
-    None
+/// Frames for the panic machinery on top of a stack, named from the symbol
+/// table alone (see `NameIndex::machinery_names`), aligned with `addresses`.
+pub(super) fn machinery_frames(addresses: &[usize]) -> Vec<Option<RawFrame>> {
+    let names = names();
+    let Some(main) = modules::main_module().filter(|_| names.knows_machinery()) else {
+        return vec![None; addresses.len()];
+    };
+    let probes: Vec<Option<u64>> = addresses
+        .iter()
+        .map(|&addr| {
+            (addr >= main.start && addr < main.end)
+                .then(|| main.relative(addr).saturating_sub(1) as u64)
+        })
+        .collect();
+    names
+        .machinery_names(&probes)
+        .into_iter()
+        .zip(addresses)
+        .map(|(name, &addr)| {
+            name.map(|name| RawFrame {
+                function: Some(name),
+                ..bare(addr)
+            })
+        })
+        .collect()
 }

@@ -10,27 +10,20 @@
 
 mod classify;
 mod debug_file;
-mod demangle;
 mod foreign;
 mod loader;
-mod names;
-mod qualify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
+
 use std::time::{Duration, Instant};
 
-use panicle_protocol::Frame;
-
-pub use classify::{clean_path, to_frames};
+pub use classify::to_frames;
 pub use foreign::{ForeignAddress, foreign_frames};
 pub use loader::{is_warm, resolve_cold, warm_up};
+pub use panicle_debuginfo::{MAX_FRAMES, RawFrame, clean_path};
 
-use loader::{SYMBOLIZER, resolve_one, symbolizer};
-use names::machinery_frames;
-
-/// Most frames a stored event keeps; deeper stacks are cut at the outer end.
-pub const MAX_FRAMES: usize = 128;
+use loader::{SYMBOLIZER, machinery_frames, resolve_one, symbolizer};
 
 /// Most return addresses walked: the machinery and a deep stack fit.
 const MAX_ADDRESSES: usize = 256;
@@ -42,19 +35,6 @@ const CACHE_LIMIT: usize = 65_536;
 /// How long a panic waits for the symbolizer (warm-up or another panicking
 /// thread) before it ships bare addresses.
 const WAIT_LIMIT: Duration = Duration::from_secs(3);
-
-/// A frame before classification: what the symbolizer knows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawFrame {
-    pub function: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub column: Option<u32>,
-    pub instruction_addr: usize,
-    /// The schema frame, made once when the address is first resolved and
-    /// cached with it: a later panic through this address only copies it.
-    pub finished: Option<Arc<Frame>>,
-}
 
 /// The return addresses of the current stack, innermost first. Unresolved:
 /// a few microseconds.
@@ -192,10 +172,7 @@ fn resolve_uncached_batch(addresses: &[usize]) -> HashMap<usize, Arc<[RawFrame]>
 }
 
 fn bare(addr: usize) -> RawFrame {
-    RawFrame {
-        instruction_addr: addr,
-        ..RawFrame::default()
-    }
+    RawFrame::bare(addr)
 }
 
 #[cfg(test)]
@@ -204,7 +181,7 @@ mod tests {
     use crate::options::Options;
     use classify::classify;
     use loader::{NAMES, names};
-    use names::NameIndex;
+    use panicle_debuginfo::NameIndex;
 
     #[test]
     fn panic_machinery_on_top_is_named_without_dwarf() {
@@ -216,7 +193,7 @@ mod tests {
         if let Some(Some(s)) = loader::SYMBOLIZER.get() {
             let _ = NAMES.get_or_init(|| NameIndex::read(&s.debug_file));
         }
-        assert!(!names().machinery.is_empty());
+        assert!(names().knows_machinery());
         #[inline(never)]
         fn panicking_frame() {
             let none: Option<u32> = std::hint::black_box(None);

@@ -9,7 +9,7 @@ use super::names::NameIndex;
 
 /// Finds, for an async fn's body inlined under a bare `{async fn}`, the
 /// name of the function whose future it is (see `loader::constructor_of`).
-pub(super) type ConstructorLookup<'a> = dyn FnMut(&RawFrame, &RawFrame) -> Option<String> + 'a;
+pub(crate) type ConstructorLookup<'a> = dyn FnMut(&RawFrame, &RawFrame) -> Option<String> + 'a;
 
 /// Gives every bare inlined name of one inline chain (innermost first) its
 /// path, outermost first, so each name can lean on the frames around it.
@@ -28,7 +28,7 @@ pub(super) type ConstructorLookup<'a> = dyn FnMut(&RawFrame, &RawFrame) -> Optio
 /// `dwarf_names` are DWARF's own names of the frames, generic arguments and
 /// all (the outermost one before the symbol table's name replaced it): what
 /// framework frames mention of the bodies inside them.
-pub(super) fn qualify_inlined(
+pub(crate) fn qualify_inlined(
     frames: &mut [RawFrame],
     dwarf_names: &[Option<String>],
     names: &NameIndex,
@@ -86,7 +86,7 @@ const CLOSURE: &str = "{closure}";
 
 /// `{async fn}`, `{async block}` or `{closure}` for a bare DWARF name of
 /// an anonymous body (generic arguments ignored).
-pub(super) fn anonymous_marker(name: &str) -> Option<&'static str> {
+pub(crate) fn anonymous_marker(name: &str) -> Option<&'static str> {
     match strip_generics(name) {
         ASYNC_FN => Some(ASYNC_FN),
         ASYNC_BLOCK => Some(ASYNC_BLOCK),
@@ -218,7 +218,7 @@ fn mentioned_paths(name: &str) -> Vec<String> {
 
 /// A file of this SDK, wherever it was built from (workspace, path,
 /// registry or git dependency).
-pub(super) fn is_sdk_file(file: &str) -> bool {
+pub(crate) fn is_sdk_file(file: &str) -> bool {
     file.contains(sdk_source_dir())
 }
 
@@ -228,7 +228,7 @@ pub(super) fn is_sdk_file(file: &str) -> bool {
 /// that crate), else the crate of the workspace frames around it. Unknown,
 /// a name is looked up among the service's own crates and, not found there,
 /// shown under the executable's crate (the crate of `main`).
-pub(super) fn crate_of_file(
+pub(crate) fn crate_of_file(
     file: &str,
     names: &NameIndex,
     workspace_crate: Option<&str>,
@@ -270,7 +270,7 @@ fn crate_dir_name(file: &str) -> Option<String> {
 
 /// A file of the service's own source tree: neither the standard library
 /// nor a registry or git dependency.
-pub(super) fn is_workspace_file(file: &str) -> bool {
+pub(crate) fn is_workspace_file(file: &str) -> bool {
     let (clean, package) = clean_path(file);
     package.is_none() && !clean.starts_with("library/")
 }
@@ -278,7 +278,7 @@ pub(super) fn is_workspace_file(file: &str) -> bool {
 /// Crate and module path a source file implies: `library/core/src/option.rs`
 /// → (`core`, [`option`]); `tokio-1.50.0/src/runtime/task/raw.rs` → (`tokio`,
 /// [`runtime`, `task`, `raw`]); a workspace file gets `workspace_crate`.
-pub(super) fn module_of_file(
+pub(crate) fn module_of_file(
     file: &str,
     workspace_crate: Option<&str>,
 ) -> (Option<String>, Vec<String>) {
@@ -312,7 +312,7 @@ impl NameIndex {
     /// The qualified name of a function line-tables-only DWARF names bare,
     /// looked up in the symbol table within `krate` and the module path its
     /// source file implies. True when the name was found there.
-    pub(super) fn qualify(
+    pub(crate) fn qualify(
         &self,
         name: &str,
         file: Option<&str>,

@@ -5,16 +5,16 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use super::RawFrame;
-use super::bare;
 use super::demangle::{clean_symbol, split_path, strip_generics, symbol_root};
-use super::loader::{MAX_WARM_FUNCTIONS, names};
-use crate::modules;
+
+/// Bound of the functions indexed (the SDK's warm-up probes each) in a
+/// huge executable.
+pub const MAX_FUNCTIONS: usize = 500_000;
 
 /// std's panic entry points (prefixes of readable names): every panic
 /// passes them between the panicking frame and the hook, and they never have
 /// the service's code inlined into them.
-pub(super) const PANIC_ENTRY_FUNCTIONS: &[&str] = &[
+pub(crate) const PANIC_ENTRY_FUNCTIONS: &[&str] = &[
     // `panic_handler` and `panic_with_hook` were `begin_panic_handler` and
     // `rust_panic_with_hook` in earlier Rust releases.
     "std::panicking::begin_panic",
@@ -35,7 +35,7 @@ pub(super) const PANIC_ENTRY_FUNCTIONS: &[&str] = &[
 
 /// The unwinder and the hook itself, on top of every captured stack
 /// (`panicle::hook` also covers `panicle::hook_bench`, the bench's stand-in).
-pub(super) const HOOK_FUNCTIONS: &[&str] = &[
+pub(crate) const HOOK_FUNCTIONS: &[&str] = &[
     "backtrace::",
     "panicle::symbolize::capture",
     "panicle::capture::",
@@ -43,44 +43,45 @@ pub(super) const HOOK_FUNCTIONS: &[&str] = &[
     "panicle::init::{closure}",
 ];
 
-pub(super) fn is_panic_entry(function: &str) -> bool {
+pub fn is_panic_entry(function: &str) -> bool {
     PANIC_ENTRY_FUNCTIONS
         .iter()
         .any(|p| function.starts_with(p))
 }
 
 /// A function of the panic machinery: module-relative range and name.
-pub(super) struct MachineryFunction {
-    pub(super) start: u64,
-    pub(super) end: u64,
-    pub(super) name: String,
+pub(crate) struct MachineryFunction {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) name: String,
     /// One of [`PANIC_ENTRY_FUNCTIONS`] (else of [`HOOK_FUNCTIONS`]).
-    pub(super) entry: bool,
+    pub(crate) entry: bool,
 }
 
 /// Full symbol paths by their last segment, from the ELF symbol table, to
 /// recover the module path of functions line-tables-only DWARF names bare.
 #[derive(Default)]
-pub(super) struct NameIndex {
-    pub(super) by_last: HashMap<String, Vec<String>>,
+pub struct NameIndex {
+    pub(crate) by_last: HashMap<String, Vec<String>>,
     /// The panic machinery's functions, sorted by address.
-    pub(super) machinery: Vec<MachineryFunction>,
+    pub(crate) machinery: Vec<MachineryFunction>,
     /// Module-relative start and end of every function, sorted: the
     /// warm-up's probes, and the range scanned for an async fn's constructor.
-    pub(super) functions: Vec<(u64, u64)>,
+    pub(crate) functions: Vec<(u64, u64)>,
     /// Demangled, readable name of each function by its address.
-    pub(super) by_address: HashMap<u64, String>,
+    pub(crate) by_address: HashMap<u64, String>,
     /// Address of each closure symbol (`shop::load::{closure}`): its DWARF
     /// name tells whether it is an async fn's body, an async block or a closure.
-    pub(super) closures: HashMap<String, u64>,
+    pub(crate) closures: HashMap<String, u64>,
     /// Root path segments of the Rust symbols: the crates linked in.
-    pub(super) roots: HashSet<String>,
+    pub(crate) roots: HashSet<String>,
     /// The crate of `main`: the executable's own.
-    pub(super) main_crate: Option<String>,
+    pub(crate) main_crate: Option<String>,
 }
 
 impl NameIndex {
-    pub(super) fn read(path: &Path) -> NameIndex {
+    /// Reads the symbol table of the ELF at `path`; empty when it has none.
+    pub fn read(path: &Path) -> NameIndex {
         use object::{Object, ObjectSymbol, SymbolKind};
         let mut index = NameIndex::default();
         let Ok(file) = std::fs::File::open(path) else {
@@ -95,7 +96,7 @@ impl NameIndex {
                 continue;
             }
             let Ok(raw) = sym.name() else { continue };
-            if index.functions.len() < MAX_WARM_FUNCTIONS {
+            if index.functions.len() < MAX_FUNCTIONS {
                 let end = sym.address().saturating_add(sym.size().max(1));
                 index.functions.push((sym.address(), end));
             }
@@ -147,61 +148,61 @@ impl NameIndex {
     }
 
     /// The module-relative range of the function holding `probe`.
-    pub(super) fn function_range(&self, probe: u64) -> Option<(u64, u64)> {
+    pub(crate) fn function_range(&self, probe: u64) -> Option<(u64, u64)> {
         let at = self.functions.partition_point(|f| f.0 <= probe);
         let (start, end) = *self.functions.get(at.checked_sub(1)?)?;
         (probe < end).then_some((start, end))
     }
 }
 
-/// Frames for the panic machinery on top of a stack (the unwinder, the hook,
-/// std's panic entry points), named from the symbol table alone, aligned
-/// with `addresses`. Those frames are cut anyway, and a DWARF lookup of an
-/// address never seen is the dearest part of a first panic. Covers the
-/// leading run of machinery addresses and, when a panic entry is on the
-/// stack, every machinery address down to the first run of entries (a hook
-/// installed around ours sits between).
-pub(super) fn machinery_frames(addresses: &[usize]) -> Vec<Option<RawFrame>> {
-    let table = &names().machinery;
-    let Some(main) = modules::main_module().filter(|_| !table.is_empty()) else {
-        return vec![None; addresses.len()];
-    };
-    let found: Vec<Option<&MachineryFunction>> = addresses
-        .iter()
-        .map(|&addr| {
-            if addr < main.start || addr >= main.end {
-                return None;
-            }
-            let probe = main.relative(addr).saturating_sub(1) as u64;
-            let at = table.partition_point(|f| f.start <= probe);
-            at.checked_sub(1)
-                .map(|i| &table[i])
-                .filter(|f| probe < f.end)
-        })
-        .collect();
-    let leading = found.iter().take_while(|f| f.is_some()).count();
-    let through_entries = found
-        .iter()
-        .position(|f| f.is_some_and(|f| f.entry))
-        .map(|first| {
-            first
-                + found[first..]
-                    .iter()
-                    .take_while(|f| f.is_some_and(|f| f.entry))
-                    .count()
-        })
-        .unwrap_or(0);
-    let end = leading.max(through_entries);
-    found
-        .into_iter()
-        .zip(addresses)
-        .enumerate()
-        .map(|(i, (f, &addr))| {
-            let f = f.filter(|_| i < end)?;
-            Some(RawFrame {
-                function: Some(f.name.clone()),
-                ..bare(addr)
+impl NameIndex {
+    /// Module-relative start and end of every function, sorted.
+    pub fn functions(&self) -> &[(u64, u64)] {
+        &self.functions
+    }
+
+    /// True when the symbol table named any of the panic machinery.
+    pub fn knows_machinery(&self) -> bool {
+        !self.machinery.is_empty()
+    }
+
+    /// Names for the panic machinery on top of a stack (the unwinder, the
+    /// hook, std's panic entry points), from the symbol table alone, aligned
+    /// with `probes` (module-relative lookup addresses; `None` outside the
+    /// module). Those frames are cut anyway, and a DWARF lookup of an address
+    /// never seen is the dearest part of a first panic. Covers the leading
+    /// run of machinery addresses and, when a panic entry is on the stack,
+    /// every machinery address down to the first run of entries (a hook
+    /// installed around ours sits between).
+    pub fn machinery_names(&self, probes: &[Option<u64>]) -> Vec<Option<String>> {
+        let table = &self.machinery;
+        let found: Vec<Option<&MachineryFunction>> = probes
+            .iter()
+            .map(|probe| {
+                let probe = (*probe)?;
+                let at = table.partition_point(|f| f.start <= probe);
+                at.checked_sub(1)
+                    .map(|i| &table[i])
+                    .filter(|f| probe < f.end)
             })
-        })
-        .collect()
+            .collect();
+        let leading = found.iter().take_while(|f| f.is_some()).count();
+        let through_entries = found
+            .iter()
+            .position(|f| f.is_some_and(|f| f.entry))
+            .map(|first| {
+                first
+                    + found[first..]
+                        .iter()
+                        .take_while(|f| f.is_some_and(|f| f.entry))
+                        .count()
+            })
+            .unwrap_or(0);
+        let end = leading.max(through_entries);
+        found
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| f.filter(|_| i < end).map(|f| f.name.clone()))
+            .collect()
+    }
 }

@@ -78,12 +78,12 @@ pub fn readable_name(name: &str) -> String {
 }
 
 /// True when a name already carries a module path (outside generic arguments).
-pub(super) fn has_path(name: &str) -> bool {
+pub(crate) fn has_path(name: &str) -> bool {
     split_path(name).len() > 1
 }
 
 /// Splits `a::B<c::D>::e` into `["a", "B<c::D>", "e"]`: `::` inside `<>` stays.
-pub(super) fn split_path(name: &str) -> Vec<&str> {
+pub(crate) fn split_path(name: &str) -> Vec<&str> {
     let bytes = name.as_bytes();
     let (mut depth, mut start, mut i) = (0i32, 0usize, 0usize);
     let mut parts = Vec::new();
@@ -106,7 +106,7 @@ pub(super) fn split_path(name: &str) -> Vec<&str> {
 }
 
 /// `unwrap<u32>` → `unwrap`.
-pub(super) fn strip_generics(segment: &str) -> &str {
+pub(crate) fn strip_generics(segment: &str) -> &str {
     segment.split('<').next().unwrap_or(segment)
 }
 
