@@ -44,6 +44,7 @@ fn event(i: usize, now: i64) -> NewEvent {
         culprit: Some(frames[0].clone()),
         signature: frames,
         storm: None,
+        missing_debug_files: Vec::new(),
     }
 }
 

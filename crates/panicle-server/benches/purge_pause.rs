@@ -52,6 +52,7 @@ fn old_event(i: usize, ts: i64) -> NewEvent {
         culprit: Some(frames[0].clone()),
         signature: frames,
         storm: None,
+        missing_debug_files: Vec::new(),
     }
 }
 

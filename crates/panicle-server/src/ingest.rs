@@ -62,16 +62,16 @@ async fn accept(
     let partial = headers
         .get(PARTIAL_BATCH_HEADER)
         .is_some_and(|v| v.as_bytes() == b"1");
-    let mut events = Vec::new();
+    let mut decoded = Vec::new();
     let mut rejected = Vec::new();
     let body = decode_body(&raw)?;
     let whole = !partial || matches!(body, DecodedBody::One(_));
     match body {
-        DecodedBody::One(d) => events.push(to_new_event(*d, received_ms, max_age_ms)),
+        DecodedBody::One(d) => decoded.push(*d),
         DecodedBody::Batch(items) => {
             for (index, item) in items.into_iter().enumerate() {
                 match item.result {
-                    Ok(d) => events.push(to_new_event(d, received_ms, max_age_ms)),
+                    Ok(d) => decoded.push(d),
                     Err(e) if !partial => return Err(e.into()),
                     Err(e) => rejected.push(Rejected {
                         index: Some(index),
@@ -85,7 +85,17 @@ async fn accept(
     }
     state
         .limits
-        .admit(&state.metrics, &project, &admitted, events.len())?;
+        .admit(&state.metrics, &project, &admitted, decoded.len())?;
+    // Bare addresses named from uploaded debug files before they group.
+    let (decoded, missing) = crate::symbolicate::symbolicate_decoded(state, decoded).await?;
+    let events: Vec<NewEvent> = decoded
+        .into_iter()
+        .zip(missing)
+        .map(|(d, missing)| NewEvent {
+            missing_debug_files: missing,
+            ..to_new_event(d, received_ms, max_age_ms)
+        })
+        .collect();
     let StoredEvents {
         outcome,
         unstorable,
@@ -336,6 +346,8 @@ pub fn to_new_event(decoded: Decoded, received_ms: i64, max_age_ms: i64) -> NewE
             seq_start: s.seq_start,
             seq_end: s.seq_end,
         }),
+        // Set by ingest when a debug file is missing (`symbolicate`).
+        missing_debug_files: Vec::new(),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod retention;
 mod sentry;
 mod states;
 mod storable;
+pub mod symbolicate;
 mod timeouts;
 mod token_bucket;
 mod web;
@@ -80,6 +81,9 @@ pub struct ServerConfig {
     pub retention: RetentionConfig,
     /// How alert notifications are sent and retried.
     pub alerts: alerts::AlertConfig,
+    /// Where uploaded debug files are kept (`<dir>/ab/cdef….debug` by
+    /// build-id); every replica mounts the same directory.
+    pub debug_files_dir: std::path::PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +102,7 @@ impl Default for ServerConfig {
             limits: LimitDefaults::default(),
             retention: RetentionConfig::default(),
             alerts: alerts::AlertConfig::default(),
+            debug_files_dir: std::path::PathBuf::from("panicle-data/debug-files"),
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct AppState {
     pub retention: Arc<RetentionJob>,
     /// The alert worker and checks; `spawn` starts them.
     pub alerts: Arc<alerts::Alerts>,
+    /// Names bare addresses from uploaded debug files.
+    pub symbolicator: Arc<symbolicate::Symbolicator>,
 }
 
 /// The whole HTTP surface.
@@ -252,8 +259,12 @@ impl AppState {
             config.alerts.clone(),
             &config.public_url,
         );
+        let symbolicator = Arc::new(symbolicate::Symbolicator::new(
+            config.debug_files_dir.clone(),
+        ));
         AppState {
             store,
+            symbolicator,
             config: Arc::new(config),
             metrics,
             job,

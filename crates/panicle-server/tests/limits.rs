@@ -79,6 +79,7 @@ fn new_event(ts: i64) -> NewEvent {
         culprit: None,
         signature: vec!["old".into()],
         storm: None,
+        missing_debug_files: Vec::new(),
     }
 }
 

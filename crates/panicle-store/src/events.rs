@@ -39,6 +39,9 @@ pub struct NewEvent {
     pub signature: Vec<String>,
     /// Set on a storm aggregate: the ids of the panics folded into it.
     pub storm: Option<StormRange>,
+    /// Build-ids of modules some frames are bare addresses in, with no debug
+    /// file stored yet: the event is symbolized again when one arrives.
+    pub missing_debug_files: Vec<String>,
 }
 
 /// The folded panics a storm aggregate stands for: ids `id_prefix` followed
@@ -158,15 +161,60 @@ pub fn group_id(project_id: i64, fingerprint: &str) -> String {
     format!("g{}", hex::encode(&digest[..10]))
 }
 
-struct GroupDelta<'a> {
-    first: &'a NewEvent,
-    count: i64,
+pub(crate) struct GroupDelta<'a> {
+    pub(crate) first: &'a NewEvent,
+    pub(crate) count: i64,
     /// New rows in `events` and in `sampled_events`.
-    stored: i64,
-    sampled: i64,
-    first_seen: i64,
-    last_seen: i64,
-    first_release: Option<&'a str>,
+    pub(crate) stored: i64,
+    pub(crate) sampled: i64,
+    pub(crate) first_seen: i64,
+    pub(crate) last_seen: i64,
+    pub(crate) first_release: Option<&'a str>,
+}
+
+/// Adds a batch's events to their group, creating it with the first
+/// event's template, culprit and signature when it is new.
+pub(crate) async fn upsert_group(
+    conn: &mut sqlx::AnyConnection,
+    project_id: i64,
+    gid: &str,
+    d: &GroupDelta<'_>,
+) -> Result<()> {
+    let frames = serde_json::to_string(&d.first.signature).unwrap_or_else(|_| "[]".into());
+    sqlx::query(
+        "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \
+         culprit, frames, event_count, first_seen, last_seen, first_release, sample_message, \
+         stored_events, sampled_events) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (id) DO UPDATE SET \
+         event_count = event_groups.event_count + excluded.event_count, \
+         stored_events = event_groups.stored_events + excluded.stored_events, \
+         sampled_events = event_groups.sampled_events + excluded.sampled_events, \
+         first_release = CASE WHEN excluded.first_seen < event_groups.first_seen \
+             THEN excluded.first_release ELSE event_groups.first_release END, \
+         first_seen = CASE WHEN excluded.first_seen < event_groups.first_seen \
+             THEN excluded.first_seen ELSE event_groups.first_seen END, \
+         last_seen = CASE WHEN excluded.last_seen > event_groups.last_seen \
+             THEN excluded.last_seen ELSE event_groups.last_seen END",
+    )
+    .bind(gid)
+    .bind(project_id)
+    .bind(&d.first.fingerprint)
+    .bind(&d.first.platform)
+    .bind(&d.first.kind)
+    .bind(&d.first.template)
+    .bind(d.first.culprit.as_deref())
+    .bind(frames)
+    .bind(d.count)
+    .bind(d.first_seen)
+    .bind(d.last_seen)
+    .bind(d.first_release)
+    .bind(&d.first.message)
+    .bind(d.stored)
+    .bind(d.sampled)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 impl Store {
@@ -313,6 +361,19 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            if keep {
+                for build_id in &e.missing_debug_files {
+                    sqlx::query(
+                        "INSERT INTO pending_symbols (build_id, project_id, event_id) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(build_id)
+                    .bind(project_id)
+                    .bind(&e.event_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
             if let Some(release) = e.release.as_deref() {
                 releases
                     .entry((gid.clone(), release))
@@ -352,40 +413,7 @@ impl Store {
             d.last_seen = d.last_seen.max(e.timestamp_ms);
         }
         for (gid, d) in &deltas {
-            let frames = serde_json::to_string(&d.first.signature).unwrap_or_else(|_| "[]".into());
-            sqlx::query(
-                "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \
-                 culprit, frames, event_count, first_seen, last_seen, first_release, sample_message, \
-                 stored_events, sampled_events) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (id) DO UPDATE SET \
-                 event_count = event_groups.event_count + excluded.event_count, \
-                 stored_events = event_groups.stored_events + excluded.stored_events, \
-                 sampled_events = event_groups.sampled_events + excluded.sampled_events, \
-                 first_release = CASE WHEN excluded.first_seen < event_groups.first_seen \
-                     THEN excluded.first_release ELSE event_groups.first_release END, \
-                 first_seen = CASE WHEN excluded.first_seen < event_groups.first_seen \
-                     THEN excluded.first_seen ELSE event_groups.first_seen END, \
-                 last_seen = CASE WHEN excluded.last_seen > event_groups.last_seen \
-                     THEN excluded.last_seen ELSE event_groups.last_seen END",
-            )
-            .bind(gid)
-            .bind(project_id)
-            .bind(&d.first.fingerprint)
-            .bind(&d.first.platform)
-            .bind(&d.first.kind)
-            .bind(&d.first.template)
-            .bind(d.first.culprit.as_deref())
-            .bind(frames)
-            .bind(d.count)
-            .bind(d.first_seen)
-            .bind(d.last_seen)
-            .bind(d.first_release)
-            .bind(&d.first.message)
-            .bind(d.stored)
-            .bind(d.sampled)
-            .execute(&mut *tx)
-            .await?;
+            upsert_group(&mut tx, project_id, gid, d).await?;
         }
         self.apply_cluster_states(&mut tx, project_id, &deltas, &fresh, received_at)
             .await?;

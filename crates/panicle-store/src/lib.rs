@@ -17,6 +17,7 @@ mod page;
 mod projects;
 mod retention;
 mod states;
+mod symbols;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod triggers;
@@ -53,6 +54,7 @@ pub use states::{
     ClusterRef, ClusterState, ClusterStatus, IgnoreUntil, RegressionMark, Resolution, SeenEvent,
     StateChange, Verdict, evaluate, merge_states, release_newer, state_detail,
 };
+pub use symbols::{PendingEvent, RegroupReport, Resymbolized};
 pub use wal::{Checkpoint, WAL_SIZE_LIMIT, WalCheckpointer, WalLook, WalPolicy, should_truncate};
 
 /// Which database a [`Store`] talks to.
@@ -280,6 +282,11 @@ impl Store {
                     "groups one unique key",
                     include_str!("../../../migrations/sqlite/0009_groups_one_unique_key.sql"),
                 ),
+                (
+                    11,
+                    "pending symbols",
+                    include_str!("../../../migrations/sqlite/0011_pending_symbols.sql"),
+                ),
             ],
             Backend::Postgres => &[
                 (
@@ -326,6 +333,11 @@ impl Store {
                     9,
                     "groups one unique key",
                     include_str!("../../../migrations/postgres/0009_groups_one_unique_key.sql"),
+                ),
+                (
+                    11,
+                    "pending symbols",
+                    include_str!("../../../migrations/postgres/0011_pending_symbols.sql"),
                 ),
             ],
         };

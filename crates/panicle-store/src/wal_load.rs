@@ -159,6 +159,7 @@ fn event() -> NewEvent {
         culprit: Some("shop::orders::step_0".into()),
         signature: frames,
         storm: None,
+        missing_debug_files: Vec::new(),
     }
 }
 

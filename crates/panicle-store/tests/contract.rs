@@ -81,6 +81,7 @@ fn new_event(fingerprint: &str, ts: i64, service: &str) -> NewEvent {
         culprit: Some("shop::orders::reserve".into()),
         signature: vec!["shop::orders::reserve".into(), "shop::main".into()],
         storm: None,
+        missing_debug_files: Vec::new(),
     }
 }
 

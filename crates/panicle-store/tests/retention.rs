@@ -33,6 +33,7 @@ fn new_event(fingerprint: &str, ts: i64, weight: i64) -> NewEvent {
         culprit: Some("shop::orders::reserve".into()),
         signature: vec!["shop::orders::reserve".into(), fingerprint.into()],
         storm: None,
+        missing_debug_files: Vec::new(),
     }
 }
 

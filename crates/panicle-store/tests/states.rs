@@ -30,6 +30,7 @@ fn ev(fingerprint: &str, ts: i64, release: Option<&str>, pod: Option<&str>) -> N
         culprit: None,
         signature: vec![format!("shop::{fingerprint}")],
         storm: None,
+        missing_debug_files: Vec::new(),
     }
 }
 

@@ -200,3 +200,119 @@ fn a_stripped_demo_follows_its_debuglink_to_the_same_frames() {
     assert!(split.frames[0].line.is_some(), "{:#?}", split.frames);
     assert_eq!(named(&split.frames), named(&unstripped.frames));
 }
+
+/// Runs `exe unwrap-none` against `server` and returns the new event.
+fn panic_on(
+    server: &common::TestServer,
+    exe: &std::path::Path,
+    spool: &std::path::Path,
+) -> panicle::protocol::Event {
+    let before: Vec<String> = server.events().into_iter().map(|e| e.event_id).collect();
+    let out = Command::new(exe)
+        .arg("unwrap-none")
+        .env("PANICLE_DSN", &server.dsn)
+        .env("PANICLE_SPOOL_DIR", spool)
+        .env("OTEL_SERVICE_NAME", "demo")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(101),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server
+        .wait_for_events(before.len() + 1)
+        .into_iter()
+        .find(|e| !before.contains(&e.event_id))
+        .expect("the panic was stored")
+}
+
+/// Issue 18: a fully stripped build (no symbols, no DWARF, no debuglink)
+/// reports bare addresses; once its `objcopy --only-keep-debug` file is
+/// uploaded, the server names the stored event and moves it to the group
+/// the unstripped build's panic is in, and names new ones at ingest — the
+/// same frames (function, file, line, in-app) the unstripped build reports.
+#[test]
+fn a_stripped_demo_is_named_by_the_server_from_its_debug_file() {
+    let original = demo_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("demo");
+    let debug = dir.path().join("demo.debug");
+    std::fs::copy(&original, &exe).unwrap();
+    assert!(
+        Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&exe)
+            .arg(&debug)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("strip")
+            .arg("--strip-all")
+            .arg(&exe)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let debug_files = dir.path().join("debug-files");
+    let server = common::TestServer::start_with(panicle_server::ServerConfig {
+        debug_files_dir: debug_files.clone(),
+        ..panicle_server::ServerConfig::default()
+    });
+
+    let unstripped = panic_on(&server, &original, &dir.path().join("spool-a"));
+    assert_eq!(
+        unstripped.frames[0].function.as_deref(),
+        Some("demo::orders::reserve")
+    );
+    let bare = panic_on(&server, &exe, &dir.path().join("spool-b"));
+    assert!(
+        bare.frames.iter().all(|f| f.function.is_none()),
+        "no debug file yet: addresses only {:#?}",
+        bare.frames
+    );
+    let build_id = bare.frames[0].build_id.clone().expect("a build-id");
+    assert_ne!(
+        server.group_of(&bare.event_id),
+        server.group_of(&unstripped.event_id)
+    );
+
+    // The debug file arrives.
+    let stored = debug_files
+        .join(&build_id[..2])
+        .join(format!("{}.debug", &build_id[2..]));
+    std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+    std::fs::copy(&debug, &stored).unwrap();
+    let rewritten = server
+        .block_on(panicle_server::symbolicate::resymbolize(
+            &server.state,
+            &build_id,
+        ))
+        .unwrap();
+    assert_eq!(rewritten, 1);
+
+    let again = server
+        .events()
+        .into_iter()
+        .find(|e| e.event_id == bare.event_id)
+        .unwrap();
+    assert_eq!(named(&again.frames), named(&unstripped.frames));
+    assert_eq!(
+        server.group_of(&bare.event_id),
+        server.group_of(&unstripped.event_id),
+        "moved to the unstripped build's group"
+    );
+    // Its first frame keeps the address, build-id and offset it came with.
+    assert_eq!(again.frames[0].build_id.as_deref(), Some(build_id.as_str()));
+
+    // A new panic of the stripped build is named at ingest.
+    let fresh = panic_on(&server, &exe, &dir.path().join("spool-c"));
+    assert_eq!(named(&fresh.frames), named(&unstripped.frames));
+    assert_eq!(
+        server.group_of(&fresh.event_id),
+        server.group_of(&unstripped.event_id)
+    );
+}

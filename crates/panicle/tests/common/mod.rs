@@ -13,8 +13,11 @@ use panicle_store::{Backend, Cursor, EventQuery, Store};
 
 pub struct TestServer {
     pub dsn: String,
+    /// The server's listen address (`http://127.0.0.1:PORT`).
+    pub url: String,
     project_id: i64,
-    store: Store,
+    pub store: Store,
+    pub state: AppState,
     runtime: tokio::runtime::Runtime,
     spool: tempfile::TempDir,
     _db: TestDb,
@@ -23,28 +26,34 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start() -> TestServer {
+        Self::start_with(ServerConfig::default())
+    }
+
+    pub fn start_with(config: ServerConfig) -> TestServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let (db, store, project, addr, tx) = runtime.block_on(async {
+        let (db, store, project, addr, tx, state) = runtime.block_on(async {
             let db = TestDb::new(Backend::Sqlite).await;
             let store = db.store().await;
             let project = store.create_project("sdk-test").await.unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr: SocketAddr = listener.local_addr().unwrap();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let state = AppState::new(store.clone(), ServerConfig::default()).unwrap();
-            tokio::spawn(panicle_server::serve(listener, state, async move {
+            let state = AppState::new(store.clone(), config).unwrap();
+            tokio::spawn(panicle_server::serve(listener, state.clone(), async move {
                 let _ = rx.await;
             }));
-            (db, store, project, addr, tx)
+            (db, store, project, addr, tx, state)
         });
         TestServer {
             dsn: format!("http://{}@{}/{}", project.ingest_key, addr, project.id),
+            url: format!("http://{addr}"),
             project_id: project.id,
             store,
+            state,
             runtime,
             spool: tempfile::tempdir().unwrap(),
             _db: db,
@@ -59,6 +68,24 @@ impl TestServer {
         options.delivery.spool_dir = Some(self.spool.path().to_path_buf());
         options.delivery.storm_threshold_per_sec = 0;
         options
+    }
+
+    /// Runs a future on the server's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// The group an event is stored in.
+    pub fn group_of(&self, event_id: &str) -> String {
+        self.runtime.block_on(async {
+            self.store
+                .get_event(event_id, Some(self.project_id))
+                .await
+                .unwrap()
+                .unwrap()
+                .summary
+                .group_id
+        })
     }
 
     /// Every stored event, parsed from its stored payload (all pages).
