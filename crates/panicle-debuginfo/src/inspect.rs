@@ -100,6 +100,16 @@ pub fn has_dwarf<'data, R: object::ReadRef<'data>>(obj: &object::File<'data, R>)
     })
 }
 
+/// True when the ELF at `path` has DWARF or a symbol table: something to
+/// name addresses with here, build-id or not.
+pub fn has_debug_info(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let cache = object::ReadCache::new(file);
+    object::File::parse(&cache).is_ok_and(|obj| has_dwarf(&obj) || obj.symbols().next().is_some())
+}
+
 /// The GNU build-id of the ELF at `path`, as lowercase hex.
 pub fn build_id_of(path: &Path) -> Option<String> {
     let file = std::fs::File::open(path).ok()?;
@@ -186,6 +196,8 @@ mod tests {
             .unwrap();
         assert!(status.success());
         assert_eq!(inspect_path(&copy), Err(InspectError::NoDebugInfo));
+        assert!(!has_debug_info(&copy));
+        assert!(has_debug_info(&no_id));
         let info = inspect_path(&debug).unwrap();
         assert_eq!(info.kind, "debug");
         assert!(info.has_dwarf);

@@ -23,8 +23,8 @@ pub use classify::{clean_path, cut_machinery, finish, is_machinery, sdk_source_d
 pub use debug_file::{DebugFile, symbolicate};
 pub use demangle::{clean_symbol, readable_name, symbol_root};
 pub use inspect::{
-    DebugFileInfo, InspectError, MAX_DEBUG_FILE_BYTES, build_id_of, has_dwarf, inspect,
-    inspect_path,
+    DebugFileInfo, InspectError, MAX_DEBUG_FILE_BYTES, build_id_of, has_debug_info, has_dwarf,
+    inspect, inspect_path,
 };
 pub use lookup::{ClosureKinds, Lookup};
 pub use names::{MAX_FUNCTIONS, NameIndex, is_panic_entry};

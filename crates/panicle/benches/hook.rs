@@ -95,6 +95,14 @@ fn warm(f: &mut dyn FnMut() -> usize) -> f64 {
 /// cost and a warm one's, printed as one line of nanoseconds.
 fn child(mode: &str) {
     let options = Options::default();
+    // `…-server`: the same with `symbolize = Server` (addresses only).
+    let (mode, server) = match mode.strip_suffix("-server") {
+        Some(m) => (m, true),
+        None => (mode, false),
+    };
+    if server {
+        hook_bench::set_symbolize(panicle::Symbolize::Server);
+    }
     if mode == "std" {
         // std's own warm-up: its first capture loads the debug info.
         black_box(std::backtrace::Backtrace::force_capture().to_string());
@@ -177,8 +185,10 @@ fn after_init_report() {
     let ([first, warm, std_cold], a) = children(&exe, "panicle");
     let ([panic_first, panic_warm, _], b) = children(&exe, "panic");
     let ([std_first, std_warm, _], c) = children(&exe, "std");
+    let ([server_first, server_warm, _], d) = children(&exe, "panicle-server");
+    let ([server_panic_first, server_panic_warm, _], e) = children(&exe, "panic-server");
     println!(
-        "\nfresh processes, first capture 1 s after warm-up ({a}, {b} and {c} of {CHILD_RUNS} runs answered; medians, {DEPTH} frames):"
+        "\nfresh processes, first capture 1 s after warm-up ({a}, {b}, {c}, {d} and {e} of {CHILD_RUNS} runs answered; medians, {DEPTH} frames):"
     );
     println!("                                       first        warm   first/warm");
     let row = |name: &str, first: f64, warm: f64| {
@@ -192,11 +202,22 @@ fn after_init_report() {
     row("panicle, capture+symbolize+build", first, warm);
     row("panicle, real panic in the hook", panic_first, panic_warm);
     row("std force_capture, own warm-up", std_first, std_warm);
+    row("server mode, capture+build", server_first, server_warm);
+    row(
+        "server mode, real panic in hook",
+        server_panic_first,
+        server_panic_warm,
+    );
     println!(
         "  panicle / std: first {:.2}x, warm {:.2}x; std's first capture without warm-up: {:.1} ms",
         first / std_first,
         warm / std_warm,
         std_cold / 1e6
+    );
+    println!(
+        "  server mode / std: first {:.2}x, warm {:.2}x",
+        server_panic_first / std_first,
+        server_panic_warm / std_warm
     );
 }
 

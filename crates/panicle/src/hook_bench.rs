@@ -56,6 +56,11 @@ pub fn capture_event_cold(options: &Options) -> Event {
     build_event("bench".into(), None, raw, options, resource()).into_event()
 }
 
+/// Sets where addresses get their names, as `init` does from the options.
+pub fn set_symbolize(mode: crate::Symbolize) {
+    symbolize::set_mode(mode);
+}
+
 /// Starts the background warm-up `init` starts (and detects the resource,
 /// as `init` does).
 pub fn warm_up() {

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 #[cfg(feature = "tower")]
 pub use layer::{PanicleLayer, PanicleService, REQUEST_ID_HEADER, ResponseFuture, Route};
-pub use options::{DEFAULT_STORM_THRESHOLD_PER_SEC, DeliveryOptions, Options};
+pub use options::{DEFAULT_STORM_THRESHOLD_PER_SEC, DeliveryOptions, Options, Symbolize};
 pub use panicle_protocol as protocol;
 pub use scope::{Scoped, remove_tag, scoped, set_tag, take_last_event_id};
 #[doc(hidden)]
@@ -113,6 +113,7 @@ pub fn init(options: Options) -> Guard {
     });
     if CLIENT.set(client.clone()).is_ok() {
         // Debug info loads off the main thread: the first panic must not pay it.
+        symbolize::set_mode(client.options.symbolize);
         symbolize::warm_up();
         capture::prewarm();
         // Deaths by signal: records go to the spool, and what an earlier

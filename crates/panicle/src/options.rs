@@ -32,6 +32,41 @@ pub struct Options {
     /// when another crash reporter owns those signals. Records left by
     /// earlier runs are shipped either way.
     pub signal_handlers: bool,
+    /// Where a panic's addresses get their names (`PANICLE_SYMBOLIZE`:
+    /// `auto`, `local`, `server`).
+    pub symbolize: Symbolize,
+}
+
+/// Where a panic's addresses get their names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Symbolize {
+    /// In the process when the executable (or a separate debug file it
+    /// links) has debug info or symbols, else on the server.
+    #[default]
+    Auto,
+    /// In the process, with its debug info loaded at `init` on a background
+    /// thread: names in every event, whatever server receives it.
+    Local,
+    /// On the server, from the debug file uploaded for the build
+    /// (`panicle debug-files upload`): the process loads no debug info (less
+    /// memory, no warm-up thread), and a panic costs only the unwinding and
+    /// the spool write, first or not.
+    Server,
+}
+
+impl std::str::FromStr for Symbolize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Symbolize, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Symbolize::Auto),
+            "local" => Ok(Symbolize::Local),
+            "server" => Ok(Symbolize::Server),
+            other => Err(format!(
+                "unknown symbolize mode {other:?}: use auto, local or server"
+            )),
+        }
+    }
 }
 
 impl Default for Options {
@@ -47,6 +82,7 @@ impl Default for Options {
             send_timeout: Duration::from_secs(2),
             delivery: DeliveryOptions::default(),
             signal_handlers: true,
+            symbolize: Symbolize::Auto,
         }
     }
 }
@@ -73,7 +109,8 @@ impl Options {
     /// Reads `PANICLE_DSN`, `PANICLE_RELEASE`, `PANICLE_ENVIRONMENT`,
     /// `OTEL_SERVICE_NAME`, `PANICLE_IN_APP_INCLUDE` / `_EXCLUDE` (comma
     /// separated), `PANICLE_STORM_THRESHOLD` (panics per second, 0: off),
-    /// `PANICLE_SIGNAL_HANDLERS` (`0`: no signal handlers). A
+    /// `PANICLE_SIGNAL_HANDLERS` (`0`: no signal handlers), `PANICLE_SYMBOLIZE`
+    /// (`auto`, `local`, `server`). A
     /// malformed DSN is reported on stderr and sending stays off, a malformed
     /// threshold keeps the default: a bad setting must not take the service down.
     pub fn from_env() -> Options {
@@ -93,8 +130,18 @@ impl Options {
                 ),
             }
         }
+        let symbolize = env("PANICLE_SYMBOLIZE")
+            .and_then(|v| match v.parse::<Symbolize>() {
+                Ok(mode) => Some(mode),
+                Err(e) => {
+                    eprintln!("panicle: PANICLE_SYMBOLIZE ignored: {e}");
+                    None
+                }
+            })
+            .unwrap_or_default();
         Options {
             dsn,
+            symbolize,
             release: env("PANICLE_RELEASE"),
             environment: env("PANICLE_ENVIRONMENT"),
             service_name: env("OTEL_SERVICE_NAME"),
@@ -122,6 +169,12 @@ impl Options {
 
     pub fn with_dsn(mut self, dsn: Dsn) -> Self {
         self.dsn = Some(dsn);
+        self
+    }
+
+    /// Where addresses get their names (see [`Symbolize`]).
+    pub fn with_symbolize(mut self, mode: Symbolize) -> Self {
+        self.symbolize = mode;
         self
     }
 

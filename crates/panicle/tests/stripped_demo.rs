@@ -206,10 +206,12 @@ fn panic_on(
     server: &common::TestServer,
     exe: &std::path::Path,
     spool: &std::path::Path,
+    symbolize: &str,
 ) -> panicle::protocol::Event {
     let before: Vec<String> = server.events().into_iter().map(|e| e.event_id).collect();
     let out = Command::new(exe)
         .arg("unwrap-none")
+        .env("PANICLE_SYMBOLIZE", symbolize)
         .env("PANICLE_DSN", &server.dsn)
         .env("PANICLE_SPOOL_DIR", spool)
         .env("OTEL_SERVICE_NAME", "demo")
@@ -263,12 +265,12 @@ fn a_stripped_demo_is_named_by_the_server_from_its_debug_file() {
         ..panicle_server::ServerConfig::default()
     });
 
-    let unstripped = panic_on(&server, &original, &dir.path().join("spool-a"));
+    let unstripped = panic_on(&server, &original, &dir.path().join("spool-a"), "local");
     assert_eq!(
         unstripped.frames[0].function.as_deref(),
         Some("demo::orders::reserve")
     );
-    let bare = panic_on(&server, &exe, &dir.path().join("spool-b"));
+    let bare = panic_on(&server, &exe, &dir.path().join("spool-b"), "auto");
     assert!(
         bare.frames.iter().all(|f| f.function.is_none()),
         "no debug file yet: addresses only {:#?}",
@@ -309,10 +311,19 @@ fn a_stripped_demo_is_named_by_the_server_from_its_debug_file() {
     assert_eq!(again.frames[0].build_id.as_deref(), Some(build_id.as_str()));
 
     // A new panic of the stripped build is named at ingest.
-    let fresh = panic_on(&server, &exe, &dir.path().join("spool-c"));
+    let fresh = panic_on(&server, &exe, &dir.path().join("spool-c"), "auto");
     assert_eq!(named(&fresh.frames), named(&unstripped.frames));
     assert_eq!(
         server.group_of(&fresh.event_id),
+        server.group_of(&unstripped.event_id)
+    );
+
+    // The unstripped build told to leave names to the server (`symbolize =
+    // Server`): addresses only leave the process, the same frames come out.
+    let by_server = panic_on(&server, &original, &dir.path().join("spool-d"), "server");
+    assert_eq!(named(&by_server.frames), named(&unstripped.frames));
+    assert_eq!(
+        server.group_of(&by_server.event_id),
         server.group_of(&unstripped.event_id)
     );
 }

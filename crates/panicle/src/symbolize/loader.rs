@@ -62,8 +62,19 @@ pub(super) fn load() -> Option<Symbolizer> {
 }
 
 pub(super) fn load_unmarked() -> Option<Symbolizer> {
+    if super::leaves_names_to_server() {
+        return None;
+    }
     let module = modules::main_module()?;
     let debug_file = debug_info_file(&module.path, module.build_id.as_deref());
+    // Auto: a stripped executable with no debug file to follow has nothing
+    // to load; its addresses are named on the server.
+    if !panicle_debuginfo::has_debug_info(&debug_file) {
+        super::no_local_debug_info();
+        if super::leaves_names_to_server() {
+            return None;
+        }
+    }
     let loader = addr2line::Loader::new(&debug_file).ok()?;
     Some(Symbolizer {
         closure_kinds: ClosureKinds::default(),
@@ -80,6 +91,12 @@ pub fn warm_up() {
         return;
     }
     let _ = modules::modules();
+    if super::leaves_names_to_server() {
+        // Nothing to load: the module map (build-ids, offsets) is all a
+        // bare frame needs.
+        WARM_DONE.store(true, Ordering::SeqCst);
+        return;
+    }
     let _ = LazyLock::force(&CACHE);
     // The caller's stack (usually `main` and the runtime's start under it)
     // sits under every later panic of this thread: resolved in advance.

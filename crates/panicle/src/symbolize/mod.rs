@@ -14,6 +14,7 @@ mod foreign;
 mod loader;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 
 use std::time::{Duration, Instant};
@@ -24,6 +25,35 @@ pub use loader::{is_warm, resolve_cold, warm_up};
 pub use panicle_debuginfo::{MAX_FRAMES, RawFrame, clean_path};
 
 use loader::{SYMBOLIZER, machinery_frames, resolve_one, symbolizer};
+
+/// Where addresses get their names: `Symbolize` as a number, set by
+/// `init` before the warm-up starts. `Auto` turns into `Server` when the
+/// warm-up finds no debug info to load.
+static MODE: AtomicU8 = AtomicU8::new(AUTO);
+const AUTO: u8 = 0;
+const LOCAL: u8 = 1;
+const SERVER: u8 = 2;
+
+/// Sets where addresses get their names (before `warm_up`).
+pub fn set_mode(mode: crate::options::Symbolize) {
+    use crate::options::Symbolize;
+    let m = match mode {
+        Symbolize::Auto => AUTO,
+        Symbolize::Local => LOCAL,
+        Symbolize::Server => SERVER,
+    };
+    MODE.store(m, Ordering::SeqCst);
+}
+
+/// True when the server names addresses: nothing is loaded or looked up here.
+pub(crate) fn leaves_names_to_server() -> bool {
+    MODE.load(Ordering::Relaxed) == SERVER
+}
+
+/// `Auto` found no debug info: the server names addresses from now on.
+fn no_local_debug_info() {
+    let _ = MODE.compare_exchange(AUTO, SERVER, Ordering::SeqCst, Ordering::SeqCst);
+}
 
 /// Most return addresses walked: the machinery and a deep stack fit.
 const MAX_ADDRESSES: usize = 256;
@@ -79,12 +109,15 @@ pub fn clear_cache() {
 /// warm-up loads: for work off the panic path (a crash record of an
 /// earlier run) that can wait longer than a panic does. True when ready.
 pub fn wait_ready(deadline: Instant) -> bool {
-    symbolizer(deadline).is_some() && loader::names_ready()
+    leaves_names_to_server() || (symbolizer(deadline).is_some() && loader::names_ready())
 }
 
 /// Symbolizes addresses through the cache; misses are resolved and cached.
 /// The panic machinery on top is named from the symbol table alone.
 pub fn resolve(addresses: &[usize]) -> Vec<RawFrame> {
+    if leaves_names_to_server() {
+        return addresses.iter().map(|a| bare(*a)).collect();
+    }
     // The machinery table comes with the name index: a panic during the
     // warm-up waits for it (bounded) rather than resolve those frames apart.
     if !loader::names_ready() {
