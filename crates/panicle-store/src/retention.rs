@@ -71,12 +71,32 @@ impl Store {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE project_id = $1 AND event_id IN \
                  (SELECT event_id FROM {table} WHERE project_id = $1 AND ts < $2 ORDER BY ts LIMIT {batch}) \
-                 RETURNING group_id, weight"
+                 RETURNING group_id, weight, event_id"
             )))
             .bind(project_id)
             .bind(cutoff_ms)
             .fetch_all(&mut *tx)
             .await?;
+            if !sampled && !rows.is_empty() {
+                // Marks of events still waiting for a debug file go with them.
+                let ids: Vec<String> = rows
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("event_id"))
+                    .collect::<std::result::Result<_, _>>()?;
+                for chunk in ids.chunks(500) {
+                    let marks: Vec<String> =
+                        (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM pending_symbols WHERE project_id = $1 AND event_id IN ({})",
+                        marks.join(", ")
+                    )))
+                    .bind(project_id);
+                    for id in chunk {
+                        q = q.bind(id.clone());
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+            }
             for r in rows {
                 let gid: String = r.try_get("group_id")?;
                 let weight: i64 = r.try_get("weight")?;
