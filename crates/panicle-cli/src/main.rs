@@ -727,6 +727,8 @@ async fn serve(
         rules,
     );
     state.alerts.spawn();
+    // Events that arrived before their debug file: named once it is there.
+    panicle_server::symbolicate::spawn_sweep(&state, Duration::from_secs(60));
     if settings.limits.retention_interval > 0 {
         state
             .retention

@@ -57,6 +57,9 @@ pub struct Metrics {
     /// Items of accepted Sentry envelopes (and store requests), by type:
     /// `event` is stored, the others only counted.
     pub sentry_items: Family<ItemTypeLabel, Counter>,
+    /// Events whose bare addresses were named from an uploaded debug file,
+    /// at ingest or later (when the file arrived after them).
+    pub events_symbolicated: Family<StageLabel, Counter>,
 }
 
 impl Metrics {
@@ -128,8 +131,15 @@ impl Metrics {
             "Items of accepted Sentry envelopes, by type (events stored, the rest counted only)",
             sentry_items.clone(),
         );
+        let events_symbolicated = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "events_symbolicated",
+            "Events whose bare addresses the server named from an uploaded debug file, by stage (ingest; later: stored before the file arrived)",
+            events_symbolicated.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            events_symbolicated,
             sentry_items,
             requests_limited,
             events_purged,
@@ -156,6 +166,15 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Events the server named, at `stage` (`ingest` or `later`).
+    pub fn symbolicated(&self, stage: &'static str, events: u64) {
+        if events > 0 {
+            self.events_symbolicated
+                .get_or_create(&StageLabel { stage })
+                .inc_by(events);
+        }
     }
 
     /// An item of an accepted Sentry envelope.

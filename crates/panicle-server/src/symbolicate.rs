@@ -122,26 +122,39 @@ impl Symbolicator {
     /// Names the event's bare frames where a debug file is stored. Returns
     /// the build-ids of bare frames still unnamed for want of a debug file.
     /// Blocking.
-    pub fn symbolicate(&self, event: &mut Event) -> Vec<String> {
+    pub fn symbolicate(&self, event: &mut Event) -> Symbolicated {
         let wanted = bare_build_ids(event);
         if wanted.is_empty() {
-            return Vec::new();
+            return Symbolicated::default();
         }
         let mut found: HashMap<String, Option<Arc<DebugFile>>> = HashMap::new();
         for id in &wanted {
             found.insert(id.clone(), self.debug_file(id));
         }
         let mut lookup = |id: &str| found.get(id).cloned().flatten();
-        if let Some(frames) = panicle_debuginfo::symbolicate(&event.frames, &mut lookup) {
-            event.frames = frames;
-        }
+        let named = match panicle_debuginfo::symbolicate(&event.frames, &mut lookup) {
+            Some(frames) => {
+                event.frames = frames;
+                true
+            }
+            None => false,
+        };
         let mut missing: Vec<String> = bare_build_ids(event)
             .into_iter()
             .filter(|id| found.get(id).is_none_or(Option::is_none))
             .collect();
         missing.sort();
-        missing
+        Symbolicated { named, missing }
     }
+}
+
+/// What [`Symbolicator::symbolicate`] did to an event.
+#[derive(Debug, Default)]
+pub struct Symbolicated {
+    /// Some frame got its name.
+    pub named: bool,
+    /// Build-ids of bare frames with no debug file stored yet.
+    pub missing: Vec<String>,
 }
 
 /// Build-ids of the frames that are bare addresses (no function).
@@ -169,9 +182,9 @@ pub(crate) async fn symbolicate_decoded(
         return Ok((events, none));
     }
     let symbolicator = state.symbolicator.clone();
-    tokio::task::spawn_blocking(move || {
+    let (events, done) = tokio::task::spawn_blocking(move || {
         let mut events = events;
-        let missing: Vec<Vec<String>> = events
+        let done: Vec<Symbolicated> = events
             .iter_mut()
             .map(|d| {
                 // A debug file that makes the DWARF reader panic leaves the
@@ -182,11 +195,14 @@ pub(crate) async fn symbolicate_decoded(
                 .unwrap_or_default()
             })
             .collect();
-        (events, missing)
+        (events, done)
     })
     .await
     // Only a runtime shutting down cancels it: the client resends.
-    .map_err(|e| crate::ApiError::Job(format!("symbolication interrupted: {e}")))
+    .map_err(|e| crate::ApiError::Job(format!("symbolication interrupted: {e}")))?;
+    let named = done.iter().filter(|d| d.named).count() as u64;
+    state.metrics.symbolicated("ingest", named);
+    Ok((events, done.into_iter().map(|d| d.missing).collect()))
 }
 
 /// Starts symbolizing again, in bounded batches, every stored event that
@@ -213,6 +229,41 @@ pub fn resymbolize_in_background(state: &AppState, build_id: String) {
     });
 }
 
+/// Every `interval` (and at once), symbolizes the stored events that wait
+/// for a debug file that is now in the directory: one uploaded through
+/// another replica or by `panicle debug-files upload --database-url`, or a
+/// run cut short by a restart.
+pub fn spawn_sweep(state: &AppState, interval: std::time::Duration) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = sweep(&state).await {
+                tracing::warn!(error = %e, "symbolizing waiting events failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
+
+/// One pass of [`spawn_sweep`]: events rewritten.
+pub async fn sweep(state: &AppState) -> Result<u64, panicle_store::StoreError> {
+    let mut total = 0;
+    for build_id in state.store.pending_build_ids(1000).await? {
+        let stored = Symbolicator::path_of(&state.config.debug_files_dir, &build_id)
+            .is_some_and(|p| p.is_file());
+        if stored {
+            total += resymbolize(state, &build_id).await?;
+        }
+    }
+    if total > 0 {
+        tracing::info!(events = total, "waiting events symbolized");
+        if let Err(e) = state.job.run().await {
+            tracing::warn!(error = %e, "reclustering after symbolization failed");
+        }
+    }
+    Ok(total)
+}
+
 /// The work of [`resymbolize_in_background`]: the number of events
 /// rewritten.
 pub async fn resymbolize(
@@ -230,16 +281,20 @@ pub async fn resymbolize(
         }
         let symbolicator = state.symbolicator.clone();
         let config = state.config.clone();
+        let id = build_id.to_string();
         let batch = tokio::task::spawn_blocking(move || {
-            pending
+            // No usable debug file (yet): the marks stay for the next upload.
+            symbolicator.debug_file(&id)?;
+            let rewritten = pending
                 .into_iter()
-                .map(|p| {
-                    let event: Option<Event> = serde_json::from_str(&p.payload).ok();
-                    let mut event = event?;
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                .filter_map(|p| {
+                    let mut event: Event = serde_json::from_str(&p.payload).ok()?;
+                    // An event the file names nothing in is rewritten as it
+                    // is: its mark is cleared all the same, so the next
+                    // batch moves on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         symbolicator.symbolicate(&mut event)
-                    }))
-                    .ok()?;
+                    }));
                     let mut new = crate::ingest::to_new_event(
                         Decoded {
                             event,
@@ -248,23 +303,25 @@ pub async fn resymbolize(
                         p.timestamp_ms,
                         config.max_event_age_ms(None),
                     );
-                    new.event_id = p.event_id.clone();
+                    new.event_id = p.event_id;
                     Some(Resymbolized {
                         project_id: p.project_id,
                         event: new,
                     })
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            Some(rewritten)
         })
         .await
-        .unwrap_or_default();
-        // An unreadable payload is skipped (its mark cleared) so the loop ends.
-        let done: Vec<Resymbolized> = batch.into_iter().flatten().collect();
-        let report = state.store.regroup_events(build_id, &done).await?;
-        total += report.events;
-        if done.is_empty() {
-            // Nothing readable in a whole batch: the marks stay; stop here.
+        .ok()
+        .flatten();
+        let Some(done) = batch.filter(|d| !d.is_empty()) else {
+            // No debug file, or not one readable payload in a whole batch
+            // (they were written by this server: not expected): stop here.
             return Ok(total);
-        }
+        };
+        let report = state.store.regroup_events(build_id, &done).await?;
+        state.metrics.symbolicated("later", report.events);
+        total += report.events;
     }
 }

@@ -44,6 +44,24 @@ struct Left {
 }
 
 impl Store {
+    /// Build-ids some stored events wait for (at most `limit`).
+    pub async fn pending_build_ids(&self, limit: i64) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT DISTINCT build_id FROM pending_symbols ORDER BY build_id LIMIT $1")
+                .bind(limit.max(1))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok(r.try_get("build_id")?)).collect()
+    }
+
+    /// How many stored events wait for a debug file.
+    pub async fn pending_symbol_events(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(DISTINCT event_id) AS n FROM pending_symbols")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Up to `limit` stored events waiting for `build_id`'s debug file, in
     /// a stable order. Pending marks of events purged meanwhile are dropped.
     pub async fn events_missing_debug_file(
@@ -117,9 +135,15 @@ impl Store {
             .bind(&e.event_id)
             .execute(&mut *tx)
             .await?;
-            let Some(row) = sqlx::query(
-                "SELECT group_id, weight, ts FROM events WHERE project_id = $1 AND event_id = $2",
-            )
+            // Locked: two replicas moving the same event must not both
+            // take it out of its old group.
+            let lock = match self.backend {
+                crate::Backend::Postgres => " FOR UPDATE",
+                crate::Backend::Sqlite => "",
+            };
+            let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT group_id, weight, ts FROM events WHERE project_id = $1 AND event_id = $2{lock}"
+            )))
             .bind(r.project_id)
             .bind(&e.event_id)
             .fetch_optional(&mut *tx)

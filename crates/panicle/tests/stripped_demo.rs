@@ -289,10 +289,7 @@ fn a_stripped_demo_is_named_by_the_server_from_its_debug_file() {
     std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
     std::fs::copy(&debug, &stored).unwrap();
     let rewritten = server
-        .block_on(panicle_server::symbolicate::resymbolize(
-            &server.state,
-            &build_id,
-        ))
+        .block_on(panicle_server::symbolicate::sweep(&server.state))
         .unwrap();
     assert_eq!(rewritten, 1);
 
