@@ -112,6 +112,11 @@ struct StormSlot {
     folded: AtomicU64,
     /// Folded panics already written out in aggregates (the sender's).
     reported: AtomicU64,
+    /// Folded panics whose hook has handed its sample over (or found the
+    /// queue full): until this catches up with `folded`, a hook is between
+    /// counting its panic and handing the sample, and a periodic aggregate
+    /// would go out without it.
+    handed: AtomicU64,
     /// The sender holds a template event for this slot's aggregates; until
     /// then the hook hands it each folded panic's whole event.
     has_template: AtomicBool,
@@ -210,6 +215,7 @@ impl Storm {
                     rate: AtomicU64::new(0),
                     folded: AtomicU64::new(0),
                     reported: AtomicU64::new(0),
+                    handed: AtomicU64::new(0),
                     has_template: AtomicBool::new(false),
                 })
                 .collect(),
@@ -364,6 +370,9 @@ struct StormAcc {
     last_individual_id: Option<String>,
     /// Since when folded panics wait for a template.
     waiting_since: Option<Instant>,
+    /// The last round found a hook between counting a panic and handing
+    /// its sample: this round emits regardless.
+    handoff_late: bool,
     /// The first samples since the last aggregate, by folded number.
     head: Vec<Sampled>,
     /// The last ones.
@@ -863,6 +872,9 @@ impl Shared {
             },
             template,
         });
+        if let Some(s) = self.storm.slots.get(slot) {
+            s.handed.fetch_add(1, Ordering::AcqRel);
+        }
         self.wake();
         event_id
     }
@@ -1251,8 +1263,31 @@ const TEMPLATE_WAIT: Duration = Duration::from_secs(2);
 /// whose template is still on its way waits for it a little (not when
 /// someone flushes).
 fn emit_storm_counts(s: &Shared, spool: &Spool, core: &mut Core, flushing: bool) {
+    // Per slot: every panic counted so far has handed its sample over
+    // (`handed` read first: then `handed >= folded` means each panic
+    // numbered below `folded` is done), so the samples are in the queue,
+    // taken in below before the aggregate is built. A hook caught between
+    // the two waits for the next round, at most one: then the count goes
+    // out without that sample. A flush takes everything counted.
+    let mut upto: Vec<(usize, u64)> = Vec::new();
     for (idx, slot) in s.storm.slots.iter().enumerate() {
+        let handed = slot.handed.load(Ordering::Acquire);
         let folded = slot.folded.load(Ordering::Acquire);
+        if folded <= slot.reported.load(Ordering::Acquire) {
+            continue;
+        }
+        let acc = core.storms.entry(idx).or_default();
+        if flushing || handed >= folded || acc.handoff_late {
+            acc.handoff_late = false;
+            upto.push((idx, folded));
+        } else {
+            acc.handoff_late = true;
+        }
+    }
+    while let Ok(folded) = core.folded_rx.try_recv() {
+        take_folded(s, core, folded);
+    }
+    for (idx, folded) in upto {
         emit_storm_slot(s, spool, core, idx, folded, !flushing);
     }
 }
