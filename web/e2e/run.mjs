@@ -11,7 +11,9 @@
 //                              an id folded into it, its count and sampled traces
 //   INGEST_KEY, REGRESSION_EVENT  the seeded project's ingest key and an
 //                              event of the cart cluster in a newer release
-//   ARTIFACTS                  where screenshots go
+//   DEMO_BASE_URL, DEMO_TOKEN  a server started with --demo-data: every page
+//                              is checked at 1,400 and 390 px wide on it
+//   ARTIFACTS                  where screenshots go (the width pass: ARTIFACTS/responsive/)
 //   CHROMIUM                   browser binary (default /usr/bin/chromium)
 // Prints one line per check and "N passed, N failed"; exits 1 on any failure.
 
@@ -44,6 +46,8 @@ const STORM_COUNT = env('STORM_COUNT', '');
 const STORM_TRACES = env('STORM_TRACES', '');
 const INGEST_KEY = env('INGEST_KEY', '');
 const REGRESSION_EVENT = env('REGRESSION_EVENT', '');
+const DEMO_BASE_URL = env('DEMO_BASE_URL', '').replace(/\/$/, '');
+const DEMO_TOKEN = env('DEMO_TOKEN', '');
 mkdirSync(ARTIFACTS, { recursive: true });
 
 function assert(cond, message) {
@@ -530,7 +534,9 @@ if (hasClusters && INGEST_KEY && REGRESSION_EVENT) {
     await shot(page, 'clusters-regressed');
     await page.goto(`${BASE_URL}/clusters/${encodeURIComponent(id)}`);
     await settled(page);
-    assert((await page.locator('.notice.regression').innerText()).includes('cart@2.1.0'), 'the cluster page tells the regression');
+    const notice = await page.locator('.notice.regression').innerText();
+    assert(notice.includes('cart@2.1.0'), 'the cluster page tells the regression');
+    assert(!notice.includes('[object'), `when it came back shows as text: ${notice}`);
   });
 
   await step('bulk: select clusters on the list and ignore them, then reopen', async () => {
@@ -640,6 +646,111 @@ await step('sign out ends the session: the old cookie no longer works', async ()
   await page.goto(`${BASE_URL}/clusters`);
   await page.waitForSelector('#token');
 });
+
+// ---------------------------------------------------------------------------
+// Every page at a laptop's and a phone's width, on the demo data: nothing may
+// make the page wider than the window (the on-call engineer reads it on a
+// phone; a long frame name once made the cluster page 2,235 px wide).
+
+/** Widths every page must fit. */
+const WIDTHS = [1400, 390];
+
+/** The page is no wider than the window; else what sticks out, for the message. */
+async function horizontalOverflow(page) {
+  return page.evaluate(() => {
+    const w = window.innerWidth;
+    const doc = document.documentElement.scrollWidth;
+    const body = document.body.scrollWidth;
+    if (doc <= w && body <= w) return null;
+    // Inside a scrolling or clipping box an element widens nothing.
+    const contained = (el) => {
+      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+        if (getComputedStyle(p).overflowX !== 'visible') return true;
+      }
+      return false;
+    };
+    const out = (el) => el.getBoundingClientRect().right > w + 0.5 && !contained(el);
+    const culprits = [...document.querySelectorAll('body *')]
+      .filter((el) => out(el) && ![...el.children].some(out))
+      .slice(0, 6)
+      .map((el) => {
+        const cls = (el.getAttribute('class') || '').trim().replace(/\s+/g, '.');
+        return `${el.tagName.toLowerCase()}${cls ? `.${cls}` : ''} ends at ${Math.round(el.getBoundingClientRect().right)} px: "${(el.textContent || '').trim().slice(0, 60)}"`;
+      });
+    return `document ${doc} px, body ${body} px in a ${w} px window; ${culprits.join('; ')}`;
+  });
+}
+
+/** The demo project's pages: lists, every cluster, each kind of event, alerts. */
+async function demoPages() {
+  const get = async (path) => {
+    const res = await fetch(`${DEMO_BASE_URL}/api/v1${path}`, { headers: { Authorization: `Bearer ${DEMO_TOKEN}` } });
+    assert(res.ok, `GET ${path} on the demo server answered ${res.status}`);
+    return res.json();
+  };
+  const demo = (await get('/projects')).items.find((p) => p.name === 'demo');
+  assert(demo, 'the demo server has a demo project');
+  const clusters = (await get(`/clusters?project=${demo.id}&state=all&limit=100`)).items;
+  assert(clusters.length >= 9, `the demo has ${clusters.length} clusters`);
+  const events = (await get(`/events?project=${demo.id}&limit=500`)).items;
+  const storm = events.find((e) => e.count > 1);
+  const go = events.find((e) => e.platform === 'go');
+  const rust = events.find((e) => e.platform === 'rust' && e.count === 1 && e.trace_id);
+  assert(storm && go && rust, 'the demo has a storm, a Go crash and a Rust panic');
+  return [
+    ['clusters', '/clusters'],
+    ['clusters-all-states', `/clusters?project=${demo.id}&state=all&range=30d`],
+    ...clusters.map((c) => [`cluster-${(c.services[0] || c.id).replace(/[^a-z0-9-]/gi, '_')}`, `/clusters/${encodeURIComponent(c.id)}?range=30d`]),
+    ['events', `/events?project=${demo.id}`],
+    ['event-rust', `/events/${rust.event_id}`],
+    ['event-storm', `/events/${storm.event_id}`],
+    ['event-go', `/events/${go.event_id}`],
+    ['alerts', '/alerts'],
+    ['not-found', '/no-such-page'],
+  ];
+}
+
+if (DEMO_BASE_URL) {
+  const pages = await demoPages();
+  const dir = join(ARTIFACTS, 'responsive');
+  mkdirSync(dir, { recursive: true });
+  for (const width of WIDTHS) {
+    await step(`every page at ${width} px on the demo data: no horizontal overflow, folded parts opened too (screenshots in responsive/)`, async () => {
+      const { context: ctx, page: p } = await newPage({ width, height: 900 });
+      const failures = [];
+      const check = async (name, when) => {
+        const over = await horizontalOverflow(p);
+        if (over) failures.push(`${name} (${when}): ${over}`);
+      };
+      try {
+        await p.goto(`${DEMO_BASE_URL}/signin`);
+        await p.waitForSelector('#token');
+        await check('signin', 'signed out');
+        await p.screenshot({ path: join(dir, `${width}-signin.png`), fullPage: true });
+        await p.fill('#token', DEMO_TOKEN);
+        await p.click('form.signin button[type=submit]');
+        await p.waitForSelector('.page-head h1');
+        for (const [name, path] of pages) {
+          await p.goto(`${DEMO_BASE_URL}${path}`);
+          await settled(p);
+          // Panels that load on their own (heatmap, paths, events) are in too.
+          await p.waitForFunction(() => !document.querySelector('#main .loading'));
+          await check(name, 'as loaded');
+          for (const toggle of await p.locator('#main button.deps-toggle').all()) await toggle.click();
+          await p.locator('#main details').evaluateAll((all) => all.forEach((d) => { d.open = true; }));
+          await check(name, 'folded parts open');
+          // An element pasted into a string shows as "[object HTML…Element]".
+          const text = await p.locator('#main').innerText();
+          if (text.includes('[object ')) failures.push(`${name}: "[object …]" in the text`);
+          await p.screenshot({ path: join(dir, `${width}-${name}.png`), fullPage: true });
+        }
+      } finally {
+        await ctx.close();
+      }
+      assert(failures.length === 0, `wider than the window, or broken text:\n      ${failures.join('\n      ')}`);
+    });
+  }
+}
 
 await step('no script error, dialog or CSP violation on any page', async () => {
   assert(problems.pageErrors.length === 0, `page errors: ${problems.pageErrors.join(' | ')}`);

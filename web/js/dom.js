@@ -55,6 +55,16 @@ export function append(el, children) {
   return el;
 }
 
+/** A code name (a frame, a path) as text with line-break opportunities
+ * after its separators (`::`, `.`, `/`): a long frame name wraps between
+ * segments instead of mid-word, and a table column holding it can be as
+ * narrow as its longest segment rather than the whole name. */
+export function breakable(text) {
+  return String(text)
+    .split(/(?<=::|[./])/)
+    .flatMap((part, i) => (i ? [document.createElement('wbr'), part] : [part]));
+}
+
 /** Replaces all children of `el`. */
 export function replace(el, ...children) {
   el.replaceChildren();

@@ -2,6 +2,7 @@
 
 mod alert;
 mod cluster;
+mod demo;
 mod run;
 mod spool;
 
@@ -169,6 +170,11 @@ struct ServeSettings {
     /// in place of the built-in Mozilla roots (a private CA).
     #[arg(long, env = "PANICLE_ALERT_CA_FILE")]
     alert_ca_file: Option<std::path::PathBuf>,
+    /// Once listening, fill a `demo` project with a generated history
+    /// (services, releases, a regression, a storm, Go and Rust crashes)
+    /// through the ingest API; running it again adds nothing.
+    #[arg(long)]
+    demo_data: bool,
     #[command(flatten)]
     cluster: ClusterParams,
     #[command(flatten)]
@@ -750,7 +756,30 @@ async fn serve(
             })
         })
         .flatten();
-    panicle_server::serve(listener, state, shutdown_signal()).await?;
+    let demo_state = settings.demo_data.then(|| state.clone());
+    let serving = panicle_server::serve(listener, state, shutdown_signal());
+    tokio::pin!(serving);
+    let mut stopped = false;
+    if let Some(state) = demo_state {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        tokio::select! {
+            r = &mut serving => {
+                r?;
+                stopped = true;
+            }
+            r = demo::fill(&state, addr, now as i64) => {
+                let summary = r.context(
+                    "cannot fill the demo project (the server stops; start it without --demo-data to keep serving)",
+                )?;
+                for line in summary.lines(&base) {
+                    println!("{line}");
+                }
+            }
+        }
+    }
+    if !stopped {
+        serving.await?;
+    }
     drop(checkpointer);
     store.close().await;
     Ok(())

@@ -1,6 +1,9 @@
 //! The dashboard in a real browser: starts `panicle serve` (one server with
-//! seeded panics, one empty), then runs the headless-Chromium tests in
-//! `web/e2e/run.mjs` against them. Screenshots land in `<repo>/test-artifacts/`.
+//! seeded panics, one empty, one filled by `--demo-data`), then runs the
+//! headless-Chromium tests in `web/e2e/run.mjs` against them: the seeded one
+//! for behaviour, the demo one for every page at 1,400 and 390 px wide.
+//! Screenshots land in `<repo>/test-artifacts/` (the widths pass in
+//! `test-artifacts/responsive/`).
 
 mod common;
 
@@ -297,6 +300,8 @@ fn dashboard_in_headless_chromium() {
     let env = [("PANICLE_TRACE_URL_TEMPLATE", TRACE_URL_TEMPLATE)];
     let server = Server::start_with(&db.url, &env);
     let empty = Server::start_with(&empty_db.url, &env);
+    let demo_db = rt.block_on(TestDb::new(Backend::Sqlite));
+    let (demo, _) = Server::start_until(&demo_db.url, &["--demo-data"], &env, "Demo dashboard: ");
 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -337,6 +342,8 @@ fn dashboard_in_headless_chromium() {
         .env("STORM_TRACES", STORM_SAMPLES.to_string())
         .env("INGEST_KEY", ingest_key(&server))
         .env("REGRESSION_EVENT", regression_event(now).to_string())
+        .env("DEMO_BASE_URL", &demo.base)
+        .env("DEMO_TOKEN", &demo.token)
         .env("ARTIFACTS", &artifacts)
         .output()
         .expect("run node web/e2e/run.mjs (is Node.js installed?)");
@@ -356,6 +363,19 @@ fn dashboard_in_headless_chromium() {
                 assert!(shot.exists(), "screenshot {}", shot.display());
             }
         } else {
+            assert!(shot.exists(), "screenshot {}", shot.display());
+        }
+    }
+    // The widths pass kept a screenshot of each page at each width.
+    for width in [1400, 390] {
+        for page in [
+            "signin",
+            "clusters",
+            "cluster-checkout",
+            "event-go",
+            "alerts",
+        ] {
+            let shot = artifacts.join(format!("responsive/{width}-{page}.png"));
             assert!(shot.exists(), "screenshot {}", shot.display());
         }
     }

@@ -1,6 +1,6 @@
 // One cluster: what to fix and why, where it breaks, when, and on what.
 
-import { h, replace } from '../dom.js';
+import { h, replace, breakable } from '../dom.js';
 import { api, qs, ApiError, isMissingRoute } from '../api.js';
 import { num, ago, plural, growth, exact, withCode } from '../format.js';
 import { heatmap, distribution, pathTree, sparkline } from '../charts.js';
@@ -52,7 +52,7 @@ export async function clusterPage(ctx) {
   const st = c.state || {};
   if (st.regression) {
     notices.push(
-      h('p', { class: 'notice regression', role: 'note' }, h('strong', {}, 'Regression: '), 'it was resolved, and a new event', st.regression.release ? [' in ', h('code', {}, st.regression.release)] : '', ` brought it back ${ago(st.regression.at)}.`),
+      h('p', { class: 'notice regression', role: 'note' }, h('strong', {}, 'Regression: '), 'it was resolved, and a new event', st.regression.release ? [' in ', h('code', {}, st.regression.release)] : '', ' brought it back ', ago(st.regression.at), '.'),
     );
   }
   const quiet = c.returned_after_quiet || c.regression;
@@ -290,7 +290,7 @@ function groupsPanel(c) {
         'p',
         { class: 'merged-because' },
         'Merged because their stacks share ',
-        because.length ? because.map((f, i) => [i ? ' → ' : '', h('code', {}, f)]) : 'most of their frames near the panic site',
+        because.length ? because.map((f, i) => [i ? ' → ' : '', h('code', {}, breakable(f))]) : 'most of their frames near the panic site',
         '.',
       ),
     );
@@ -298,27 +298,32 @@ function groupsPanel(c) {
     box.append(h('p', { class: 'muted' }, 'One exact group: every event had the same fingerprint.'));
   }
   if (Array.isArray(c.common_path) && c.common_path.length) {
-    box.append(h('p', { class: 'small' }, 'Common path: ', c.common_path.map((f, i) => [i ? ' → ' : '', h('code', {}, f)])));
+    box.append(h('p', { class: 'small' }, 'Common path: ', c.common_path.map((f, i) => [i ? ' → ' : '', h('code', {}, breakable(f))])));
   }
   const history = changesList(c.changes);
   if (!groups.length) return box;
   if (history) box.append(history);
+  // Scrolls inside the panel when its columns do not fit, never widening the page.
   box.append(
     h(
-      'table',
-      { class: 'groups-table' },
-      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Group'), h('th', { scope: 'col' }, 'Culprit'), h('th', { scope: 'col', class: 'num' }, 'Events'), h('th', { scope: 'col' }, 'Why it belongs'))),
+      'div',
+      { class: 'table-scroll' },
       h(
-        'tbody',
-        {},
-        groups.map((g) =>
-          h(
-            'tr',
-            { class: 'group-row' },
-            h('td', { class: 'msg' }, g.title || h('span', { class: 'muted' }, g.id)),
-            h('td', {}, g.culprit ? h('code', {}, typeof g.culprit === 'string' ? g.culprit : g.culprit.function || '') : '–'),
-            h('td', { class: 'num' }, num(g.count)),
-            h('td', { class: 'why' }, whyMerged(g)),
+        'table',
+        { class: 'groups-table' },
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Group'), h('th', { scope: 'col' }, 'Culprit'), h('th', { scope: 'col', class: 'num' }, 'Events'), h('th', { scope: 'col' }, 'Why it belongs'))),
+        h(
+          'tbody',
+          {},
+          groups.map((g) =>
+            h(
+              'tr',
+              { class: 'group-row' },
+              h('td', { class: 'msg' }, g.title || h('span', { class: 'muted' }, g.id)),
+              h('td', { class: 'group-culprit' }, g.culprit ? h('code', {}, breakable(typeof g.culprit === 'string' ? g.culprit : g.culprit.function || '')) : '–'),
+              h('td', { class: 'num' }, num(g.count)),
+              h('td', { class: 'why' }, whyMerged(g)),
+            ),
           ),
         ),
       ),
@@ -340,7 +345,7 @@ function whyMerged(g) {
   else if (g.same_message) out.push(h('span', { class: 'tag' }, 'same message'));
   if (shared.length) {
     out.push(h('span', { class: 'small' }, `shares ${plural(shared.length, 'frame')}: `));
-    out.push(shared.slice(0, 3).map((f) => h('code', { class: 'chip mono' }, f)));
+    out.push(shared.slice(0, 3).map((f) => h('code', { class: 'chip mono' }, breakable(f))));
     if (shared.length > 3) out.push(h('span', { class: 'muted small' }, ` +${shared.length - 3}`));
   }
   if (typeof g.distance === 'number' && g.distance > 0) out.push(h('div', { class: 'muted small' }, `distance ${g.distance.toFixed(2)} (0 = same signature)`));

@@ -34,6 +34,18 @@ impl Server {
     }
 
     pub fn start_with(database_url: &str, extra: &[(&str, &str)]) -> Server {
+        Self::start_until(database_url, &[], extra, "panicle listening on ").0
+    }
+
+    /// Starts `panicle serve` with extra arguments and reads its output up
+    /// to the line starting with `until` (after the address line); returns
+    /// the lines read.
+    pub fn start_until(
+        database_url: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+        until: &str,
+    ) -> (Server, Vec<String>) {
         let mut cmd = Command::new(PANICLE);
         cmd.args([
             "serve",
@@ -42,6 +54,7 @@ impl Server {
             "--database-url",
             database_url,
         ])
+        .args(args)
         .env_remove("DATABASE_URL")
         .env("PANICLE_LOG", "warn")
         .stdout(Stdio::piped())
@@ -53,26 +66,38 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let (mut dsn, mut token, mut base) = (String::new(), String::new(), String::new());
+        let mut read = Vec::new();
+        let mut reached = false;
         for line in lines.by_ref() {
             let line = line.expect("read serve output");
+            read.push(line.clone());
             if let Some(v) = line.trim().strip_prefix("DSN:") {
                 dsn = v.trim().to_string();
             } else if let Some(v) = line.trim().strip_prefix("API token:") {
                 token = v.trim().to_string();
             } else if let Some(v) = line.strip_prefix("panicle listening on ") {
                 base = v.trim().to_string();
+            }
+            if !base.is_empty() && line.starts_with(until) {
+                reached = true;
                 break;
             }
         }
-        assert!(!base.is_empty(), "serve did not report its address");
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server {
+        // Built first: a failed check below still kills the child.
+        let server = Server {
             child,
             base,
             dsn,
             token,
-        }
+        };
+        assert!(!server.base.is_empty(), "serve did not report its address");
+        assert!(
+            reached,
+            "serve stopped before printing {until:?}: {read:#?}"
+        );
+        (server, read)
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
