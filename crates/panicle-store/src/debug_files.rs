@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use panicle_debuginfo::{DebugFileInfo, InspectError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
@@ -32,7 +32,7 @@ const TEMP_PREFIX: &str = "tmp-";
 const MAX_NAME_CHARS: usize = 255;
 
 /// What is stored for one build-id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DebugFileRow {
     /// GNU build-id, lowercase hex.
     pub build_id: String,
