@@ -639,15 +639,15 @@ fn debug_files_dir(database_url: &str, given: Option<std::path::PathBuf>) -> std
 /// goes through here: a missing SQLite file is an error that says where it
 /// looked, never a new empty database in the current directory.
 async fn open_existing(db: &DbArgs) -> Result<Store> {
-    if let Some(path) = sqlite_path(&db.database_url) {
-        if !path.is_file() {
-            let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-            anyhow::bail!(
-                "no database at {}: run this where `panicle serve` keeps its data, \
-                 or point it there with --database-url / DATABASE_URL",
-                shown.display()
-            );
-        }
+    if let Some(path) = sqlite_path(&db.database_url)
+        && !path.is_file()
+    {
+        let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        anyhow::bail!(
+            "no database at {}: run this where `panicle serve` keeps its data, \
+             or point it there with --database-url / DATABASE_URL",
+            shown.display()
+        );
     }
     open(db).await
 }

@@ -82,18 +82,38 @@ fn direct_mode(db: &TestDb, cwd: &Path, default_dir: &Path) {
     let (code, stdout, stderr) = cli(
         cwd,
         &env,
-        &["debug-files", "upload", s(&f.exe), s(&f.debug), s(&f.not_elf)],
+        &[
+            "debug-files",
+            "upload",
+            s(&f.exe),
+            s(&f.debug),
+            s(&f.not_elf),
+        ],
     );
     // One file refused: a non-zero exit, the others stored or deduplicated.
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(lines[0].contains(&f.build_id) && lines[0].contains("executable") && lines[0].ends_with(" stored"), "{stdout}");
-    assert!(lines[1].contains(&f.build_id) && lines[1].ends_with("already stored"), "{stdout}");
-    assert!(stderr.contains("notes.txt: error: not an ELF file"), "{stderr}");
+    assert!(
+        lines[0].contains(&f.build_id)
+            && lines[0].contains("executable")
+            && lines[0].ends_with(" stored"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains(&f.build_id) && lines[1].ends_with("already stored"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("notes.txt: error: not an ELF file"),
+        "{stderr}"
+    );
     assert!(stderr.contains("1 of 3 files were not stored"), "{stderr}");
     let path = stored_path(default_dir, &f.build_id);
-    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&f.exe).unwrap());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&f.exe).unwrap()
+    );
 
     let (code, stdout, stderr) = cli(cwd, &env, &["debug-files", "list"]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -125,7 +145,11 @@ fn direct_mode_on_sqlite_keeps_files_beside_the_database() {
     rt.block_on(db.store());
     let db_file = PathBuf::from(db.url.trim_start_matches("sqlite://"));
     let cwd = tempfile::tempdir().unwrap();
-    direct_mode(&db, cwd.path(), &db_file.parent().unwrap().join("debug-files"));
+    direct_mode(
+        &db,
+        cwd.path(),
+        &db_file.parent().unwrap().join("debug-files"),
+    );
 }
 
 #[test]
@@ -158,10 +182,7 @@ fn remote_mode_uploads_lists_and_removes_through_the_server() {
     let db = rt.block_on(TestDb::new(Backend::Sqlite));
     let dir = tempfile::tempdir().unwrap();
     let debug_dir = dir.path().join("shared-volume");
-    let server = Server::start_with(
-        &db.url,
-        &[("PANICLE_DEBUG_FILES_DIR", s(&debug_dir))],
-    );
+    let server = Server::start_with(&db.url, &[("PANICLE_DEBUG_FILES_DIR", s(&debug_dir))]);
     let f = files();
     let cwd = tempfile::tempdir().unwrap();
     let env = [
@@ -173,22 +194,45 @@ fn remote_mode_uploads_lists_and_removes_through_the_server() {
     let (code, stdout, stderr) = cli(
         cwd.path(),
         &env,
-        &["debug-files", "upload", s(&f.debug), s(&f.not_elf), s(&f.exe)],
+        &[
+            "debug-files",
+            "upload",
+            s(&f.debug),
+            s(&f.not_elf),
+            s(&f.exe),
+        ],
     );
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(lines[0].contains(&f.build_id) && lines[0].contains(" debug ") && lines[0].ends_with(" stored"), "{stdout}");
+    assert!(
+        lines[0].contains(&f.build_id)
+            && lines[0].contains(" debug ")
+            && lines[0].ends_with(" stored"),
+        "{stdout}"
+    );
     assert!(lines[1].ends_with("already stored"), "{stdout}");
-    assert!(stderr.contains("notes.txt: error: not an ELF file"), "{stderr}");
+    assert!(
+        stderr.contains("notes.txt: error: not an ELF file"),
+        "{stderr}"
+    );
     let path = stored_path(&debug_dir, &f.build_id);
-    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&f.debug).unwrap());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&f.debug).unwrap()
+    );
     // Nothing in the working directory: remote mode opens no database.
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
 
     let (code, stdout, stderr) = cli(cwd.path(), &env, &["debug-files", "list"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.lines().nth(1).is_some_and(|l| l.starts_with(&f.build_id) && l.contains("\tdebug\t")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with(&f.build_id) && l.contains("\tdebug\t")),
+        "{stdout}"
+    );
 
     // A wrong token: the server's reason, before the file is sent.
     let (code, _, stderr) = cli(

@@ -117,7 +117,10 @@ pub async fn upload(
         status: word,
         row: stored.row(),
     };
-    Ok((status, Json(serde_json::to_value(answer).unwrap_or(Value::Null))))
+    Ok((
+        status,
+        Json(serde_json::to_value(answer).unwrap_or(Value::Null)),
+    ))
 }
 
 /// `GET /api/v1/debug-files`: every stored file, newest first.

@@ -120,7 +120,8 @@ fn fixtures() -> &'static Fixtures {
         let whole = std::fs::read(&exe).unwrap();
         std::fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();
         std::fs::write(&not_elf, b"#!/bin/sh\necho not a binary\n").unwrap();
-        let build_id = panicle_debuginfo::build_id_of(&exe).expect("the test binary has a build-id");
+        let build_id =
+            panicle_debuginfo::build_id_of(&exe).expect("the test binary has a build-id");
         Fixtures {
             exe,
             debug,
@@ -249,7 +250,10 @@ fn raw_exchange(addr: SocketAddr, parts: &[(&[u8], Duration)]) -> (u16, Value, D
                     break;
                 }
             }
-            Err(e) => panic!("no answer: {e} (got {:?})", String::from_utf8_lossy(&answer)),
+            Err(e) => panic!(
+                "no answer: {e} (got {:?})",
+                String::from_utf8_lossy(&answer)
+            ),
         }
     }
     let elapsed = started.elapsed();
@@ -470,7 +474,11 @@ async fn a_slow_upload_outlasts_the_request_timeouts_and_a_stalled_one_is_cut() 
     };
     let s = start(&db, config).await;
     let exe = std::fs::read(&f.exe).unwrap();
-    let head = upload_head(s.addr, &s.admin, &format!("Content-Length: {}\r\n", exe.len()));
+    let head = upload_head(
+        s.addr,
+        &s.admin,
+        &format!("Content-Length: {}\r\n", exe.len()),
+    );
     let addr = s.addr;
     // Twelve pieces 300 ms apart: 3.6 s in all, past both the body (1 s)
     // and the request (2 s) timeouts, never silent for 1 s.
@@ -493,7 +501,13 @@ async fn a_slow_upload_outlasts_the_request_timeouts_and_a_stalled_one_is_cut() 
     assert_eq!(call("DELETE", url, &s.admin).await.0, 200);
     let head = upload_head(s.addr, &s.admin, "Content-Length: 1000000\r\n");
     let (status, body, _) = tokio::task::spawn_blocking(move || {
-        raw_exchange(addr, &[(head.as_bytes(), Duration::ZERO), (&[0u8; 1000], Duration::ZERO)])
+        raw_exchange(
+            addr,
+            &[
+                (head.as_bytes(), Duration::ZERO),
+                (&[0u8; 1000], Duration::ZERO),
+            ],
+        )
     })
     .await
     .unwrap();
@@ -511,7 +525,11 @@ async fn a_slow_upload_outlasts_the_request_timeouts_and_a_stalled_one_is_cut() 
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while !files_under(&s.debug_dir()).is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", files_under(&s.debug_dir()));
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            files_under(&s.debug_dir())
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_nothing_stored(&s).await;

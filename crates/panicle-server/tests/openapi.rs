@@ -123,7 +123,10 @@ async fn openapi_covers_every_route() {
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     // An upload is the raw file, named by a query parameter.
     let upload = &doc["paths"]["/api/v1/debug-files"]["post"];
-    assert!(upload["requestBody"]["content"]["application/octet-stream"].is_object(), "{upload}");
+    assert!(
+        upload["requestBody"]["content"]["application/octet-stream"].is_object(),
+        "{upload}"
+    );
     assert_eq!(upload["parameters"][0]["name"], "name", "{upload}");
     // A state change names its body: the states and their parameters.
     assert!(doc["components"]["schemas"]["StateBody"]["properties"]["until_events"].is_object());

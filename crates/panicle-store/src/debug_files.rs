@@ -124,7 +124,7 @@ pub fn debug_file_path(dir: &Path, build_id: &str) -> Result<PathBuf, DebugFileE
 fn normalize_build_id(build_id: &str) -> Result<String, DebugFileError> {
     let id = build_id.trim().to_ascii_lowercase();
     let hex = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !hex || id.len() < 2 || id.len() > 128 || id.len() % 2 != 0 {
+    if !hex || id.len() > 128 || !id.len().is_multiple_of(2) {
         return Err(DebugFileError::BadBuildId(
             build_id.chars().take(140).collect(),
         ));
@@ -162,8 +162,7 @@ fn row_from(row: &sqlx::any::AnyRow) -> Result<DebugFileRow, sqlx::Error> {
     })
 }
 
-const COLUMNS: &str =
-    "build_id, name, kind, arch, has_dwarf, has_symbols, size_bytes, uploaded_at";
+const COLUMNS: &str = "build_id, name, kind, arch, has_dwarf, has_symbols, size_bytes, uploaded_at";
 
 /// The debug-file directory and the table that describes it.
 #[derive(Clone)]
@@ -384,14 +383,13 @@ impl DebugUpload {
             .await
             .map_err(io_error("syncing", &temp))?;
         let inspected = temp.clone();
-        let info =
-            tokio::task::spawn_blocking(move || panicle_debuginfo::inspect_path(&inspected))
-                .await
-                .map_err(|e| DebugFileError::Io {
-                    action: "inspecting",
-                    path: temp.display().to_string(),
-                    source: std::io::Error::other(e.to_string()),
-                })??;
+        let info = tokio::task::spawn_blocking(move || panicle_debuginfo::inspect_path(&inspected))
+            .await
+            .map_err(|e| DebugFileError::Io {
+                action: "inspecting",
+                path: temp.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
         self.place(info).await
     }
 
