@@ -135,6 +135,19 @@ fn fixtures() -> &'static Fixtures {
     })
 }
 
+/// Awaits every future at once (each runs its blocking request on its own
+/// thread).
+async fn futures_join_all<T: Send + 'static>(
+    futures: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
@@ -144,11 +157,15 @@ fn agent() -> ureq::Agent {
 }
 
 /// Uploads the file at `path`; (status, body).
-async fn upload(s: &Running, path: &Path, token: &str) -> (u16, Value) {
+fn upload(
+    s: &Running,
+    path: &Path,
+    token: &str,
+) -> impl std::future::Future<Output = (u16, Value)> + Send + 'static {
     let url = format!("{}/api/v1/debug-files", s.base);
     let token = token.to_string();
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let blocking = tokio::task::spawn_blocking(move || {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         let file = std::fs::File::open(&path).unwrap();
         let mut resp = agent()
@@ -163,9 +180,8 @@ async fn upload(s: &Running, path: &Path, token: &str) -> (u16, Value) {
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    })
-    .await
-    .unwrap()
+    });
+    async move { blocking.await.unwrap() }
 }
 
 async fn call(method: &'static str, url: String, token: &str) -> (u16, Value) {
@@ -377,6 +393,38 @@ panicle_store::backend_tests! {
         let items = list(&s).await;
         assert_eq!(items.len(), 1);
         assert_eq!(items[0]["kind"], "debug");
+        assert_eq!(files_under(&s.debug_dir()), vec![path.clone()]);
+
+        // A row whose file went missing takes the next upload, whatever it holds.
+        std::fs::remove_file(&path).unwrap();
+        let (status, body) = upload(&s, &f.symbols_only, &s.admin).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["has_dwarf"], false);
+        assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&f.symbols_only).unwrap());
+        assert_eq!(list(&s).await[0]["has_dwarf"], false);
+    }
+
+    async fn concurrent_uploads_of_one_build_id_agree_on_the_file_with_dwarf(db: &TestDb) {
+        let f = fixtures();
+        let s = start(db, ServerConfig::default()).await;
+        let mut uploads = Vec::new();
+        for i in 0..6 {
+            let file = if i % 2 == 0 { &f.symbols_only } else { &f.debug };
+            uploads.push(upload(&s, file, &s.admin));
+        }
+        let answers = futures_join_all(uploads).await;
+        for (status, body) in &answers {
+            assert!(*status == 201 || *status == 200, "{body}");
+        }
+        let stored = answers.iter().filter(|(_, b)| b["status"] == "stored").count();
+        assert_eq!(stored, 1, "{answers:?}");
+        // Whatever the order, the DWARF file is the one kept, row and file alike.
+        let items = list(&s).await;
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["has_dwarf"], true, "{items:?}");
+        assert_eq!(items[0]["kind"], "debug");
+        let path = stored_path(&s, &f.build_id);
+        assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&f.debug).unwrap());
         assert_eq!(files_under(&s.debug_dir()), vec![path]);
     }
 

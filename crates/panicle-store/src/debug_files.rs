@@ -408,45 +408,49 @@ impl DebugUpload {
             size_bytes: i64::try_from(self.written).unwrap_or(i64::MAX),
             uploaded_at: now_ms(),
         };
-        // A stored row whose file went missing is replaced whatever it held.
-        let file_there = tokio::fs::try_exists(&path).await.unwrap_or(false);
         let mut tx = files.store.begin_write().await?;
         // The condition decides the dedup in the database, so two replicas
-        // storing the same build-id at once agree on the winner (the row is
-        // locked until this transaction ends).
-        let condition = if file_there {
-            " WHERE debug_files.has_dwarf = 0 AND excluded.has_dwarf = 1"
-        } else {
-            ""
-        };
-        let written = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO debug_files ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (build_id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
-             arch = excluded.arch, has_dwarf = excluded.has_dwarf, \
-             has_symbols = excluded.has_symbols, size_bytes = excluded.size_bytes, \
-             uploaded_at = excluded.uploaded_at{condition}"
-        )))
-        .bind(&row.build_id)
-        .bind(&row.name)
-        .bind(&row.kind)
-        .bind(&row.arch)
-        .bind(i64::from(row.has_dwarf))
-        .bind(i64::from(row.has_symbols))
-        .bind(row.size_bytes)
-        .bind(row.uploaded_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if written == 0 {
-            let kept = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM debug_files WHERE build_id = $1"
+        // storing the same build-id at once agree on the winner: the first
+        // insert holds the key until it commits, and a conflicting row
+        // stays locked (SQLite: the whole write) until this transaction ends.
+        let upsert = |condition: &str| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO debug_files ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (build_id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
+                 arch = excluded.arch, has_dwarf = excluded.has_dwarf, \
+                 has_symbols = excluded.has_symbols, size_bytes = excluded.size_bytes, \
+                 uploaded_at = excluded.uploaded_at{condition}"
             )))
-            .bind(&row.build_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let kept = row_from(&kept)?;
-            tx.rollback().await?;
-            return Ok(Stored::Exists(kept));
+            .bind(row.build_id.clone())
+            .bind(row.name.clone())
+            .bind(row.kind.clone())
+            .bind(row.arch.clone())
+            .bind(i64::from(row.has_dwarf))
+            .bind(i64::from(row.has_symbols))
+            .bind(row.size_bytes)
+            .bind(row.uploaded_at)
+        };
+        let written = upsert(" WHERE debug_files.has_dwarf = 0 AND excluded.has_dwarf = 1")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        // Looked at under the lock: no other upload of this id moves it now.
+        let file_there = tokio::fs::try_exists(&path).await.unwrap_or(false);
+        if written == 0 {
+            if file_there {
+                let kept = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM debug_files WHERE build_id = $1"
+                )))
+                .bind(&row.build_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let kept = row_from(&kept)?;
+                tx.rollback().await?;
+                return Ok(Stored::Exists(kept));
+            }
+            // The row outlived its file (removed by hand, another volume):
+            // this upload takes its place whatever either holds.
+            upsert("").execute(&mut *tx).await?;
         }
         let parent = path
             .parent()
