@@ -140,10 +140,15 @@ pub async fn run(command: DebugFilesCommand) -> Result<()> {
             let removed = match target.mode().await? {
                 Mode::Direct(files) => files.remove(&build_id).await?,
                 Mode::Remote { url, token } => {
-                    let id = build_id.clone();
+                    let id = build_id.trim().to_string();
+                    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        bail!(
+                            "`{build_id}` is not a build-id: give the hex build-id `panicle debug-files list` shows"
+                        );
+                    }
                     let answer = remote(move || {
                         agent()
-                            .delete(&format!("{url}/api/v1/debug-files/{}", id.trim()))
+                            .delete(&format!("{url}/api/v1/debug-files/{id}"))
                             .header("Authorization", format!("Bearer {token}"))
                             .call()
                     })

@@ -253,6 +253,10 @@ fn remote_mode_uploads_lists_and_removes_through_the_server() {
     let (_, stdout, _) = cli(cwd.path(), &env, &["debug-files", "list"]);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
 
+    let (code, _, stderr) = cli(cwd.path(), &env, &["debug-files", "remove", "../etc"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("is not a build-id"), "{stderr}");
+
     // --url without a token says what is missing.
     let (code, _, stderr) = cli(
         cwd.path(),
