@@ -38,6 +38,13 @@ pub(crate) fn debug_file_stored(state: &AppState, build_id: &str) {
     tracing::info!(build_id, "debug file stored");
 }
 
+/// Called once a debug file is removed: whatever holds it open (a cache of
+/// parsed files) must let it go.
+pub(crate) fn debug_file_removed(state: &AppState, build_id: &str) {
+    let _ = state;
+    tracing::info!(build_id, "debug file removed");
+}
+
 fn files(state: &AppState) -> DebugFiles {
     DebugFiles::new(state.store.clone(), &state.config.debug_files_dir)
         .with_max_bytes(state.config.max_debug_file_bytes)
@@ -148,5 +155,6 @@ pub async fn remove(
     if !files(&state).remove(&build_id).await? {
         return Err(ApiError::NotFound("debug file"));
     }
+    debug_file_removed(&state, &build_id.trim().to_ascii_lowercase());
     Ok(Json(json!({ "deleted": true })))
 }

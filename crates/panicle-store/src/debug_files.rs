@@ -119,12 +119,12 @@ pub fn debug_file_path(dir: &Path, build_id: &str) -> Result<PathBuf, DebugFileE
     Ok(dir.join(&id[..2]).join(format!("{}.debug", &id[2..])))
 }
 
-/// Lowercase hex of at least one byte and at most 64 (GNU build-ids are 8
-/// to 20 bytes); anything else cannot be a stored id.
+/// Lowercase hex of 2 to 64 bytes (GNU build-ids are 8 to 20): a shorter
+/// one would leave the file no name after its directory.
 fn normalize_build_id(build_id: &str) -> Result<String, DebugFileError> {
     let id = build_id.trim().to_ascii_lowercase();
     let hex = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !hex || id.len() > 128 || !id.len().is_multiple_of(2) {
+    if !hex || id.len() < 4 || id.len() > 128 || !id.len().is_multiple_of(2) {
         return Err(DebugFileError::BadBuildId(
             build_id.chars().take(140).collect(),
         ));
@@ -517,7 +517,7 @@ mod tests {
             debug_file_path(dir, "ABCDEF0123").unwrap(),
             Path::new("/d/ab/cdef0123.debug")
         );
-        for bad in ["", "a", "abc", "../x", "ab/cd", "zz00", "abc def"] {
+        for bad in ["", "a", "ab", "abc", "../x", "ab/cd", "zz00", "abc def"] {
             assert!(debug_file_path(dir, bad).is_err(), "{bad}");
         }
     }
