@@ -10,7 +10,7 @@ RUN cargo build --release --locked -p panicle-cli \
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* && useradd --system --home /var/lib/panicle panicle \
-    && mkdir -p /var/lib/panicle && chown panicle /var/lib/panicle
+    && mkdir -p /var/lib/panicle/debug-files && chown -R panicle /var/lib/panicle
 COPY --from=build /usr/local/bin/panicle /usr/local/bin/panicle
 USER panicle
 WORKDIR /var/lib/panicle

@@ -2,6 +2,7 @@
 
 mod alert;
 mod cluster;
+mod debug_files;
 mod demo;
 mod run;
 mod spool;
@@ -118,6 +119,12 @@ enum Command {
         #[command(subcommand)]
         command: spool::SpoolCommand,
     },
+    /// Debug info of stripped binaries, by GNU build-id: `panicle debug-files
+    /// upload|list|remove`, on a server (`--url`, `--token`) or the store directly.
+    DebugFiles {
+        #[command(subcommand)]
+        command: debug_files::DebugFilesCommand,
+    },
 }
 
 /// Server settings beyond where to listen and store.
@@ -166,6 +173,11 @@ struct ServeSettings {
     /// Seconds between checks of spike and confined alert rules.
     #[arg(long, env = "PANICLE_ALERT_CHECK_INTERVAL", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 60)]
     alert_check_interval: u64,
+    /// Where uploaded debug files are kept (default: a `debug-files` directory
+    /// beside the SQLite file; for PostgreSQL ./panicle-debug-files). Every
+    /// replica of one deployment mounts the same volume here.
+    #[arg(long, env = "PANICLE_DEBUG_FILES_DIR")]
+    debug_files_dir: Option<std::path::PathBuf>,
     /// PEM file of the CA certificates to trust for https:// alert receivers,
     /// in place of the built-in Mozilla roots (a private CA).
     #[arg(long, env = "PANICLE_ALERT_CA_FILE")]
@@ -511,6 +523,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Token { command } => token(command).await,
         Command::Alert { command } => alert::run(command).await,
         Command::Spool { command } => spool::run(command).await,
+        Command::DebugFiles { command } => debug_files::run(command).await,
         Command::Run { .. } => {
             anyhow::bail!("`panicle run` is handled before the runtime starts")
         }
@@ -603,22 +616,44 @@ fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// The SQLite file of a `sqlite:` URL; None for PostgreSQL.
+fn sqlite_path(url: &str) -> Option<&std::path::Path> {
+    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    Some(std::path::Path::new(
+        rest.split_once('?').map_or(rest, |(p, _)| p),
+    ))
+}
+
+/// Where debug files are kept unless `--debug-files-dir` says: beside the
+/// SQLite file (one directory to back up and mount), or, for PostgreSQL,
+/// `./panicle-debug-files`. `serve` and `debug-files` agree on it.
+fn debug_files_dir(database_url: &str, given: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    if let Some(dir) = given {
+        return dir;
+    }
+    match sqlite_path(database_url) {
+        Some(file) => file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join("debug-files"),
+        None => std::path::PathBuf::from("./panicle-debug-files"),
+    }
+}
+
 /// Opens the database a server already made. Every command but `serve`
 /// goes through here: a missing SQLite file is an error that says where it
 /// looked, never a new empty database in the current directory.
 async fn open_existing(db: &DbArgs) -> Result<Store> {
-    let url = &db.database_url;
-    if let Some(rest) = url.strip_prefix("sqlite:") {
-        let rest = rest.trim_start_matches("//");
-        let path = std::path::Path::new(rest.split_once('?').map_or(rest, |(p, _)| p));
-        if !path.is_file() {
-            let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-            anyhow::bail!(
-                "no database at {}: run this where `panicle serve` keeps its data, \
-                 or point it there with --database-url / DATABASE_URL",
-                shown.display()
-            );
-        }
+    if let Some(path) = sqlite_path(&db.database_url)
+        && !path.is_file()
+    {
+        let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        anyhow::bail!(
+            "no database at {}: run this where `panicle serve` keeps its data, \
+             or point it there with --database-url / DATABASE_URL",
+            shown.display()
+        );
     }
     open(db).await
 }
@@ -679,6 +714,16 @@ async fn serve(
         .context("invalid clustering parameters")?;
     let trust_roots = alert::trust_roots(settings.alert_ca_file.as_deref())?;
     let store = open(&db).await?;
+    let debug_dir = debug_files_dir(&db.database_url, settings.debug_files_dir.clone());
+    // What a crash left mid-upload; a day old, so no replica is still writing it.
+    match panicle_store::DebugFiles::new(store.clone(), &debug_dir)
+        .sweep_temp_files(Duration::from_secs(86_400))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "stale debug-file uploads removed"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep the debug-file directory"),
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
@@ -697,7 +742,7 @@ async fn serve(
         println!("  Dashboard: {base}/");
     }
     println!("panicle listening on http://{addr}");
-    tracing::info!(%addr, database = %redact(&db.database_url), "panicle serving");
+    tracing::info!(%addr, database = %redact(&db.database_url), debug_files = %debug_dir.display(), "panicle serving");
     let state = AppState::with_rules(
         store.clone(),
         ServerConfig {
@@ -728,6 +773,7 @@ async fn serve(
                 trust_roots,
                 ..panicle_server::alerts::AlertConfig::default()
             },
+            debug_files_dir: debug_dir,
             ..ServerConfig::default()
         },
         rules,
@@ -831,6 +877,31 @@ mod tests {
         assert!(parse_limit("lots").is_err());
         assert_eq!(to_update(Some(Limit::Default)), Some(None));
         assert_eq!(to_update(None), None);
+    }
+
+    #[test]
+    fn debug_files_go_beside_the_sqlite_file() {
+        use std::path::PathBuf;
+        assert_eq!(
+            debug_files_dir("sqlite://./panicle-data/panicle.db", None),
+            PathBuf::from("./panicle-data/debug-files")
+        );
+        assert_eq!(
+            debug_files_dir("sqlite:///var/lib/panicle/p.db?mode=rwc", None),
+            PathBuf::from("/var/lib/panicle/debug-files")
+        );
+        assert_eq!(
+            debug_files_dir("sqlite://p.db", None),
+            PathBuf::from("./debug-files")
+        );
+        assert_eq!(
+            debug_files_dir("postgres://u@h/db", None),
+            PathBuf::from("./panicle-debug-files")
+        );
+        assert_eq!(
+            debug_files_dir("postgres://u@h/db", Some("/mnt/dbg".into())),
+            PathBuf::from("/mnt/dbg")
+        );
     }
 
     #[test]

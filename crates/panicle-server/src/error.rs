@@ -3,9 +3,10 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use panicle_debuginfo::InspectError;
 use panicle_protocol::DecodeError;
 use panicle_protocol::sentry::{EnvelopeError, SentryEventError};
-use panicle_store::StoreError;
+use panicle_store::{DebugFileError, StoreError};
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,10 @@ pub enum ApiError {
     Unstorable(String),
     #[error("internal error: {0}")]
     Store(#[from] StoreError),
+    /// A refused debug-file upload or removal (`debug_files.rs`); database
+    /// errors arrive as `Store`.
+    #[error(transparent)]
+    DebugFile(DebugFileError),
     #[error("the clustering run failed: {0}")]
     Job(String),
     /// A rate limit or quota (see `limits.rs`): 429 with `Retry-After`.
@@ -99,6 +104,14 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::Unstorable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::DebugFile(e) => match e {
+                DebugFileError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                DebugFileError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                DebugFileError::BadBuildId(_) => StatusCode::BAD_REQUEST,
+                DebugFileError::Io { .. } | DebugFileError::Store(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
             ApiError::Store(StoreError::InvalidCursor) => StatusCode::BAD_REQUEST,
             ApiError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             // The database answered, and refused the statement: retrying the
@@ -131,11 +144,29 @@ impl ApiError {
                 "not_found"
             }
             ApiError::Unstorable(_) => "unstorable_event",
+            ApiError::DebugFile(e) => match e {
+                DebugFileError::Invalid(InspectError::NotElf(_)) => "not_elf",
+                DebugFileError::Invalid(InspectError::NoBuildId) => "no_build_id",
+                DebugFileError::Invalid(InspectError::NoDebugInfo) => "no_debug_info",
+                DebugFileError::Invalid(InspectError::Truncated(_)) => "truncated",
+                DebugFileError::TooLarge { .. } => "too_large",
+                DebugFileError::BadBuildId(_) => "invalid_parameter",
+                DebugFileError::Io { .. } | DebugFileError::Store(_) => "debug_file_storage_failed",
+            },
             ApiError::Store(StoreError::InvalidCursor) => "invalid_cursor",
             ApiError::Store(e) if e.is_unavailable() => "storage_unavailable",
             ApiError::Store(_) => "database_error",
             ApiError::Job(_) => "clustering_failed",
             ApiError::Limited { code, .. } => code,
+        }
+    }
+}
+
+impl From<DebugFileError> for ApiError {
+    fn from(e: DebugFileError) -> Self {
+        match e {
+            DebugFileError::Store(e) => ApiError::Store(e),
+            other => ApiError::DebugFile(other),
         }
     }
 }
@@ -163,6 +194,10 @@ impl ApiError {
             ApiError::Store(e) => format!(
                 "the database refused the request ({}); see the server log",
                 e.refusal_reason()
+            ),
+            // The server's paths are its own; the log has them.
+            ApiError::DebugFile(DebugFileError::Io { action, .. }) => format!(
+                "the server could not store the debug file ({action} failed); see the server log"
             ),
             other => other.to_string(),
         };

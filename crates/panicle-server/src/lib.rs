@@ -12,6 +12,7 @@ mod auth;
 mod clusters;
 mod connections;
 mod cookie;
+mod debug_files;
 mod error;
 mod ingest;
 pub mod jobs;
@@ -30,6 +31,7 @@ mod token_bucket;
 mod web;
 pub mod webhook;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,10 +83,19 @@ pub struct ServerConfig {
     pub retention: RetentionConfig,
     /// How alert notifications are sent and retried.
     pub alerts: alerts::AlertConfig,
-    /// Where uploaded debug files are kept (`<dir>/ab/cdef….debug` by
-    /// build-id); every replica mounts the same directory.
-    pub debug_files_dir: std::path::PathBuf,
+    /// Where uploaded debug files live, as
+    /// `<dir>/<build_id[0..2]>/<build_id[2..]>.debug` (created at the first
+    /// upload). Default `./panicle-data/debug-files`, beside the default
+    /// SQLite database; `panicle serve` puts it beside the database file it
+    /// is given. Replicas of one deployment must share it (one volume).
+    pub debug_files_dir: PathBuf,
+    /// Largest accepted debug file (default and most: 1 GiB); the ingest
+    /// body limit does not apply to uploads.
+    pub max_debug_file_bytes: u64,
 }
+
+/// Where debug files go unless told: beside the default SQLite database.
+pub const DEFAULT_DEBUG_FILES_DIR: &str = "./panicle-data/debug-files";
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -102,7 +113,8 @@ impl Default for ServerConfig {
             limits: LimitDefaults::default(),
             retention: RetentionConfig::default(),
             alerts: alerts::AlertConfig::default(),
-            debug_files_dir: std::path::PathBuf::from("panicle-data/debug-files"),
+            debug_files_dir: PathBuf::from(DEFAULT_DEBUG_FILES_DIR),
+            max_debug_file_bytes: panicle_store::MAX_DEBUG_FILE_BYTES,
         }
     }
 }
@@ -173,6 +185,8 @@ pub fn router(state: AppState) -> Router {
         ))
         .routes(routes!(alerts::test_rule))
         .routes(routes!(alerts::list_deliveries))
+        .routes(routes!(debug_files::upload, debug_files::list))
+        .routes(routes!(debug_files::remove))
         .split_for_parts();
     let doc = Arc::new(doc);
     api.route(

@@ -208,7 +208,7 @@ pub(crate) async fn symbolicate_decoded(
 /// Starts symbolizing again, in bounded batches, every stored event that
 /// waited for `build_id`'s debug file, moving each to the group its names
 /// give; then reclusters.
-pub fn resymbolize_in_background(state: &AppState, build_id: String) {
+pub(crate) fn resymbolize_in_background(state: &AppState, build_id: String) {
     let state = state.clone();
     state.symbolicator.forget(&build_id);
     tokio::spawn(async move {

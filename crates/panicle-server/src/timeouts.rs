@@ -9,9 +9,20 @@
 //! the slow one: 503 `request_timeout` with `Retry-After`, which clients
 //! retry. Ingest stays correct when the handler is cut: an uncommitted
 //! transaction rolls back, and a resent event id is stored once.
+//!
+//! A debug-file upload (`POST /api/v1/debug-files`, up to 1 GiB) cannot
+//! arrive within a body deadline meant for event batches. Its body is
+//! bounded by a stall timeout instead: the same `body` duration, counted
+//! from the last bytes received (408 when nothing comes for that long), and
+//! the whole request by [`UPLOAD_REQUEST_TIMEOUT`] (1 GiB at ~300 KB/s).
+//! A 300 MB upload over loopback takes seconds and is never cut; a client
+//! dripping a byte now and then holds its connection an hour at most.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
@@ -25,6 +36,9 @@ use serde_json::json;
 use tower_http::timeout::{DeadlineBody, TimeoutError};
 
 use crate::metrics::Metrics;
+
+/// The whole-request bound of a debug-file upload.
+pub const UPLOAD_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The two deadlines of one request.
 #[derive(Clone)]
@@ -42,22 +56,39 @@ pub async fn enforce(
 ) -> Response {
     let body_timed_out = Arc::new(AtomicBool::new(false));
     let flag = body_timed_out.clone();
-    let request = request.map(|body| {
-        Body::new(DeadlineBody::new(limits.body, body).map_err(move |e| {
-            if e.is::<TimeoutError>() {
-                flag.store(true, Ordering::Relaxed);
-            }
-            e
-        }))
-    });
-    let answered = tokio::time::timeout(limits.request, next.run(request)).await;
+    let upload = crate::debug_files::is_upload(request.method(), request.uri().path());
+    let request = if upload {
+        request.map(|body| Body::new(StallBody::new(limits.body, body, flag)))
+    } else {
+        request.map(|body| {
+            Body::new(DeadlineBody::new(limits.body, body).map_err(move |e| {
+                if e.is::<TimeoutError>() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                e
+            }))
+        })
+    };
+    let bound = if upload {
+        UPLOAD_REQUEST_TIMEOUT.max(limits.request)
+    } else {
+        limits.request
+    };
+    let answered = tokio::time::timeout(bound, next.run(request)).await;
     // However the handler reported the failed read, the client hears why.
     if body_timed_out.load(Ordering::Relaxed) {
         limits.metrics.timed_out("body");
-        let message = format!(
-            "the request body did not arrive within {} s: send it at once, or smaller",
-            limits.body.as_secs_f64()
-        );
+        let message = if upload {
+            format!(
+                "the upload stalled: no bytes arrived for {} s; send it again",
+                limits.body.as_secs_f64()
+            )
+        } else {
+            format!(
+                "the request body did not arrive within {} s: send it at once, or smaller",
+                limits.body.as_secs_f64()
+            )
+        };
         let mut response = error(
             StatusCode::REQUEST_TIMEOUT,
             "request_body_timeout",
@@ -74,12 +105,12 @@ pub async fn enforce(
         Err(_) => {
             limits.metrics.timed_out("request");
             tracing::warn!(
-                seconds = limits.request.as_secs_f64(),
+                seconds = bound.as_secs_f64(),
                 "a request was cut at the whole-request timeout"
             );
             let message = format!(
                 "the server did not answer within {} s; retry later",
-                limits.request.as_secs_f64()
+                bound.as_secs_f64()
             );
             let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "request_timeout", &message);
             let headers = response.headers_mut();
@@ -98,4 +129,63 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         Json(json!({"error": {"code": code, "message": message}})),
     )
         .into_response()
+}
+
+/// A body that fails when no frame arrives for `idle`: the deadline of an
+/// upload whose length makes a whole-body deadline wrong.
+struct StallBody {
+    inner: Body,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl StallBody {
+    fn new(idle: Duration, inner: Body, timed_out: Arc<AtomicBool>) -> StallBody {
+        StallBody {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            timed_out,
+        }
+    }
+}
+
+/// What a stalled upload body fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("no bytes of the body arrived for the body timeout")]
+struct Stalled;
+
+impl http_body::Body for StallBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    this.timed_out.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(Stalled))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

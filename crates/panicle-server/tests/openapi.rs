@@ -39,6 +39,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/projects/{project}/alerts/rules/{id}"),
     ("post", "/api/v1/projects/{project}/alerts/rules/{id}/test"),
     ("get", "/api/v1/projects/{project}/alerts/deliveries"),
+    ("post", "/api/v1/debug-files"),
+    ("get", "/api/v1/debug-files"),
+    ("delete", "/api/v1/debug-files/{build_id}"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,6 +121,13 @@ async fn openapi_covers_every_route() {
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // An upload is the raw file, named by a query parameter.
+    let upload = &doc["paths"]["/api/v1/debug-files"]["post"];
+    assert!(
+        upload["requestBody"]["content"]["application/octet-stream"].is_object(),
+        "{upload}"
+    );
+    assert_eq!(upload["parameters"][0]["name"], "name", "{upload}");
     // A state change names its body: the states and their parameters.
     assert!(doc["components"]["schemas"]["StateBody"]["properties"]["until_events"].is_object());
     assert!(doc["components"]["schemas"]["BulkStateBody"]["properties"]["ids"].is_object());

@@ -10,6 +10,7 @@ mod access;
 mod alerts;
 mod clusters;
 mod counted;
+mod debug_files;
 mod events;
 mod groups;
 mod limits;
@@ -41,6 +42,10 @@ pub use alerts::{
 pub use clusters::{
     ClusterChange, ClusterEvent, Distributions, EventFilter, GroupAggregate, GroupAssignment,
     HostColumn, JobLock, NewCluster,
+};
+pub use debug_files::{
+    DebugFileError, DebugFileRow, DebugFiles, DebugUpload, MAX_DEBUG_FILE_BYTES, Stored,
+    debug_file_path,
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent, StormRange};
 pub use groups::{GroupQuery, GroupRow};
@@ -283,6 +288,11 @@ impl Store {
                     include_str!("../../../migrations/sqlite/0009_groups_one_unique_key.sql"),
                 ),
                 (
+                    10,
+                    "debug files",
+                    include_str!("../../../migrations/sqlite/0010_debug_files.sql"),
+                ),
+                (
                     11,
                     "pending symbols",
                     include_str!("../../../migrations/sqlite/0011_pending_symbols.sql"),
@@ -333,6 +343,11 @@ impl Store {
                     9,
                     "groups one unique key",
                     include_str!("../../../migrations/postgres/0009_groups_one_unique_key.sql"),
+                ),
+                (
+                    10,
+                    "debug files",
+                    include_str!("../../../migrations/postgres/0010_debug_files.sql"),
                 ),
                 (
                     11,
