@@ -44,20 +44,42 @@ pub enum InspectError {
 
 /// Inspects an ELF held in memory.
 pub fn inspect(data: &[u8]) -> Result<DebugFileInfo, InspectError> {
-    inspect_object(data)
+    let elf = data.starts_with(ELF_MAGIC);
+    inspect_object(data, data.len() as u64, elf)
 }
 
-/// Inspects the ELF at `path` without reading it whole.
+/// Inspects the ELF at `path` without reading it whole: headers, the
+/// build-id note and the symbol table's first entry, not the DWARF (a
+/// section is checked against the file's length, not read).
 pub fn inspect_path(path: &Path) -> Result<DebugFileInfo, InspectError> {
-    let file = std::fs::File::open(path).map_err(|e| InspectError::NotElf(e.to_string()))?;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| InspectError::NotElf(e.to_string()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| InspectError::NotElf(e.to_string()))?
+        .len();
+    let mut magic = [0u8; 4];
+    let elf = file.read_exact(&mut magic).is_ok() && magic == *ELF_MAGIC;
     let cache = object::ReadCache::new(file);
-    inspect_object(&cache)
+    inspect_object(&cache, len, elf)
 }
 
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// `len`: the file's length; `elf`: it starts with ELF's magic number (a
+/// file that does but does not parse was cut short).
 fn inspect_object<'data, R: object::ReadRef<'data>>(
     data: R,
+    len: u64,
+    elf: bool,
 ) -> Result<DebugFileInfo, InspectError> {
-    let obj = object::File::parse(data).map_err(|e| InspectError::NotElf(e.to_string()))?;
+    let obj = object::File::parse(data).map_err(|e| {
+        if elf {
+            InspectError::Truncated(format!("headers ({e})"))
+        } else {
+            InspectError::NotElf(e.to_string())
+        }
+    })?;
     if obj.format() != object::BinaryFormat::Elf {
         return Err(InspectError::NotElf(format!("{:?}", obj.format())));
     }
@@ -70,7 +92,10 @@ fn inspect_object<'data, R: object::ReadRef<'data>>(
     for section in obj.sections() {
         let name = section.name().unwrap_or("?");
         let read = name.starts_with(".debug_") || name == ".symtab" || name == ".strtab";
-        if read && section.kind() != SectionKind::UninitializedData && section.data().is_err() {
+        let inside = section
+            .file_range()
+            .is_none_or(|(offset, size)| offset.checked_add(size).is_some_and(|end| end <= len));
+        if read && section.kind() != SectionKind::UninitializedData && !inside {
             return Err(InspectError::Truncated(name.to_string()));
         }
     }
@@ -157,13 +182,17 @@ mod tests {
         let whole = this_binary();
         let cut = &whole[..whole.len() / 2];
         assert!(
-            matches!(
-                inspect(cut),
-                Err(InspectError::Truncated(_)) | Err(InspectError::NotElf(_))
-            ),
+            matches!(inspect(cut), Err(InspectError::Truncated(_))),
             "{:?}",
             inspect(cut)
         );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut");
+        std::fs::write(&path, cut).unwrap();
+        assert!(matches!(
+            inspect_path(&path),
+            Err(InspectError::Truncated(_))
+        ));
     }
 
     #[test]

@@ -282,16 +282,30 @@ fn a_stripped_demo_is_named_by_the_server_from_its_debug_file() {
         server.group_of(&unstripped.event_id)
     );
 
-    // The debug file arrives.
-    let stored = debug_files
-        .join(&build_id[..2])
-        .join(format!("{}.debug", &build_id[2..]));
-    std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
-    std::fs::copy(&debug, &stored).unwrap();
-    let rewritten = server
-        .block_on(panicle_server::symbolicate::sweep(&server.state))
-        .unwrap();
-    assert_eq!(rewritten, 1);
+    // The debug file is uploaded, as CI would (`panicle debug-files upload`
+    // posts the same request); the stored event is named in the background.
+    let token = server.block_on(server.store.create_token("ci")).unwrap();
+    let answer = ureq::post(&format!(
+        "{}/api/v1/debug-files?name=demo.debug",
+        server.url
+    ))
+    .header("Authorization", &format!("Bearer {token}"))
+    .header("Content-Type", "application/octet-stream")
+    .send(std::fs::read(&debug).unwrap())
+    .expect("the upload is taken");
+    assert_eq!(answer.status().as_u16(), 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.group_of(&bare.event_id) != server.group_of(&unstripped.event_id)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        debug_files
+            .join(&build_id[..2])
+            .join(format!("{}.debug", &build_id[2..]))
+            .is_file()
+    );
 
     let again = server
         .events()
