@@ -50,17 +50,10 @@ impl Symbolicator {
         }
     }
 
-    /// Where the debug file of `build_id` is stored:
-    /// `<dir>/<first two hex digits>/<the rest>.debug`. `None` for a
-    /// build-id that is not plain hex (it names no file).
+    /// Where the debug file of `build_id` is stored (the store's layout);
+    /// `None` for a build-id that is not plain hex (it names no file).
     pub fn path_of(dir: &Path, build_id: &str) -> Option<PathBuf> {
-        let valid = build_id.len() > 2
-            && build_id.len() <= 128
-            && build_id.bytes().all(|b| b.is_ascii_hexdigit());
-        valid.then(|| {
-            let id = build_id.to_ascii_lowercase();
-            dir.join(&id[..2]).join(format!("{}.debug", &id[2..]))
-        })
+        panicle_store::debug_file_path(dir, build_id).ok()
     }
 
     /// Forgets an open debug file (replaced or removed).

@@ -217,6 +217,35 @@ pub(crate) async fn upsert_group(
     Ok(())
 }
 
+/// Takes events out of a group (retention, or a move to the group their
+/// names give): `weight` panics in `stored` rows of `events` and `sampled`
+/// of `sampled_events`. A group left with neither is removed: true then.
+pub(crate) async fn leave_group(
+    conn: &mut sqlx::AnyConnection,
+    gid: &str,
+    weight: i64,
+    stored: i64,
+    sampled: i64,
+) -> Result<bool> {
+    sqlx::query(
+        "UPDATE event_groups SET event_count = event_count - $1, \
+         stored_events = stored_events - $2, sampled_events = sampled_events - $3 WHERE id = $4",
+    )
+    .bind(weight)
+    .bind(stored)
+    .bind(sampled)
+    .bind(gid)
+    .execute(&mut *conn)
+    .await?;
+    let gone = sqlx::query(
+        "DELETE FROM event_groups WHERE id = $1 AND stored_events <= 0 AND sampled_events <= 0",
+    )
+    .bind(gid)
+    .execute(&mut *conn)
+    .await?;
+    Ok(gone.rows_affected() > 0)
+}
+
 impl Store {
     /// Stores a batch in one transaction (group commit). Resent ids are
     /// accepted and stored nothing twice. No quota, no per-group cap.

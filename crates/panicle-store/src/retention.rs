@@ -114,23 +114,9 @@ impl Store {
         }
         // Groups in id order, as ingest locks them.
         for (gid, r) in &removed {
-            sqlx::query(
-                "UPDATE event_groups SET event_count = event_count - $1, \
-                 stored_events = stored_events - $2, sampled_events = sampled_events - $3 WHERE id = $4",
-            )
-            .bind(r.weight)
-            .bind(r.events)
-            .bind(r.sampled)
-            .bind(gid)
-            .execute(&mut *tx)
-            .await?;
-            let gone = sqlx::query(
-                "DELETE FROM event_groups WHERE id = $1 AND stored_events <= 0 AND sampled_events <= 0",
-            )
-            .bind(gid)
-            .execute(&mut *tx)
-            .await?;
-            report.groups += gone.rows_affected();
+            if crate::events::leave_group(&mut tx, gid, r.weight, r.events, r.sampled).await? {
+                report.groups += 1;
+            }
         }
         tx.commit().await?;
         Ok(report)

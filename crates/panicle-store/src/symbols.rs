@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use crate::events::{GroupDelta, NewEvent, group_id, upsert_group};
+use crate::events::{GroupDelta, NewEvent, group_id, leave_group, upsert_group};
 use crate::{Result, Store};
 
 /// A stored event with frames bare in the module of a build-id.
@@ -209,23 +209,10 @@ impl Store {
             if let Some((project_id, d)) = joined.get(gid) {
                 upsert_group(&mut tx, *project_id, gid, d).await?;
             }
-            if let Some(l) = left.get(gid) {
-                sqlx::query(
-                    "UPDATE event_groups SET event_count = event_count - $1, \
-                     stored_events = stored_events - $2 WHERE id = $3",
-                )
-                .bind(l.weight)
-                .bind(l.events)
-                .bind(gid)
-                .execute(&mut *tx)
-                .await?;
-                let gone = sqlx::query(
-                    "DELETE FROM event_groups WHERE id = $1 AND stored_events <= 0 AND sampled_events <= 0",
-                )
-                .bind(gid)
-                .execute(&mut *tx)
-                .await?;
-                report.groups_removed += gone.rows_affected();
+            if let Some(l) = left.get(gid)
+                && leave_group(&mut tx, gid, l.weight, l.events, 0).await?
+            {
+                report.groups_removed += 1;
             }
         }
         // A release the new group had not been seen in: recorded, without

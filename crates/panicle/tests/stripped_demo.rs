@@ -127,21 +127,7 @@ fn named(frames: &[panicle::protocol::Frame]) -> Vec<Named> {
 
 /// Runs `exe unwrap-none` against a fresh server and returns the event.
 fn panic_of(exe: &std::path::Path, spool: &std::path::Path) -> panicle::protocol::Event {
-    let server = common::TestServer::start();
-    let out = Command::new(exe)
-        .arg("unwrap-none")
-        .env("PANICLE_DSN", &server.dsn)
-        .env("PANICLE_SPOOL_DIR", spool)
-        .env("OTEL_SERVICE_NAME", "demo")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(101),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    server.wait_for_events(1).remove(0)
+    panic_on(&common::TestServer::start(), exe, spool, "auto")
 }
 
 /// Issue 18: a stripped build whose debug info was split off with
