@@ -114,6 +114,9 @@ pub fn parse(cmd: Command) -> Result<ArgMatches> {
 /// The key of a flag, if it is a setting: a long flag with an env var.
 fn key_of(arg: &clap::Arg) -> Option<String> {
     arg.get_env()?;
+    if arg.get_id() == "config" {
+        return None;
+    }
     arg.get_long().map(|l| l.replace('-', "_"))
 }
 
