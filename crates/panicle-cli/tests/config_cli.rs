@@ -263,6 +263,7 @@ fn serve_in(cwd: &Path, home: &Path, log: &Path) -> (std::process::Child, Option
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("serve stopped: {}", std::fs::read_to_string(log).unwrap());
 }
 
