@@ -80,10 +80,10 @@ pub fn effective() -> Option<&'static Effective> {
     EFFECTIVE.get()
 }
 
-/// Commands whose settings the file may give. `run` and `spool` are
-/// wrappers that must not fail over a server's config file, and `cluster`
-/// works on files only.
-const CONFIGURED: [&str; 5] = ["serve", "config", "project", "token", "alert"];
+/// Commands that never read the file: `run` and `spool` are wrappers that
+/// must not fail over a server's config file, and `cluster` works on files
+/// only. Every other command (a new one too) reads it.
+const UNCONFIGURED: [&str; 3] = ["run", "spool", "cluster"];
 
 /// Parses the command line twice: once to find the config file, once with
 /// the file's values as defaults.
@@ -92,7 +92,7 @@ pub fn parse(cmd: Command) -> Result<ArgMatches> {
     let Some(name) = first.subcommand_name() else {
         return Ok(first);
     };
-    if !CONFIGURED.contains(&name) {
+    if UNCONFIGURED.contains(&name) {
         return Ok(first);
     }
     let known = known_keys(&cmd);
@@ -448,13 +448,18 @@ pub fn print(redact: impl Fn(&str) -> String) {
     let Some(effective) = effective() else {
         return;
     };
+    let cwd = std::env::current_dir().unwrap_or_default();
     println!("config file: {}", effective.file_text());
     println!("SETTING\tVALUE\tSOURCE");
     for s in &effective.settings {
+        // The default SQLite path is relative: the file it means here.
         let value = s
             .value
             .as_deref()
-            .map(&redact)
+            .map(|v| match s.key.as_str() {
+                "database_url" => redact(&absolute_sqlite_url(v, &cwd)),
+                _ => redact(v),
+            })
             .unwrap_or_else(|| "(unset)".into());
         println!("{}\t{}\t{}", s.key, value, s.source);
     }

@@ -90,6 +90,15 @@ fn precedence_is_flag_then_env_then_file_then_default() {
         ("1048576".into(), "default".into())
     );
     assert_eq!(shown["public_url"], ("(unset)".into(), "default".into()));
+    // The default SQLite path is shown as the file it means here.
+    let out = panicle(root.path(), &[], &["config"]);
+    assert_eq!(
+        rows(&text(&out.stdout))["database_url"],
+        (
+            format!("sqlite://{}/panicle-data/panicle.db", root.path().display()),
+            "default".into()
+        )
+    );
     // Paths in the file are the file's: it is read from any directory.
     assert_eq!(
         shown["database_url"],
@@ -382,4 +391,35 @@ fn serve_records_its_database_and_commands_elsewhere_find_it() {
     let err = text(&out.stderr);
     assert!(err.contains("the URL came from --database-url"), "{err}");
     assert!(!b.join("none.db").exists());
+}
+
+#[test]
+fn serve_adds_database_url_to_a_file_that_lacks_it_and_keeps_the_rest() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let file = home.join("config.toml");
+    // No newline at the end: the appended key must still be a key of its own.
+    std::fs::write(&file, "# mine\nrate_limit = 5").unwrap();
+    let (mut server, dsn) = serve_in(root.path(), &home, &root.path().join("serve.log"));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(dsn.is_some());
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.starts_with("# mine\nrate_limit = 5\n"), "{written}");
+    let out = panicle(
+        root.path(),
+        &[("PANICLE_HOME", home.to_str().unwrap())],
+        &["config"],
+    );
+    let shown = rows(&text(&out.stdout));
+    let from_file = format!("file {}", file.display());
+    assert_eq!(shown["rate_limit"], ("5".into(), from_file.clone()));
+    assert_eq!(
+        shown["database_url"],
+        (
+            format!("sqlite://{}/panicle-data/panicle.db", root.path().display()),
+            from_file
+        )
+    );
 }
