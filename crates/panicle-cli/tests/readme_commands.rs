@@ -23,9 +23,11 @@
 //! - `PANICLE_DSN=… cargo run` (SDK quickstart): builds the reader's own
 //!   crate, which does not exist here; `e2e.rs` runs the SDK's demo example.
 //!
-//! Anything else (Docker, a cluster) is not in a ```sh block; a new command
-//! there that this test does not know fails it, so it is run or skipped
-//! here on purpose.
+//! Commands quoted inline in prose are not run: `docker compose up --build`
+//! needs a Docker engine (`dockerfile.rs` checks the Dockerfile instead), the
+//! SDK demo example and `curl` lines need a build of the example (`e2e.rs`
+//! runs it against a server). A new command in a ```sh block that this test
+//! does not know fails it, so each is run or skipped here on purpose.
 
 mod common;
 
