@@ -51,19 +51,19 @@ impl Server {
     ) -> (Server, Vec<String>) {
         let home = tempfile::tempdir().expect("a PANICLE_HOME");
         let mut cmd = Command::new(PANICLE);
-        cmd.env("PANICLE_HOME", home.path())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                database_url,
-            ])
-            .args(args)
-            .env_remove("DATABASE_URL")
-            .env("PANICLE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database_url,
+        ])
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("PANICLE_HOME", home.path())
+        .env("PANICLE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         for (k, v) in extra {
             cmd.env(k, v);
         }
