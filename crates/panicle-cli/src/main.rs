@@ -2,6 +2,7 @@
 
 mod alert;
 mod cluster;
+mod config;
 mod debug_files;
 mod demo;
 mod run;
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use panicle_server::{AppState, ServerConfig};
 use panicle_store::{Store, TokenScope};
 use tracing_subscriber::EnvFilter;
@@ -26,6 +27,11 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8471";
     about = "Self-hosted panic attribution: ingest, group, cluster, explain."
 )]
 struct Cli {
+    /// The config file (TOML; keys are the long flags with `_`, e.g. `database_url`).
+    /// Default: $PANICLE_HOME/config.toml, else $XDG_CONFIG_HOME/panicle/config.toml,
+    /// else ~/.config/panicle/config.toml.
+    #[arg(long, env = "PANICLE_CONFIG", global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,15 +48,19 @@ enum Command {
     /// Run the server: ingest, read API, dashboard.
     Serve {
         #[command(flatten)]
-        db: DbArgs,
-        /// Address to listen on (port 0 picks a free one).
-        #[arg(long, env = "PANICLE_LISTEN", default_value = DEFAULT_LISTEN)]
-        listen: SocketAddr,
-        /// URL clients reach this server at, used in printed DSNs (default: the listen address).
-        #[arg(long, env = "PANICLE_PUBLIC_URL")]
-        public_url: Option<String>,
+        server: Box<ServerArgs>,
+        /// Once listening, fill a `demo` project with a generated history
+        /// (services, releases, a regression, a storm, Go and Rust crashes)
+        /// through the ingest API; running it again adds nothing.
+        #[arg(long)]
+        demo_data: bool,
+    },
+    /// Print every setting in effect and where it came from (flag, env,
+    /// config file, default), and which config file was read. Takes the
+    /// flags of `serve`, to show what they would change.
+    Config {
         #[command(flatten)]
-        settings: Box<ServeSettings>,
+        server: Box<ServerArgs>,
     },
     /// Manage projects.
     Project {
@@ -127,6 +137,21 @@ enum Command {
     },
 }
 
+/// Everything `serve` is configured with (and `config` shows).
+#[derive(Args)]
+struct ServerArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "PANICLE_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// URL clients reach this server at, used in printed DSNs (default: the listen address).
+    #[arg(long, env = "PANICLE_PUBLIC_URL")]
+    public_url: Option<String>,
+    #[command(flatten)]
+    settings: ServeSettings,
+}
+
 /// Server settings beyond where to listen and store.
 #[derive(Args)]
 struct ServeSettings {
@@ -182,11 +207,6 @@ struct ServeSettings {
     /// in place of the built-in Mozilla roots (a private CA).
     #[arg(long, env = "PANICLE_ALERT_CA_FILE")]
     alert_ca_file: Option<std::path::PathBuf>,
-    /// Once listening, fill a `demo` project with a generated history
-    /// (services, releases, a regression, a storm, Go and Rust crashes)
-    /// through the ingest API; running it again adds nothing.
-    #[arg(long)]
-    demo_data: bool,
     #[command(flatten)]
     cluster: ClusterParams,
     #[command(flatten)]
@@ -383,7 +403,8 @@ fn show(v: Option<i64>) -> String {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = config::parse(Cli::command())?;
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The wrapper owns no runtime and no logger: it must stay out of the way.
     if let Command::Run {
         dsn,
@@ -432,12 +453,11 @@ fn log_in_colour(log_is_terminal: bool, no_color: Option<std::ffi::OsString>) ->
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve {
-            db,
-            listen,
-            public_url,
-            settings,
-        } => serve(db, listen, public_url, *settings).await,
+        Command::Serve { server, demo_data } => serve(*server, demo_data).await,
+        Command::Config { server: _ } => {
+            config::print(redact);
+            Ok(())
+        }
         Command::Cluster {
             input,
             output,
@@ -650,18 +670,79 @@ async fn open_existing(db: &DbArgs) -> Result<Store> {
     {
         let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         anyhow::bail!(
-            "no database at {}: run this where `panicle serve` keeps its data, \
-             or point it there with --database-url / DATABASE_URL",
-            shown.display()
+            "no database at {}\n  \
+             why there: {}\n  \
+             Only `panicle serve` creates a database; it records its URL in the config \
+             file, where the other commands find it.\n  \
+             Start `panicle serve` first, or point this command at the server's database: \
+             --database-url URL, DATABASE_URL=URL, or `database_url = \"URL\"` in the config \
+             file (another file: --config FILE or PANICLE_CONFIG). `panicle config` shows \
+             the settings in effect.",
+            shown.display(),
+            database_url_origin()
         );
     }
     open(db).await
 }
 
+/// Where the database URL in effect came from, for an error about it.
+fn database_url_origin() -> String {
+    let Some(effective) = config::effective() else {
+        return "from --database-url or DATABASE_URL".into();
+    };
+    match effective.source_of("database_url") {
+        Some(config::Source::Flag) => "the URL came from --database-url".into(),
+        Some(config::Source::Env(name)) => format!("the URL came from {name}"),
+        Some(config::Source::File(path)) => {
+            format!("the URL came from the config file {}", path.display())
+        }
+        _ => format!(
+            "the default URL {DEFAULT_DATABASE_URL}: no --database-url, no DATABASE_URL, \
+             and no `database_url` in the config file {}",
+            effective.file_text()
+        ),
+    }
+}
+
 async fn open(db: &DbArgs) -> Result<Store> {
-    Store::connect(&db.database_url)
-        .await
-        .with_context(|| format!("cannot open the database at {}", redact(&db.database_url)))
+    Store::connect(&db.database_url).await.with_context(|| {
+        format!(
+            "cannot open the database at {} ({})",
+            redact(&db.database_url),
+            database_url_origin()
+        )
+    })
+}
+
+/// `serve` leaves the URL of its database in the config file, unless the
+/// file already names one: the other commands find it from anywhere.
+fn record_database_url(url: &str) {
+    let file_url = config::effective().and_then(|e| e.file_value("database_url"));
+    if let Some(file_url) = file_url {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        if file_url != config::absolute_sqlite_url(url, &cwd) {
+            tracing::warn!(
+                config = %config::effective().map(|e| e.file_text()).unwrap_or_default(),
+                file_database = %redact(file_url),
+                database = %redact(url),
+                "this server's database is not the config file's: commands run without \
+                 --database-url or DATABASE_URL use the file's"
+            );
+        }
+        return;
+    }
+    match config::record_database_url(url) {
+        Ok(Some(path)) => tracing::info!(
+            config = %path.display(),
+            "database URL recorded in the config file: `panicle project`, `token` and `alert` \
+             find this database from any directory"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            "cannot record the database URL in the config file ({e:#}); other commands \
+             need --database-url or DATABASE_URL to find this database"
+        ),
+    }
 }
 
 /// Hides a password in a database URL before it is printed.
@@ -677,7 +758,15 @@ fn redact(url: &str) -> String {
 
 fn public_url_or_listen(public_url: Option<String>) -> String {
     public_url.unwrap_or_else(|| {
-        let listen = std::env::var("PANICLE_LISTEN").unwrap_or_else(|_| DEFAULT_LISTEN.into());
+        let listen = std::env::var("PANICLE_LISTEN")
+            .ok()
+            .filter(|l| !l.is_empty())
+            .or_else(|| {
+                config::effective()
+                    .and_then(|e| e.file_value("listen"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
         format!("http://{listen}")
     })
 }
@@ -688,12 +777,13 @@ fn dsn(base_url: &str, project: &panicle_store::Project) -> String {
     format!("{scheme}://{}@{host}/{}", project.ingest_key, project.id)
 }
 
-async fn serve(
-    db: DbArgs,
-    listen: SocketAddr,
-    public_url: Option<String>,
-    settings: ServeSettings,
-) -> Result<()> {
+async fn serve(server: ServerArgs, demo_data: bool) -> Result<()> {
+    let ServerArgs {
+        db,
+        listen,
+        public_url,
+        settings,
+    } = server;
     if settings.request_timeout <= settings.body_timeout {
         anyhow::bail!(
             "--request-timeout ({} s) must be longer than --body-timeout ({} s): a client too slow to send its body gets 408 before the server is taken for the slow one (503)",
@@ -724,6 +814,7 @@ async fn serve(
         Ok(n) => tracing::info!(removed = n, "stale debug-file uploads removed"),
         Err(e) => tracing::warn!(error = %e, "cannot sweep the debug-file directory"),
     }
+    record_database_url(&db.database_url);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
@@ -742,7 +833,13 @@ async fn serve(
         println!("  Dashboard: {base}/");
     }
     println!("panicle listening on http://{addr}");
-    tracing::info!(%addr, database = %redact(&db.database_url), debug_files = %debug_dir.display(), "panicle serving");
+    let cwd = std::env::current_dir().unwrap_or_default();
+    tracing::info!(
+        %addr,
+        database = %redact(&config::absolute_sqlite_url(&db.database_url, &cwd)),
+        debug_files = %debug_dir.display(),
+        "panicle serving"
+    );
     let state = AppState::with_rules(
         store.clone(),
         ServerConfig {
@@ -802,7 +899,7 @@ async fn serve(
             })
         })
         .flatten();
-    let demo_state = settings.demo_data.then(|| state.clone());
+    let demo_state = demo_data.then(|| state.clone());
     let serving = panicle_server::serve(listener, state, shutdown_signal());
     tokio::pin!(serving);
     let mut stopped = false;

@@ -17,6 +17,7 @@ fn serve_command(dir: &tempfile::TempDir) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_panicle"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
         .env_remove("DATABASE_URL")
+        .env("PANICLE_HOME", dir.path())
         .env_remove("NO_COLOR")
         .env("PANICLE_LOG", "info");
     cmd

@@ -17,6 +17,9 @@ pub struct Server {
     pub base: String,
     pub dsn: String,
     pub token: String,
+    /// PANICLE_HOME of the child: `serve` records its database in the
+    /// config file there, never in the home of whoever runs the tests.
+    pub home: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -46,6 +49,7 @@ impl Server {
         extra: &[(&str, &str)],
         until: &str,
     ) -> (Server, Vec<String>) {
+        let home = tempfile::tempdir().expect("a PANICLE_HOME");
         let mut cmd = Command::new(PANICLE);
         cmd.args([
             "serve",
@@ -56,6 +60,7 @@ impl Server {
         ])
         .args(args)
         .env_remove("DATABASE_URL")
+        .env("PANICLE_HOME", home.path())
         .env("PANICLE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -91,6 +96,7 @@ impl Server {
             base,
             dsn,
             token,
+            home,
         };
         assert!(!server.base.is_empty(), "serve did not report its address");
         assert!(
