@@ -158,6 +158,14 @@ struct ServeSettings {
     /// Largest accepted request body in bytes, before and after gzip.
     #[arg(long, env = "PANICLE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Declared body bytes of the ingest requests in the server at once; past
+    /// it a request is answered 503 + Retry-After before its body is read (0: no bound).
+    #[arg(long, env = "PANICLE_MAX_INGEST_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_ingest_bytes: u64,
+    /// Ingest requests in the server at once, past which the same 503 (0: no
+    /// bound; clients stalling mid-body hold a slot until the body timeout).
+    #[arg(long, env = "PANICLE_MAX_INGEST_REQUESTS", default_value_t = 0)]
+    max_ingest_requests: u64,
     /// Trace link with `{trace_id}`, e.g. http://jaeger:16686/trace/{trace_id}.
     #[arg(long, env = "PANICLE_TRACE_URL_TEMPLATE")]
     trace_url_template: Option<String>,
@@ -844,6 +852,8 @@ async fn serve(server: ServerArgs, demo_data: bool) -> Result<()> {
         store.clone(),
         ServerConfig {
             max_body_bytes: settings.max_body_bytes,
+            max_ingest_requests: settings.max_ingest_requests,
+            max_ingest_bytes: settings.max_ingest_bytes,
             public_url: base.clone(),
             trace_url_template: settings.trace_url_template,
             cluster,

@@ -69,6 +69,12 @@ pub enum ApiError {
     DebugFile(DebugFileError),
     #[error("the clustering run failed: {0}")]
     Job(String),
+    /// Too much ingest in flight (see `admission.rs`): 503 before the body
+    /// is read.
+    #[error(
+        "the server is at its bound of {limit} ingest {bound} in flight and read nothing of this request: retry after Retry-After"
+    )]
+    Overloaded { bound: &'static str, limit: u64 },
     /// A rate limit or quota (see `limits.rs`): 429 with `Retry-After`.
     #[error("{message}")]
     Limited {
@@ -119,6 +125,7 @@ impl ApiError {
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Job(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -158,6 +165,7 @@ impl ApiError {
             ApiError::Store(_) => "database_error",
             ApiError::Job(_) => "clustering_failed",
             ApiError::Limited { code, .. } => code,
+            ApiError::Overloaded { .. } => "overloaded",
         }
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! Architecture invariant: the only crate that knows HTTP *and* SQL.
 
+pub mod admission;
 pub mod alerts;
 mod auth;
 mod clusters;
@@ -89,6 +90,16 @@ pub struct ServerConfig {
     /// SQLite database; `panicle serve` puts it beside the database file it
     /// is given. Replicas of one deployment must share it (one volume).
     pub debug_files_dir: PathBuf,
+    /// Declared body bytes of the ingest requests in the server at once:
+    /// past it a request is answered 503 before its body is read, which
+    /// bounds the memory an overload takes. 0: no bound.
+    pub max_ingest_bytes: u64,
+    /// Ingest requests in the server at once, past which the same 503
+    /// (0, the default: no bound). Off by default because a request counts
+    /// from its head on: clients that stall mid-body would hold the slots
+    /// until the body timeout, where they hold only their few declared
+    /// bytes of the byte bound.
+    pub max_ingest_requests: u64,
     /// Largest accepted debug file (default and most: 1 GiB); the ingest
     /// body limit does not apply to uploads.
     pub max_debug_file_bytes: u64,
@@ -114,6 +125,8 @@ impl Default for ServerConfig {
             retention: RetentionConfig::default(),
             alerts: alerts::AlertConfig::default(),
             debug_files_dir: PathBuf::from(DEFAULT_DEBUG_FILES_DIR),
+            max_ingest_requests: 0,
+            max_ingest_bytes: 16 * 1024 * 1024,
             max_debug_file_bytes: panicle_store::MAX_DEBUG_FILE_BYTES,
         }
     }
@@ -240,10 +253,19 @@ pub async fn serve(
         request: config.request_timeout,
         metrics: metrics.clone(),
     };
-    let app = router(state).layer(axum::middleware::from_fn_with_state(
-        timeouts,
-        timeouts::enforce,
-    ));
+    let gate = admission::IngestGate::new(
+        config.max_ingest_requests,
+        config.max_ingest_bytes,
+        config.max_body_bytes as u64,
+        metrics.clone(),
+    );
+    // Admission first: a refused request costs no timer and no body read.
+    let app = router(state)
+        .layer(axum::middleware::from_fn_with_state(
+            timeouts,
+            timeouts::enforce,
+        ))
+        .layer(axum::middleware::from_fn_with_state(gate, admission::admit));
     let limits = connections::ConnectionLimits {
         header_timeout: config.header_timeout,
         // A response that makes no progress this long: the client stopped

@@ -60,6 +60,12 @@ pub struct Metrics {
     /// Events whose bare addresses were named from an uploaded debug file,
     /// at ingest or later (when the file arrived after them).
     pub events_symbolicated: Family<StageLabel, Counter>,
+    /// Ingest requests in the server now, and their declared body bytes.
+    pub ingest_in_flight: Gauge,
+    pub ingest_in_flight_bytes: Gauge,
+    /// Ingest requests refused before their body was read, by the bound
+    /// they hit (`requests`, `bytes`).
+    pub ingest_overloaded: Family<StageLabel, Counter>,
 }
 
 impl Metrics {
@@ -137,9 +143,30 @@ impl Metrics {
             "Events whose bare addresses the server named from an uploaded debug file, by stage (ingest; later: stored before the file arrived)",
             events_symbolicated.clone(),
         );
+        let ingest_in_flight = Gauge::default();
+        registry.register(
+            "ingest_in_flight",
+            "Ingest requests in the server now (admitted, not yet answered)",
+            ingest_in_flight.clone(),
+        );
+        let ingest_in_flight_bytes = Gauge::default();
+        registry.register(
+            "ingest_in_flight_bytes",
+            "Declared body bytes of the ingest requests in the server now",
+            ingest_in_flight_bytes.clone(),
+        );
+        let ingest_overloaded = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "ingest_overloaded",
+            "Ingest requests answered 503 before their body was read, by the bound they hit (requests, bytes)",
+            ingest_overloaded.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             events_symbolicated,
+            ingest_in_flight,
+            ingest_in_flight_bytes,
+            ingest_overloaded,
             sentry_items,
             requests_limited,
             events_purged,
@@ -165,6 +192,13 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// An ingest request refused before its body was read.
+    pub fn overloaded(&self, bound: &'static str) {
+        self.ingest_overloaded
+            .get_or_create(&StageLabel { stage: bound })
             .inc();
     }
 

@@ -254,6 +254,54 @@ panicle_store::backend_tests! {
         assert!(metric(&text, "panicle_http_timeouts_total{stage=\"header\"}") >= 1.0, "{text}");
     }
 
+    async fn past_the_byte_bound_ingest_is_refused_before_its_body_is_read(db: &TestDb) {
+        let config = ServerConfig {
+            max_ingest_bytes: 1_500,
+            body_timeout: Duration::from_secs(20),
+            ..ServerConfig::default()
+        };
+        let s = start(db, config).await;
+        // In: 1,000 declared bytes, 10 sent.
+        let mut held = TcpStream::connect(s.addr).await.unwrap();
+        held.write_all(stalled_body(s.addr, &s.key).as_bytes()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&metrics(s.addr).await, "panicle_ingest_in_flight") < 1.0 {
+            assert!(Instant::now() < deadline, "the first request never got in");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Another 1,000 would pass the bound: answered at once, though not
+        // one byte of its body was sent.
+        let started = Instant::now();
+        let mut refused = TcpStream::connect(s.addr).await.unwrap();
+        let head = format!(
+            "POST /api/v1/events HTTP/1.1\r\nHost: {}\r\nX-Panicle-Key: {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+            s.addr, s.key
+        );
+        refused.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut refused, Duration::from_secs(8)).await.expect("answered");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+        let json = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let body: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+        assert_eq!(body["error"]["code"], "overloaded", "{answer}");
+        // A small one still fits, and reads are never gated.
+        let event = serde_json::to_vec(&event("fits beside the held one")).unwrap();
+        assert!(event.len() < 500);
+        let (status, answer) = call("POST", format!("http://{}/api/v1/events", s.addr), vec![("X-Panicle-Key", s.key.clone())], event).await;
+        assert_eq!(status, 202, "{answer}");
+        let text = metrics(s.addr).await;
+        assert_eq!(metric(&text, "panicle_ingest_overloaded_total{stage=\"bytes\"}"), 1.0, "{text}");
+        assert_eq!(metric(&text, "panicle_ingest_in_flight"), 1.0, "{text}");
+        // Once the held one is gone, its share is given back.
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&metrics(s.addr).await, "panicle_ingest_in_flight_bytes") > 0.0 {
+            assert!(Instant::now() < deadline, "the held request's bytes were not given back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn a_stalled_body_is_answered_408_after_the_body_timeout(db: &TestDb) {
         let config = ServerConfig { body_timeout: Duration::from_secs(1), ..ServerConfig::default() };
         let s = start(db, config).await;
