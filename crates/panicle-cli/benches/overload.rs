@@ -10,7 +10,8 @@
 //! `cargo bench -p panicle-cli --bench overload`
 //! Env: `OVERLOAD_CLIENTS` (1024), `OVERLOAD_BATCH` (events per request, 50),
 //! `OVERLOAD_SECS` (10), `OVERLOAD_DB` (`sqlite`, or a `postgres://` URL of
-//! an empty database).
+//! an empty database), `OVERLOAD_BOUND` (the bounded server's
+//! `--max-ingest-bytes`, default 16 MiB).
 
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
@@ -187,7 +188,7 @@ fn run(label: &str, database_url: &str, max_ingest_bytes: &str) {
         .collect();
     lat.sort_by(f64::total_cmp);
     // Every event answered 202 is in a group's count.
-    let (_, groups) = server.get("/api/v1/groups?limit=1000");
+    let (_, groups) = server.get("/api/v1/groups?limit=500");
     let counted: u64 = groups["items"]
         .as_array()
         .map(|g| g.iter().filter_map(|g| g["count"].as_u64()).sum())
@@ -214,9 +215,16 @@ fn main() {
         env("OVERLOAD_BATCH", 50),
         env("OVERLOAD_SECS", 10)
     );
+    // `OVERLOAD_BOUND`: the second server's bound in bytes (default: the
+    // server's default, 16 MiB).
+    let bound = std::env::var("OVERLOAD_BOUND").unwrap_or_else(|_| "16777216".into());
+    let bounded = format!(
+        "in-flight bytes ≤ {} KiB",
+        bound.parse::<u64>().unwrap_or(0) / 1024
+    );
     for (label, bound) in [
         ("no in-flight bound (baseline)", "0"),
-        ("in-flight bytes ≤ 16 MiB (default)", "16777216"),
+        (bounded.as_str(), bound.as_str()),
     ] {
         let dir = tempfile::tempdir().expect("a data directory");
         let url = if db == "sqlite" {

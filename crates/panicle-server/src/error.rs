@@ -190,7 +190,9 @@ impl ApiError {
     /// Sentry SDKs log.
     pub(crate) fn respond(self, sentry: bool) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // An overload refusal is the server working as meant (counted in
+        // /metrics); a line each would flood the log when it matters most.
+        if status.is_server_error() && !matches!(self, ApiError::Overloaded { .. }) {
             tracing::error!(error = %self, "request failed");
         }
         let message = match &self {
