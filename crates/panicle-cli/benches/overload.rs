@@ -14,7 +14,6 @@
 //! `--max-ingest-bytes`, default 16 MiB).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;
