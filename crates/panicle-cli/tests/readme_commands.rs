@@ -245,6 +245,13 @@ impl Reader {
         }
         if let Some(server) = &self.server {
             command = command.replace("127.0.0.1:8471", &server.addr);
+            command = command.replace(
+                "https://panicle.example",
+                &format!("http://{}", server.addr),
+            );
+        }
+        if let Some(token) = &self.token {
+            command = command.replace("$PANICLE_TOKEN", token);
         }
         command
     }
@@ -256,6 +263,9 @@ impl Reader {
         }
         let command = self.localize(readme_command);
         let words: Vec<&str> = command.split_whitespace().collect();
+        if matches!(words.first(), Some(&"objcopy" | &"strip")) {
+            return self.binutils(&command);
+        }
         let panicle_at = words.iter().position(|w| *w == "panicle");
         let sub: Vec<&str> = panicle_at
             .map(|i| words[i + 1..].to_vec())
@@ -304,6 +314,13 @@ impl Reader {
                 assert!(out.lines().any(|l| l == row), "no {row:?} in {out}");
             }
             ["run", ..] => self.wrap(&command),
+            ["debug-files", "upload", file] => {
+                let out = self.output(&command);
+                assert!(
+                    out.starts_with(&format!("{file}: ")) && out.trim_end().ends_with("stored"),
+                    "`{command}`: {out}"
+                );
+            }
             _ => panic!(
                 "README command `{readme_command}` is neither run nor skipped by this test: \
                  teach it what the command prints, or why it cannot run here"
@@ -394,6 +411,22 @@ impl Reader {
         }
         self.last_output = read;
         self.server = Some(server);
+    }
+
+    /// `objcopy` / `strip` of the README's CI recipe, run on a copy of the
+    /// `panicle` binary standing in for the reader's `target/release/app`.
+    fn binutils(&mut self, command: &str) {
+        let app = self.elsewhere.join("target/release/app");
+        if !app.exists() {
+            std::fs::create_dir_all(app.parent().unwrap()).unwrap();
+            std::fs::copy(common::PANICLE, &app).unwrap();
+        }
+        let out = self.shell(command, &self.elsewhere).output().unwrap();
+        assert!(
+            out.status.success(),
+            "`{command}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// `panicle run -- PROGRAM …`: the program is a stand-in that panics as
