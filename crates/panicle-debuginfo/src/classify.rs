@@ -311,14 +311,7 @@ mod tests {
     }
 
     fn raw(function: &str, file: &str) -> RawFrame {
-        RawFrame {
-            function: Some(function.into()),
-            file: Some(file.into()),
-            line: Some(1),
-            column: None,
-            instruction_addr: 0x1000,
-            finished: None,
-        }
+        RawFrame::named(function, file)
     }
 
     #[test]

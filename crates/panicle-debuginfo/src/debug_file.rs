@@ -69,14 +69,11 @@ pub fn symbolicate(
     let mut slots: Vec<Slot> = Vec::with_capacity(frames.len());
     let mut resolved_any = false;
     for frame in frames {
-        let target = frame
-            .function
-            .is_none()
-            .then_some(())
-            .and(frame.build_id.as_deref())
-            .zip(frame.module_offset.as_deref().and_then(parse_hex));
-        let found = target.and_then(|(id, offset)| Some((debug_file(id)?, offset)));
-        let Some((file, offset)) = found else {
+        let found = match (&frame.function, &frame.build_id, &frame.module_offset) {
+            (None, Some(id), Some(offset)) => parse_hex(offset).zip(debug_file(id)),
+            _ => None,
+        };
+        let Some((offset, file)) = found else {
             slots.push(Slot::Kept(frame.clone()));
             continue;
         };

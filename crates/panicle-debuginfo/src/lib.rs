@@ -46,6 +46,17 @@ pub struct RawFrame {
 }
 
 impl RawFrame {
+    /// A named frame at line 1 of `file` (unit tests).
+    #[cfg(test)]
+    pub(crate) fn named(function: &str, file: &str) -> RawFrame {
+        RawFrame {
+            function: Some(function.into()),
+            file: Some(file.into()),
+            line: Some(1),
+            ..RawFrame::bare(0x1000)
+        }
+    }
+
     /// A frame known only by its address.
     pub fn bare(addr: usize) -> RawFrame {
         RawFrame {

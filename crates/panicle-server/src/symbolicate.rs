@@ -206,17 +206,7 @@ pub(crate) fn resymbolize_in_background(state: &AppState, build_id: String) {
     state.symbolicator.forget(&build_id);
     tokio::spawn(async move {
         match resymbolize(&state, &build_id).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(
-                    build_id,
-                    events = n,
-                    "events symbolized with a new debug file"
-                );
-                if let Err(e) = state.job.run().await {
-                    tracing::warn!(error = %e, "reclustering after symbolization failed");
-                }
-            }
-            Ok(_) => {}
+            Ok(n) => recluster_after(&state, n).await,
             Err(e) => tracing::warn!(build_id, error = %e, "symbolizing stored events failed"),
         }
     });
@@ -248,13 +238,19 @@ pub async fn sweep(state: &AppState) -> Result<u64, panicle_store::StoreError> {
             total += resymbolize(state, &build_id).await?;
         }
     }
-    if total > 0 {
-        tracing::info!(events = total, "waiting events symbolized");
-        if let Err(e) = state.job.run().await {
-            tracing::warn!(error = %e, "reclustering after symbolization failed");
-        }
-    }
+    recluster_after(state, total).await;
     Ok(total)
+}
+
+/// Events moved to new groups: the clusters follow.
+async fn recluster_after(state: &AppState, rewritten: u64) {
+    if rewritten == 0 {
+        return;
+    }
+    tracing::info!(events = rewritten, "waiting events symbolized");
+    if let Err(e) = state.job.run().await {
+        tracing::warn!(error = %e, "reclustering after symbolization failed");
+    }
 }
 
 /// The work of [`resymbolize_in_background`]: the number of events

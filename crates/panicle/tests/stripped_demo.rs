@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use object::Object;
@@ -114,6 +114,28 @@ fn stripped_demo_reports_addresses_and_build_id() {
     assert!(names.iter().any(|n| n == "demo::main"), "{names:#?}");
 }
 
+fn run(cmd: &mut Command) {
+    let status = cmd
+        .status()
+        .expect("binutils (objcopy, strip) are installed");
+    assert!(status.success(), "{cmd:?}");
+}
+
+/// A copy of `original` in `dir` stripped of everything (`strip
+/// --strip-all`), and its debug info split off beside it (`objcopy
+/// --only-keep-debug`): (executable, debug file).
+fn split_debug_info(original: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let exe = dir.join("demo");
+    let debug = dir.join("demo.debug");
+    std::fs::copy(original, &exe).unwrap();
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&exe)
+        .arg(&debug));
+    run(Command::new("strip").arg("--strip-all").arg(&exe));
+    (exe, debug)
+}
+
 /// Function, file, line, in-app.
 type Named = (Option<String>, Option<String>, Option<u32>, Option<bool>);
 
@@ -126,7 +148,7 @@ fn named(frames: &[panicle::protocol::Frame]) -> Vec<Named> {
 }
 
 /// Runs `exe unwrap-none` against a fresh server and returns the event.
-fn panic_of(exe: &std::path::Path, spool: &std::path::Path) -> panicle::protocol::Event {
+fn panic_of(exe: &Path, spool: &Path) -> panicle::protocol::Event {
     panic_on(&common::TestServer::start(), exe, spool, "auto")
 }
 
@@ -137,39 +159,10 @@ fn panic_of(exe: &std::path::Path, spool: &std::path::Path) -> panicle::protocol
 fn a_stripped_demo_follows_its_debuglink_to_the_same_frames() {
     let original = demo_binary();
     let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("demo");
-    let debug = dir.path().join("demo.debug");
-    std::fs::copy(&original, &exe).unwrap();
-    for args in [
-        vec![
-            "--only-keep-debug".to_string(),
-            exe.display().to_string(),
-            debug.display().to_string(),
-        ],
-        vec![
-            format!("--add-gnu-debuglink={}", debug.display()),
-            exe.display().to_string(),
-        ],
-    ] {
-        if args[0].starts_with("--add") {
-            assert!(
-                Command::new("strip")
-                    .arg("--strip-all")
-                    .arg(&exe)
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-        }
-        assert!(
-            Command::new("objcopy")
-                .args(&args)
-                .status()
-                .unwrap()
-                .success(),
-            "objcopy {args:?}"
-        );
-    }
+    let (exe, debug) = split_debug_info(&original, dir.path());
+    run(Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", debug.display()))
+        .arg(&exe));
     let bytes = std::fs::read(&exe).unwrap();
     let obj = object::File::parse(&*bytes).unwrap();
     assert!(obj.section_by_name(".debug_line").is_none(), "stripped");
@@ -190,8 +183,8 @@ fn a_stripped_demo_follows_its_debuglink_to_the_same_frames() {
 /// Runs `exe unwrap-none` against `server` and returns the new event.
 fn panic_on(
     server: &common::TestServer,
-    exe: &std::path::Path,
-    spool: &std::path::Path,
+    exe: &Path,
+    spool: &Path,
     symbolize: &str,
 ) -> panicle::protocol::Event {
     let before: Vec<String> = server.events().into_iter().map(|e| e.event_id).collect();
@@ -225,26 +218,7 @@ fn panic_on(
 fn a_stripped_demo_is_named_by_the_server_from_its_debug_file() {
     let original = demo_binary();
     let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("demo");
-    let debug = dir.path().join("demo.debug");
-    std::fs::copy(&original, &exe).unwrap();
-    assert!(
-        Command::new("objcopy")
-            .arg("--only-keep-debug")
-            .arg(&exe)
-            .arg(&debug)
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        Command::new("strip")
-            .arg("--strip-all")
-            .arg(&exe)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (exe, debug) = split_debug_info(&original, dir.path());
     let debug_files = dir.path().join("debug-files");
     let server = common::TestServer::start_with(panicle_server::ServerConfig {
         debug_files_dir: debug_files.clone(),
