@@ -274,3 +274,20 @@ impl Options {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Symbolize;
+
+    #[test]
+    fn symbolize_modes_parse_and_a_bad_one_says_what_to_use() {
+        assert_eq!(" Server ".parse::<Symbolize>(), Ok(Symbolize::Server));
+        assert_eq!("local".parse::<Symbolize>(), Ok(Symbolize::Local));
+        assert_eq!("AUTO".parse::<Symbolize>(), Ok(Symbolize::Auto));
+        let err = "remote".parse::<Symbolize>().unwrap_err();
+        assert!(
+            err.contains("\"remote\"") && err.contains("auto, local or server"),
+            "{err}"
+        );
+    }
+}
