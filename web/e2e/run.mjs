@@ -736,8 +736,11 @@ if (DEMO_BASE_URL) {
           // Panels that load on their own (heatmap, paths, events) are in too.
           await p.waitForFunction(() => !document.querySelector('#main .loading'));
           await check(name, 'as loaded');
-          for (const toggle of await p.locator('#main button.deps-toggle').all()) await toggle.click();
+          // Every fold opened, wherever it sits (a toggle inside a closed
+          // panel, or in a part a late panel re-renders, is never
+          // "visible and stable" for a pointer click).
           await p.locator('#main details').evaluateAll((all) => all.forEach((d) => { d.open = true; }));
+          await p.locator('#main button.deps-toggle[aria-expanded="false"]').evaluateAll((all) => all.forEach((b) => b.click()));
           await check(name, 'folded parts open');
           // An element pasted into a string shows as "[object HTML…Element]".
           const text = await p.locator('#main').innerText();
