@@ -13,6 +13,7 @@ mod counted;
 mod debug_files;
 mod events;
 mod groups;
+mod insert;
 mod limits;
 mod page;
 mod projects;
@@ -49,6 +50,7 @@ pub use debug_files::{
 };
 pub use events::{EventQuery, EventRow, EventSummary, InsertOutcome, NewEvent, StormRange};
 pub use groups::{GroupQuery, GroupRow};
+pub use insert::InsertJob;
 pub use limits::{
     InsertLimits, LimitsUpdate, ProjectLimits, QuotaPeriod, UsagePeriods, keep_sampled,
 };

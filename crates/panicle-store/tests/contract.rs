@@ -3,7 +3,8 @@
 use std::borrow::Cow;
 
 use panicle_store::{
-    Backend, EventQuery, GroupQuery, NewEvent, SessionPolicy, StoreError, TokenScope, hash_token,
+    Backend, EventQuery, GroupQuery, InsertJob, InsertLimits, NewEvent, SessionPolicy, StoreError,
+    TokenScope, UsagePeriods, hash_token,
 };
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -85,6 +86,18 @@ fn new_event(fingerprint: &str, ts: i64, service: &str) -> NewEvent {
     }
 }
 
+async fn day_usage(store: &panicle_store::Store, project_id: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    store
+        .usage(project_id, &UsagePeriods::at(now))
+        .await
+        .unwrap()
+        .0
+}
+
 panicle_store::backend_tests! {
     async fn projects_and_tokens(db: &TestDb) {
         let store = db.store().await;
@@ -130,6 +143,56 @@ panicle_store::backend_tests! {
         let got = store.get_event(&a1.event_id, Some(p.id)).await.unwrap().unwrap();
         assert_eq!(got.payload, "{\"x\":1}");
         assert_eq!(got.summary.group_id, ga.id);
+    }
+
+    async fn jobs_of_several_requests_commit_together_each_with_its_outcome(db: &TestDb) {
+        let store = db.store().await;
+        let shop = store.create_project("shop").await.unwrap();
+        let ledger = store.create_project("ledger").await.unwrap();
+        let a = new_event("fa", 1_000, "checkout");
+        let b = new_event("fb", 2_000, "checkout");
+        let old = new_event("fa", 500, "checkout");
+        store.insert_events(shop.id, std::slice::from_ref(&old)).await.unwrap();
+        let c = new_event("fa", 3_000, "ledger");
+        let first = [a.clone(), b.clone()];
+        // `a` again (another request's resend racing the first), and `old`, stored before.
+        let second = [a.clone(), old.clone(), new_event("fb", 4_000, "checkout")];
+        let third = [c.clone()];
+        let none = InsertLimits::default();
+        let jobs = [
+            InsertJob { project_id: shop.id, events: &first, limits: none },
+            InsertJob { project_id: shop.id, events: &second, limits: none },
+            InsertJob { project_id: ledger.id, events: &third, limits: none },
+            InsertJob { project_id: shop.id, events: &[], limits: none },
+        ];
+        let out = store.insert_jobs(&jobs).await.unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!((out[0].inserted, out[0].accepted.len()), (2, 2));
+        assert_eq!((out[1].inserted, out[1].accepted.len()), (1, 3), "a and old were stored already");
+        assert_eq!((out[2].inserted, out[2].accepted.len()), (1, 1));
+        assert_eq!((out[3].inserted, out[3].accepted.len()), (0, 0));
+        let groups = store.list_groups(&GroupQuery { project_id: Some(shop.id), limit: 50, ..Default::default() }).await.unwrap();
+        let count = |fp: &str| groups.items.iter().find(|g| g.fingerprint == fp).map(|g| g.count);
+        assert_eq!((count("fa"), count("fb")), (Some(2), Some(2)));
+        let fa = groups.items.iter().find(|g| g.fingerprint == "fa").unwrap();
+        assert_eq!((fa.first_seen_ms, fa.last_seen_ms), (500, 1_000));
+        let ledger_groups = store.list_groups(&GroupQuery { project_id: Some(ledger.id), limit: 50, ..Default::default() }).await.unwrap();
+        assert_eq!(ledger_groups.items.len(), 1);
+        assert_eq!(ledger_groups.items[0].count, 1);
+        assert_eq!(day_usage(&store, shop.id).await, 4, "old, a, b and the second fb");
+
+        // A quota the sum crosses refuses the whole transaction, nothing stored.
+        let tight = InsertLimits { daily_quota: 5, ..InsertLimits::default() };
+        let (d, e) = ([new_event("fc", 5_000, "checkout")], [new_event("fc", 6_000, "checkout")]);
+        let jobs = [
+            InsertJob { project_id: shop.id, events: &d, limits: tight },
+            InsertJob { project_id: shop.id, events: &e, limits: tight },
+        ];
+        assert!(matches!(store.insert_jobs(&jobs).await, Err(StoreError::QuotaExceeded { limit: 5, used: 4, .. })));
+        assert!(store.get_event(&d[0].event_id, Some(shop.id)).await.unwrap().is_none());
+        assert_eq!(day_usage(&store, shop.id).await, 4);
+        // Alone, the first fits.
+        assert_eq!(store.insert_events_with(shop.id, &d, &tight).await.unwrap().inserted, 1);
     }
 
     async fn projects_are_isolated(db: &TestDb) {
