@@ -1,5 +1,5 @@
-//! Ingest: decode → validate → normalize → fingerprint → store (one
-//! transaction per request). Refusals (401/400/413/429) come before any 202;
+//! Ingest: decode → validate → normalize → fingerprint → store (in a
+//! transaction shared with the requests that arrive alongside: `commit.rs`). Refusals (401/400/413/429) come before any 202;
 //! an event answered 202 is committed. Rate limits and quotas: `limits.rs`.
 
 use std::io::Read;
@@ -184,7 +184,7 @@ pub(crate) async fn store_events<'a>(
     let insert = |batch: &'a [NewEvent]| {
         state
             .limits
-            .insert(&state.store, &state.metrics, project, admitted, batch)
+            .insert(&state.committer, &state.metrics, project, admitted, batch)
     };
     match insert(events).await {
         Ok(outcome) => {

@@ -11,6 +11,7 @@ pub mod admission;
 pub mod alerts;
 mod auth;
 mod clusters;
+pub mod commit;
 mod connections;
 mod cookie;
 mod debug_files;
@@ -103,6 +104,8 @@ pub struct ServerConfig {
     /// Largest accepted debug file (default and most: 1 GiB); the ingest
     /// body limit does not apply to uploads.
     pub max_debug_file_bytes: u64,
+    /// How ingest requests share transactions.
+    pub group_commit: commit::GroupCommit,
 }
 
 /// Where debug files go unless told: beside the default SQLite database.
@@ -128,6 +131,7 @@ impl Default for ServerConfig {
             max_ingest_requests: 0,
             max_ingest_bytes: 16 * 1024 * 1024,
             max_debug_file_bytes: panicle_store::MAX_DEBUG_FILE_BYTES,
+            group_commit: commit::GroupCommit::default(),
         }
     }
 }
@@ -166,6 +170,8 @@ pub struct AppState {
     pub alerts: Arc<alerts::Alerts>,
     /// Names bare addresses from uploaded debug files.
     pub symbolicator: Arc<symbolicate::Symbolicator>,
+    /// Ingest's transactions, shared by the requests that arrive together.
+    pub committer: Arc<commit::Committer>,
 }
 
 /// The whole HTTP surface.
@@ -298,7 +304,13 @@ impl AppState {
         let symbolicator = Arc::new(symbolicate::Symbolicator::new(
             config.debug_files_dir.clone(),
         ));
+        let committer = Arc::new(commit::Committer::new(
+            store.clone(),
+            metrics.clone(),
+            config.group_commit,
+        ));
         AppState {
+            committer,
             store,
             symbolicator,
             config: Arc::new(config),

@@ -29,6 +29,7 @@ use panicle_store::{
 };
 
 use crate::ApiError;
+use crate::commit::Committer;
 use crate::metrics::Metrics;
 use crate::token_bucket::TokenBucket;
 
@@ -287,7 +288,7 @@ impl Limits {
     /// Stores an admitted batch within the project's quotas.
     pub async fn insert(
         &self,
-        store: &Store,
+        committer: &Committer,
         metrics: &Metrics,
         project: &Project,
         e: &Effective,
@@ -298,7 +299,7 @@ impl Limits {
             monthly_quota: e.monthly_quota.min(i64::MAX as u64) as i64,
             group_cap: self.defaults.group_event_cap.min(i64::MAX as u64) as i64,
         };
-        match store.insert_events_with(project.id, events, &limits).await {
+        match committer.insert(project.id, events, &limits).await {
             Ok(outcome) => Ok(outcome),
             Err(StoreError::QuotaExceeded {
                 period,

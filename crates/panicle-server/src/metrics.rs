@@ -10,6 +10,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::AppState;
@@ -66,6 +67,18 @@ pub struct Metrics {
     /// Ingest requests refused before their body was read, by the bound
     /// they hit (`requests`, `bytes`).
     pub ingest_overloaded: Family<StageLabel, Counter>,
+    /// Group commit: requests waiting for a writer.
+    pub commit_queue_depth: Gauge,
+    /// Events (new or resent) per committed transaction, and the requests in it.
+    pub commit_batch_events: Histogram,
+    pub commit_batch_requests: Histogram,
+    /// Seconds from a request's hand-off to its answer (queue wait included),
+    /// and of each transaction alone.
+    pub commit_wait_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    /// Transactions of several requests that failed and were run again one
+    /// request each (a quota crossed, an event the database refuses, an outage).
+    pub commit_split: Counter,
 }
 
 impl Metrics {
@@ -161,7 +174,59 @@ impl Metrics {
             "Ingest requests answered 503 before their body was read, by the bound they hit (requests, bytes)",
             ingest_overloaded.clone(),
         );
+        let commit_queue_depth = Gauge::default();
+        registry.register(
+            "ingest_commit_queue_depth",
+            "Ingest requests waiting for a group-commit writer",
+            commit_queue_depth.clone(),
+        );
+        let counts = || {
+            Histogram::new([
+                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
+            ])
+        };
+        let seconds = || {
+            Histogram::new([
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ])
+        };
+        let commit_batch_events = counts();
+        registry.register(
+            "ingest_commit_batch_events",
+            "Events per group-commit transaction",
+            commit_batch_events.clone(),
+        );
+        let commit_batch_requests = counts();
+        registry.register(
+            "ingest_commit_batch_requests",
+            "Ingest requests per group-commit transaction",
+            commit_batch_requests.clone(),
+        );
+        let commit_wait_seconds = seconds();
+        registry.register(
+            "ingest_commit_wait_seconds",
+            "From an ingest request's hand-off to the group-commit writer until it is committed (queue wait included)",
+            commit_wait_seconds.clone(),
+        );
+        let commit_seconds = seconds();
+        registry.register(
+            "ingest_commit_seconds",
+            "Duration of one group-commit transaction",
+            commit_seconds.clone(),
+        );
+        let commit_split = Counter::default();
+        registry.register(
+            "ingest_commit_split",
+            "Group-commit transactions that failed and were run again one request each",
+            commit_split.clone(),
+        );
         Metrics {
+            commit_queue_depth,
+            commit_batch_events,
+            commit_batch_requests,
+            commit_wait_seconds,
+            commit_seconds,
+            commit_split,
             registry: Mutex::new(registry),
             events_symbolicated,
             ingest_in_flight,

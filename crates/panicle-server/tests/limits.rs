@@ -155,6 +155,23 @@ async fn stored(store: &Store, project_id: i64) -> usize {
         .len()
 }
 
+/// Posts every body at once (a client thread each), answers in order.
+async fn post_all(s: &Running, key: &str, bodies: &[Value]) -> Vec<Answer> {
+    let tasks: Vec<_> = bodies
+        .iter()
+        .map(|b| {
+            let url = format!("{}/api/v1/events", s.base);
+            let (key, body) = (key.to_string(), serde_json::to_vec(b).unwrap());
+            tokio::spawn(async move { post(url, &key, body).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
 const CRASH: &str = "thread 'main' panicked at src/main.rs:4:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
 
 panicle_store::backend_tests! {
@@ -292,5 +309,58 @@ panicle_store::backend_tests! {
         assert!(m.contains("panicle_events_purged_total 11"), "{m}");
         // A second run finds nothing.
         assert_eq!(s.state.retention.run(now).await.unwrap().rows(), 0);
+    }
+
+    async fn concurrent_requests_share_transactions_and_each_gets_its_own_answer(db: &TestDb) {
+        let store = db.store().await;
+        let shop = store.create_project("shop").await.unwrap();
+        let s = start(&store, ServerConfig { limits: LimitDefaults { rate: 0, ..LimitDefaults::default() }, ..ServerConfig::default() }).await;
+        // 48 requests at once, 3 events each over 4 fingerprints; every
+        // fourth request resends the events of the one before it.
+        let mut bodies: Vec<Value> = Vec::new();
+        for r in 0..48 {
+            let body = if r % 4 == 3 {
+                bodies[r - 1].clone()
+            } else {
+                Value::Array((0..3).map(|i| event(&format!("boom in {}", ["alpha", "beta", "gamma", "delta"][(r + i) % 4]), &now_rfc3339())).collect())
+            };
+            bodies.push(body);
+        }
+        let answers = post_all(&s, &shop.ingest_key, &bodies).await;
+        let mut stored_total = 0;
+        for (r, a) in answers.iter().enumerate() {
+            assert_eq!(a.status, 202, "request {r}: {}", a.body);
+            assert_eq!(a.body["accepted"].as_array().unwrap().len(), 3);
+            stored_total += a.body["stored"].as_u64().unwrap();
+        }
+        // 36 distinct requests × 3 events; a resend stores nothing, whichever
+        // of the pair its transaction took first.
+        assert_eq!(stored_total, 108);
+        assert_eq!(stored(&store, shop.id).await, 108);
+        let groups = store.list_groups(&panicle_store::GroupQuery { project_id: Some(shop.id), limit: 50, ..Default::default() }).await.unwrap();
+        assert_eq!(groups.items.len(), 4);
+        assert_eq!(groups.items.iter().map(|g| g.count).sum::<i64>(), 108);
+        let m = metrics(&s).await;
+        let transactions: u64 = m.lines()
+            .find_map(|l| l.strip_prefix("panicle_ingest_commit_batch_requests_count "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no commit batch metric: {m}"));
+        assert!(transactions >= 1 && transactions < 48, "48 concurrent requests in {transactions} transactions");
+    }
+
+    async fn a_quota_crossed_inside_a_shared_transaction_is_judged_per_request(db: &TestDb) {
+        let store = db.store().await;
+        let shop = store.create_project("shop").await.unwrap();
+        store
+            .update_project_limits("shop", &LimitsUpdate { daily_quota: Some(Some(10)), ..LimitsUpdate::default() })
+            .await
+            .unwrap();
+        let s = start(&store, ServerConfig { limits: LimitDefaults { rate: 0, ..LimitDefaults::default() }, ..ServerConfig::default() }).await;
+        let bodies: Vec<Value> = (0..24).map(|_| batch(1)).collect();
+        let answers = post_all(&s, &shop.ingest_key, &bodies).await;
+        let taken = answers.iter().filter(|a| a.status == 202).count();
+        let refused = answers.iter().filter(|a| a.status == 429 && a.body["error"]["code"] == "quota_exceeded").count();
+        assert_eq!((taken, refused), (10, 14), "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
+        assert_eq!(stored(&store, shop.id).await, 10);
     }
 }

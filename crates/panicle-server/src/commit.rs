@@ -1,0 +1,237 @@
+//! Group commit: ingest requests hand their events to a few writers, each of
+//! which stores whatever has arrived since its last transaction as one
+//! ([`Store::insert_jobs`]) and then answers every request in it. A 202
+//! still means committed; what a transaction costs (a commit, an fsync on
+//! PostgreSQL, an upsert per group and per usage period) is paid once for
+//! all the requests in it instead of once each.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use panicle_store::{InsertJob, InsertLimits, InsertOutcome, NewEvent, Store, StoreError};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// How ingest transactions are formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// Writers, each with a transaction open at a time; 0: every request
+    /// commits its own transaction (what group commit is measured against).
+    pub writers: usize,
+    /// A writer stops taking requests into a transaction at this many events.
+    pub max_events: usize,
+    /// How long a writer waits for more requests after the first before it
+    /// commits. 0: it takes only what is already waiting, so a lone request
+    /// waits for nothing, and under load the requests that arrive during a
+    /// commit form the next one.
+    pub window: Duration,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        GroupCommit {
+            writers: 2,
+            max_events: 2_000,
+            window: Duration::ZERO,
+        }
+    }
+}
+
+/// Requests waiting for a writer at most; past it a request waits to hand
+/// its events over (the admission gate bounds what waits in memory).
+const QUEUE_CAPACITY: usize = 4_096;
+
+struct Job {
+    project_id: i64,
+    events: Vec<NewEvent>,
+    limits: InsertLimits,
+    handed: Instant,
+    reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
+}
+
+/// The ingest side of group commit: [`Committer::insert`] is
+/// [`Store::insert_events_with`] with the transaction shared.
+pub struct Committer {
+    store: Store,
+    metrics: Arc<Metrics>,
+    config: GroupCommit,
+    /// Started at the first insert, inside the runtime that serves.
+    queue: OnceLock<mpsc::Sender<Job>>,
+}
+
+impl Committer {
+    pub fn new(store: Store, metrics: Arc<Metrics>, config: GroupCommit) -> Committer {
+        Committer {
+            store,
+            metrics,
+            config,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Stores one request's events, committed (alone or with others) when
+    /// it returns. The outcome and errors are those of storing them alone:
+    /// a transaction that fails is run again one request each.
+    pub async fn insert(
+        &self,
+        project_id: i64,
+        events: &[NewEvent],
+        limits: &InsertLimits,
+    ) -> Result<InsertOutcome, StoreError> {
+        if self.config.writers == 0 {
+            return self
+                .store
+                .insert_events_with(project_id, events, limits)
+                .await;
+        }
+        let queue = self.queue.get_or_init(|| self.start());
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            project_id,
+            events: events.to_vec(),
+            limits: *limits,
+            handed: Instant::now(),
+            reply,
+        };
+        if queue.send(job).await.is_ok() {
+            let waiting = queue.max_capacity() - queue.capacity();
+            self.metrics.commit_queue_depth.set(waiting as i64);
+        }
+        match answer.await {
+            Ok(result) => result,
+            // No writer took it (the writers are gone) or one dropped it
+            // mid-transaction (a panic rolled that back): store it here.
+            Err(_) => {
+                self.store
+                    .insert_events_with(project_id, events, limits)
+                    .await
+            }
+        }
+    }
+
+    fn start(&self) -> mpsc::Sender<Job> {
+        let (send, receive) = mpsc::channel(QUEUE_CAPACITY);
+        let receive = Arc::new(Mutex::new(receive));
+        for _ in 0..self.config.writers {
+            let writer = Writer {
+                store: self.store.clone(),
+                metrics: self.metrics.clone(),
+                config: self.config,
+                queue: receive.clone(),
+            };
+            tokio::spawn(writer.run());
+        }
+        send
+    }
+}
+
+struct Writer {
+    store: Store,
+    metrics: Arc<Metrics>,
+    config: GroupCommit,
+    /// Shared by the writers: the one holding it gathers the next
+    /// transaction while the others commit theirs.
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+}
+
+impl Writer {
+    async fn run(self) {
+        while let Some(jobs) = self.gather().await {
+            self.commit(jobs).await;
+        }
+    }
+
+    /// The next transaction's requests: the first to arrive, then whatever
+    /// else arrives within the window, up to `max_events`. None when every
+    /// sender is gone.
+    async fn gather(&self) -> Option<Vec<Job>> {
+        let mut queue = self.queue.lock().await;
+        let first = queue.recv().await?;
+        let deadline = tokio::time::Instant::now() + self.config.window;
+        let mut events = first.events.len();
+        let mut jobs = vec![first];
+        while events < self.config.max_events {
+            let next = match queue.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Empty) if !self.config.window.is_zero() => {
+                    tokio::time::timeout_at(deadline, queue.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                Err(_) => None,
+            };
+            let Some(job) = next else { break };
+            events += job.events.len();
+            jobs.push(job);
+        }
+        self.metrics.commit_queue_depth.set(queue.len() as i64);
+        Some(jobs)
+    }
+
+    async fn commit(&self, jobs: Vec<Job>) {
+        let events: usize = jobs.iter().map(|j| j.events.len()).sum();
+        self.metrics.commit_batch_events.observe(events as f64);
+        self.metrics
+            .commit_batch_requests
+            .observe(jobs.len() as f64);
+        let started = Instant::now();
+        let result = {
+            let batch: Vec<InsertJob<'_>> = jobs
+                .iter()
+                .map(|j| InsertJob {
+                    project_id: j.project_id,
+                    events: &j.events,
+                    limits: j.limits,
+                })
+                .collect();
+            self.store.insert_jobs(&batch).await
+        };
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    self.answer(job, Ok(outcome));
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                if let Some(job) = jobs.into_iter().next() {
+                    self.answer(job, Err(e));
+                }
+            }
+            Err(e) => {
+                // A quota the sum crossed, an event the database refuses or
+                // an outage: each request gets its own answer, as if alone.
+                // At once, so in an outage each waits one connection timeout.
+                tracing::debug!(error = %e, requests = jobs.len(), "a group commit failed; storing its requests one by one");
+                self.metrics.commit_split.inc();
+                let mut alone = tokio::task::JoinSet::new();
+                for job in jobs {
+                    let store = self.store.clone();
+                    let metrics = self.metrics.clone();
+                    alone.spawn(async move {
+                        let result = store
+                            .insert_events_with(job.project_id, &job.events, &job.limits)
+                            .await;
+                        metrics
+                            .commit_wait_seconds
+                            .observe(job.handed.elapsed().as_secs_f64());
+                        let _ = job.reply.send(result);
+                    });
+                }
+                while alone.join_next().await.is_some() {}
+            }
+        }
+    }
+
+    fn answer(&self, job: Job, result: Result<InsertOutcome, StoreError>) {
+        self.metrics
+            .commit_wait_seconds
+            .observe(job.handed.elapsed().as_secs_f64());
+        // The request may be gone (its client hung up): what was committed stays.
+        let _ = job.reply.send(result);
+    }
+}
