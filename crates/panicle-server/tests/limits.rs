@@ -345,7 +345,7 @@ panicle_store::backend_tests! {
             .find_map(|l| l.strip_prefix("panicle_ingest_commit_batch_requests_count "))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no commit batch metric: {m}"));
-        assert!(transactions >= 1 && transactions < 48, "48 concurrent requests in {transactions} transactions");
+        assert!((1..48).contains(&transactions), "48 concurrent requests in {transactions} transactions");
     }
 
     async fn a_quota_crossed_inside_a_shared_transaction_is_judged_per_request(db: &TestDb) {
