@@ -5,6 +5,7 @@ mod cluster;
 mod config;
 mod debug_files;
 mod demo;
+mod demo_panic;
 mod run;
 mod spool;
 
@@ -124,6 +125,15 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Panic once with the SDK's hook installed, to see an event arrive:
+    /// `panicle demo-panic unwrap-none` (the DSN from PANICLE_DSN or --dsn).
+    DemoPanic {
+        #[arg(value_enum, default_value = "unwrap-none")]
+        mode: demo_panic::Mode,
+        /// Where the event goes (default: PANICLE_DSN).
+        #[arg(long, env = "PANICLE_DSN")]
+        dsn: Option<String>,
+    },
     /// Ship what a process left in its SDK spool directory: `panicle spool send DIR`.
     Spool {
         #[command(subcommand)]
@@ -166,6 +176,18 @@ struct ServeSettings {
     /// bound; clients stalling mid-body hold a slot until the body timeout).
     #[arg(long, env = "PANICLE_MAX_INGEST_REQUESTS", default_value_t = 0)]
     max_ingest_requests: u64,
+    /// Group commit: writers, each committing the ingest requests that
+    /// arrived since its last transaction as one (0: one transaction per request).
+    #[arg(long, env = "PANICLE_INGEST_WRITERS", default_value_t = panicle_server::commit::GroupCommit::default().writers)]
+    ingest_writers: usize,
+    /// Milliseconds a writer waits for more requests after the first (0: it
+    /// takes what is already waiting; under load that is what arrived during
+    /// the last commit).
+    #[arg(long, env = "PANICLE_COMMIT_WINDOW_MS", default_value_t = 0)]
+    commit_window_ms: u64,
+    /// Events at most in one group-commit transaction.
+    #[arg(long, env = "PANICLE_COMMIT_MAX_EVENTS", default_value_t = panicle_server::commit::GroupCommit::default().max_events)]
+    commit_max_events: usize,
     /// Trace link with `{trace_id}`, e.g. http://jaeger:16686/trace/{trace_id}.
     #[arg(long, env = "PANICLE_TRACE_URL_TEMPLATE")]
     trace_url_template: Option<String>,
@@ -413,7 +435,11 @@ fn show(v: Option<i64>) -> String {
 fn main() -> Result<()> {
     let matches = config::parse(Cli::command())?;
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    // The wrapper owns no runtime and no logger: it must stay out of the way.
+    // Neither the demo nor the wrapper owns a runtime or a logger: a service
+    // with the SDK has its own, and the wrapper must stay out of the way.
+    if let Command::DemoPanic { mode, dsn } = cli.command {
+        return demo_panic::run(dsn, mode);
+    }
     if let Command::Run {
         dsn,
         service,
@@ -552,8 +578,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Alert { command } => alert::run(command).await,
         Command::Spool { command } => spool::run(command).await,
         Command::DebugFiles { command } => debug_files::run(command).await,
-        Command::Run { .. } => {
-            anyhow::bail!("`panicle run` is handled before the runtime starts")
+        Command::Run { .. } | Command::DemoPanic { .. } => {
+            anyhow::bail!("`run` and `demo-panic` are handled before the runtime starts")
         }
     }
 }
@@ -881,6 +907,11 @@ async fn serve(server: ServerArgs, demo_data: bool) -> Result<()> {
                 ..panicle_server::alerts::AlertConfig::default()
             },
             debug_files_dir: debug_dir,
+            group_commit: panicle_server::commit::GroupCommit {
+                writers: settings.ingest_writers,
+                max_events: settings.commit_max_events.max(1),
+                window: Duration::from_millis(settings.commit_window_ms),
+            },
             ..ServerConfig::default()
         },
         rules,

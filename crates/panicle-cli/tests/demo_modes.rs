@@ -77,17 +77,17 @@ fn demo_without_overflow_checks() -> PathBuf {
         .expect("cargo named no demo executable")
 }
 
-/// Runs every mode of `demo` against a fresh server; checks the process
-/// panicked and the server stored the expected message for each.
-fn every_mode_panics_and_is_reported(demo: &Path) {
+/// Runs every mode of a demo (`demo(mode)` is its command line) against a
+/// fresh server; checks the process panicked and the server stored the
+/// expected message for each.
+fn every_mode_panics_and_is_reported(demo: impl Fn(&str) -> Command) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("p.db").display());
     let server = Server::start(&url);
     let rules = RuleSet::builtin().unwrap();
     for (n, (mode, message, rule)) in MODES.iter().enumerate() {
         let spool = tempfile::tempdir().unwrap();
-        let out = Command::new(demo)
-            .arg(mode)
+        let out = demo(mode)
             .env("PANICLE_DSN", &server.dsn)
             .env("PANICLE_SPOOL_DIR", spool.path())
             .output()
@@ -95,8 +95,7 @@ fn every_mode_panics_and_is_reported(demo: &Path) {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("panicked at") && stderr.contains(message),
-            "{}: mode {mode} did not panic with {message:?}: {stderr}",
-            demo.display()
+            "mode {mode} did not panic with {message:?}: {stderr}"
         );
         if *mode != "thread" {
             assert_eq!(out.status.code(), Some(101), "{mode}: a panic in main");
@@ -134,12 +133,47 @@ fn every_mode_panics_and_is_reported(demo: &Path) {
     }
 }
 
+fn run_example(demo: &Path) -> impl Fn(&str) -> Command {
+    move |mode| {
+        let mut c = Command::new(demo);
+        c.arg(mode);
+        c
+    }
+}
+
 #[test]
 fn every_demo_mode_panics_in_a_dev_build() {
-    every_mode_panics_and_is_reported(&example("demo"));
+    every_mode_panics_and_is_reported(run_example(&example("demo")));
 }
 
 #[test]
 fn every_demo_mode_panics_without_overflow_checks() {
-    every_mode_panics_and_is_reported(&demo_without_overflow_checks());
+    every_mode_panics_and_is_reported(run_example(&demo_without_overflow_checks()));
+}
+
+/// `panicle demo-panic` has the same modes: the README's way to see an event
+/// arrive without a second build.
+#[test]
+fn every_mode_of_panicle_demo_panic_is_reported() {
+    every_mode_panics_and_is_reported(|mode| {
+        let mut c = Command::new(common::PANICLE);
+        c.args(["demo-panic", mode]);
+        c
+    });
+}
+
+#[test]
+fn panicle_demo_panic_without_a_dsn_says_where_to_find_one() {
+    let out = Command::new(common::PANICLE)
+        .args(["demo-panic", "index"])
+        .env_remove("PANICLE_DSN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PANICLE_DSN") && stderr.contains("panicle project list"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -314,6 +314,7 @@ impl Reader {
                 assert!(out.lines().any(|l| l == row), "no {row:?} in {out}");
             }
             ["run", ..] => self.wrap(&command),
+            ["demo-panic", "unwrap-none"] => self.demo_panic(&command),
             ["debug-files", "upload", file] => {
                 let out = self.output(&command);
                 assert!(
@@ -462,6 +463,36 @@ impl Reader {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "starting\n");
+        let service = Path::new(program).file_name().unwrap().to_str().unwrap();
+        self.wait_for_unwrap_none_event(command, service);
+        self.last_output = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+    }
+
+    /// `panicle demo-panic unwrap-none`: the binary panics with the SDK's
+    /// hook, and the event reaches the running server.
+    fn demo_panic(&mut self, command: &str) {
+        let out = self
+            .shell(command, &self.elsewhere)
+            .env("PANICLE_SPOOL_DIR", self.home.join("spool"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(101), "`{command}`: {stderr}");
+        assert!(stderr.contains("panicked at"), "`{command}`: {stderr}");
+        assert!(
+            !self.elsewhere.join("panicle-data").exists(),
+            "`{command}` made a database where it ran"
+        );
+        self.wait_for_unwrap_none_event(command, "demo");
+        self.last_output = stderr.lines().map(str::to_string).collect();
+    }
+
+    /// Waits until the `default` project holds an `Option::unwrap()` panic
+    /// of `service`.
+    fn wait_for_unwrap_none_event(&self, command: &str, service: &str) {
         let server = self.server.as_ref().expect("a server runs");
         let token = self.token.clone().unwrap();
         let url = format!("http://{}/api/v1/events?project=1", server.addr);
@@ -475,22 +506,19 @@ impl Reader {
                 .unwrap_or(Value::Null);
             let items = body["items"].as_array().cloned().unwrap_or_default();
             if items.iter().any(|e| {
-                e["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("Option::unwrap()"))
+                e["service"] == service
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("Option::unwrap()"))
             }) {
-                break;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "the wrapped program's panic never reached the server: {body}"
+                "the panic of `{command}` never reached the server: {body}"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        self.last_output = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
     }
 
     /// A ```text block: each of its lines' start begins a line of what the
