@@ -226,6 +226,14 @@ fn two_replicas_ingest_cluster_and_alert_as_one() {
     replicas(None);
 }
 
+/// With a group cap below each fingerprint's events, a replica's batch
+/// stores an event in full while the other's, counting the group past the
+/// cap, keeps the same id as sampled: both must not happen.
+#[test]
+fn two_replicas_keep_each_id_once_past_the_group_cap() {
+    replicas(Some(20));
+}
+
 /// Runs the scenario, with `--group-event-cap` when given.
 fn replicas(group_cap: Option<usize>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
