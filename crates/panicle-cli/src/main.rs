@@ -859,12 +859,19 @@ async fn serve(server: ServerArgs, demo_data: bool) -> Result<()> {
     let addr = listener.local_addr()?;
     let base = public_url.unwrap_or_else(|| format!("http://{addr}"));
     if store.projects().await?.is_empty() {
-        let project = store.create_project("default").await?;
-        let token = store.create_token("first start").await?;
-        println!("Panicle is ready. Keep these; they are printed once.");
-        println!("  DSN:       {}", dsn(&base, &project));
-        println!("  API token: {token}");
-        println!("  Dashboard: {base}/");
+        match store.create_project("default").await {
+            Ok(project) => {
+                let token = store.create_token("first start").await?;
+                println!("Panicle is ready. Keep these; they are printed once.");
+                println!("  DSN:       {}", dsn(&base, &project));
+                println!("  API token: {token}");
+                println!("  Dashboard: {base}/");
+            }
+            // A replica started at the same moment made it and printed its
+            // credentials: this one serves the same database.
+            Err(panicle_store::StoreError::ProjectExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     println!("panicle listening on http://{addr}");
     let cwd = std::env::current_dir().unwrap_or_default();

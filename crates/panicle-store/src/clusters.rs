@@ -232,15 +232,28 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         // Groups in no cluster until now: their events are new to the
-        // cluster they join, as at an attach.
-        let loose: std::collections::HashSet<String> =
-            sqlx::query("SELECT id FROM event_groups WHERE project_id = $1 AND cluster_id IS NULL")
-                .bind(project_id)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>("id"))
-                .collect::<Result<_, _>>()?;
+        // cluster they join, as at an attach. On PostgreSQL the project's
+        // groups are locked first, in id order (ingest's order): an attach
+        // on another replica that placed a group after this run read it
+        // has committed by now and the group is not loose, or it waits and
+        // then finds the group placed (`start_cluster` announces nothing).
+        let lock = match self.backend {
+            Backend::Postgres => " ORDER BY id FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let loose: std::collections::HashSet<String> = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, cluster_id FROM event_groups WHERE project_id = $1{lock}"
+        )))
+        .bind(project_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .filter_map(|r| match r.try_get::<Option<String>, _>("cluster_id") {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(r.try_get::<String, _>("id")),
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()?;
         for a in assignments {
             sqlx::query("UPDATE event_groups SET cluster_id = $1, core = $2 WHERE id = $3 AND project_id = $4")
                 .bind(&a.cluster_id)
@@ -285,6 +298,15 @@ impl Store {
             self.apply_attach(&mut tx, &a.group_id, &a.cluster_id)
                 .await?;
         }
+        // A cluster is new only when all its groups are still in none: one
+        // that another replica's attach placed meanwhile was announced there.
+        let mut all_loose: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
+        for a in assignments {
+            *all_loose.entry(a.cluster_id.as_str()).or_insert(true) &= loose.contains(&a.group_id);
+        }
+        let new_clusters = new_clusters
+            .iter()
+            .filter(|c| all_loose.get(c.cluster_id.as_str()) == Some(&true));
         for c in new_clusters {
             crate::triggers::record(
                 &mut tx,

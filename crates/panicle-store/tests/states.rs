@@ -2,8 +2,8 @@
 //! ingest and at attach, release order, and states across merges and splits.
 
 use panicle_store::{
-    ClusterRef, ClusterState, ClusterStatus, GroupAssignment, IgnoreUntil, NewEvent, Resolution,
-    StateChange, Store,
+    ClusterRef, ClusterState, ClusterStatus, Destination, GroupAssignment, IgnoreUntil,
+    NewAlertRule, NewCluster, NewEvent, Resolution, RuleKind, StateChange, Store,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -253,6 +253,35 @@ panicle_store::backend_tests! {
         let s = store.cluster_state("1").await.unwrap();
         assert_eq!(s.status, ClusterStatus::Unresolved);
         assert_eq!(s.regression.unwrap().release.as_deref(), Some("1.5.0"));
+    }
+
+    async fn a_run_does_not_announce_a_group_another_replica_attached(db: &TestDb) {
+        let store = db.store().await;
+        let p = store.create_project("shop").await.unwrap().id;
+        let rule = NewAlertRule::new(p, "new bugs", RuleKind::NewCluster, Destination::Webhook, "http://127.0.0.1:9/");
+        store.create_alert_rule(&rule).await.unwrap();
+        send(&store, p, &[ev("a", NOW, None, None), ev("b", NOW, None, None)]).await;
+        let groups = store.all_groups(Some(p)).await.unwrap();
+        let (a, b) = (groups[0].id.clone(), groups[1].id.clone());
+        let new = |cluster: &str, group: &str| NewCluster { cluster_id: cluster.into(), group_id: group.into(), release: None };
+        // A run read both groups loose; before it saved, another replica's
+        // attach started a cluster for `a`.
+        assert!(store.start_cluster(p, &new("5", &a)).await.unwrap());
+        let put = |g: &str, c: &str| GroupAssignment { group_id: g.into(), cluster_id: c.into(), core: true };
+        store
+            .save_clustering(p, &[put(&a, "7"), put(&b, "8")], 100, &[], &[("7".into(), vec![]), ("8".into(), vec![])], &[new("7", &a), new("8", &b)])
+            .await
+            .unwrap();
+        // `a` was announced once (cluster 5); `b`, still loose at the save, once.
+        let mut told: Vec<(String, String)> = store
+            .deliveries(p, None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| (d.cluster_id.clone(), d.details["group_id"].as_str().unwrap().to_string()))
+            .collect();
+        told.sort();
+        assert_eq!(told, [("5".to_string(), a), ("8".to_string(), b)]);
     }
 
     async fn states_follow_merges_and_splits(db: &TestDb) {
