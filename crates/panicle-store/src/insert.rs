@@ -129,6 +129,10 @@ impl Store {
             .collect();
         ordered.sort_by(|a, b| a.1.event_id.cmp(&b.1.event_id).then(a.0.cmp(&b.0)));
         ordered.dedup_by(|later, first| later.1.event_id == first.1.event_id);
+        let capped = of_project.iter().any(|&j| jobs[j].limits.group_cap > 0);
+        if capped && self.backend == crate::Backend::Postgres {
+            lock_groups(conn, project_id, &ordered).await?;
+        }
         let ids: Vec<&str> = ordered.iter().map(|(_, e)| e.event_id.as_str()).collect();
         let stored = stored_ids(conn, project_id, &ids).await?;
         let fresh: Vec<(usize, &NewEvent)> = ordered
@@ -364,6 +368,47 @@ async fn stored_ids(
         }
     }
     Ok(stored)
+}
+
+/// Where a cap applies, two transactions deciding the same id from counters
+/// each read before the other committed could keep it in full in one and
+/// sample it in the other: counted twice, as the two tables share no key.
+/// So on PostgreSQL transactions that may sample take turns per group (a
+/// transaction-scoped advisory lock per group, in key order, one statement),
+/// and read the stored ids and counters once it is their turn. The group
+/// rows' own locks come later (the upsert) and would come too late. SQLite
+/// runs one writer at a time.
+async fn lock_groups(
+    conn: &mut sqlx::AnyConnection,
+    project_id: i64,
+    events: &[(usize, &NewEvent)],
+) -> Result<()> {
+    // The group id is hex of a hash: its first 15 digits are a lock key.
+    let mut keys: Vec<i64> = events
+        .iter()
+        .filter_map(|(_, e)| {
+            i64::from_str_radix(group_id(project_id, &e.fingerprint).get(1..16)?, 16).ok()
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        // A VALUES scan yields its rows in order, each joined to its lock:
+        // the locks are taken in key order.
+        let rows: Vec<String> = (1..=chunk.len())
+            .map(|i| format!("(${i}::bigint)"))
+            .collect();
+        let sql = format!(
+            "SELECT 1 FROM (VALUES {}) AS v(k) CROSS JOIN LATERAL pg_advisory_xact_lock(k) AS l",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for k in chunk {
+            q = q.bind(*k);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// (stored, sampled) rows of the groups that exist among `groups`.
