@@ -7,6 +7,9 @@
 //! exist, so a project token cannot learn which other projects there are.
 //! An admin-only action asked by a project token answers 403.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -15,6 +18,40 @@ use panicle_store::{Access, Project, TokenScope};
 use crate::cookie::{clear_session, session_cookie, set_session};
 use crate::origin::{DASHBOARD_HEADER, RequestOrigin, is_same_origin};
 use crate::{ApiError, AppState};
+
+/// Projects by ingest key, as found: a project's id, name and key never
+/// change and projects are not deleted, so a key found once is the same
+/// project for the life of the process, and ingest asks the database only
+/// for keys it has not seen (unknown ones are asked each time, so a project
+/// another replica or the CLI just created is found at once).
+#[derive(Default)]
+pub struct IngestKeys {
+    known: Mutex<HashMap<String, Project>>,
+}
+
+/// Keys remembered at most; past it the map starts over (a bound against
+/// memory, not a limit on projects).
+const KNOWN_KEYS_MAX: usize = 10_000;
+
+impl IngestKeys {
+    pub async fn project(
+        &self,
+        store: &panicle_store::Store,
+        key: &str,
+    ) -> Result<Option<Project>, ApiError> {
+        if let Some(p) = self.known.lock().ok().and_then(|m| m.get(key).cloned()) {
+            return Ok(Some(p));
+        }
+        let found = store.project_by_key(key).await?;
+        if let (Some(p), Ok(mut known)) = (&found, self.known.lock()) {
+            if known.len() >= KNOWN_KEYS_MAX {
+                known.clear();
+            }
+            known.insert(key.to_string(), p.clone());
+        }
+        Ok(found)
+    }
+}
 
 /// The project whose ingest key came in `X-Panicle-Key`.
 pub struct IngestProject(pub Project);
@@ -31,8 +68,8 @@ impl FromRequestParts<AppState> for IngestProject {
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::BadIngestKey)?;
         let project = state
-            .store
-            .project_by_key(key)
+            .ingest_keys
+            .project(&state.store, key)
             .await?
             .ok_or(ApiError::BadIngestKey)?;
         Ok(IngestProject(project))

@@ -104,7 +104,7 @@ async fn accept(
         // A permanent, named refusal; the other events of the batch are
         // stored, so the client's resend of them stores nothing twice.
         state.metrics.rejected(UNSTORABLE);
-        attach_in_background(state, project.id, outcome.inserted);
+        attach_in_background(state, project.id, outcome.new_groups);
         return Err(ApiError::Unstorable(format!(
             "event {}: {message}",
             event.event_id
@@ -118,7 +118,7 @@ async fn accept(
             message,
         });
     }
-    attach_in_background(state, project.id, outcome.inserted);
+    attach_in_background(state, project.id, outcome.new_groups);
     let m = &state.metrics;
     m.events_accepted.inc_by(outcome.accepted.len() as u64);
     m.events_stored.inc_by(outcome.inserted as u64);
@@ -202,6 +202,7 @@ pub(crate) async fn store_events<'a>(
                 stored.outcome.accepted.extend(one.accepted);
                 stored.outcome.inserted += one.inserted;
                 stored.outcome.sampled += one.sampled;
+                stored.outcome.new_groups += one.new_groups;
             }
             Err(ApiError::Store(e)) if e.is_refused_data() => {
                 tracing::warn!(error = %e, project_id = project.id, event_id = %event.event_id, "the database refused an event");
@@ -213,11 +214,10 @@ pub(crate) async fn store_events<'a>(
     Ok(stored)
 }
 
-/// New events may have made new groups: put them in clusters without
-/// holding up the client's 202.
-pub(crate) fn attach_in_background(state: &AppState, project_id: i64, inserted: usize) {
-    if inserted == 0 || !state.job.schedule_attach(project_id) {
-        // Nothing new, or an attach for this project is already waiting to run.
+/// New groups: put them in clusters without holding up the client's 202.
+pub(crate) fn attach_in_background(state: &AppState, project_id: i64, new_groups: usize) {
+    if new_groups == 0 || !state.job.schedule_attach(project_id) {
+        // No new group, or an attach for this project is already waiting to run.
         return;
     }
     let job = state.job.clone();
@@ -479,7 +479,7 @@ async fn accept_text(
         state.metrics.rejected(UNSTORABLE);
         return Err(ApiError::Unstorable(message.clone()));
     }
-    attach_in_background(state, project.id, outcome.inserted);
+    attach_in_background(state, project.id, outcome.new_groups);
     state.metrics.events_accepted.inc();
     state.metrics.events_stored.inc_by(outcome.inserted as u64);
     Ok((

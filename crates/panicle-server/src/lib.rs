@@ -172,6 +172,8 @@ pub struct AppState {
     pub symbolicator: Arc<symbolicate::Symbolicator>,
     /// Ingest's transactions, shared by the requests that arrive together.
     pub committer: Arc<commit::Committer>,
+    /// Projects by ingest key, remembered once found.
+    pub ingest_keys: Arc<auth::IngestKeys>,
 }
 
 /// The whole HTTP surface.
@@ -311,6 +313,7 @@ impl AppState {
         ));
         AppState {
             committer,
+            ingest_keys: Arc::default(),
             store,
             symbolicator,
             config: Arc::new(config),

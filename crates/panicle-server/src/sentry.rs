@@ -90,8 +90,8 @@ fn header_or_query_key(headers: &HeaderMap, query: Option<&str>) -> Option<Strin
 /// The project of `key`, which must be the project of the path.
 async fn project_for(state: &AppState, key: &str, path_project: &str) -> Result<Project, ApiError> {
     let project = state
-        .store
-        .project_by_key(key.trim())
+        .ingest_keys
+        .project(&state.store, key.trim())
         .await?
         .ok_or(ApiError::BadSentryKey)?;
     if path_project.trim().parse::<i64>().ok() != Some(project.id) {
@@ -284,7 +284,7 @@ async fn accept(
         outcome,
         unstorable,
     } = store_events(state, &project, &admitted, &events).await?;
-    attach_in_background(state, project.id, outcome.inserted);
+    attach_in_background(state, project.id, outcome.new_groups);
     if let Some((event, message)) = unstorable.first() {
         return Err(ApiError::Unstorable(format!(
             "event {}: {message}",

@@ -64,6 +64,9 @@ pub struct InsertOutcome {
     /// Of the new ones, how many were counted but not kept in full (their
     /// group was over its cap).
     pub sampled: usize,
+    /// Groups the transaction created in the batch's project (its own or
+    /// another request's of the same group commit): they await a cluster.
+    pub new_groups: usize,
 }
 
 /// The columns a list shows; `payload` has the rest.
@@ -171,15 +174,15 @@ pub(crate) struct GroupDelta<'a> {
 }
 
 /// Adds a batch's events to their group, creating it with the first
-/// event's template, culprit and signature when it is new.
+/// event's template, culprit and signature when it is new: true then.
 pub(crate) async fn upsert_group(
     conn: &mut sqlx::AnyConnection,
     project_id: i64,
     gid: &str,
     d: &GroupDelta<'_>,
-) -> Result<()> {
+) -> Result<bool> {
     let frames = serde_json::to_string(&d.first.signature).unwrap_or_else(|_| "[]".into());
-    sqlx::query(
+    let row = sqlx::query(
         "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \
          culprit, frames, event_count, first_seen, last_seen, first_release, sample_message, \
          stored_events, sampled_events) \
@@ -193,7 +196,8 @@ pub(crate) async fn upsert_group(
          first_seen = CASE WHEN excluded.first_seen < event_groups.first_seen \
              THEN excluded.first_seen ELSE event_groups.first_seen END, \
          last_seen = CASE WHEN excluded.last_seen > event_groups.last_seen \
-             THEN excluded.last_seen ELSE event_groups.last_seen END",
+             THEN excluded.last_seen ELSE event_groups.last_seen END \
+         RETURNING stored_events + sampled_events AS rows_now",
     )
     .bind(gid)
     .bind(project_id)
@@ -210,9 +214,11 @@ pub(crate) async fn upsert_group(
     .bind(&d.first.message)
     .bind(d.stored)
     .bind(d.sampled)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(())
+    // A group that existed held rows already (one left with none is removed).
+    let rows_now: i64 = row.try_get("rows_now")?;
+    Ok(rows_now == d.stored + d.sampled)
 }
 
 /// Takes events out of a group (retention, or a move to the group their

@@ -90,6 +90,7 @@ impl Store {
                 accepted: j.events.iter().map(|e| e.event_id.clone()).collect(),
                 inserted: 0,
                 sampled: 0,
+                new_groups: 0,
             })
             .collect();
         let mut by_project: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
@@ -215,8 +216,16 @@ impl Store {
             }
             d.last_seen = d.last_seen.max(e.timestamp_ms);
         }
+        let mut created = 0;
         for (gid, d) in &deltas {
-            upsert_group(conn, project_id, gid, d).await?;
+            if upsert_group(conn, project_id, gid, d).await? {
+                created += 1;
+            }
+        }
+        if created > 0 {
+            for &j in of_project {
+                outcomes[j].new_groups += created;
+            }
         }
         self.apply_cluster_states(conn, project_id, &deltas, &new_events, received_at)
             .await?;
