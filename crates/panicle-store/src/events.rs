@@ -181,44 +181,81 @@ pub(crate) async fn upsert_group(
     gid: &str,
     d: &GroupDelta<'_>,
 ) -> Result<bool> {
-    let frames = serde_json::to_string(&d.first.signature).unwrap_or_else(|_| "[]".into());
-    let row = sqlx::query(
-        "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \
-         culprit, frames, event_count, first_seen, last_seen, first_release, sample_message, \
-         stored_events, sampled_events) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (id) DO UPDATE SET \
-         event_count = event_groups.event_count + excluded.event_count, \
-         stored_events = event_groups.stored_events + excluded.stored_events, \
-         sampled_events = event_groups.sampled_events + excluded.sampled_events, \
-         first_release = CASE WHEN excluded.first_seen < event_groups.first_seen \
-             THEN excluded.first_release ELSE event_groups.first_release END, \
-         first_seen = CASE WHEN excluded.first_seen < event_groups.first_seen \
-             THEN excluded.first_seen ELSE event_groups.first_seen END, \
-         last_seen = CASE WHEN excluded.last_seen > event_groups.last_seen \
-             THEN excluded.last_seen ELSE event_groups.last_seen END \
-         RETURNING stored_events + sampled_events AS rows_now",
-    )
-    .bind(gid)
-    .bind(project_id)
-    .bind(&d.first.fingerprint)
-    .bind(&d.first.platform)
-    .bind(&d.first.kind)
-    .bind(&d.first.template)
-    .bind(d.first.culprit.as_deref())
-    .bind(frames)
-    .bind(d.count)
-    .bind(d.first_seen)
-    .bind(d.last_seen)
-    .bind(d.first_release)
-    .bind(&d.first.message)
-    .bind(d.stored)
-    .bind(d.sampled)
-    .fetch_one(&mut *conn)
-    .await?;
-    // A group that existed held rows already (one left with none is removed).
-    let rows_now: i64 = row.try_get("rows_now")?;
-    Ok(rows_now == d.stored + d.sampled)
+    Ok(upsert_groups(conn, project_id, &[(gid, d)]).await? > 0)
+}
+
+/// Groups per upsert statement: 15 columns × 200 bound values.
+const GROUPS_PER_STATEMENT: usize = 200;
+
+/// [`upsert_group`] for many groups of one project, one statement per 200
+/// (`groups` in id order, each once); returns how many were created.
+pub(crate) async fn upsert_groups(
+    conn: &mut sqlx::AnyConnection,
+    project_id: i64,
+    groups: &[(&str, &GroupDelta<'_>)],
+) -> Result<usize> {
+    let mut created = 0;
+    for chunk in groups.chunks(GROUPS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let marks: Vec<String> = (i * 15 + 1..=i * 15 + 15)
+                    .map(|n| format!("${n}"))
+                    .collect();
+                format!("({})", marks.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \
+             culprit, frames, event_count, first_seen, last_seen, first_release, sample_message, \
+             stored_events, sampled_events) \
+             VALUES {} \
+             ON CONFLICT (id) DO UPDATE SET \
+             event_count = event_groups.event_count + excluded.event_count, \
+             stored_events = event_groups.stored_events + excluded.stored_events, \
+             sampled_events = event_groups.sampled_events + excluded.sampled_events, \
+             first_release = CASE WHEN excluded.first_seen < event_groups.first_seen \
+                 THEN excluded.first_release ELSE event_groups.first_release END, \
+             first_seen = CASE WHEN excluded.first_seen < event_groups.first_seen \
+                 THEN excluded.first_seen ELSE event_groups.first_seen END, \
+             last_seen = CASE WHEN excluded.last_seen > event_groups.last_seen \
+                 THEN excluded.last_seen ELSE event_groups.last_seen END \
+             RETURNING id, stored_events + sampled_events AS rows_now",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (gid, d) in chunk {
+            let frames = serde_json::to_string(&d.first.signature).unwrap_or_else(|_| "[]".into());
+            q = q
+                .bind(*gid)
+                .bind(project_id)
+                .bind(&d.first.fingerprint)
+                .bind(&d.first.platform)
+                .bind(&d.first.kind)
+                .bind(&d.first.template)
+                .bind(d.first.culprit.as_deref())
+                .bind(frames)
+                .bind(d.count)
+                .bind(d.first_seen)
+                .bind(d.last_seen)
+                .bind(d.first_release)
+                .bind(&d.first.message)
+                .bind(d.stored)
+                .bind(d.sampled);
+        }
+        let added: std::collections::HashMap<&str, i64> = chunk
+            .iter()
+            .map(|(g, d)| (*g, d.stored + d.sampled))
+            .collect();
+        for row in q.fetch_all(&mut *conn).await? {
+            let id: String = row.try_get("id")?;
+            let rows_now: i64 = row.try_get("rows_now")?;
+            // A group that existed held rows already (one left with none is removed).
+            if added.get(id.as_str()) == Some(&rows_now) {
+                created += 1;
+            }
+        }
+    }
+    Ok(created)
 }
 
 /// Takes events out of a group (retention, or a move to the group their

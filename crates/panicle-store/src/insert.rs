@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::events::{GroupDelta, NewEvent, group_id, upsert_group};
+use crate::events::{GroupDelta, NewEvent, group_id, upsert_groups};
 use crate::limits::{InsertLimits, QuotaPeriod, UsagePeriods, keep_sampled};
 use crate::{InsertOutcome, Result, Store, StoreError};
 
@@ -216,12 +216,9 @@ impl Store {
             }
             d.last_seen = d.last_seen.max(e.timestamp_ms);
         }
-        let mut created = 0;
-        for (gid, d) in &deltas {
-            if upsert_group(conn, project_id, gid, d).await? {
-                created += 1;
-            }
-        }
+        let groups: Vec<(&str, &GroupDelta<'_>)> =
+            deltas.iter().map(|(g, d)| (g.as_str(), d)).collect();
+        let created = upsert_groups(conn, project_id, &groups).await?;
         if created > 0 {
             for &j in of_project {
                 outcomes[j].new_groups += created;
@@ -547,29 +544,26 @@ async fn count_usage(
             .min()
             .unwrap_or(0)
     };
-    for (key, period, quota) in [
-        (
-            &periods.day,
-            QuotaPeriod::Daily,
-            tightest(|l| l.daily_quota),
-        ),
-        (
-            &periods.month,
-            QuotaPeriod::Monthly,
-            tightest(|l| l.monthly_quota),
-        ),
-    ] {
-        let used: i64 = sqlx::query(
-            "INSERT INTO project_usage (project_id, period, count) VALUES ($1, $2, $3) \
-             ON CONFLICT (project_id, period) DO UPDATE SET count = project_usage.count + excluded.count \
-             RETURNING count",
-        )
-        .bind(project_id)
-        .bind(key)
-        .bind(n)
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("count")?;
+    // Both periods in one statement.
+    let rows = sqlx::query(
+        "INSERT INTO project_usage (project_id, period, count) VALUES ($1, $2, $4), ($1, $3, $4) \
+         ON CONFLICT (project_id, period) DO UPDATE SET count = project_usage.count + excluded.count \
+         RETURNING period, count",
+    )
+    .bind(project_id)
+    .bind(&periods.day)
+    .bind(&periods.month)
+    .bind(n)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let key: String = row.try_get("period")?;
+        let used: i64 = row.try_get("count")?;
+        let (period, quota) = if key == periods.day {
+            (QuotaPeriod::Daily, tightest(|l| l.daily_quota))
+        } else {
+            (QuotaPeriod::Monthly, tightest(|l| l.monthly_quota))
+        };
         if quota > 0 && used > quota {
             return Err(StoreError::QuotaExceeded {
                 period,

@@ -328,17 +328,27 @@ pub(crate) async fn record_releases(
     seen: &[(&str, &str, &str, i64)],
 ) -> Result<()> {
     let mut fired: Vec<(String, &str, &str)> = Vec::new();
-    for &(group_id, release, event_id, ts) in seen {
-        let fresh = sqlx::query(
-            "INSERT INTO group_releases (group_id, release, first_seen) VALUES ($1, $2, $3) \
-             ON CONFLICT (group_id, release) DO NOTHING",
-        )
-        .bind(group_id)
-        .bind(release)
-        .bind(ts)
-        .execute(&mut *conn)
-        .await?;
-        if fresh.rows_affected() == 0 {
+    // One statement per 300 pairs; the pairs new to their group come back.
+    let mut fresh: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    for chunk in seen.chunks(300) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO group_releases (group_id, release, first_seen) VALUES {} \
+             ON CONFLICT (group_id, release) DO NOTHING RETURNING group_id, release",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for &(group_id, release, _, ts) in chunk {
+            q = q.bind(group_id).bind(release).bind(ts);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            fresh.insert((row.try_get("group_id")?, row.try_get("release")?));
+        }
+    }
+    for &(group_id, release, event_id, _) in seen {
+        if !fresh.contains(&(group_id.to_string(), release.to_string())) {
             continue;
         }
         let cluster: Option<String> =
