@@ -196,19 +196,12 @@ pub(crate) async fn upsert_groups(
 ) -> Result<usize> {
     let mut created = 0;
     for chunk in groups.chunks(GROUPS_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let marks: Vec<String> = (i * 15 + 1..=i * 15 + 15)
-                    .map(|n| format!("${n}"))
-                    .collect();
-                format!("({})", marks.join(", "))
-            })
-            .collect();
+        let rows = crate::page::Marks::for_conn(conn).rows(chunk.len(), 15);
         let sql = format!(
             "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \
              culprit, frames, event_count, first_seen, last_seen, first_release, sample_message, \
              stored_events, sampled_events) \
-             VALUES {} \
+             VALUES {rows} \
              ON CONFLICT (id) DO UPDATE SET \
              event_count = event_groups.event_count + excluded.event_count, \
              stored_events = event_groups.stored_events + excluded.stored_events, \
@@ -219,8 +212,7 @@ pub(crate) async fn upsert_groups(
                  THEN excluded.first_seen ELSE event_groups.first_seen END, \
              last_seen = CASE WHEN excluded.last_seen > event_groups.last_seen \
                  THEN excluded.last_seen ELSE event_groups.last_seen END \
-             RETURNING id, stored_events + sampled_events AS rows_now",
-            rows.join(", ")
+             RETURNING id, stored_events + sampled_events AS rows_now"
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for (gid, d) in chunk {

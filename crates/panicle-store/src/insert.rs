@@ -14,6 +14,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::events::{GroupDelta, NewEvent, group_id, upsert_groups};
 use crate::limits::{InsertLimits, QuotaPeriod, UsagePeriods, keep_sampled};
+use crate::page::Marks;
 use crate::{InsertOutcome, Result, Store, StoreError};
 
 /// One request's events with the limits of its project.
@@ -343,14 +344,6 @@ impl Store {
     }
 }
 
-/// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The ids among `ids` the project already holds, in full or sampled.
 async fn stored_ids(
     conn: &mut sqlx::AnyConnection,
@@ -359,13 +352,21 @@ async fn stored_ids(
 ) -> Result<HashSet<String>> {
     let mut stored = HashSet::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let marks = placeholders(2, chunk.len());
+        let mut m = Marks::for_conn(conn);
         let sql = format!(
-            "SELECT event_id FROM events WHERE project_id = $1 AND event_id IN ({marks}) \
+            "SELECT event_id FROM events WHERE project_id = {} AND event_id IN ({}) \
              UNION ALL \
-             SELECT event_id FROM sampled_events WHERE project_id = $1 AND event_id IN ({marks})"
+             SELECT event_id FROM sampled_events WHERE project_id = {} AND event_id IN ({})",
+            m.next(),
+            m.list(chunk.len()),
+            m.next(),
+            m.list(chunk.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(project_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q = q.bind(project_id);
         for id in chunk {
             q = q.bind(*id);
         }
@@ -429,7 +430,7 @@ async fn group_counters(
     for chunk in distinct.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT id, stored_events, sampled_events FROM event_groups WHERE id IN ({})",
-            placeholders(1, chunk.len())
+            Marks::for_conn(conn).list(chunk.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for g in chunk {
@@ -461,15 +462,12 @@ async fn insert_rows(
     let mut inserted = HashSet::new();
     let kept: Vec<&Candidate> = candidates.iter().filter(|c| c.keep).collect();
     for chunk in kept.chunks(ROWS_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * 18 + 1, 18)))
-            .collect();
+        let rows = Marks::for_conn(conn).rows(chunk.len(), 18);
         let sql = format!(
             "INSERT INTO events (project_id, event_id, group_id, ts, received_at, platform, \
              kind, message, service, environment, release, trace_id, pod, node, route, depth, \
-             payload, weight) VALUES {} ON CONFLICT (project_id, event_id) DO NOTHING \
-             RETURNING event_id",
-            rows.join(", ")
+             payload, weight) VALUES {rows} ON CONFLICT (project_id, event_id) DO NOTHING \
+             RETURNING event_id"
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for c in chunk {
@@ -500,13 +498,10 @@ async fn insert_rows(
     }
     let sampled: Vec<&Candidate> = candidates.iter().filter(|c| !c.keep).collect();
     for chunk in sampled.chunks(ROWS_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
-            .collect();
+        let rows = Marks::for_conn(conn).rows(chunk.len(), 5);
         let sql = format!(
-            "INSERT INTO sampled_events (project_id, event_id, group_id, ts, weight) VALUES {} \
-             ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id",
-            rows.join(", ")
+            "INSERT INTO sampled_events (project_id, event_id, group_id, ts, weight) VALUES {rows} \
+             ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id"
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for c in chunk {

@@ -95,6 +95,47 @@ impl Filter {
     }
 }
 
+/// Placeholders of a statement's values, in the order they are bound: `?`
+/// on SQLite, where finding a numbered one (`$n`) takes a scan of all of
+/// them, which makes binding a multi-row statement quadratic in its values
+/// (a fifth of ingest's time at 3,600 values); `$n` on PostgreSQL.
+pub(crate) struct Marks {
+    numbered: bool,
+    bound: usize,
+}
+
+impl Marks {
+    pub fn for_conn(conn: &sqlx::AnyConnection) -> Marks {
+        Marks {
+            numbered: conn.backend_name() != "SQLite",
+            bound: 0,
+        }
+    }
+
+    /// The next value's placeholder.
+    pub fn next(&mut self) -> String {
+        self.bound += 1;
+        if self.numbered {
+            format!("${}", self.bound)
+        } else {
+            "?".to_string()
+        }
+    }
+
+    /// `k` placeholders, comma-separated.
+    pub fn list(&mut self, k: usize) -> String {
+        (0..k).map(|_| self.next()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `rows` parenthesized rows of `columns` placeholders each.
+    pub fn rows(&mut self, rows: usize, columns: usize) -> String {
+        (0..rows)
+            .map(|_| format!("({})", self.list(columns)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// `column IN ($n, …)` over the given values.
 pub(crate) fn push_in(f: &mut Filter, column: &str, values: &[String]) {
     let marks = vec!["?"; values.len()].join(", ");

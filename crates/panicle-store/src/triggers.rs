@@ -331,13 +331,10 @@ pub(crate) async fn record_releases(
     // One statement per 300 pairs; the pairs new to their group come back.
     let mut fresh: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
     for chunk in seen.chunks(300) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
-            .collect();
+        let rows = crate::page::Marks::for_conn(conn).rows(chunk.len(), 3);
         let sql = format!(
-            "INSERT INTO group_releases (group_id, release, first_seen) VALUES {} \
-             ON CONFLICT (group_id, release) DO NOTHING RETURNING group_id, release",
-            rows.join(", ")
+            "INSERT INTO group_releases (group_id, release, first_seen) VALUES {rows} \
+             ON CONFLICT (group_id, release) DO NOTHING RETURNING group_id, release"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for &(group_id, release, _, ts) in chunk {
