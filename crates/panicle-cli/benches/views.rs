@@ -329,6 +329,8 @@ const SERVER_ENV: &[(&str, &str)] = &[
     ("PANICLE_RATE_LIMIT", "0"),
     // A slow view is measured, not cut at the default 60 s.
     ("PANICLE_REQUEST_TIMEOUT", "600"),
+    // Slow-statement warnings would bury the tables.
+    ("PANICLE_LOG", "error"),
 ];
 
 /// The checks that the bulk path stores what ingest stored.
