@@ -197,7 +197,7 @@ impl Dataset {
                 "package": "tokio"
             }));
         }
-        let route = if (h >> 20) % 5 == 0 {
+        let route = if (h >> 20).is_multiple_of(5) {
             format!(
                 "/api/{}/{{id}}",
                 RESOURCES[(h >> 24) as usize % RESOURCES.len()]
@@ -205,7 +205,7 @@ impl Dataset {
         } else {
             format!("/api/{}/{{id}}", RESOURCES[cluster % RESOURCES.len()])
         };
-        let environment = if (h >> 28) % 10 == 0 {
+        let environment = if (h >> 28).is_multiple_of(10) {
             "staging"
         } else {
             "production"
