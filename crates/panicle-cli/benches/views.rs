@@ -28,10 +28,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use panicle_protocol::decode::{Decoded, event_weight, stored_timestamp};
-use panicle_protocol::{message_template, signature_frames};
+use panicle_protocol::decode::Decoded;
 use panicle_store::testing::TestDb;
-use panicle_store::{Backend, InsertLimits, NewEvent, Store, StormRange};
+use panicle_store::{Backend, InsertLimits, NewEvent, Store};
 
 const DAY_MS: i64 = 86_400_000;
 /// Days the events are spread over, ending now.
@@ -237,60 +236,9 @@ impl Dataset {
     }
 }
 
-/// What ingest stores for a decoded event (`panicle_server`'s
-/// `ingest::to_new_event`, which is private: the bench checks the two agree).
+/// What ingest stores for a decoded event: ingest's own conversion.
 fn to_new_event(decoded: Decoded, received_ms: i64) -> NewEvent {
-    let Decoded {
-        event,
-        timestamp_ms,
-    } = decoded;
-    let indexed = |v: Option<String>| {
-        v.map(|mut v| {
-            v.truncate(panicle_protocol::truncate_str(&v, 512).len());
-            v
-        })
-    };
-    let resource = |key: &str| indexed(event.resource_str(key).map(str::to_string));
-    let signature = signature_frames(&event);
-    NewEvent {
-        event_id: event.event_id.clone(),
-        timestamp_ms: stored_timestamp(timestamp_ms, received_ms, MAX_AGE_MS),
-        platform: event
-            .platform
-            .map(|p| p.as_str())
-            .unwrap_or("other")
-            .to_string(),
-        kind: event
-            .kind
-            .map(|k| k.as_str())
-            .unwrap_or("panic")
-            .to_string(),
-        message: event.message.clone(),
-        service: resource("service.name"),
-        environment: resource("deployment.environment")
-            .or_else(|| resource("deployment.environment.name")),
-        release: indexed(event.release.clone()),
-        trace_id: event
-            .trace
-            .as_ref()
-            .map(|t| t.trace_id.to_ascii_lowercase()),
-        pod: resource("k8s.pod.name"),
-        node: resource("k8s.node.name"),
-        route: indexed(event.request.as_ref().and_then(|r| r.route.clone())),
-        depth: event.frames.len() as i64,
-        weight: event_weight(event.extra.get("count")),
-        fingerprint: panicle_protocol::fingerprint(&event),
-        template: message_template(&event.message),
-        culprit: signature.first().cloned(),
-        payload: serde_json::to_string(&event).unwrap_or_else(|_| "{}".into()),
-        signature,
-        storm: event.storm.as_ref().map(|s| StormRange {
-            id_prefix: s.id_prefix.clone(),
-            seq_start: s.seq_start,
-            seq_end: s.seq_end,
-        }),
-        missing_debug_files: Vec::new(),
-    }
+    panicle_server::to_new_event(decoded, received_ms, MAX_AGE_MS)
 }
 
 /// The stored rows of events `range`, decoded from their wire JSON as

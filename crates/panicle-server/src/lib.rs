@@ -33,6 +33,9 @@ mod token_bucket;
 mod web;
 pub mod webhook;
 
+/// What ingest stores of a decoded event (benches seed databases with it).
+pub use ingest::to_new_event;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
