@@ -47,7 +47,9 @@ struct Job {
     events: Vec<NewEvent>,
     limits: InsertLimits,
     handed: Instant,
-    reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
+    /// The events go back with the answer: a request that must store them
+    /// one by one after all (the poison fallback) has them without a copy.
+    reply: oneshot::Sender<(Vec<NewEvent>, Result<InsertOutcome, StoreError>)>,
 }
 
 /// The ingest side of group commit: [`Committer::insert`] is
@@ -71,42 +73,50 @@ impl Committer {
     }
 
     /// Stores one request's events, committed (alone or with others) when
-    /// it returns. The outcome and errors are those of storing them alone:
-    /// a transaction that fails is run again one request each.
+    /// it returns, and hands them back. The outcome and errors are those of
+    /// storing them alone: a transaction that fails is run again one
+    /// request each.
     pub async fn insert(
         &self,
         project_id: i64,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
         limits: &InsertLimits,
-    ) -> Result<InsertOutcome, StoreError> {
+    ) -> (Vec<NewEvent>, Result<InsertOutcome, StoreError>) {
         if self.config.writers == 0 {
-            return self
+            let result = self
                 .store
-                .insert_events_with(project_id, events, limits)
+                .insert_events_with(project_id, &events, limits)
                 .await;
+            return (events, result);
         }
         let queue = self.queue.get_or_init(|| self.start());
         let (reply, answer) = oneshot::channel();
         let job = Job {
             project_id,
-            events: events.to_vec(),
+            events,
             limits: *limits,
             handed: Instant::now(),
             reply,
         };
-        if queue.send(job).await.is_ok() {
-            let waiting = queue.max_capacity() - queue.capacity();
-            self.metrics.commit_queue_depth.set(waiting as i64);
+        match queue.send(job).await {
+            Ok(()) => {
+                let waiting = queue.max_capacity() - queue.capacity();
+                self.metrics.commit_queue_depth.set(waiting as i64);
+            }
+            // The writers are gone (the runtime is shutting down): store it here.
+            Err(mpsc::error::SendError(job)) => {
+                let result = self
+                    .store
+                    .insert_events_with(project_id, &job.events, limits)
+                    .await;
+                return (job.events, result);
+            }
         }
         match answer.await {
-            Ok(result) => result,
-            // No writer took it (the writers are gone) or one dropped it
-            // mid-transaction (a panic rolled that back): store it here.
-            Err(_) => {
-                self.store
-                    .insert_events_with(project_id, events, limits)
-                    .await
-            }
+            Ok(answered) => answered,
+            // A writer dropped it mid-transaction (a panic rolled that back):
+            // nothing of it is stored, and the client's resend is safe.
+            Err(_) => (Vec::new(), Err(StoreError::Db(sqlx::Error::WorkerCrashed))),
         }
     }
 
@@ -219,7 +229,7 @@ impl Writer {
                         metrics
                             .commit_wait_seconds
                             .observe(job.handed.elapsed().as_secs_f64());
-                        let _ = job.reply.send(result);
+                        let _ = job.reply.send((job.events, result));
                     });
                 }
                 while alone.join_next().await.is_some() {}
@@ -232,6 +242,6 @@ impl Writer {
             .commit_wait_seconds
             .observe(job.handed.elapsed().as_secs_f64());
         // The request may be gone (its client hung up): what was committed stays.
-        let _ = job.reply.send(result);
+        let _ = job.reply.send((job.events, result));
     }
 }

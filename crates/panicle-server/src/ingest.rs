@@ -65,6 +65,8 @@ async fn accept(
     let mut decoded = Vec::new();
     let mut rejected = Vec::new();
     let body = decode_body(&raw)?;
+    // The decoded events are what is kept from here: not the body too.
+    drop(raw);
     let whole = !partial || matches!(body, DecodedBody::One(_));
     match body {
         DecodedBody::One(d) => decoded.push(*d),
@@ -99,21 +101,18 @@ async fn accept(
     let StoredEvents {
         outcome,
         unstorable,
-    } = store_events(state, &project, &admitted, &events).await?;
-    if whole && let Some((event, message)) = unstorable.first() {
+    } = store_events(state, &project, &admitted, events).await?;
+    if whole && let Some((event_id, message)) = unstorable.first() {
         // A permanent, named refusal; the other events of the batch are
         // stored, so the client's resend of them stores nothing twice.
         state.metrics.rejected(UNSTORABLE);
         attach_in_background(state, project.id, outcome.new_groups);
-        return Err(ApiError::Unstorable(format!(
-            "event {}: {message}",
-            event.event_id
-        )));
+        return Err(ApiError::Unstorable(format!("event {event_id}: {message}")));
     }
-    for (event, message) in unstorable {
+    for (event_id, message) in unstorable {
         rejected.push(Rejected {
             index: None,
-            event_id: Some(event.event_id.clone()),
+            event_id: Some(event_id),
             code: UNSTORABLE,
             message,
         });
@@ -158,22 +157,22 @@ struct Rejected {
     message: String,
 }
 
-pub(crate) struct StoredEvents<'a> {
+pub(crate) struct StoredEvents {
     pub(crate) outcome: panicle_store::InsertOutcome,
-    /// Events the database refused for their content, with why.
-    pub(crate) unstorable: Vec<(&'a NewEvent, String)>,
+    /// Events the database refused for their content: id and why.
+    pub(crate) unstorable: Vec<(String, String)>,
 }
 
-/// Stores a request's events in one transaction, within the project's
-/// quotas; when the database refuses the batch for the data in it (not for
-/// being unreachable), each event is stored alone so one poison event cannot
-/// hold back the others.
-pub(crate) async fn store_events<'a>(
+/// Stores a request's events in one transaction (shared with other
+/// requests: `commit.rs`), within the project's quotas; when the database
+/// refuses the batch for the data in it (not for being unreachable), each
+/// event is stored alone so one poison event cannot hold back the others.
+pub(crate) async fn store_events(
     state: &AppState,
     project: &panicle_store::Project,
     admitted: &crate::limits::Effective,
-    events: &'a [NewEvent],
-) -> Result<StoredEvents<'a>, ApiError> {
+    events: Vec<NewEvent>,
+) -> Result<StoredEvents, ApiError> {
     let mut stored = StoredEvents {
         outcome: panicle_store::InsertOutcome::default(),
         unstorable: Vec::new(),
@@ -181,34 +180,37 @@ pub(crate) async fn store_events<'a>(
     if events.is_empty() {
         return Ok(stored);
     }
-    let insert = |batch: &'a [NewEvent]| {
+    let insert = |batch: Vec<NewEvent>| {
         state
             .limits
             .insert(&state.committer, &state.metrics, project, admitted, batch)
     };
-    match insert(events).await {
-        Ok(outcome) => {
+    let count = events.len();
+    let events = match insert(events).await {
+        (_, Ok(outcome)) => {
             stored.outcome = outcome;
             return Ok(stored);
         }
-        Err(ApiError::Store(e)) if e.is_refused_data() => {
-            tracing::warn!(error = %e, project_id = project.id, events = events.len(), "the database refused a batch; storing its events one by one");
+        (events, Err(ApiError::Store(e))) if e.is_refused_data() => {
+            tracing::warn!(error = %e, project_id = project.id, events = count, "the database refused a batch; storing its events one by one");
+            events
         }
-        Err(e) => return Err(e),
-    }
+        (_, Err(e)) => return Err(e),
+    };
     for event in events {
-        match insert(std::slice::from_ref(event)).await {
-            Ok(one) => {
+        let event_id = event.event_id.clone();
+        match insert(vec![event]).await {
+            (_, Ok(one)) => {
                 stored.outcome.accepted.extend(one.accepted);
                 stored.outcome.inserted += one.inserted;
                 stored.outcome.sampled += one.sampled;
                 stored.outcome.new_groups += one.new_groups;
             }
-            Err(ApiError::Store(e)) if e.is_refused_data() => {
-                tracing::warn!(error = %e, project_id = project.id, event_id = %event.event_id, "the database refused an event");
-                stored.unstorable.push((event, e.refusal_reason()));
+            (_, Err(ApiError::Store(e))) if e.is_refused_data() => {
+                tracing::warn!(error = %e, project_id = project.id, event_id = %event_id, "the database refused an event");
+                stored.unstorable.push((event_id, e.refusal_reason()));
             }
-            Err(e) => return Err(e),
+            (_, Err(e)) => return Err(e),
         }
     }
     Ok(stored)
@@ -466,7 +468,7 @@ async fn accept_text(
         })
     })?;
     state.limits.admit(&state.metrics, &project, &admitted, 1)?;
-    let events = [to_new_event(
+    let events = vec![to_new_event(
         decoded,
         crate::now_ms(),
         state.config.max_event_age_ms(admitted.retention_days),
@@ -474,7 +476,7 @@ async fn accept_text(
     let StoredEvents {
         outcome,
         unstorable,
-    } = store_events(state, &project, &admitted, &events).await?;
+    } = store_events(state, &project, &admitted, events).await?;
     if let Some((_, message)) = unstorable.first() {
         state.metrics.rejected(UNSTORABLE);
         return Err(ApiError::Unstorable(message.clone()));

@@ -285,21 +285,38 @@ impl Limits {
         }
     }
 
-    /// Stores an admitted batch within the project's quotas.
+    /// Stores an admitted batch within the project's quotas; hands the
+    /// events back.
     pub async fn insert(
         &self,
         committer: &Committer,
         metrics: &Metrics,
         project: &Project,
         e: &Effective,
-        events: &[NewEvent],
-    ) -> Result<InsertOutcome, ApiError> {
+        events: Vec<NewEvent>,
+    ) -> (Vec<NewEvent>, Result<InsertOutcome, ApiError>) {
         let limits = InsertLimits {
             daily_quota: e.daily_quota.min(i64::MAX as u64) as i64,
             monthly_quota: e.monthly_quota.min(i64::MAX as u64) as i64,
             group_cap: self.defaults.group_event_cap.min(i64::MAX as u64) as i64,
         };
-        match committer.insert(project.id, events, &limits).await {
+        let n = events.len() as u64;
+        let (events, stored) = committer.insert(project.id, events, &limits).await;
+        (events, self.judge(stored, metrics, project, e, n))
+    }
+
+    /// A store outcome as ingest answers it: a quota refusal is remembered
+    /// (later requests are refused before their body is read) and its rate
+    /// tokens (`n`) are given back.
+    fn judge(
+        &self,
+        stored: Result<InsertOutcome, StoreError>,
+        metrics: &Metrics,
+        project: &Project,
+        e: &Effective,
+        n: u64,
+    ) -> Result<InsertOutcome, ApiError> {
+        match stored {
             Ok(outcome) => Ok(outcome),
             Err(StoreError::QuotaExceeded {
                 period,
@@ -326,7 +343,6 @@ impl Limits {
                     }
                 }
                 if e.rate > 0 {
-                    let n = events.len() as u64;
                     self.with_bucket(project.id, e, |b, _| b.refund(n));
                 }
                 let err = quota_error(period, limit, used, now);

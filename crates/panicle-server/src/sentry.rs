@@ -283,13 +283,10 @@ async fn accept(
     let StoredEvents {
         outcome,
         unstorable,
-    } = store_events(state, &project, &admitted, &events).await?;
+    } = store_events(state, &project, &admitted, events).await?;
     attach_in_background(state, project.id, outcome.new_groups);
-    if let Some((event, message)) = unstorable.first() {
-        return Err(ApiError::Unstorable(format!(
-            "event {}: {message}",
-            event.event_id
-        )));
+    if let Some((event_id, message)) = unstorable.first() {
+        return Err(ApiError::Unstorable(format!("event {event_id}: {message}")));
     }
     let m = &state.metrics;
     m.events_accepted.inc_by(outcome.accepted.len() as u64);
