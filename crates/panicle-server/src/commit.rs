@@ -38,6 +38,9 @@ impl Default for GroupCommit {
     }
 }
 
+/// Requests of a failed shared transaction stored alone at once.
+const SPLIT_CONCURRENCY: usize = 4;
+
 /// Requests waiting for a writer at most; past it a request waits to hand
 /// its events over (the admission gate bounds what waits in memory).
 const QUEUE_CAPACITY: usize = 4_096;
@@ -130,7 +133,7 @@ impl Committer {
                 config: self.config,
                 queue: receive.clone(),
             };
-            tokio::spawn(writer.run());
+            tokio::spawn(Arc::new(writer).run());
         }
         send
     }
@@ -146,9 +149,14 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self) {
+    async fn run(self: Arc<Self>) {
         while let Some(jobs) = self.gather().await {
-            self.commit(jobs).await;
+            // A panic inside a transaction fails its requests (their answers
+            // are dropped: 503, nothing stored), not the writer.
+            let writer = self.clone();
+            if let Err(e) = tokio::spawn(async move { writer.commit(jobs).await }).await {
+                tracing::error!(error = %e, "a group commit panicked; its requests were answered 503");
+            }
         }
     }
 
@@ -215,14 +223,20 @@ impl Writer {
             Err(e) => {
                 // A quota the sum crossed, an event the database refuses or
                 // an outage: each request gets its own answer, as if alone.
-                // At once, so in an outage each waits one connection timeout.
+                // Several at once (an outage costs each one connection
+                // timeout), not all: a big transaction's requests must not
+                // take every connection of the pool.
                 tracing::debug!(error = %e, requests = jobs.len(), "a group commit failed; storing its requests one by one");
                 self.metrics.commit_split.inc();
                 let mut alone = tokio::task::JoinSet::new();
+                let permits = Arc::new(tokio::sync::Semaphore::new(SPLIT_CONCURRENCY));
                 for job in jobs {
                     let store = self.store.clone();
                     let metrics = self.metrics.clone();
+                    let permits = permits.clone();
                     alone.spawn(async move {
+                        // Held until answered; a closed semaphore cannot happen here.
+                        let _permit = permits.acquire_owned().await.ok();
                         let result = store
                             .insert_events_with(job.project_id, &job.events, &job.limits)
                             .await;

@@ -314,7 +314,14 @@ panicle_store::backend_tests! {
     async fn concurrent_requests_share_transactions_and_each_gets_its_own_answer(db: &TestDb) {
         let store = db.store().await;
         let shop = store.create_project("shop").await.unwrap();
-        let s = start(&store, ServerConfig { limits: LimitDefaults { rate: 0, ..LimitDefaults::default() }, ..ServerConfig::default() }).await;
+        // One writer that waits 50 ms for more after the first request: the
+        // requests share transactions however slowly the client threads start.
+        let group_commit = panicle_server::commit::GroupCommit {
+            writers: 1,
+            window: std::time::Duration::from_millis(50),
+            ..Default::default()
+        };
+        let s = start(&store, ServerConfig { limits: LimitDefaults { rate: 0, ..LimitDefaults::default() }, group_commit, ..ServerConfig::default() }).await;
         // 48 requests at once, 3 events each over 4 fingerprints; every
         // fourth request resends the events of the one before it.
         let mut bodies: Vec<Value> = Vec::new();

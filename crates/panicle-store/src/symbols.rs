@@ -122,6 +122,8 @@ impl Store {
             (a.project_id, &a.event.event_id).cmp(&(b.project_id, &b.event.event_id))
         });
         let mut left: BTreeMap<String, Left> = BTreeMap::new();
+        // The project of each group events leave (an event moves within its project).
+        let mut project_of: BTreeMap<String, i64> = BTreeMap::new();
         // Group id (derived from the project) → the project and what joins it.
         let mut joined: BTreeMap<String, (i64, GroupDelta<'_>)> = BTreeMap::new();
         let mut releases: Vec<(String, &str, i64)> = Vec::new();
@@ -171,6 +173,7 @@ impl Store {
                 continue;
             }
             report.moved += 1;
+            project_of.insert(old_gid.clone(), r.project_id);
             let l = left.entry(old_gid).or_default();
             l.weight = l.weight.saturating_add(weight);
             l.events += 1;
@@ -197,15 +200,16 @@ impl Store {
                 releases.push((gid, release, ts));
             }
         }
-        // Groups in id order, as ingest locks them.
-        let mut gids: Vec<&str> = left
+        // Groups in (project, id) order, as ingest locks them (a shared
+        // ingest transaction takes one project's groups after another's).
+        let mut gids: Vec<(i64, &str)> = left
             .keys()
-            .map(String::as_str)
-            .chain(joined.keys().map(String::as_str))
+            .map(|g| (project_of.get(g).copied().unwrap_or_default(), g.as_str()))
+            .chain(joined.iter().map(|(g, (p, _))| (*p, g.as_str())))
             .collect();
         gids.sort_unstable();
         gids.dedup();
-        for gid in gids {
+        for (_, gid) in gids {
             if let Some((project_id, d)) = joined.get(gid) {
                 upsert_group(&mut tx, *project_id, gid, d).await?;
             }

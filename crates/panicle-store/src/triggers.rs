@@ -358,16 +358,24 @@ pub(crate) async fn record_releases(
                 .flatten();
         // A group without a cluster yet starts one: that is a new cluster.
         let Some(cluster_id) = cluster else { continue };
+        // Other groups of the cluster seen in this release before: none, or
+        // only ones new to it in this same call (several groups of a
+        // cluster first seeing a release together fire it once, below).
         let elsewhere = sqlx::query(
-            "SELECT 1 FROM group_releases r JOIN event_groups g ON g.id = r.group_id \
-             WHERE g.cluster_id = $1 AND r.release = $2 AND r.group_id <> $3 LIMIT 1",
+            "SELECT r.group_id FROM group_releases r JOIN event_groups g ON g.id = r.group_id \
+             WHERE g.cluster_id = $1 AND r.release = $2 AND r.group_id <> $3",
         )
         .bind(&cluster_id)
         .bind(release)
         .bind(group_id)
-        .fetch_optional(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
-        if elsewhere.is_none() {
+        let mut before = false;
+        for row in &elsewhere {
+            let other: String = row.try_get("group_id")?;
+            before |= !fresh.contains(&(other, release.to_string()));
+        }
+        if !before {
             fired.push((cluster_id, release, event_id));
         }
     }
