@@ -604,6 +604,27 @@ panicle_store::backend_tests! {
         assert_eq!(bodies[0]["cluster"]["id"], cluster.as_str());
     }
 
+    async fn two_groups_of_a_cluster_new_to_a_release_in_one_batch_fire_it_once(db: &TestDb) {
+        let inbox = Inbox::default();
+        let (hook, _stop) = serve_inbox("127.0.0.1:0".parse().unwrap(), inbox.clone()).await;
+        let s = start(db).await;
+        s.ingest(vec![event(6, "web-1", "1.0"), event(7, "web-1", "1.0")]).await;
+        s.recompute().await;
+        // Both groups in one cluster.
+        let groups = s.state.store.all_groups(Some(s.project)).await.unwrap();
+        let of = |module: &str| groups.iter().find(|g| g.frames.iter().any(|f| f.contains(module))).unwrap();
+        let cluster = of("module6").cluster_id.clone().unwrap();
+        db.execute(&format!("UPDATE event_groups SET cluster_id = '{cluster}' WHERE id = '{}'", of("module7").id)).await;
+        s.add_rule(webhook_rule("new_release", hook)).await;
+        // Each group first sees 2.0 in the same request (one transaction).
+        s.ingest(vec![event(6, "web-1", "2.0"), event(7, "web-2", "2.0")]).await;
+        eventually("the new-release notification", || inbox.count("new_release") >= 1).await;
+        settle().await;
+        let clusters: Vec<String> = inbox.bodies().iter().map(|b| b["cluster"]["id"].to_string()).collect();
+        assert_eq!(inbox.count("new_release"), 1, "{clusters:?}");
+        assert_eq!(inbox.bodies()[0]["cluster"]["id"], cluster.as_str());
+    }
+
     async fn slack_gets_a_formatted_message_for_a_new_release(db: &TestDb) {
         let inbox = Inbox::default();
         let (hook, _stop) = serve_inbox("127.0.0.1:0".parse().unwrap(), inbox.clone()).await;
