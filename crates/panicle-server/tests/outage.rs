@@ -117,7 +117,16 @@ impl OwnPostgres {
     /// Sends `signal` to the whole cluster: the postmaster and its children
     /// (each backend runs in a session of its own, so no process group
     /// holds them all).
+    /// Signals the postmaster and its children. Twice, 200 ms apart: a
+    /// backend the postmaster forked for a connection while the first scan
+    /// ran is not in it (one such backend served a whole "hung" insert).
     fn signal_all(&self, signal: &str) {
+        self.signal_once(signal);
+        std::thread::sleep(Duration::from_millis(200));
+        self.signal_once(signal);
+    }
+
+    fn signal_once(&self, signal: &str) {
         let pid_file = self.dir.path().join("data/postmaster.pid");
         let Ok(text) = std::fs::read_to_string(pid_file) else {
             return;
