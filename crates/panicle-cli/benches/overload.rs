@@ -23,6 +23,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,26 +127,6 @@ fn client(
     out
 }
 
-fn peak_rss_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-            / 1024.0
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn run(label: &str, database_url: &str, settings: &[(&str, &str)]) {
     let clients = env("OVERLOAD_CLIENTS", 1024);
     let batch = env("OVERLOAD_BATCH", 50);
@@ -186,7 +167,7 @@ fn run(label: &str, database_url: &str, settings: &[(&str, &str)]) {
             .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
-    let (peak, now) = peak_rss_mb(server.child.id());
+    let (peak, now) = support::rss_mb(server.child.id());
     let stored: u64 = outcomes.iter().map(|o| o.stored).sum();
     let requests: u64 = outcomes.iter().map(|o| o.accepted_requests).sum();
     let refused: u64 = outcomes.iter().map(|o| o.refused).sum();
@@ -204,8 +185,8 @@ fn run(label: &str, database_url: &str, settings: &[(&str, &str)]) {
     println!(
         "{label:<34} {:>7.0} stored/s  202 p50 {:>7.0} ms  p99 {:>7.0} ms  {requests:>5} × 202  {refused:>6} refused  peak RSS {peak:>6.0} MB (now {now:.0})  stored {stored}, counted {counted}{}",
         stored as f64 / elapsed,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
+        support::percentile(&lat, 0.5),
+        support::percentile(&lat, 0.99),
         if counted == stored { "" } else { "  MISMATCH" }
     );
     drop(server);

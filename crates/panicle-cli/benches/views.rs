@@ -25,6 +25,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -474,26 +475,6 @@ fn rfc3339(ms: i64) -> String {
         .expect("RFC 3339")
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn rss_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-            / 1024.0
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 struct ViewTiming {
     name: String,
     calls: usize,
@@ -636,11 +617,11 @@ fn measure(label: &str, seeded: &Seeded, data: &Dataset) -> RunResult {
         out.push(ViewTiming {
             name,
             calls: samples.len(),
-            p50: percentile(&samples, 0.5),
-            p99: percentile(&samples, 0.99),
+            p50: support::percentile(&samples, 0.5),
+            p99: support::percentile(&samples, 0.99),
         });
     }
-    let (hwm_mb, rss_mb) = rss_mb(server.child.id());
+    let (hwm_mb, rss_mb) = support::rss_mb(server.child.id());
     drop(server);
     RunResult {
         label: label.to_string(),
