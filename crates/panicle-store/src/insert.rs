@@ -131,20 +131,26 @@ impl Store {
             .collect();
         ordered.sort_by(|a, b| a.1.event_id.cmp(&b.1.event_id).then(a.0.cmp(&b.0)));
         ordered.dedup_by(|later, first| later.1.event_id == first.1.event_id);
+        let groups: Vec<String> = ordered
+            .iter()
+            .map(|(_, e)| group_id(project_id, &e.fingerprint))
+            .collect();
         let capped = of_project.iter().any(|&j| jobs[j].limits.group_cap > 0);
         if capped && self.backend == crate::Backend::Postgres {
-            lock_groups(conn, project_id, &ordered).await?;
+            lock_groups(conn, &groups).await?;
         }
         let ids: Vec<&str> = ordered.iter().map(|(_, e)| e.event_id.as_str()).collect();
         let stored = stored_ids(conn, project_id, &ids).await?;
-        let fresh: Vec<(usize, &NewEvent)> = ordered
+        let fresh: Vec<(usize, &NewEvent, String)> = ordered
             .into_iter()
-            .filter(|(_, e)| !stored.contains(e.event_id.as_str()))
+            .zip(groups)
+            .filter(|((_, e), _)| !stored.contains(e.event_id.as_str()))
+            .map(|((j, e), g)| (j, e, g))
             .collect();
         if fresh.is_empty() {
             return Ok(());
         }
-        let candidates = self.decide_kept(conn, project_id, jobs, fresh).await?;
+        let candidates = Self::decide_kept(conn, jobs, fresh, capped).await?;
         let inserted = insert_rows(conn, project_id, &candidates, received_at).await?;
         let mut deltas: BTreeMap<String, GroupDelta<'_>> = BTreeMap::new();
         let mut releases: BTreeMap<(String, &str), (&str, i64)> = BTreeMap::new();
@@ -243,27 +249,21 @@ impl Store {
     /// stand for many panics, their samples are their only trace links, and
     /// the ids folded into them resolve to them.
     async fn decide_kept<'a>(
-        &self,
         conn: &mut sqlx::AnyConnection,
-        project_id: i64,
         jobs: &[InsertJob<'_>],
-        fresh: Vec<(usize, &'a NewEvent)>,
+        fresh: Vec<(usize, &'a NewEvent, String)>,
+        capped: bool,
     ) -> Result<Vec<Candidate<'a>>> {
-        let groups: Vec<String> = fresh
-            .iter()
-            .map(|(_, e)| group_id(project_id, &e.fingerprint))
-            .collect();
-        let capped = fresh.iter().any(|(j, _)| jobs[*j].limits.group_cap > 0);
         // (stored, sampled) rows per group as the transaction goes.
         let mut counters: HashMap<String, (i64, i64)> = if capped {
+            let groups: Vec<&str> = fresh.iter().map(|(_, _, g)| g.as_str()).collect();
             group_counters(conn, &groups).await?
         } else {
             HashMap::new()
         };
         Ok(fresh
             .into_iter()
-            .zip(groups)
-            .map(|((job, event), group)| {
+            .map(|(job, event, group)| {
                 let cap = jobs[job].limits.group_cap;
                 let c = counters.entry(group.clone()).or_insert((0, 0));
                 let keep = event.storm.is_some() || keep_sampled(c.0, c.0 + c.1, cap);
@@ -385,17 +385,11 @@ async fn stored_ids(
 /// and read the stored ids and counters once it is their turn. The group
 /// rows' own locks come later (the upsert) and would come too late. SQLite
 /// runs one writer at a time.
-async fn lock_groups(
-    conn: &mut sqlx::AnyConnection,
-    project_id: i64,
-    events: &[(usize, &NewEvent)],
-) -> Result<()> {
+async fn lock_groups(conn: &mut sqlx::AnyConnection, groups: &[String]) -> Result<()> {
     // The group id is hex of a hash: its first 15 digits are a lock key.
-    let mut keys: Vec<i64> = events
+    let mut keys: Vec<i64> = groups
         .iter()
-        .filter_map(|(_, e)| {
-            i64::from_str_radix(group_id(project_id, &e.fingerprint).get(1..16)?, 16).ok()
-        })
+        .filter_map(|g| i64::from_str_radix(g.get(1..16)?, 16).ok())
         .collect();
     keys.sort_unstable();
     keys.dedup();
@@ -421,9 +415,9 @@ async fn lock_groups(
 /// (stored, sampled) rows of the groups that exist among `groups`.
 async fn group_counters(
     conn: &mut sqlx::AnyConnection,
-    groups: &[String],
+    groups: &[&str],
 ) -> Result<HashMap<String, (i64, i64)>> {
-    let mut distinct: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let mut distinct: Vec<&str> = groups.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
     let mut counters = HashMap::new();
