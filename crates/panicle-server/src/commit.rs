@@ -212,12 +212,12 @@ impl Writer {
         match result {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    self.answer(job, Ok(outcome));
+                    job.answer(&self.metrics, Ok(outcome));
                 }
             }
             Err(e) if jobs.len() == 1 => {
                 if let Some(job) = jobs.into_iter().next() {
-                    self.answer(job, Err(e));
+                    job.answer(&self.metrics, Err(e));
                 }
             }
             Err(e) => {
@@ -240,22 +240,22 @@ impl Writer {
                         let result = store
                             .insert_events_with(job.project_id, &job.events, &job.limits)
                             .await;
-                        metrics
-                            .commit_wait_seconds
-                            .observe(job.handed.elapsed().as_secs_f64());
-                        let _ = job.reply.send((job.events, result));
+                        job.answer(&metrics, result);
                     });
                 }
                 while alone.join_next().await.is_some() {}
             }
         }
     }
+}
 
-    fn answer(&self, job: Job, result: Result<InsertOutcome, StoreError>) {
-        self.metrics
+impl Job {
+    /// Answers the request, handing its events back.
+    fn answer(self, metrics: &Metrics, result: Result<InsertOutcome, StoreError>) {
+        metrics
             .commit_wait_seconds
-            .observe(job.handed.elapsed().as_secs_f64());
+            .observe(self.handed.elapsed().as_secs_f64());
         // The request may be gone (its client hung up): what was committed stays.
-        let _ = job.reply.send((job.events, result));
+        let _ = self.reply.send((self.events, result));
     }
 }
