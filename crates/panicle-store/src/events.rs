@@ -184,9 +184,6 @@ pub(crate) async fn upsert_group(
     Ok(upsert_groups(conn, project_id, &[(gid, d)]).await? > 0)
 }
 
-/// Groups per upsert statement: 15 columns × 200 bound values.
-const GROUPS_PER_STATEMENT: usize = 200;
-
 /// [`upsert_group`] for many groups of one project, one statement per 200
 /// (`groups` in id order, each once); returns how many were created.
 pub(crate) async fn upsert_groups(
@@ -195,7 +192,7 @@ pub(crate) async fn upsert_groups(
     groups: &[(&str, &GroupDelta<'_>)],
 ) -> Result<usize> {
     let mut created = 0;
-    for chunk in groups.chunks(GROUPS_PER_STATEMENT) {
+    for chunk in groups.chunks(crate::page::ROWS_PER_STATEMENT) {
         let rows = crate::page::Marks::for_conn(conn).rows(chunk.len(), 15);
         let sql = format!(
             "INSERT INTO event_groups (id, project_id, fingerprint, platform, kind, template, \

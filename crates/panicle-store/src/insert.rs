@@ -14,7 +14,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::events::{GroupDelta, NewEvent, group_id, upsert_groups};
 use crate::limits::{InsertLimits, QuotaPeriod, UsagePeriods, keep_sampled};
-use crate::page::Marks;
+use crate::page::{Marks, ROWS_PER_STATEMENT};
 use crate::{InsertOutcome, Result, Store, StoreError};
 
 /// One request's events with the limits of its project.
@@ -24,10 +24,6 @@ pub struct InsertJob<'a> {
     pub events: &'a [NewEvent],
     pub limits: InsertLimits,
 }
-
-/// Rows per multi-row statement: 18 columns × 200 stays far below both
-/// backends' bound on bound parameters (SQLite 32,766; PostgreSQL 65,535).
-const ROWS_PER_STATEMENT: usize = 200;
 
 /// An event of the transaction that was not stored before it: which job it
 /// is of, and whether it is kept in full or only counted (sampled).

@@ -95,6 +95,10 @@ impl Filter {
     }
 }
 
+/// Rows per multi-row statement: 18 columns × 200 stays far below both
+/// backends' bound on bound values (SQLite 32,766; PostgreSQL 65,535).
+pub(crate) const ROWS_PER_STATEMENT: usize = 200;
+
 /// Placeholders of a statement's values, in the order they are bound: `?`
 /// on SQLite, where finding a numbered one (`$n`) takes a scan of all of
 /// them, which makes binding a multi-row statement quadratic in its values

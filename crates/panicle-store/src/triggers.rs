@@ -328,9 +328,9 @@ pub(crate) async fn record_releases(
     seen: &[(&str, &str, &str, i64)],
 ) -> Result<()> {
     let mut fired: Vec<(String, &str, &str)> = Vec::new();
-    // One statement per 300 pairs; the pairs new to their group come back.
+    // One statement per chunk of pairs; the pairs new to their group come back.
     let mut fresh: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
-    for chunk in seen.chunks(300) {
+    for chunk in seen.chunks(crate::page::ROWS_PER_STATEMENT) {
         let rows = crate::page::Marks::for_conn(conn).rows(chunk.len(), 3);
         let sql = format!(
             "INSERT INTO group_releases (group_id, release, first_seen) VALUES {rows} \
