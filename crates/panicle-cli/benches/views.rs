@@ -25,6 +25,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+
+use common::{now_ms, rfc3339};
 mod support;
 
 use std::time::{Duration, Instant};
@@ -462,17 +464,6 @@ async fn seed(backend: Backend, data: &Dataset, analyze: bool) -> Seeded {
         groups: groups.len(),
         counted,
     }
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .expect("a time")
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339")
 }
 
 struct ViewTiming {

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::{now_ms, rfc3339};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -36,17 +38,6 @@ const EVENTS_PER_FINGERPRINT: usize = 30;
 const STORM_COUNT: u32 = 7;
 const BATCH: usize = 25;
 const THREADS_PER_SERVER: usize = 4;
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 /// A panic of `bug` reached through `path`: the culprit and kind are the
 /// bug's, the caller the path's (the architecture's worked example: one

@@ -172,3 +172,16 @@ pub fn example(name: &str) -> PathBuf {
     }
     path
 }
+
+/// Now, in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// An epoch-millisecond time as the events' RFC 3339 `timestamp`.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .expect("a time")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+}
