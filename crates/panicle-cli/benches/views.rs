@@ -25,12 +25,11 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-
-use common::{now_ms, rfc3339};
 mod support;
 
 use std::time::{Duration, Instant};
 
+use common::{now_ms, rfc3339};
 use panicle_protocol::decode::Decoded;
 use panicle_store::testing::TestDb;
 use panicle_store::{Backend, InsertLimits, NewEvent, Store};

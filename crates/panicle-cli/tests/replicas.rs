@@ -9,8 +9,6 @@
 
 mod common;
 
-use common::{now_ms, rfc3339};
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -18,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, now_ms, rfc3339};
 use panicle_protocol::dsn::Dsn;
 use panicle_protocol::storm::{folded_event_id, storm_id_prefix};
 use panicle_store::Backend;
