@@ -177,3 +177,15 @@ fn panicle_demo_panic_without_a_dsn_says_where_to_find_one() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn panicle_demo_panic_with_a_bad_dsn_names_it_and_does_not_panic() {
+    let out = Command::new(common::PANICLE)
+        .args(["demo-panic", "index", "--dsn", "not a dsn"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid --dsn / PANICLE_DSN"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
